@@ -1,0 +1,3 @@
+from autopeft.cli import main
+
+raise SystemExit(main())

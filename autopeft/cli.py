@@ -1,0 +1,140 @@
+"""The ``autopeft`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+from autopeft.errors import UserError
+from autopeft.pareto import PICKS, Point, Reference
+
+
+def format_front(front: list[Point], reference: Reference, metric: str) -> str:
+    lines = [f"{'trial':>5}  {metric:>9}  {'trainable':>10}  {'% of base':>9}  plan"]
+    for p in front:
+        lines.append(f"{p.trial:>5}  {p.quality:>9.4f}  {p.params:>10,}  {p.pct:>9.4f}  {p.plan}")
+    lines.append(f"reference point: {metric} {reference.quality:.4f}, {reference.params:,} trainable parameters")
+    return "\n".join(lines)
+
+
+def _quiet() -> None:
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def cmd_submit(args) -> int:
+    from autopeft.job import load_job
+    from autopeft.search import prepare, run_search
+
+    job = load_job(args.job)
+    if args.trials is not None:
+        job = job.model_copy(update={"budget": job.budget.model_copy(update={"trials": args.trials})})
+    prepared = prepare(job)
+    print(f"autopeft: search '{job.name}': {job.budget.trials} trials, {job.budget.parallel} in parallel, "
+          f"space '{prepared.space.spec.name}' ({len(prepared.space.dimensions)} dimensions), "
+          f"model {job.model} ({prepared.shape.base_params:,} parameters)", flush=True)
+    print(f"autopeft: run directory {job.run_dir}", flush=True)
+    summary = run_search(job, progress=not args.no_progress, prepared=prepared)
+    print(f"\nPareto front ({len(summary.front)} points, {summary.finished} trials, {summary.failed} failed, "
+          f"hypervolume {summary.hypervolume:.4f}):")
+    print(format_front(summary.front, prepared.reference if summary.finished == 0 else _reference(job), job.task.metric))
+    name = args.job
+    print(f"\nWatch it:   autopeft ui {name}")
+    print(f"Export it:  autopeft export {name} --pick knee --out {job.name}-adapter")
+    return 0
+
+
+def _reference(job) -> Reference:
+    from autopeft.search import load_existing_study, study_reference
+
+    return study_reference(load_existing_study(job))
+
+
+def cmd_pareto(args) -> int:
+    from autopeft.api import read_front
+    from autopeft.job import load_job
+
+    job = load_job(args.job)
+    front, reference = read_front(job)
+    if args.json:
+        print(json.dumps({"reference": reference.__dict__, "front": [p.to_dict() for p in front]}, indent=2))
+    else:
+        print(format_front(front, reference, job.task.metric))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from autopeft.export import export_point
+    from autopeft.job import load_job
+
+    exported = export_point(load_job(args.job), args.pick, args.out)
+    p = exported.point
+    print(f"exported trial {p.trial} ({p.quality:.4f}, {p.params:,} trainable parameters, {p.plan}) to {exported.out}")
+    print("  adapter_config.json" + ("  adapter_model.safetensors" if exported.with_weights else "") + "  autopeft_point.json")
+    print("load it: PeftModel.from_pretrained(base_model, '%s')" % exported.out)
+    return 0
+
+
+def cmd_ui(args) -> int:
+    from autopeft.job import load_job
+
+    job = load_job(args.job)
+    if job.stores.mlflow_uri is None and not (job.run_dir / "mlflow.db").is_file():
+        raise UserError("run", f"no MLflow store for job '{job.name}' yet ({job.run_dir / 'mlflow.db'})", "run 'autopeft submit' first")
+    url = f"http://127.0.0.1:{args.port}"
+    print(f"MLflow UI for '{job.name}' at {url}  (experiment '{job.name}'; Ctrl-C stops it)", flush=True)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", job.mlflow_uri,
+               "--host", "127.0.0.1", "--port", str(args.port)]
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autopeft", description="Search PEFT configurations: quality vs trainable parameters.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    job_help = "job YAML file, or 'demo' for the built-in demo job"
+
+    p = sub.add_parser("submit", help="run (or resume) the search a job file describes")
+    p.add_argument("job", help=job_help)
+    p.add_argument("--trials", type=int, help="override budget.trials")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("demo", help="run the built-in demo search (MiniLM-L6, Rotten Tomatoes, LoRA)")
+    p.add_argument("--trials", type=int, help="override the demo's 12 trials")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_submit, job="demo")
+
+    p = sub.add_parser("pareto", help="print the Pareto front of a job's search")
+    p.add_argument("job", help=job_help)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_pareto)
+
+    p = sub.add_parser("export", help="write a Pareto point as a peft adapter folder")
+    p.add_argument("job", help=job_help)
+    p.add_argument("--pick", default="knee", help=f"which point: {PICKS} (default knee)")
+    p.add_argument("--out", required=True, help="output folder (new or empty)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for a job's search")
+    p.add_argument("job", help=job_help)
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"autopeft: error: {exc}", file=sys.stderr)
+        return UserError.exit_code

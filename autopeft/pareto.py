@@ -1,0 +1,95 @@
+"""Pareto fronts of quality (maximised) versus trainable parameters (minimised): pure functions."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Point:
+    """One finished trial as the front sees it."""
+
+    trial: int
+    quality: float
+    params: int
+    pct: float
+    plan: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The hypervolume reference point: worst acceptable quality, largest acceptable parameter count."""
+
+    quality: float
+    params: int
+
+
+def dominates(a: Point, b: Point) -> bool:
+    return a.quality >= b.quality and a.params <= b.params and (a.quality > b.quality or a.params < b.params)
+
+
+def pareto_front(points: Iterable[Point]) -> list[Point]:
+    """Non-dominated points, from the smallest to the largest; ties keep the earliest trial."""
+    ordered = sorted(points, key=lambda p: (p.params, -p.quality, p.trial))
+    front: list[Point] = []
+    for point in ordered:
+        if not front or point.quality > front[-1].quality:
+            front.append(point)
+    return front
+
+
+def hypervolume(points: Iterable[Point], reference: Reference) -> float:
+    """Area dominated by ``points`` in (quality, params / reference.params) and bounded by ``reference``.
+
+    Points at or beyond the reference add nothing. The result lies in [0, 1 - quality floor]
+    for a metric bounded by 1.
+    """
+    inside = [p for p in pareto_front(points) if p.quality > reference.quality and p.params < reference.params]
+    area, previous_quality = 0.0, reference.quality
+    for point in inside:  # ascending params, ascending quality
+        width = 1.0 - point.params / reference.params
+        area += (point.quality - previous_quality) * width
+        previous_quality = point.quality
+    return area
+
+
+def knee(front: Sequence[Point]) -> Point:
+    """The front point farthest from the line joining its two ends (in normalised units)."""
+    if len(front) <= 2:
+        return front[-1]
+    lo, hi = front[0], front[-1]
+    q_span = (hi.quality - lo.quality) or 1.0
+    p_span = (hi.params - lo.params) or 1.0
+
+    def distance(p: Point) -> float:
+        x, y = (p.params - lo.params) / p_span, (p.quality - lo.quality) / q_span
+        return y - x  # above the diagonal = better than the straight trade-off
+
+    return max(front, key=distance)
+
+
+PICKS = "best | knee | smallest-above=<quality>"
+
+
+def pick(front: Sequence[Point], how: str) -> Point:
+    """Choose a point of the front: ``best`` quality, the ``knee``, or ``smallest-above=Q``."""
+    if not front:
+        raise ValueError("the front is empty: no trial has finished yet")
+    if how == "best":
+        return max(front, key=lambda p: (p.quality, -p.params))
+    if how == "knee":
+        return knee(front)
+    match = re.fullmatch(r"smallest-above=([0-9.eE+-]+)", how)
+    if match:
+        floor = float(match.group(1))
+        above = [p for p in front if p.quality >= floor]
+        if not above:
+            best = max(p.quality for p in front)
+            raise ValueError(f"no point reaches quality {floor}; the best is {best:.4f}")
+        return min(above, key=lambda p: (p.params, -p.quality))
+    raise ValueError(f"unknown pick '{how}'; use {PICKS}")

@@ -1,0 +1,111 @@
+"""MLflow tracking: one parent run per search, one nested run per trial."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from autopeft.pareto import Point, Reference
+
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def _quiet_mlflow() -> None:
+    for name in ("mlflow", "alembic", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class Tracker:
+    """Writes a search to MLflow; the tracking URI is a SQLite file by default."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None):
+        from mlflow.tracking import MlflowClient
+
+        _quiet_mlflow()
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is not None:
+            self.experiment_id = found.experiment_id
+        else:
+            location = artifact_root.resolve().as_uri() if artifact_root is not None else None
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        self.parent_id: str | None = None
+
+    def start_search(self, name: str, params: dict[str, object], artifacts: dict[str, str], resume_id: str | None) -> str:
+        """Open (or reopen, on resume) the parent run and record the job, the space and the reference."""
+        if resume_id is not None:
+            self.parent_id = resume_id
+            self.client.update_run(resume_id, status="RUNNING")
+            return resume_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={"autopeft.kind": "search"})
+        self.parent_id = run.info.run_id
+        self._log_params(self.parent_id, params)
+        self._log_texts(self.parent_id, artifacts)
+        return self.parent_id
+
+    def start_trial(self, number: int, params: dict[str, object]) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{number:03d}",
+            tags={PARENT_TAG: self.parent_id, "autopeft.kind": "trial", "autopeft.trial": str(number)},
+        )
+        self._log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def finish_trial(self, run_id: str, metrics: dict[str, float], adapter_dir: Path | None) -> None:
+        from mlflow.entities import Metric
+
+        now = _now_ms()
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        if adapter_dir is not None:
+            self.client.log_artifacts(run_id, str(adapter_dir), artifact_path="adapter")
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    def fail_trial(self, run_id: str, error: str) -> None:
+        self.client.set_tag(run_id, "autopeft.error", error[:5000])
+        self.client.set_terminated(run_id, status="FAILED")
+
+    def log_front(self, front: list[Point], hypervolume: float, step: int, plot_png: bytes | None) -> None:
+        """Replace the parent run's Pareto table and chart, and add a hypervolume point."""
+        self.client.log_metric(self.parent_id, "hypervolume", hypervolume, step=step)
+        self.client.log_metric(self.parent_id, "pareto_size", len(front), step=step)
+        rows = [p.to_dict() for p in front]
+        header = "trial,quality,params,pct,plan\n"
+        csv = header + "".join(f"{p.trial},{p.quality:.6f},{p.params},{p.pct:.6f},\"{p.plan}\"\n" for p in front)
+        artifacts: dict[str, str | bytes] = {"pareto.json": json.dumps(rows, indent=2), "pareto.csv": csv}
+        if plot_png is not None:
+            artifacts["pareto.png"] = plot_png
+        self._log_texts(self.parent_id, artifacts)
+
+    def finish_search(self, status: str = "FINISHED") -> None:
+        if self.parent_id is not None:
+            self.client.set_terminated(self.parent_id, status=status)
+
+    def _log_params(self, run_id: str, params: dict[str, object]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[start : start + 100])
+
+    def _log_texts(self, run_id: str, files: dict[str, str | bytes]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, content in files.items():
+                path = Path(tmp) / name
+                if isinstance(content, bytes):
+                    path.write_bytes(content)
+                else:
+                    path.write_text(content)
+            self.client.log_artifacts(run_id, tmp)
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def parent_reference(params: dict[str, str]) -> Reference:
+    return Reference(quality=float(params["reference.quality"]), params=int(params["reference.params"]))

@@ -1,0 +1,37 @@
+"""The Pareto chart: every finished trial, the front as a step line, the reference point."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+
+def pareto_png(points: Sequence, front: Sequence, reference, title: str, metric: str) -> bytes:
+    """A PNG of quality versus trainable parameters (log scale), front highlighted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    ax.scatter([p.params for p in points], [p.quality for p in points], s=22, color="#9aa5b1", label="trials", zorder=2)
+    if front:
+        xs = [p.params for p in front]
+        ys = [p.quality for p in front]
+        ax.step(xs + [reference.params], ys + [ys[-1]], where="post", color="#d9480f", lw=1.5, zorder=3)
+        ax.scatter(xs, ys, s=40, color="#d9480f", label="Pareto front", zorder=4)
+        for p in front:
+            ax.annotate(f"#{p.trial}", (p.params, p.quality), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.axhline(reference.quality, color="#495057", ls=":", lw=1, label=f"reference ({reference.quality:.3f})")
+    ax.axvline(reference.params, color="#495057", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters")
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()

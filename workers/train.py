@@ -1,0 +1,106 @@
+"""The built-in trainer: AdamW with linear warm-up and decay, then evaluation on the validation split."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from workers.metrics import score
+
+
+def _batches(indices: list[int], size: int):
+    for start in range(0, len(indices), size):
+        yield indices[start : start + size]
+
+
+def _tokenize(context, texts, indices) -> dict[int, dict]:
+    """Token ids of the given examples, unpadded, by example index."""
+    columns = list(zip(*(texts[i] for i in indices)))
+    encoded = context.tokenizer(*columns, truncation=True, max_length=context.fidelity.max_seq_length)
+    return {i: {k: encoded[k][j] for k in encoded} for j, i in enumerate(indices)}
+
+
+def _collate(context, features: list[dict]):
+    batch = context.tokenizer.pad(features, return_tensors="pt")
+    return {k: v.to(context.device) for k, v in batch.items()}
+
+
+def _length_grouped(indices: list[int], tokens: dict[int, dict], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar length: less padding, same examples (as in HF's group_by_length)."""
+    order = list(indices)
+    rng.shuffle(order)
+    chunk = 16 * batch_size
+    batches = []
+    for start in range(0, len(order), chunk):
+        block = sorted(order[start : start + chunk], key=lambda i: len(tokens[i]["input_ids"]))
+        batches.extend(block[k : k + batch_size] for k in range(0, len(block), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def _autocast(context):
+    import contextlib
+
+    import torch
+
+    if context.device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def evaluate(context, model) -> dict[str, float]:
+    """Score ``model`` on the first ``fidelity.eval_examples`` validation examples."""
+    import torch
+
+    data = context.data
+    n = min(context.fidelity.eval_examples, len(data.validation_labels))
+    tokens = _tokenize(context, data.validation_texts, list(range(n)))
+    by_length = sorted(range(n), key=lambda i: len(tokens[i]["input_ids"]))
+    predictions: dict[int, int] = {}
+    model.eval()
+    with torch.no_grad(), _autocast(context):
+        for batch in _batches(by_length, 2 * context.fidelity.batch_size):
+            logits = model(**_collate(context, [tokens[i] for i in batch])).logits
+            predictions.update(zip(batch, logits.argmax(dim=-1).tolist()))
+    labels = list(data.validation_labels[:n])
+    return {context.metric: score(context.metric, labels, [predictions[i] for i in range(n)])}
+
+
+def train_and_evaluate(context) -> dict[str, float]:
+    """Apply the plan, train at the trial's fidelity and return the validation metrics."""
+    import torch
+
+    fidelity = context.fidelity
+    model = context.apply_plan()
+    data = context.data
+    rng = random.Random(context.seed)
+    pool = list(range(len(data.train_labels)))
+    subset = rng.sample(pool, min(fidelity.train_examples, len(pool)))
+    steps_per_epoch = math.ceil(len(subset) / fidelity.batch_size)
+    total_steps = max(1, math.ceil(steps_per_epoch * fidelity.epochs))
+    warmup = int(fidelity.warmup_ratio * total_steps)
+    learning_rate = context.plan.learning_rate or fidelity.learning_rate
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup))
+    )
+    tokens = _tokenize(context, data.train_texts, subset)
+    torch.manual_seed(context.seed)
+    model.train()
+    step, losses = 0, []
+    while step < total_steps:
+        for batch in _length_grouped(subset, tokens, fidelity.batch_size, rng):
+            if step >= total_steps:
+                break
+            inputs = _collate(context, [tokens[i] for i in batch])
+            labels = torch.tensor([data.train_labels[i] for i in batch], device=context.device)
+            with _autocast(context):
+                loss = model(**inputs, labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            step += 1
+    tail = losses[-max(1, len(losses) // 10) :]
+    return {**evaluate(context, model), "train_loss": sum(tail) / len(tail), "train_steps": float(step)}

@@ -1,0 +1,115 @@
+"""One trial on a worker: build the model, run the trainer, measure, package the adapter."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import resource
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from workers.models import ModelShape, load_base, model_shape
+from workers.plan import apply_plan, count_trainable, trainable_pct
+from workers.types import Fidelity, Plan, TaskData, TrialRequest, TrialResult
+
+BUILTIN_TRAINER = "workers.train:train_and_evaluate"
+
+
+@dataclass
+class TrialContext:
+    """What a trial function receives. Call ``apply_plan()`` to get the peft-wrapped model."""
+
+    model: Any
+    tokenizer: Any
+    plan: Plan
+    shape: ModelShape
+    data: TaskData
+    fidelity: Fidelity
+    metric: str
+    seed: int
+    device: Any
+    peft_model: Any = field(default=None, init=False)
+
+    def apply_plan(self):
+        """Wrap ``model`` with peft according to the plan and move it to the trial's device."""
+        if self.peft_model is None:
+            self.peft_model = apply_plan(self.model, self.plan, self.shape).to(self.device)
+        return self.peft_model
+
+
+def load_trainer(spec: str | None) -> Callable[[TrialContext], dict]:
+    """Import ``package.module:function`` (the built-in trainer when ``spec`` is None)."""
+    module_name, _, function_name = (spec or BUILTIN_TRAINER).partition(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def _quiet() -> None:
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def run_trial(request: TrialRequest, data: TaskData) -> TrialResult:
+    """Run one trial in this process and report its quality, exact cost and resource use."""
+    import torch
+
+    _quiet()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    torch.manual_seed(request.seed)
+    shape = model_shape(request.model, request.num_labels)
+    tokenizer, model = load_base(request.model, request.num_labels)
+    context = TrialContext(
+        model=model, tokenizer=tokenizer, plan=request.plan, shape=shape, data=data,
+        fidelity=request.fidelity, metric=request.metric, seed=request.seed, device=device,
+    )
+    trainer = load_trainer(request.trainer)
+    started = time.perf_counter()
+    metrics = {k: float(v) for k, v in trainer(context).items()}
+    seconds = time.perf_counter() - started
+    if request.metric not in metrics:
+        raise ValueError(f"the trial function returned {sorted(metrics)} but not the task metric '{request.metric}'")
+    params = count_trainable(request.plan, shape)
+    if context.peft_model is not None:
+        measured = sum(p.numel() for p in context.peft_model.parameters() if p.requires_grad)
+        if measured != params:
+            raise RuntimeError(f"peft trains {measured} parameters but the plan counts {params}")
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    files: dict[str, bytes] = {}
+    if request.save_adapter and context.peft_model is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            context.peft_model.save_pretrained(tmp)
+            files = {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
+    return TrialResult(
+        trial_number=request.trial_number,
+        quality=metrics[request.metric],
+        metrics=metrics,
+        trainable_params=params,
+        trainable_pct=trainable_pct(params, shape),
+        train_seconds=seconds,
+        peak_memory_mb=peak_mb,
+        device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        adapter_files=files,
+    )
+
+
+class TrialWorker:
+    """A long-lived worker (a Ray actor): holds the task data and the base model between trials."""
+
+    def __init__(self, data: TaskData, num_threads: int = 1):
+        import torch
+
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        torch.set_num_threads(max(1, num_threads))
+        self.data = data
+
+    def run(self, request: TrialRequest) -> TrialResult:
+        return run_trial(request, self.data)
