@@ -120,15 +120,28 @@ def _model_shape_cached(path: str, num_labels: int) -> ModelShape:
     for group, sub in arch.groups.items():
         linear = modules[f"{layers_key}.0.{sub}"]
         group_dims[group] = (linear.in_features, linear.out_features)
-    head = modules.get("classifier") or modules.get("score")
     return ModelShape(
         model_type=config.model_type,
         num_layers=num_layers,
         num_labels=num_labels,
         group_dims=group_dims,
-        head_params=sum(p.numel() for p in head.parameters()),
+        head_params=_head_params(modules),
         base_params=sum(p.numel() for p in model.parameters()),
     )
+
+
+HEAD_MODULES = ("classifier", "score")
+
+
+def _head_params(modules: dict) -> int:
+    """Parameters peft trains besides the adapters for a sequence-classification task.
+
+    peft marks every module whose name ends with ``classifier`` or ``score`` as trainable
+    (``modules_to_save``), so DistilBERT's ``pre_classifier`` counts as well.
+    """
+    heads = sorted(n for n in modules if n and any(n.endswith(h) for h in HEAD_MODULES))
+    top = [n for n in heads if not any(n.startswith(other + ".") for other in heads if other != n)]
+    return sum(p.numel() for n in top for p in modules[n].parameters())
 
 
 _MODEL_CACHE: dict[tuple[str, int], tuple[object, object]] = {}
@@ -149,7 +162,9 @@ def load_base(model: str, num_labels: int):
 
         torch.manual_seed(0)  # the new classification head starts the same in every worker
         tokenizer = AutoTokenizer.from_pretrained(key[0])
-        base = AutoModelForSequenceClassification.from_pretrained(key[0], num_labels=num_labels)
+        base = AutoModelForSequenceClassification.from_pretrained(
+            key[0], num_labels=num_labels, ignore_mismatched_sizes=True
+        )
         _MODEL_CACHE[key] = (tokenizer, base)
     tokenizer, base = _MODEL_CACHE[key]
     return tokenizer, copy.deepcopy(base)

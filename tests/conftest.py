@@ -1,0 +1,82 @@
+"""Shared fixtures: tiny real models built from configs, real data subsets, one local Ray."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _save_tiny(model, directory: Path) -> Path:
+    from transformers import AutoTokenizer
+
+    from workers.models import resolve_model
+
+    model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(resolve_model("minilm-l6")).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    """A randomly initialised 2-layer BERT, hidden 32, saved with MiniLM's tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    return str(_save_tiny(BertForSequenceClassification(config), tmp_path_factory.mktemp("tiny-bert")))
+
+
+@pytest.fixture(scope="session")
+def tiny_distilbert(tmp_path_factory) -> str:
+    """A randomly initialised 3-layer DistilBERT, dim 48: a second architecture and shape."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=30522, dim=48, n_layers=3, n_heads=2, hidden_dim=96, max_position_embeddings=128)
+    return str(_save_tiny(DistilBertForSequenceClassification(config), tmp_path_factory.mktemp("tiny-distilbert")))
+
+
+@pytest.fixture(scope="session")
+def reviews_csv(tmp_path_factory) -> Path:
+    """400 real Rotten Tomatoes snippets as a user CSV file (columns review, sentiment)."""
+    from autopeft.data import _rotten_tomatoes
+
+    frame = _rotten_tomatoes().sample(n=400, random_state=1).rename(columns={"text": "review", "label": "sentiment"})
+    path = tmp_path_factory.mktemp("data") / "reviews.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+def write_job(directory: Path, **overrides) -> Path:
+    """Write a job file into ``directory`` and return its path; ``overrides`` replace top-level keys."""
+    job = {
+        "name": "t",
+        "model": "minilm-l6",
+        "task": {"dataset": "rotten_tomatoes"},
+        "search_space": "lora",
+        "budget": {"trials": 2, "parallel": 1},
+        "fidelity": {"train_examples": 32, "eval_examples": 32, "batch_size": 16, "max_seq_length": 32},
+        "stores": {"run_dir": "run"},
+    }
+    job.update(overrides)
+    path = directory / "job.yaml"
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    return path

@@ -1,0 +1,73 @@
+"""Bad input: one clear message naming the field and the fix, exit status 2, nothing written."""
+
+import pytest
+import yaml
+
+from autopeft.cli import main
+from conftest import write_job
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.err.strip()
+
+
+def assert_nothing_written(tmp_path):
+    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "autopeft_runs").exists()
+    assert not list(tmp_path.rglob("*.db"))
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def space_file(tmp_path, ranks, layers="per_layer"):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "modules": {"lora": {"groups": {"ffn_in": ranks}}}, "layers": layers}))
+    return "space.yaml"
+
+
+CASES = {
+    "syntax error": (lambda d: (d / "job.yaml").write_text("name: t\nmodel: [minilm-l6\n"), ["YAML syntax error at line", "fix the YAML syntax"]),
+    "unknown key": (lambda d: write_job(d, trials=3), ["unknown field 'trials'", "budget"]),
+    "unknown nested key": (lambda d: write_job(d, budget={"trails": 3}), ["budget.trails", "unknown field 'trails'", "trials"]),
+    "missing field": (lambda d: (d / "job.yaml").write_text(yaml.safe_dump({"name": "t", "task": {"dataset": "rotten_tomatoes"}})), ["model", "required field is missing"]),
+    "missing data file": (lambda d: write_job(d, task={"train_file": "nope.csv"}), ["task.train_file", "nope.csv' does not exist"]),
+    "missing label column": (lambda d: write_job(d, task={"dataset": "rotten_tomatoes", "label_column": "stars"}), ["column 'stars' is not in", "text, label"]),
+    "space without dimension": (lambda d: write_job(d, search_space=space_file(d, [8], layers="all")), ["space.yaml", "no dimension"]),
+    "rank wider than layer": (lambda d: write_job(d, search_space=space_file(d, [0, 512])), ["modules.lora.groups.ffn_in", "rank 512 is larger than the layer width 384", "at most 384"]),
+    "unknown space": (lambda d: write_job(d, search_space="loraa"), ["search_space", "no built-in space 'loraa'", "lora"]),
+    "unknown sampler": (lambda d: write_job(d, optimizer={"sampler": "cmaes"}), ["optimizer.sampler", "'gp'"]),
+    "impossible budget": (lambda d: write_job(d, budget={"trials": 2, "max_trainable_params": 1000}), ["budget", "over the budget of 1000"]),
+    "unknown model": (lambda d: write_job(d, model="./no-such-model"), ["model", "no-such-model"]),
+    "two data sources": (lambda d: write_job(d, task={"dataset": "rotten_tomatoes", "train_file": "x.csv"}), ["task", "exactly one of"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_job_exits_2_with_one_message_and_writes_nothing(tmp_path, capsys, case):
+    make, words = CASES[case]
+    make(tmp_path)
+    code, err = run_cli(capsys, "submit", str(tmp_path / "job.yaml"))
+    assert code == 2
+    assert err.startswith("autopeft: error: ") and len(err.splitlines()) == 1, err
+    for word in words:
+        assert word in err, err
+    assert_nothing_written(tmp_path)
+
+
+def test_missing_job_file(tmp_path, capsys):
+    code, err = run_cli(capsys, "submit", "absent.yaml")
+    assert code == 2 and "job file does not exist" in err
+
+
+def test_pareto_and_export_before_any_search(tmp_path, capsys):
+    job = write_job(tmp_path)
+    code, err = run_cli(capsys, "pareto", str(job))
+    assert code == 2 and "no search has run for job 't'" in err and "autopeft submit" in err
+    code, err = run_cli(capsys, "export", str(job), "--out", "x")
+    assert code == 2 and "no search has run" in err
+    assert_nothing_written(tmp_path)

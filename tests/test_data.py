@@ -1,0 +1,54 @@
+import pandas as pd
+import pytest
+
+from autopeft.data import load_task_data
+from autopeft.errors import UserError
+from autopeft.job import TaskSpec
+
+
+def test_builtin_rotten_tomatoes_is_deduplicated_without_plot_rows_and_split_the_same_way_twice():
+    task = TaskSpec(dataset="rotten_tomatoes")
+    data = load_task_data(task)
+    assert data.label_names == ("fresh", "rotten")
+    texts = [t[0] for t in data.train_texts + data.validation_texts]
+    assert len(texts) == len(set(texts)) > 12000
+    assert len(data.validation_labels) == pytest.approx(0.2 * len(texts), abs=1)
+    again = load_task_data(task)
+    assert again.validation_texts == data.validation_texts
+    other = load_task_data(TaskSpec(dataset="rotten_tomatoes", split_seed=1))
+    assert other.validation_texts != data.validation_texts
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_user_files_with_a_pair_of_text_columns(tmp_path, suffix):
+    frame = pd.DataFrame({
+        "premise": [f"premise {i}" for i in range(20)],
+        "hypothesis": [f"hypothesis {i}" for i in range(20)],
+        "gold": ["entail", "contradict", "neutral", "entail"] * 5,
+    })
+    path = tmp_path / f"pairs{suffix}"
+    {".csv": lambda: frame.to_csv(path, index=False),
+     ".jsonl": lambda: frame.to_json(path, orient="records", lines=True),
+     ".parquet": lambda: frame.to_parquet(path)}[suffix]()
+    data = load_task_data(TaskSpec(train_file=path, text_columns=["premise", "hypothesis"], label_column="gold",
+                                   validation_size=5))
+    assert data.label_names == ("contradict", "entail", "neutral")
+    assert len(data.validation_labels) == 5 and len(data.train_labels) == 15
+    premise, hypothesis = data.train_texts[0]
+    assert premise.startswith("premise") and hypothesis.startswith("hypothesis")
+
+
+def test_separate_validation_file(tmp_path, reviews_csv):
+    frame = pd.read_csv(reviews_csv)
+    frame.iloc[:300].to_csv(tmp_path / "train.csv", index=False)
+    frame.iloc[300:].to_csv(tmp_path / "dev.csv", index=False)
+    data = load_task_data(TaskSpec(train_file=tmp_path / "train.csv", validation_file=tmp_path / "dev.csv",
+                                   text_columns=["review"], label_column="sentiment"))
+    assert len(data.train_labels) == 300 and len(data.validation_labels) == 100
+
+
+def test_missing_column_names_the_column_and_the_columns_there(reviews_csv):
+    with pytest.raises(UserError) as info:
+        load_task_data(TaskSpec(train_file=reviews_csv, text_columns=["review"], label_column="stars"))
+    assert "column 'stars' is not in" in str(info.value)
+    assert "review, sentiment" in str(info.value)

@@ -1,0 +1,47 @@
+import pytest
+
+from autopeft.pareto import Point, Reference, hypervolume, knee, pareto_front, pick
+
+
+def P(trial, quality, params):
+    return Point(trial=trial, quality=quality, params=params, pct=0.0)
+
+
+POINTS = [P(0, 0.70, 100), P(1, 0.80, 300), P(2, 0.75, 400), P(3, 0.85, 900), P(4, 0.60, 50), P(5, 0.80, 300)]
+
+
+def test_front_keeps_only_non_dominated_points_smallest_first():
+    front = pareto_front(POINTS)
+    assert [p.trial for p in front] == [4, 0, 1, 3]  # 2 is dominated by 1; 5 ties 1 and comes later
+
+
+def test_hypervolume_is_the_dominated_area_in_normalised_units():
+    ref = Reference(quality=0.5, params=1000)
+    # (0.6-0.5)*(1-0.05) + (0.7-0.6)*(1-0.1) + (0.8-0.7)*(1-0.3) + (0.85-0.8)*(1-0.9)
+    expected = 0.1 * 0.95 + 0.1 * 0.9 + 0.1 * 0.7 + 0.05 * 0.1
+    assert hypervolume(POINTS, ref) == pytest.approx(expected)
+
+
+def test_points_beyond_the_reference_add_nothing():
+    ref = Reference(quality=0.72, params=800)
+    assert hypervolume([P(0, 0.70, 10), P(1, 0.9, 900)], ref) == 0.0
+    assert hypervolume([P(0, 0.80, 400)], ref) == pytest.approx(0.08 * 0.5)
+
+
+def test_hypervolume_grows_when_a_point_improves_the_front():
+    ref = Reference(quality=0.5, params=1000)
+    before = hypervolume(POINTS, ref)
+    assert hypervolume(POINTS + [P(9, 0.84, 200)], ref) > before
+    assert hypervolume(POINTS + [P(9, 0.7, 500)], ref) == pytest.approx(before)
+
+
+def test_picks():
+    front = pareto_front(POINTS)
+    assert pick(front, "best").trial == 3
+    assert pick(front, "smallest-above=0.75").trial == 1
+    assert pick(front, "smallest-above=0.6").trial == 4
+    assert knee(front).trial in {0, 1}
+    with pytest.raises(ValueError, match="no point reaches quality 0.9"):
+        pick(front, "smallest-above=0.9")
+    with pytest.raises(ValueError, match="unknown pick"):
+        pick(front, "largest")
