@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     _quiet()
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # a job's own trainer module may live beside it, as with python -m
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -175,6 +175,23 @@ def _init_ray(job: JobSpec):
     return ray
 
 
+def _trainer_for_workers(ray, trainer: str | None):
+    """The job's trial function, pickled by value unless it comes from an installed package.
+
+    A user's module beside the job file then reaches every worker, local or on a cluster.
+    """
+    if trainer is None:
+        return None
+    import sys
+
+    function = load_trainer(trainer)
+    module = sys.modules[function.__module__]
+    origin = Path(getattr(module, "__file__", "") or "")
+    if not any(part in ("site-packages", "dist-packages") for part in origin.parts):
+        ray.cloudpickle.register_pickle_by_value(module)
+    return function
+
+
 class _Pool:
     """Ray actors that run trials; one per trial slot, each keeping its model between trials."""
 
@@ -187,10 +204,11 @@ class _Pool:
         self.actor_cls = ray.remote(TrialWorker).options(
             num_cpus=job.resources.cpus, num_gpus=job.resources.gpus, max_concurrency=1
         )
+        self.trainer = _trainer_for_workers(ray, job.trainer)
         self.idle = [self._new() for _ in range(job.budget.parallel)]
 
     def _new(self):
-        return self.actor_cls.remote(self.data_ref, max(1, int(self.job.resources.cpus)))
+        return self.actor_cls.remote(self.data_ref, max(1, int(self.job.resources.cpus)), self.trainer)
 
     def submit(self, request: TrialRequest):
         actor = self.idle.pop()

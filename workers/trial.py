@@ -31,6 +31,7 @@ class TrialContext:
     metric: str
     seed: int
     device: Any
+    trial_number: int = 0
     peft_model: Any = field(default=None, init=False)
 
     def apply_plan(self):
@@ -53,8 +54,11 @@ def _quiet() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def run_trial(request: TrialRequest, data: TaskData) -> TrialResult:
-    """Run one trial in this process and report its quality, exact cost and resource use."""
+def run_trial(request: TrialRequest, data: TaskData, trainer: Callable[[TrialContext], dict] | None = None) -> TrialResult:
+    """Run one trial in this process and report its quality, exact cost and resource use.
+
+    ``trainer`` is the trial function; by default the one ``request.trainer`` names.
+    """
     import torch
 
     _quiet()
@@ -67,8 +71,9 @@ def run_trial(request: TrialRequest, data: TaskData) -> TrialResult:
     context = TrialContext(
         model=model, tokenizer=tokenizer, plan=request.plan, shape=shape, data=data,
         fidelity=request.fidelity, metric=request.metric, seed=request.seed, device=device,
+        trial_number=request.trial_number,
     )
-    trainer = load_trainer(request.trainer)
+    trainer = trainer or load_trainer(request.trainer)
     started = time.perf_counter()
     metrics = {k: float(v) for k, v in trainer(context).items()}
     seconds = time.perf_counter() - started
@@ -104,12 +109,13 @@ def run_trial(request: TrialRequest, data: TaskData) -> TrialResult:
 class TrialWorker:
     """A long-lived worker (a Ray actor): holds the task data and the base model between trials."""
 
-    def __init__(self, data: TaskData, num_threads: int = 1):
+    def __init__(self, data: TaskData, num_threads: int = 1, trainer: Callable | None = None):
         import torch
 
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         torch.set_num_threads(max(1, num_threads))
         self.data = data
+        self.trainer = trainer
 
     def run(self, request: TrialRequest) -> TrialResult:
-        return run_trial(request, self.data)
+        return run_trial(request, self.data, self.trainer)

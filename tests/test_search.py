@@ -1,0 +1,125 @@
+"""A real search: Optuna study, local Ray actors, MLflow SQLite store, on a tiny BERT and real data."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from autopeft.api import read_front, submit
+from autopeft.job import load_job
+from autopeft.search import finished_points
+from conftest import write_job
+
+TINY_FIDELITY = {"train_examples": 64, "eval_examples": 64, "batch_size": 16, "max_seq_length": 32, "learning_rate": 0.005}
+
+
+def tiny_job(tmp_path, tiny_bert, reviews_csv, **overrides):
+    fields = dict(
+        model=tiny_bert,
+        task={"train_file": str(reviews_csv), "text_columns": ["review"], "label_column": "sentiment", "validation_size": 100},
+        fidelity=TINY_FIDELITY,
+        budget={"trials": 4, "parallel": 2},
+        optimizer={"sampler": "gp", "n_startup_trials": 2},
+    )
+    fields.update(overrides)
+    return load_job(write_job(tmp_path, **fields))
+
+
+def runs_of(job):
+    client = MlflowClient(tracking_uri=job.mlflow_uri)
+    experiment = client.get_experiment_by_name(job.name)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("autopeft.kind") == "search"]
+    children = [r for r in runs if r.data.tags.get("autopeft.kind") == "trial"]
+    return client, parents, children
+
+
+def test_search_records_every_trial_the_front_and_the_hypervolume(tmp_path, tiny_bert, reviews_csv, ray_local):
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv)
+    summary = submit(job, progress=False)
+    assert summary.finished == 4 and summary.failed == 0
+
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4
+    for t in complete:
+        assert 0.0 <= t.values[0] <= 1.0
+        assert t.values[1] > 0 and t.user_attrs["trainable_pct"] > 0
+        assert (job.run_dir / "trials" / f"{t.number:04d}" / "adapter" / "adapter_model.safetensors").is_file()
+
+    client, parents, children = runs_of(job)
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    by_trial = {int(c.data.tags["autopeft.trial"]): c for c in children}
+    for t in complete:
+        child = by_trial[t.number]
+        assert child.info.status == "FINISHED"
+        assert child.data.metrics["accuracy"] == pytest.approx(t.values[0])
+        assert child.data.metrics["trainable_params"] == t.values[1]
+        assert child.data.params["plan"] == t.user_attrs["plan_summary"]
+
+    history = client.get_metric_history(parent.info.run_id, "hypervolume")
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2, 3, 4]
+    values = [m.value for m in sorted(history, key=lambda m: m.step)]
+    assert values == sorted(values) and values[-1] == pytest.approx(summary.hypervolume)
+    assert float(parent.data.params["reference.quality"]) == study.user_attrs["reference"]["quality"]
+
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"pareto.json", "pareto.csv", "pareto.png", "job.yaml", "search_space.yaml", "reference.json"} <= artifacts
+    logged = json.loads(open(client.download_artifacts(parent.info.run_id, "pareto.json", str(tmp_path))).read())
+    front, reference = read_front(job)
+    assert [row["trial"] for row in logged] == [p.trial for p in front]
+    assert reference.params == study.user_attrs["reference"]["params"]
+
+
+def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path, tiny_bert, reviews_csv, ray_local):
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, trainer="trainers:fails_on_odd_trials")
+    summary = submit(job, progress=False)
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    trained = [t for t in study.trials if "skipped" not in t.user_attrs]
+    failed = [t for t in trained if t.state == optuna.trial.TrialState.FAIL]
+    assert summary.finished == len(trained) == 4
+    assert summary.failed == len(failed) == sum(t.number % 2 for t in trained) >= 1
+    assert {t.number % 2 for t in failed} == {1}
+    assert all(f"boom in trial {t.number}" in t.user_attrs["error"] for t in failed)
+    _, _, children = runs_of(job)
+    statuses = {int(c.data.tags["autopeft.trial"]): c.info.status for c in children}
+    assert statuses == {t.number: "FAILED" if t.number % 2 else "FINISHED" for t in trained}
+    assert len(finished_points(study)) == 4 - len(failed) >= 1
+
+
+def test_a_worker_that_dies_is_replaced(tmp_path, tiny_bert, reviews_csv, ray_local):
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, trainer="trainers:dies_in_first_trial",
+                   budget={"trials": 3, "parallel": 1})
+    summary = submit(job, progress=False)
+    assert summary.finished == 3 and summary.failed == 1
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    trained = [t for t in study.trials if "skipped" not in t.user_attrs]
+    assert trained[0].number == 0 and trained[0].state == optuna.trial.TrialState.FAIL
+    assert "exit" in trained[0].user_attrs["error"].lower() or "died" in trained[0].user_attrs["error"].lower()
+    assert [t.state for t in trained[1:]] == [optuna.trial.TrialState.COMPLETE] * 2
+
+
+def test_custom_trainer_receives_model_plan_data_and_fidelity(tmp_path, tiny_bert, reviews_csv, ray_local):
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, trainer="trainers:evaluate_untrained",
+                   budget={"trials": 2, "parallel": 1})
+    submit(job, progress=False)
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    trained = [t for t in study.trials if "skipped" not in t.user_attrs]
+    assert len(trained) == 2 and all(t.user_attrs["metrics"]["custom"] == 1.0 for t in trained)
+
+
+def test_resubmitting_resumes_the_same_study_and_parent_run(tmp_path, tiny_bert, reviews_csv, ray_local):
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 2, "parallel": 2})
+    submit(job, progress=False)
+    more = job.model_copy(update={"budget": job.budget.model_copy(update={"trials": 3})})
+    summary = submit(more, progress=False)
+    assert summary.finished == 3
+    client, parents, children = runs_of(job)
+    assert len(parents) == 1 and len(children) == 3
+    steps = [m.step for m in client.get_metric_history(parents[0].info.run_id, "hypervolume")]
+    assert sorted(steps) == [1, 2, 3]
