@@ -1,0 +1,96 @@
+"""Export: a peft adapter folder that peft loads, with the count and the quality the search recorded."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+import torch
+
+from autopeft.api import export, read_front, submit
+from autopeft.errors import UserError
+from autopeft.job import load_job
+from conftest import write_job
+from test_search import TINY_FIDELITY
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, tiny_bert, reviews_csv, ray_local):
+    directory = tmp_path_factory.mktemp("export-search")
+    job = load_job(write_job(
+        directory, model=tiny_bert,
+        task={"train_file": str(reviews_csv), "text_columns": ["review"], "label_column": "sentiment", "validation_size": 100},
+        fidelity=TINY_FIDELITY, budget={"trials": 5, "parallel": 2}, optimizer={"sampler": "random"},
+    ))
+    submit(job, progress=False)
+    return job
+
+
+def _validation_accuracy(model, job, tiny_bert):
+    from transformers import AutoTokenizer
+
+    from autopeft.data import load_task_data
+
+    data = load_task_data(job.task)
+    n = min(job.fidelity.eval_examples, len(data.validation_labels))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    texts = [t[0] for t in data.validation_texts[:n]]
+    batch = tokenizer(texts, truncation=True, max_length=job.fidelity.max_seq_length, padding=True, return_tensors="pt")
+    model.eval()
+    with torch.no_grad():
+        predictions = model(**batch).logits.argmax(-1).tolist()
+    return sum(int(p == y) for p, y in zip(predictions, data.validation_labels[:n])) / n
+
+
+@pytest.mark.parametrize("how", ["best", "knee"])
+def test_export_reloads_with_peft_alone(searched, tiny_bert, tmp_path, how):
+    from peft import PeftConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    exported = export(searched, how, tmp_path / "out")
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "adapter_config.json", "adapter_model.safetensors", "autopeft_point.json"}
+    info = json.loads((tmp_path / "out" / "autopeft_point.json").read_text())
+    assert info["trial"] == exported.point.trial and info["job"] == "t" and info["pick"] == how
+    assert info["mlflow_run_id"]
+
+    config = PeftConfig.from_pretrained(str(tmp_path / "out"))
+    assert config.peft_type.value == "LORA"
+
+    def base():
+        return AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2, ignore_mismatched_sizes=True)
+
+    wrapped = get_peft_model(base(), config)
+    assert sum(p.numel() for p in wrapped.parameters() if p.requires_grad) == info["trainable_params"]
+
+    loaded = PeftModel.from_pretrained(base(), str(tmp_path / "out"))
+    accuracy = _validation_accuracy(loaded, searched, tiny_bert)
+    assert accuracy == pytest.approx(info["quality"], abs=1.5 / searched.fidelity.eval_examples)
+
+
+def test_smallest_above_picks_the_cheapest_point_that_reaches_the_quality(searched, tmp_path):
+    front, _ = read_front(searched)
+    target = sorted(p.quality for p in front)[len(front) // 2]
+    exported = export(searched, f"smallest-above={target}", tmp_path / "out")
+    assert exported.point.quality >= target
+    assert all(p.params >= exported.point.params for p in front if p.quality >= target)
+
+
+def test_export_refuses_unreachable_quality_and_non_empty_folders(searched, tmp_path):
+    with pytest.raises(UserError, match="no point reaches quality 1.5"):
+        export(searched, "smallest-above=1.5", tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "keep.txt").write_text("x")
+    with pytest.raises(UserError, match="exists and is not empty"):
+        export(searched, "best", tmp_path / "b")
+    assert not (tmp_path / "a").exists()
+
+
+def test_the_front_has_only_completed_non_dominated_trials(searched):
+    front, reference = read_front(searched)
+    study = optuna.load_study(study_name=searched.name, storage=searched.optuna_storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    for p in front:
+        assert not any(t.values[0] > p.quality and t.values[1] <= p.params for t in complete)
+    assert reference.params > max(p.params for p in front)

@@ -1,0 +1,33 @@
+"""Every selectable sampler proposes valid points of the PEFT space through the study."""
+
+import optuna
+import pytest
+
+from autopeft.optimizer import make_sampler
+from autopeft.search import DIRECTIONS
+from autopeft.space import load_space
+from workers.models import model_shape
+
+
+@pytest.mark.parametrize("name", ["gp", "random", "nsga2", "tpe"])
+def test_sampler_proposes_decodable_points_with_trials_running(tiny_bert, name):
+    space = load_space("lora", model_shape(tiny_bert, num_labels=2))
+    study = optuna.create_study(directions=DIRECTIONS, sampler=make_sampler(name, seed=0, n_startup_trials=4))
+    distributions = space.distributions()
+    pending = []
+    for _ in range(14):
+        trial = study.ask(distributions)
+        plan = space.decode(trial.params)
+        assert set(trial.params) == set(distributions)
+        pending.append((trial, plan))
+        if len(pending) == 2:  # two trials in flight, as with two workers
+            done, plan = pending.pop(0)
+            quality = 0.5 + 0.01 * sum(t.rank for t in plan.active_lora())
+            study.tell(done, [quality, float(space.count(plan))])
+    assert len(study.trials) == 14
+    assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 13
+
+
+def test_unknown_sampler_is_refused():
+    with pytest.raises(ValueError, match="unknown sampler"):
+        make_sampler("cmaes", seed=0)
