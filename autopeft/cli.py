@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("demo", help="run the built-in demo search (MiniLM-L6, Rotten Tomatoes, LoRA)")
-    p.add_argument("--trials", type=int, help="override the demo's 12 trials")
+    p.add_argument("--trials", type=int, help="override the demo's 16 trials")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_submit, job="demo")
 

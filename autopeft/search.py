@@ -237,7 +237,8 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
         study.set_user_attr("job", job.model_dump(mode="json"))
         study.set_user_attr("num_labels", prepared.data.num_labels)
         study.set_user_attr("label_names", list(prepared.data.label_names))
-    tracker = Tracker(job.mlflow_uri, job.name, artifact_root=run_dir / "mlartifacts")
+    embedded = job.stores.mlflow_uri is None  # a tracking server keeps artifacts in its own store
+    tracker = Tracker(job.mlflow_uri, job.name, artifact_root=run_dir / "mlartifacts" if embedded else None)
     parent_id = tracker.start_search(
         job.name,
         params={**_flatten(job.model_dump(mode="json")), "reference.quality": reference.quality,

@@ -65,6 +65,25 @@ def ray_local():
     ray.shutdown()
 
 
+TINY_FIDELITY = {"train_examples": 64, "eval_examples": 64, "batch_size": 16, "max_seq_length": 32, "learning_rate": 0.005}
+
+
+@pytest.fixture(scope="session")
+def searched(tmp_path_factory, tiny_bert, reviews_csv, ray_local):
+    """A finished 5-trial search on the tiny BERT (random sampler), shared by export and UI tests."""
+    from autopeft.api import submit
+    from autopeft.job import load_job
+
+    directory = tmp_path_factory.mktemp("export-search")
+    job = load_job(write_job(
+        directory, model=tiny_bert,
+        task={"train_file": str(reviews_csv), "text_columns": ["review"], "label_column": "sentiment", "validation_size": 100},
+        fidelity=TINY_FIDELITY, budget={"trials": 5, "parallel": 2}, optimizer={"sampler": "random"},
+    ))
+    submit(job, progress=False)
+    return job
+
+
 def write_job(directory: Path, **overrides) -> Path:
     """Write a job file into ``directory`` and return its path; ``overrides`` replace top-level keys."""
     job = {

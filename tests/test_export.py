@@ -8,23 +8,8 @@ import optuna
 import pytest
 import torch
 
-from autopeft.api import export, read_front, submit
+from autopeft.api import export, read_front
 from autopeft.errors import UserError
-from autopeft.job import load_job
-from conftest import write_job
-from test_search import TINY_FIDELITY
-
-
-@pytest.fixture(scope="module")
-def searched(tmp_path_factory, tiny_bert, reviews_csv, ray_local):
-    directory = tmp_path_factory.mktemp("export-search")
-    job = load_job(write_job(
-        directory, model=tiny_bert,
-        task={"train_file": str(reviews_csv), "text_columns": ["review"], "label_column": "sentiment", "validation_size": 100},
-        fidelity=TINY_FIDELITY, budget={"trials": 5, "parallel": 2}, optimizer={"sampler": "random"},
-    ))
-    submit(job, progress=False)
-    return job
 
 
 def _validation_accuracy(model, job, tiny_bert):

@@ -11,9 +11,7 @@ from mlflow.tracking import MlflowClient
 from autopeft.api import read_front, submit
 from autopeft.job import load_job
 from autopeft.search import finished_points
-from conftest import write_job
-
-TINY_FIDELITY = {"train_examples": 64, "eval_examples": 64, "batch_size": 16, "max_seq_length": 32, "learning_rate": 0.005}
+from conftest import TINY_FIDELITY, write_job
 
 
 def tiny_job(tmp_path, tiny_bert, reviews_csv, **overrides):

@@ -1,0 +1,47 @@
+"""`autopeft ui` serves the search's MLflow store on 127.0.0.1."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ui_serves_the_parent_run_and_its_trials(searched, tmp_path):
+    port = _free_port()
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(json.dumps(searched.model_dump(mode="json")))
+    process = subprocess.Popen([sys.executable, "-m", "autopeft", "ui", str(job_file), "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        first_line = process.stdout.readline()
+        assert f"http://127.0.0.1:{port}" in first_line
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name={searched.name}"
+        deadline = time.time() + 90
+        while True:
+            try:
+                experiment = json.load(urllib.request.urlopen(url, timeout=5))["experiment"]
+                break
+            except OSError:
+                assert time.time() < deadline, "the MLflow UI did not come up"
+                time.sleep(1)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search",
+            data=json.dumps({"experiment_ids": [experiment["experiment_id"]], "max_results": 100}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        runs = json.load(urllib.request.urlopen(request, timeout=10))["runs"]
+        kinds = [next(t["value"] for t in r["data"]["tags"] if t["key"] == "autopeft.kind") for r in runs]
+        assert kinds.count("search") == 1 and kinds.count("trial") == 5
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
