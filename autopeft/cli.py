@@ -42,17 +42,11 @@ def cmd_submit(args) -> int:
     summary = run_search(job, progress=not args.no_progress, prepared=prepared)
     print(f"\nPareto front ({len(summary.front)} points, {summary.finished} trials, {summary.failed} failed, "
           f"hypervolume {summary.hypervolume:.4f}):")
-    print(format_front(summary.front, prepared.reference if summary.finished == 0 else _reference(job), job.task.metric))
+    print(format_front(summary.front, summary.reference, job.task.metric))
     name = args.job
     print(f"\nWatch it:   autopeft ui {name}")
     print(f"Export it:  autopeft export {name} --pick knee --out {job.name}-adapter")
     return 0
-
-
-def _reference(job) -> Reference:
-    from autopeft.search import load_existing_study, study_reference
-
-    return study_reference(load_existing_study(job))
 
 
 def cmd_pareto(args) -> int:
@@ -84,6 +78,9 @@ def cmd_ui(args) -> int:
     from autopeft.job import load_job
 
     job = load_job(args.job)
+    if job.stores.mlflow_uri is not None and job.stores.mlflow_uri.startswith(("http://", "https://")):
+        print(f"'{job.name}' is tracked on the MLflow server {job.stores.mlflow_uri}: open it there (experiment '{job.name}')")
+        return 0
     if job.stores.mlflow_uri is None and not (job.run_dir / "mlflow.db").is_file():
         raise UserError("run", f"no MLflow store for job '{job.name}' yet ({job.run_dir / 'mlflow.db'})", "run 'autopeft submit' first")
     url = f"http://127.0.0.1:{args.port}"
@@ -140,3 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"autopeft: error: {exc}", file=sys.stderr)
         return UserError.exit_code
+    except KeyboardInterrupt:
+        print("\nautopeft: interrupted; submit the same job again to resume", file=sys.stderr)
+        return 130

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import shutil
-import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +52,7 @@ class SearchSummary:
     parent_run_id: str
     finished: int
     failed: int
+    reference: Reference
     front: list[Point] = field(default_factory=list)
     hypervolume: float = 0.0
 
@@ -254,7 +254,8 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
     ray = _init_ray(job)
     pool = _Pool(ray, job, ray.put(prepared.data))
     states = optuna.trial.TrialState
-    done = [t for t in study.get_trials(deepcopy=False) if t.state in (states.COMPLETE, states.FAIL) and "skipped" not in t.user_attrs]
+    done = [t for t in study.get_trials(deepcopy=False) if t.state in (states.COMPLETE, states.FAIL)
+            and not ({"skipped", "interrupted"} & set(t.user_attrs))]
     finished = len(done)
     failed = sum(1 for t in done if t.state == states.FAIL)
     bar = _progress(job.budget.trials, finished, progress)
@@ -297,8 +298,7 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
                 healthy = not isinstance(exc, ray.exceptions.RayActorError)
                 pool.release(actor, healthy)
                 error = _error_text(exc)
-                trial_id = trial._trial_id
-                study._storage.set_trial_user_attr(trial_id, "error", error[-2000:])
+                trial.set_user_attr("error", error[-2000:])
                 study.tell(trial, state=states.FAIL)
                 tracker.fail_trial(run_id, error)
                 failed += 1
@@ -310,7 +310,7 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
             adapter_dir = _save_adapter(run_dir, trial.number, result)
             for key, value in (("metrics", result.metrics), ("train_seconds", result.train_seconds),
                                ("peak_memory_mb", result.peak_memory_mb), ("device", result.device)):
-                study._storage.set_trial_user_attr(trial._trial_id, key, value)
+                trial.set_user_attr(key, value)
             study.tell(trial, [result.quality, float(params)])
             tracker.finish_trial(run_id, {**result.metrics, "quality": result.quality, "trainable_params": params,
                                           "trainable_pct": pct, "train_seconds": result.train_seconds,
@@ -324,22 +324,29 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
             bar.update(1)
             bar.set_postfix(best=f"{max(p.quality for p in points):.4f}", pareto=len(front), hv=f"{volume:.4f}")
         status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
     finally:
         bar.close()
         for trial, _, run_id, _, _ in running.values():
+            trial.set_user_attr("interrupted", True)
+            trial.set_user_attr("error", "interrupted: the search stopped before this trial finished")
             study.tell(trial, state=states.FAIL)
             tracker.fail_trial(run_id, "the search stopped before this trial finished")
         tracker.finish_search(status)
     points = finished_points(study)
     return SearchSummary(run_dir=run_dir, parent_run_id=parent_id, finished=finished, failed=failed,
-                         front=pareto_front(points), hypervolume=hypervolume(points, reference))
+                         reference=reference, front=pareto_front(points), hypervolume=hypervolume(points, reference))
 
 
 def _fail_interrupted(study: optuna.Study) -> None:
-    """Trials left RUNNING by a search that was killed are marked failed before resuming."""
+    """Trials left RUNNING by a search that was killed are marked failed; they do not use up the budget."""
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted: the search stopped before it finished")
-        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        orphan = optuna.trial.Trial(study, t._trial_id)
+        orphan.set_user_attr("interrupted", True)
+        orphan.set_user_attr("error", "interrupted: the search stopped before it finished")
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
 
 
 def _save_adapter(run_dir: Path, number: int, result: TrialResult) -> Path | None:

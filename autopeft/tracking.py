@@ -7,7 +7,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from autopeft.pareto import Point, Reference
+from autopeft.pareto import Point
 
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -105,7 +105,3 @@ def _now_ms() -> int:
     import time
 
     return int(time.time() * 1000)
-
-
-def parent_reference(params: dict[str, str]) -> Reference:
-    return Reference(quality=float(params["reference.quality"]), params=int(params["reference.params"]))

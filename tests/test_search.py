@@ -114,10 +114,15 @@ def test_custom_trainer_receives_model_plan_data_and_fidelity(tmp_path, tiny_ber
 def test_resubmitting_resumes_the_same_study_and_parent_run(tmp_path, tiny_bert, reviews_csv, ray_local):
     job = tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 2, "parallel": 2})
     submit(job, progress=False)
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    orphan = study.ask()  # a trial left running by a driver that was killed
     more = job.model_copy(update={"budget": job.budget.model_copy(update={"trials": 3})})
     summary = submit(more, progress=False)
     assert summary.finished == 3
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    left = study.trials[orphan.number]
+    assert left.state == optuna.trial.TrialState.FAIL and "interrupted" in left.user_attrs["error"]
     client, parents, children = runs_of(job)
-    assert len(parents) == 1 and len(children) == 3
+    assert len(parents) == 1 and len(children) == 3  # the interrupted trial did not use up the budget
     steps = [m.step for m in client.get_metric_history(parents[0].info.run_id, "hypervolume")]
     assert sorted(steps) == [1, 2, 3]

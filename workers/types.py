@@ -20,7 +20,7 @@ class Fidelity(BaseModel):
     epochs: float = Field(1.0, gt=0)
     max_seq_length: int = Field(64, ge=8, le=4096)
     batch_size: int = Field(32, ge=1)
-    learning_rate: float = Field(5e-4, gt=0, le=1.0)
+    learning_rate: float = Field(2e-3, gt=0, le=1.0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
 
 
