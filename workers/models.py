@@ -39,6 +39,14 @@ class Architecture:
 
     layers_path: str
     groups: dict[str, str]
+    ffn_block: str | None = None
+    attention_block: str | None = None
+    self_attention: str | None = None
+
+    @property
+    def has_blocks(self) -> bool:
+        """Whether bottleneck adapters and prefixes fit this family (BERT-style blocks)."""
+        return None not in (self.ffn_block, self.attention_block, self.self_attention)
 
 
 _BERT_LIKE = Architecture(
@@ -51,6 +59,9 @@ _BERT_LIKE = Architecture(
         "ffn_in": "intermediate.dense",
         "ffn_out": "output.dense",
     },
+    ffn_block="output",
+    attention_block="attention.output",
+    self_attention="attention.self",
 )
 _DISTILBERT = Architecture(
     layers_path="transformer.layer",
@@ -80,6 +91,7 @@ class ModelShape:
     model_type: str
     num_layers: int
     num_labels: int
+    hidden_size: int
     group_dims: dict[str, tuple[int, int]]
     head_params: int
     base_params: int
@@ -124,6 +136,7 @@ def _model_shape_cached(path: str, num_labels: int) -> ModelShape:
         model_type=config.model_type,
         num_layers=num_layers,
         num_labels=num_labels,
+        hidden_size=group_dims["attention_output"][1],
         group_dims=group_dims,
         head_params=_head_params(modules),
         base_params=sum(p.numel() for p in model.parameters()),

@@ -34,25 +34,81 @@ class LoraTarget:
     layers: tuple[int, ...]
 
 
+LayerSizes = tuple[tuple[int, int], ...]
+"""(layer index, size) pairs with size > 0: a module's size in each layer that has it."""
+
+IA3_FEEDFORWARD_GROUPS = ("ffn_out",)
+
+
+def layers_text(layers) -> str:
+    """``0-3,5`` for layers 0, 1, 2, 3 and 5."""
+    layers = sorted(layers)
+    runs, start = [], None
+    for i, layer in enumerate(layers):
+        if start is None:
+            start = layer
+        if i + 1 == len(layers) or layers[i + 1] != layer + 1:
+            runs.append(str(start) if start == layer else f"{start}-{layer}")
+            start = None
+    return ",".join(runs)
+
+
+def _sizes_text(name: str, sizes: LayerSizes) -> str:
+    distinct = sorted({s for _, s in sizes})
+    size = str(distinct[0]) if len(distinct) == 1 else "/".join(map(str, distinct))
+    return f"{name} {size} @{layers_text(l for l, _ in sizes)}"
+
+
 @dataclass(frozen=True)
 class Plan:
-    """What to train: which PEFT modules, where, and how large."""
+    """What to train: which PEFT modules, where, and how large.
+
+    ``serial_ffn``, ``serial_attention``, ``parallel_ffn`` and ``prefix`` give a size per layer;
+    ``full`` is full fine-tuning (the reference every PEFT plan is compared with).
+    """
 
     lora: tuple[LoraTarget, ...] = ()
+    ia3_groups: tuple[str, ...] = ()
+    ia3_layers: tuple[int, ...] = ()
+    serial_ffn: LayerSizes = ()
+    serial_attention: LayerSizes = ()
+    parallel_ffn: LayerSizes = ()
+    parallel_scaling: float = 4.0
+    prefix: LayerSizes = ()
+    full: bool = False
     learning_rate: float | None = None
-
-    @property
-    def is_empty(self) -> bool:
-        return not any(t.rank > 0 and t.layers for t in self.lora)
 
     def active_lora(self) -> tuple[LoraTarget, ...]:
         return tuple(t for t in self.lora if t.rank > 0 and t.layers)
 
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The peft methods this plan uses, in the order they are applied."""
+        if self.full:
+            return ("full",)
+        found = []
+        if self.active_lora():
+            found.append("lora")
+        if self.ia3_groups and self.ia3_layers:
+            found.append("ia3")
+        if self.prefix:
+            found.append("kv_prefix")
+        if self.serial_ffn or self.serial_attention or self.parallel_ffn:
+            found.append("bottleneck")
+        return tuple(found)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.methods
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "lora": [{**asdict(t), "layers": list(t.layers)} for t in self.lora],
-            "learning_rate": self.learning_rate,
-        }
+        data = asdict(self)
+        data["lora"] = [{**asdict(t), "layers": list(t.layers)} for t in self.lora]
+        for key in ("ia3_groups", "ia3_layers"):
+            data[key] = list(data[key])
+        for key in ("serial_ffn", "serial_attention", "parallel_ffn", "prefix"):
+            data[key] = [list(pair) for pair in data[key]]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
@@ -60,18 +116,37 @@ class Plan:
             LoraTarget(group=t["group"], rank=int(t["rank"]), alpha=float(t["alpha"]), layers=tuple(t["layers"]))
             for t in data.get("lora", [])
         )
-        return cls(lora=lora, learning_rate=data.get("learning_rate"))
+        sizes = {k: tuple((int(a), int(b)) for a, b in data.get(k, [])) for k in ("serial_ffn", "serial_attention", "parallel_ffn", "prefix")}
+        return cls(
+            lora=lora,
+            ia3_groups=tuple(data.get("ia3_groups", ())),
+            ia3_layers=tuple(int(i) for i in data.get("ia3_layers", ())),
+            parallel_scaling=float(data.get("parallel_scaling", 4.0)),
+            full=bool(data.get("full", False)),
+            learning_rate=data.get("learning_rate"),
+            **sizes,
+        )
 
     def describe(self) -> str:
         """A short human-readable summary, e.g. ``query:r8 value:r8 @ layers 0,1,2``."""
+        if self.full:
+            return "full fine-tuning"
+        parts = []
         active = self.active_lora()
-        if not active:
-            return "no adapter"
-        parts = [f"{t.group}:r{t.rank}" for t in active]
-        layer_sets = {t.layers for t in active}
-        if len(layer_sets) == 1:
-            return " ".join(parts) + " @ layers " + ",".join(map(str, next(iter(layer_sets))))
-        return " ".join(f"{t.group}:r{t.rank}@{','.join(map(str, t.layers))}" for t in active)
+        if active:
+            layer_sets = {t.layers for t in active}
+            if len(layer_sets) == 1:
+                parts.append(" ".join(f"{t.group}:r{t.rank}" for t in active)
+                             + " @ layers " + ",".join(map(str, next(iter(layer_sets)))))
+            else:
+                parts.append(" ".join(f"{t.group}:r{t.rank}@{layers_text(t.layers)}" for t in active))
+        if "ia3" in self.methods:
+            parts.append(f"ia3 {'+'.join(self.ia3_groups)} @{layers_text(self.ia3_layers)}")
+        for name, sizes in (("prefix", self.prefix), ("serial", self.serial_ffn),
+                            ("serial-attn", self.serial_attention), ("parallel", self.parallel_ffn)):
+            if sizes:
+                parts.append(_sizes_text(name, sizes))
+        return " | ".join(parts) if parts else "no adapter"
 
 
 @dataclass(frozen=True)

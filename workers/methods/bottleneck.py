@@ -13,7 +13,6 @@ so a new adapter is the identity. Sizes are per layer.
 
 from __future__ import annotations
 
-import enum
 import re
 from dataclasses import dataclass, field
 
@@ -23,21 +22,10 @@ from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from peft.utils import PeftType
 from torch import nn
 
-PEFT_TYPE_NAME = "BOTTLENECK"
+from workers.methods.registry import add_peft_type, register
+
+add_peft_type("BOTTLENECK")
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
-
-
-def _add_peft_type(name: str) -> None:
-    """Add a member to peft's ``PeftType`` enum (peft requires one per registered method)."""
-    if name in PeftType.__members__:
-        return
-    member = str.__new__(PeftType, name)
-    member._name_, member._value_ = name, name
-    PeftType._member_map_[name] = member
-    PeftType._value2member_map_[name] = member
-    PeftType._member_names_.append(name)
-    type.__setattr__(PeftType, name, member)
-    assert isinstance(PeftType(name), enum.Enum)
 
 
 def adapter_params(hidden: int, size: int) -> int:
@@ -62,7 +50,7 @@ class BottleneckConfig(PeftConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        self.peft_type = PeftType.BOTTLENECK
+        self.peft_type = PeftType["BOTTLENECK"]
         for name in ("serial_ffn", "serial_attention", "parallel_ffn"):
             setattr(self, name, {str(k): int(v) for k, v in getattr(self, name).items() if int(v) > 0})
         if self.non_linearity not in ACTIVATIONS:
@@ -164,14 +152,4 @@ class BottleneckModel(BaseTuner):
         self._replace_module(parent, target_name, new_module, target)
 
 
-def register() -> None:
-    """Make ``BOTTLENECK`` a peft method (idempotent)."""
-    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
-    from peft.utils import register_peft_method
-
-    _add_peft_type(PEFT_TYPE_NAME)
-    if PeftType.BOTTLENECK not in PEFT_TYPE_TO_CONFIG_MAPPING:
-        register_peft_method(name="bottleneck", config_cls=BottleneckConfig, model_cls=BottleneckModel)
-
-
-register()
+register("bottleneck", BottleneckConfig, BottleneckModel)
