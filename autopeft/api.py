@@ -28,6 +28,13 @@ def read_front(job: JobSpec | str | Path) -> tuple[list[Point], Reference]:
     return pareto_front(finished_points(study)), study_reference(study)
 
 
+def read_baselines(job: JobSpec | str | Path) -> dict[str, Point]:
+    """The named baselines that have finished in a job's search, by name."""
+    from autopeft.search import baseline_points, load_existing_study
+
+    return baseline_points(load_existing_study(_job(job)).user_attrs.get("baselines", {}))
+
+
 def export(job: JobSpec | str | Path, pick: str = "knee", out: str | Path = "adapter"):
     """Write the picked Pareto point as a peft adapter folder; returns an ``Exported``."""
     from autopeft.export import export_point

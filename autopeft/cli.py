@@ -13,10 +13,14 @@ from autopeft.errors import UserError
 from autopeft.pareto import PICKS, Point, Reference
 
 
-def format_front(front: list[Point], reference: Reference, metric: str) -> str:
-    lines = [f"{'trial':>5}  {metric:>9}  {'trainable':>10}  {'% of base':>9}  plan"]
+def format_front(front: list[Point], reference: Reference, metric: str, baselines: dict[str, Point] | None = None) -> str:
+    lines = [f"{'trial':>9}  {metric:>9}  {'trainable':>10}  {'% of base':>9}  plan"]
     for p in front:
-        lines.append(f"{p.trial:>5}  {p.quality:>9.4f}  {p.params:>10,}  {p.pct:>9.4f}  {p.plan}")
+        lines.append(f"{p.trial:>9}  {p.quality:>9.4f}  {p.params:>10,}  {p.pct:>9.4f}  {p.plan}")
+    if baselines:
+        lines.append("baselines:")
+        for name, p in sorted(baselines.items(), key=lambda item: item[1].params):
+            lines.append(f"{name:>9}  {p.quality:>9.4f}  {p.params:>10,}  {p.pct:>9.4f}  {p.plan}")
     lines.append(f"reference point: {metric} {reference.quality:.4f}, {reference.params:,} trainable parameters")
     return "\n".join(lines)
 
@@ -42,7 +46,7 @@ def cmd_submit(args) -> int:
     summary = run_search(job, progress=not args.no_progress, prepared=prepared)
     print(f"\nPareto front ({len(summary.front)} points, {summary.finished} trials, {summary.failed} failed, "
           f"hypervolume {summary.hypervolume:.4f}):")
-    print(format_front(summary.front, summary.reference, job.task.metric))
+    print(format_front(summary.front, summary.reference, job.task.metric, summary.baselines))
     name = args.job
     print(f"\nWatch it:   autopeft ui {name}")
     print(f"Export it:  autopeft export {name} --pick knee --out {job.name}-adapter")
@@ -50,15 +54,17 @@ def cmd_submit(args) -> int:
 
 
 def cmd_pareto(args) -> int:
-    from autopeft.api import read_front
+    from autopeft.api import read_baselines, read_front
     from autopeft.job import load_job
 
     job = load_job(args.job)
     front, reference = read_front(job)
+    baselines = read_baselines(job)
     if args.json:
-        print(json.dumps({"reference": reference.__dict__, "front": [p.to_dict() for p in front]}, indent=2))
+        print(json.dumps({"reference": reference.__dict__, "front": [p.to_dict() for p in front],
+                          "baselines": {n: p.to_dict() for n, p in baselines.items()}}, indent=2))
     else:
-        print(format_front(front, reference, job.task.metric))
+        print(format_front(front, reference, job.task.metric, baselines))
     return 0
 
 
@@ -69,8 +75,11 @@ def cmd_export(args) -> int:
     exported = export_point(load_job(args.job), args.pick, args.out)
     p = exported.point
     print(f"exported trial {p.trial} ({p.quality:.4f}, {p.params:,} trainable parameters, {p.plan}) to {exported.out}")
-    print("  adapter_config.json" + ("  adapter_model.safetensors" if exported.with_weights else "") + "  autopeft_point.json")
-    print("load it: PeftModel.from_pretrained(base_model, '%s')" % exported.out)
+    print("  " + "  ".join(sorted(p.name for p in exported.out.iterdir())))
+    if exported.plan.methods == ("lora",) or (len(exported.plan.methods) == 1 and not exported.plan.full):
+        print(f"load it: PeftModel.from_pretrained(base_model, '{exported.out}')  (after import autopeft)")
+    else:
+        print(f"load it: autopeft.load_adapter(base_model, '{exported.out}')")
     return 0
 
 

@@ -25,7 +25,7 @@ def from_validation_error(error, source: str, model_cls=None) -> UserError:
         return UserError(f"{source}: {field}", f"unknown field '{loc[-1]}'", hint)
     if kind == "missing":
         return UserError(f"{source}: {field}", "required field is missing", f"add '{loc[-1]}'")
-    return UserError(f"{source}: {field}", first["msg"], "correct the value")
+    return UserError(f"{source}: {field}", first["msg"].removeprefix("Value error, "), "correct the value")
 
 
 def _known_fields(model_cls, loc: list[str]) -> list[str]:

@@ -11,7 +11,7 @@ from autopeft.errors import UserError
 from autopeft.job import JobSpec
 from autopeft.pareto import Point, pick
 from workers.models import model_shape, resolve_model
-from workers.plan import lora_config
+from workers.plan import MERGEABLE, WEIGHTS_FILE, peft_configs
 from workers.types import Plan
 
 
@@ -44,12 +44,25 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
     if out.exists() and any(out.iterdir()):
         raise UserError("--out", f"'{out}' exists and is not empty", "choose a new folder")
     shape = model_shape(job.model, int(study.user_attrs["num_labels"]))
-    config = lora_config(plan, shape, base_model_name_or_path=resolve_model(job.model))
-    out.mkdir(parents=True, exist_ok=True)
-    config.save_pretrained(str(out))
-    weights = job.run_dir / "trials" / f"{point.trial:04d}" / "adapter" / "adapter_model.safetensors"
-    if weights.is_file():
-        shutil.copy(weights, out / weights.name)
+    trained = job.run_dir / "trials" / f"{point.trial:04d}" / "adapter"
+    with_weights = (trained / WEIGHTS_FILE).is_file()
+    if with_weights:
+        out.mkdir(parents=True, exist_ok=True)
+        for path in trained.iterdir():
+            if path.is_file() and path.name != "README.md":
+                shutil.copy(path, out / path.name)
+        config_file = out / "adapter_config.json"
+        if config_file.is_file():  # as get_peft_model builds it: trainable (from_pretrained loads it frozen)
+            config = json.loads(config_file.read_text())
+            config["inference_mode"] = False
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+    else:
+        configs = peft_configs(plan, shape, base_model_name_or_path=resolve_model(job.model))
+        if len(configs) != 1:
+            raise UserError("--pick", f"trial {point.trial} saved no weights and combines {len(configs)} methods",
+                            "export a point whose trial saved its adapter")
+        out.mkdir(parents=True, exist_ok=True)
+        configs[0].save_pretrained(str(out))
     info = {
         "job": job.name,
         "model": job.model,
@@ -64,7 +77,21 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
         "plan_summary": plan.describe(),
         "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
         "mlflow_tracking_uri": job.mlflow_uri,
-        "mergeable": "LoRA merges into the base weights (PeftModel.merge_and_unload) for zero inference overhead",
+        "methods": list(plan.methods),
+        "mergeable": {m: MERGEABLE[m] for m in plan.methods},
+        "merge_note": _merge_note(plan),
+        "load_with": "peft.PeftModel.from_pretrained(base, DIR)" if len(plan.methods) == 1 and not plan.full
+                     else "workers.plan.load_adapter(base, DIR) (after import autopeft)",
     }
     (out / "autopeft_point.json").write_text(json.dumps(info, indent=2))
-    return Exported(out=out, point=point, plan=plan, with_weights=weights.is_file())
+    return Exported(out=out, point=point, plan=plan, with_weights=with_weights)
+
+
+def _merge_note(plan: Plan) -> str:
+    merged = [m for m in plan.methods if MERGEABLE[m]]
+    kept = [m for m in plan.methods if not MERGEABLE[m]]
+    if not kept:
+        return "every module merges into the base weights (merge_and_unload): no inference overhead"
+    if not merged:
+        return f"{', '.join(kept)} stay as extra modules at inference"
+    return f"{', '.join(merged)} merge into the base weights; {', '.join(kept)} stay as extra modules at inference"

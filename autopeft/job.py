@@ -57,7 +57,7 @@ class ResourcesSpec(_Strict):
 
 
 class BudgetSpec(_Strict):
-    trials: int = Field(20, ge=1)
+    trials: int = Field(20, ge=0)
     parallel: int = Field(1, ge=1)
     max_trainable_pct: float | None = Field(None, gt=0, le=100)
     max_trainable_params: int | None = Field(None, gt=0)
@@ -82,6 +82,7 @@ class JobSpec(_Strict):
     fidelity: Fidelity = Field(default_factory=Fidelity)
     stores: StoresSpec = Field(default_factory=StoresSpec)
     trainer: str | None = Field(None, pattern=r"^[\w.]+:\w+$")
+    baselines: list[str] = Field(default_factory=list, description="named baselines run first, shown beside the search")
     seed: int = 0
 
     @property

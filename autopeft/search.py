@@ -17,6 +17,7 @@ from pathlib import Path
 import optuna
 import yaml
 
+from autopeft.baselines import baseline_plans
 from autopeft.data import load_task_data
 from autopeft.errors import UserError
 from autopeft.job import JobSpec
@@ -44,6 +45,7 @@ class Prepared:
     data: TaskData
     reference: Reference
     max_params: int | None
+    baselines: dict[str, Plan] = field(default_factory=dict)
 
 
 @dataclass
@@ -55,6 +57,7 @@ class SearchSummary:
     reference: Reference
     front: list[Point] = field(default_factory=list)
     hypervolume: float = 0.0
+    baselines: dict[str, Point] = field(default_factory=dict)
 
 
 def prepare(job: JobSpec) -> Prepared:
@@ -81,7 +84,7 @@ def prepare(job: JobSpec) -> Prepared:
             raise UserError("trainer", f"cannot import '{job.trainer}': {exc}", "give an importable package.module:function") from None
     max_params = _budget_params(job, shape)
     largest = space.count(space.largest_plan())
-    smallest = _smallest_adapter_params(space)
+    smallest = space.count(space.smallest_plan())
     if max_params is not None and smallest > max_params:
         raise UserError(
             "budget", f"the smallest plan of the space trains {smallest} parameters, over the budget of {max_params}",
@@ -94,7 +97,8 @@ def prepare(job: JobSpec) -> Prepared:
     floor = job.objectives.quality_floor
     if floor is None:
         floor = majority_score(job.task.metric, data.validation_labels[:n_eval])
-    return Prepared(job, shape, space, data, Reference(quality=floor, params=ceiling + 1), max_params)
+    baselines = baseline_plans(job.baselines, shape)
+    return Prepared(job, shape, space, data, Reference(quality=floor, params=ceiling + 1), max_params, baselines)
 
 
 def _budget_params(job: JobSpec, shape: ModelShape) -> int | None:
@@ -104,19 +108,6 @@ def _budget_params(job: JobSpec, shape: ModelShape) -> int | None:
     if job.budget.max_trainable_pct is not None:
         limits.append(int(job.budget.max_trainable_pct / 100.0 * shape.base_params))
     return min(limits) if limits else None
-
-
-def _smallest_adapter_params(space: SearchSpace) -> int:
-    """Parameters of the cheapest plan that still trains an adapter: one group at its least rank, one layer."""
-    best = None
-    for group, ranks in space.spec.modules["lora"].groups.items():
-        positive = [r for r in ranks if r > 0]
-        if positive:
-            fan_in, fan_out = space.shape.group_dims[group]
-            cost = min(positive) * (fan_in + fan_out)
-            best = cost if best is None else min(best, cost)
-    layers = 1 if space.spec.layers == "per_layer" else space.shape.num_layers
-    return space.shape.head_params + (best or 0) * layers
 
 
 def infeasible_reason(plan: Plan, params: int, max_params: int | None) -> str | None:
@@ -258,13 +249,40 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
             and not ({"skipped", "interrupted"} & set(t.user_attrs))]
     finished = len(done)
     failed = sum(1 for t in done if t.state == states.FAIL)
-    bar = _progress(job.budget.trials, finished, progress)
+    baselines_done: dict = dict(study.user_attrs.get("baselines", {}))
+    pending_baselines = [name for name in prepared.baselines if name not in baselines_done]
+    bar = _progress(job.budget.trials + len(prepared.baselines), finished + len(baselines_done), progress)
     running: dict = {}
     skips = 0
     status = "FAILED"
+
+    def request_for(number: int, plan: Plan) -> TrialRequest:
+        return TrialRequest(trial_number=number, plan=plan, model=job.model, num_labels=prepared.data.num_labels,
+                            metric=job.task.metric, fidelity=job.fidelity, seed=job.seed, trainer=job.trainer)
+
+    def searching() -> int:
+        return sum(1 for entry in running.values() if entry[0] is not None)
+
+    def update_front() -> None:
+        points = finished_points(study)
+        front = pareto_front(points)
+        volume = hypervolume(points, reference)
+        marks = baseline_points(baselines_done)
+        png = pareto_png(points, front, reference, f"{job.name}: {len(points)} trials", job.task.metric, marks)
+        tracker.log_front(front, volume, finished, png, {name: p.to_dict() for name, p in marks.items()})
+        best = max([p.quality for p in points] or [float("nan")])
+        bar.set_postfix(best=f"{best:.4f}", pareto=len(front), hv=f"{volume:.4f}")
+
     try:
-        while finished + len(running) < job.budget.trials or running:
-            while pool.idle and finished + len(running) < job.budget.trials:
+        while pending_baselines or finished + searching() < job.budget.trials or running:
+            while pool.idle and pending_baselines:
+                name = pending_baselines.pop(0)
+                plan = prepared.baselines[name]
+                params = prepared.space.count(plan)
+                run_id = tracker.start_trial(None, {"plan": plan.describe(), "trainable_params": params}, baseline=name)
+                actor, ref = pool.submit(request_for(-1 - list(prepared.baselines).index(name), plan))
+                running[ref] = (None, actor, run_id, params, trainable_pct(params, prepared.shape), name, plan)
+            while pool.idle and finished + searching() < job.budget.trials:
                 trial = study.ask(prepared.space.distributions())
                 plan = prepared.space.decode(trial.params)
                 params = prepared.space.count(plan)
@@ -277,67 +295,75 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
                     trial.set_user_attr("skipped", reason)
                     study.tell(trial, state=states.FAIL)
                     skips += 1
-                    if skips > 100 * job.budget.trials:
+                    if skips > 100 * max(1, job.budget.trials):
                         raise RuntimeError("the sampler keeps proposing plans that cannot be trained")
                     continue
                 run_id = tracker.start_trial(trial.number, {**prepared.space.values(trial.params),
                                                             "plan": plan.describe(), "trainable_params": params})
                 trial.set_user_attr("mlflow_run_id", run_id)
-                request = TrialRequest(
-                    trial_number=trial.number, plan=plan, model=job.model, num_labels=prepared.data.num_labels,
-                    metric=job.task.metric, fidelity=job.fidelity, seed=job.seed, trainer=job.trainer,
-                )
-                actor, ref = pool.submit(request)
-                running[ref] = (trial, actor, run_id, params, pct)
+                actor, ref = pool.submit(request_for(trial.number, plan))
+                running[ref] = (trial, actor, run_id, params, pct, None, plan)
             ready, _ = ray.wait(list(running), num_returns=1)
             ref = ready[0]
-            trial, actor, run_id, params, pct = running.pop(ref)
+            trial, actor, run_id, params, pct, baseline, plan = running.pop(ref)
+            label = f"baseline {baseline}" if baseline else f"trial {trial.number}"
             try:
                 result: TrialResult = ray.get(ref)
             except Exception as exc:  # the trial raised or its worker died: record it, go on
-                healthy = not isinstance(exc, ray.exceptions.RayActorError)
-                pool.release(actor, healthy)
+                pool.release(actor, healthy=not isinstance(exc, ray.exceptions.RayActorError))
                 error = _error_text(exc)
-                trial.set_user_attr("error", error[-2000:])
-                study.tell(trial, state=states.FAIL)
                 tracker.fail_trial(run_id, error)
-                failed += 1
-                finished += 1
-                log.warning("trial %d failed: %s", trial.number, error.strip().splitlines()[-1])
+                log.warning("%s failed: %s", label, error.strip().splitlines()[-1])
+                if baseline:
+                    baselines_done[baseline] = {"error": error[-2000:], "plan": plan.describe(), "mlflow_run_id": run_id}
+                    study.set_user_attr("baselines", baselines_done)
+                else:
+                    trial.set_user_attr("error", error[-2000:])
+                    study.tell(trial, state=states.FAIL)
+                    failed += 1
+                    finished += 1
                 bar.update(1)
                 continue
-            pool.release(actor, True)
-            adapter_dir = _save_adapter(run_dir, trial.number, result)
-            for key, value in (("metrics", result.metrics), ("train_seconds", result.train_seconds),
-                               ("peak_memory_mb", result.peak_memory_mb), ("device", result.device)):
-                trial.set_user_attr(key, value)
-            study.tell(trial, [result.quality, float(params)])
+            pool.release(actor, healthy=True)
+            adapter_dir = _save_adapter(run_dir, f"baselines/{baseline}" if baseline else f"trials/{trial.number:04d}", result)
             tracker.finish_trial(run_id, {**result.metrics, "quality": result.quality, "trainable_params": params,
                                           "trainable_pct": pct, "train_seconds": result.train_seconds,
                                           "peak_memory_mb": result.peak_memory_mb}, adapter_dir)
-            finished += 1
-            points = finished_points(study)
-            front = pareto_front(points)
-            volume = hypervolume(points, reference)
-            png = pareto_png(points, front, reference, f"{job.name}: {len(points)} trials", job.task.metric)
-            tracker.log_front(front, volume, finished, png)
+            if baseline:
+                baselines_done[baseline] = {"quality": result.quality, "params": params, "pct": pct,
+                                            "plan": plan.describe(), "metrics": result.metrics, "mlflow_run_id": run_id}
+                study.set_user_attr("baselines", baselines_done)
+            else:
+                for key, value in (("metrics", result.metrics), ("train_seconds", result.train_seconds),
+                                   ("peak_memory_mb", result.peak_memory_mb), ("device", result.device)):
+                    trial.set_user_attr(key, value)
+                study.tell(trial, [result.quality, float(params)])
+                finished += 1
+            update_front()
             bar.update(1)
-            bar.set_postfix(best=f"{max(p.quality for p in points):.4f}", pareto=len(front), hv=f"{volume:.4f}")
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
         bar.close()
-        for trial, _, run_id, _, _ in running.values():
-            trial.set_user_attr("interrupted", True)
-            trial.set_user_attr("error", "interrupted: the search stopped before this trial finished")
-            study.tell(trial, state=states.FAIL)
+        for trial, _, run_id, *_ in running.values():
+            if trial is not None:
+                trial.set_user_attr("interrupted", True)
+                trial.set_user_attr("error", "interrupted: the search stopped before this trial finished")
+                study.tell(trial, state=states.FAIL)
             tracker.fail_trial(run_id, "the search stopped before this trial finished")
         tracker.finish_search(status)
     points = finished_points(study)
     return SearchSummary(run_dir=run_dir, parent_run_id=parent_id, finished=finished, failed=failed,
-                         reference=reference, front=pareto_front(points), hypervolume=hypervolume(points, reference))
+                         reference=reference, front=pareto_front(points), hypervolume=hypervolume(points, reference),
+                         baselines=baseline_points(baselines_done))
+
+
+def baseline_points(records: dict) -> dict[str, Point]:
+    """Finished baselines as points (failed ones left out), keyed by name."""
+    return {name: Point(trial=-1, quality=r["quality"], params=int(r["params"]), pct=r["pct"], plan=r["plan"])
+            for name, r in records.items() if "quality" in r}
 
 
 def _fail_interrupted(study: optuna.Study) -> None:
@@ -349,10 +375,10 @@ def _fail_interrupted(study: optuna.Study) -> None:
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
 
 
-def _save_adapter(run_dir: Path, number: int, result: TrialResult) -> Path | None:
+def _save_adapter(run_dir: Path, where: str, result: TrialResult) -> Path | None:
     if not result.adapter_files:
         return None
-    target = run_dir / "trials" / f"{number:04d}" / "adapter"
+    target = run_dir / where / "adapter"
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)

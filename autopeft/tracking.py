@@ -45,12 +45,13 @@ class Tracker:
         self._log_texts(self.parent_id, artifacts)
         return self.parent_id
 
-    def start_trial(self, number: int, params: dict[str, object]) -> str:
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"trial-{number:03d}",
-            tags={PARENT_TAG: self.parent_id, "autopeft.kind": "trial", "autopeft.trial": str(number)},
-        )
+    def start_trial(self, number: int | None, params: dict[str, object], baseline: str | None = None) -> str:
+        """A nested run for a search trial (``number``) or a named baseline."""
+        if baseline is not None:
+            name, tags = f"baseline-{baseline}", {"autopeft.kind": "baseline", "autopeft.baseline": baseline}
+        else:
+            name, tags = f"trial-{number:03d}", {"autopeft.kind": "trial", "autopeft.trial": str(number)}
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={PARENT_TAG: self.parent_id, **tags})
         self._log_params(run.info.run_id, params)
         return run.info.run_id
 
@@ -67,7 +68,8 @@ class Tracker:
         self.client.set_tag(run_id, "autopeft.error", error[:5000])
         self.client.set_terminated(run_id, status="FAILED")
 
-    def log_front(self, front: list[Point], hypervolume: float, step: int, plot_png: bytes | None) -> None:
+    def log_front(self, front: list[Point], hypervolume: float, step: int, plot_png: bytes | None,
+                  baselines: dict[str, dict] | None = None) -> None:
         """Replace the parent run's Pareto table and chart, and add a hypervolume point."""
         self.client.log_metric(self.parent_id, "hypervolume", hypervolume, step=step)
         self.client.log_metric(self.parent_id, "pareto_size", len(front), step=step)
@@ -77,6 +79,8 @@ class Tracker:
         artifacts: dict[str, str | bytes] = {"pareto.json": json.dumps(rows, indent=2), "pareto.csv": csv}
         if plot_png is not None:
             artifacts["pareto.png"] = plot_png
+        if baselines:
+            artifacts["baselines.json"] = json.dumps(baselines, indent=2)
         self._log_texts(self.parent_id, artifacts)
 
     def finish_search(self, status: str = "FINISHED") -> None:

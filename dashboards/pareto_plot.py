@@ -6,8 +6,9 @@ import io
 from collections.abc import Sequence
 
 
-def pareto_png(points: Sequence, front: Sequence, reference, title: str, metric: str) -> bytes:
-    """A PNG of quality versus trainable parameters (log scale), front highlighted."""
+def pareto_png(points: Sequence, front: Sequence, reference, title: str, metric: str,
+               baselines: dict | None = None) -> bytes:
+    """A PNG of quality versus trainable parameters (log scale), front highlighted, named baselines marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,6 +23,10 @@ def pareto_png(points: Sequence, front: Sequence, reference, title: str, metric:
         ax.scatter(xs, ys, s=40, color="#d9480f", label="Pareto front", zorder=4)
         for p in front:
             ax.annotate(f"#{p.trial}", (p.params, p.quality), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    for i, (name, p) in enumerate((baselines or {}).items()):
+        ax.scatter([p.params], [p.quality], s=60, marker="D", color="#1c7ed6", zorder=5,
+                   label="baselines" if i == 0 else None)
+        ax.annotate(name, (p.params, p.quality), textcoords="offset points", xytext=(5, 4), fontsize=7, color="#1c7ed6")
     ax.axhline(reference.quality, color="#495057", ls=":", lw=1, label=f"reference ({reference.quality:.3f})")
     ax.axvline(reference.params, color="#495057", ls=":", lw=1)
     ax.set_xscale("log")

@@ -1,59 +1,102 @@
-"""The parameter count known before training equals what peft trains after wrapping."""
+"""The parameter count known before training equals what peft trains after wrapping, for every shipped space."""
 
 from __future__ import annotations
 
-import copy
 import random
 
 import pytest
+import torch
 
-from autopeft.space import load_space
+from autopeft.errors import UserError
+from autopeft.space import builtin_spaces, load_space
 from workers.models import model_shape, resolve_model
-from workers.plan import apply_plan, count_trainable
+from workers.plan import apply_plan, count_trainable, load_adapter, save_adapter
+from workers.types import Plan
 
 
 def _random_point(space, rng):
     return {d.name: rng.randrange(len(d.choices)) for d in space.dimensions}
 
 
-def _check_many_points(model_dir: str, n_points: int, seed: int = 0):
+def _base(model_dir):
     from transformers import AutoModelForSequenceClassification
 
+    return AutoModelForSequenceClassification.from_pretrained(resolve_model(model_dir), num_labels=3,
+                                                              ignore_mismatched_sizes=True)
+
+
+def _check_many_points(model_dir: str, space_name: str, n_points: int, seed: int = 0):
     shape = model_shape(model_dir, num_labels=3)
-    base = AutoModelForSequenceClassification.from_pretrained(
-        resolve_model(model_dir), num_labels=3, ignore_mismatched_sizes=True
-    )
-    assert shape.base_params == sum(p.numel() for p in base.parameters())
-    space = load_space("lora", shape)
+    assert shape.base_params == sum(p.numel() for p in _base(model_dir).parameters())
+    space = load_space(space_name, shape)
     rng = random.Random(seed)
     checked = 0
     while checked < n_points:
         plan = space.decode(_random_point(space, rng))
         if plan.is_empty:
             continue
-        model = apply_plan(copy.deepcopy(base), plan, shape)
+        model = apply_plan(_base(model_dir), plan, shape)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         assert count_trainable(plan, shape) == trainable, plan.describe()
         checked += 1
 
 
-def test_count_matches_peft_on_tiny_bert(tiny_bert):
-    _check_many_points(tiny_bert, 40)
+@pytest.mark.parametrize("space_name", ["lora", "autopeft", "mixed"])
+def test_count_matches_peft_on_tiny_bert(tiny_bert, space_name):
+    _check_many_points(tiny_bert, space_name, 25)
 
 
 def test_count_matches_peft_on_tiny_distilbert(tiny_distilbert):
-    _check_many_points(tiny_distilbert, 40)
+    _check_many_points(tiny_distilbert, "lora", 25)
+
+
+def test_adapters_and_prefixes_need_a_bert_style_model(tiny_distilbert):
+    with pytest.raises(UserError, match="need a BERT-style model"):
+        load_space("mixed", model_shape(tiny_distilbert, 2))
 
 
 @pytest.mark.integration
-def test_count_matches_peft_on_minilm():
-    _check_many_points("minilm-l6", 15)
+@pytest.mark.parametrize("space_name", ["lora", "autopeft", "mixed"])
+def test_count_matches_peft_on_minilm(space_name):
+    _check_many_points("minilm-l6", space_name, 8)
 
 
-def test_largest_plan_counts_every_group_on_every_layer(tiny_bert):
+def test_every_shipped_space_is_tested():
+    assert builtin_spaces() == ["autopeft", "lora", "mixed"]
+
+
+def test_largest_lora_plan_counts_every_group_on_every_layer(tiny_bert):
     shape = model_shape(tiny_bert, num_labels=2)
-    space = load_space("lora", shape)
-    plan = space.largest_plan()
+    plan = load_space("lora", shape).largest_plan()
     hidden, inner = 32, 64
     per_layer = 16 * (4 * (hidden + hidden) + (hidden + inner) + (inner + hidden))
     assert count_trainable(plan, shape) == 2 * per_layer + (hidden * 2 + 2)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_saved_plans_reload_with_identical_outputs(tiny_bert, tmp_path, seed):
+    shape = model_shape(tiny_bert, num_labels=3)
+    space = load_space("mixed", shape)
+    rng = random.Random(seed)
+    plan = Plan(full=True) if seed == 5 else space.decode(_random_point(space, rng))
+    while plan.is_empty:
+        plan = space.decode(_random_point(space, rng))
+    torch.manual_seed(seed)
+    model = apply_plan(_base(tiny_bert), plan, shape)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:  # as if trained: every trainable tensor moves away from its start
+                parameter.add_(torch.randn_like(parameter) * 0.05)
+    inputs = {"input_ids": torch.randint(1, 1000, (3, 9)), "attention_mask": torch.ones(3, 9, dtype=torch.long)}
+    inputs["attention_mask"][2, 6:] = 0
+    model.eval()
+    with torch.no_grad():
+        expected = model(**inputs).logits
+    save_adapter(model, tmp_path)
+    reloaded = load_adapter(_base(tiny_bert), tmp_path)
+    reloaded.eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**inputs).logits, expected, atol=1e-6), plan.describe()
+    untouched = _base(tiny_bert).eval()
+    with torch.no_grad():
+        assert not torch.allclose(untouched(**inputs).logits, expected, atol=1e-4)

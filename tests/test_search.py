@@ -126,3 +126,26 @@ def test_resubmitting_resumes_the_same_study_and_parent_run(tmp_path, tiny_bert,
     assert len(parents) == 1 and len(children) == 3  # the interrupted trial did not use up the budget
     steps = [m.step for m in client.get_metric_history(parents[0].info.run_id, "hypervolume")]
     assert sorted(steps) == [1, 2, 3]
+
+
+def test_mixed_space_search_with_named_baselines(tmp_path, tiny_bert, reviews_csv, ray_local):
+    from autopeft.api import read_baselines
+
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, search_space="mixed", budget={"trials": 3, "parallel": 2},
+                   baselines=["lora-r8", "houlsby", "ia3", "mam", "full"])
+    summary = submit(job, progress=False)
+    assert summary.finished == 3
+    assert set(summary.baselines) == {"lora-r8", "houlsby", "ia3", "mam", "full"}
+    assert summary.baselines["full"].params > summary.baselines["mam"].params > summary.baselines["ia3"].params
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 3  # baselines stay out of the study
+    client, parents, children = runs_of(job)
+    experiment = client.get_experiment_by_name(job.name)
+    baseline_runs = client.search_runs([experiment.experiment_id], "tags.`autopeft.kind` = 'baseline'")
+    assert {r.data.tags["autopeft.baseline"] for r in baseline_runs} == set(summary.baselines)
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in baseline_runs)
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert "baselines.json" in artifacts
+    assert read_baselines(job) == summary.baselines
+    again = submit(job, progress=False)  # finished baselines are not run again
+    assert again.baselines == summary.baselines

@@ -17,24 +17,61 @@ def write_space(tmp_path, data) -> str:
     return str(path)
 
 
-def test_shipped_lora_space_has_a_rank_per_group_and_a_bit_per_layer(shape):
+GROUPS = ("query", "key", "value", "attention_output", "ffn_in", "ffn_out")
+
+
+def test_shipped_lora_space_has_a_rank_per_group_and_layer_half_and_a_bit_per_layer(shape):
     space = load_space("lora", shape)
     names = [d.name for d in space.dimensions]
-    assert names[:6] == [f"lora.{g}.rank" for g in ("query", "key", "value", "attention_output", "ffn_in", "ffn_out")]
-    assert names[6:] == ["layer.0", "layer.1"]
+    assert names[:12] == [f"lora.{g}.rank.{k}" for g in GROUPS for k in (0, 1)]
+    assert names[12:] == ["layer.0", "layer.1"]
 
 
 def test_decode_turns_ranks_and_bits_into_a_plan(shape):
     space = load_space("lora", shape)
     point = {d.name: 0 for d in space.dimensions}
-    point.update({"lora.query.rank": 3, "lora.value.rank": 1, "layer.1": 1})
+    point.update({"lora.query.rank.1": 3, "lora.value.rank.1": 1, "lora.value.rank.0": 4, "layer.1": 1})
     plan = space.decode(point)
     active = {t.group: t for t in plan.active_lora()}
-    assert set(active) == {"query", "value"}
+    assert set(active) == {"query", "value"}  # value's rank for layer 0 is moot: layer 0 is off
     assert active["query"].rank == 8 and active["query"].alpha == 16.0 and active["query"].layers == (1,)
     assert active["value"].rank == 2
     assert plan.describe() == "query:r8 value:r2 @ layers 1"
     assert space.decode({**point, "layer.1": 0}).is_empty
+    both = space.decode({**point, "layer.0": 1})
+    assert {(t.group, t.rank, t.layers) for t in both.active_lora()} == {
+        ("query", 8, (1,)), ("value", 16, (0,)), ("value", 2, (1,))}
+
+
+def test_autopeft_space_is_the_papers_sizes_with_one_shared_bit_per_layer():
+    from workers.models import model_shape as shape_of
+
+    space = load_space("autopeft", shape_of("minilm-l6", 2))
+    by_name = {d.name: d.choices for d in space.dimensions}
+    for module in ("serial", "parallel", "prefix"):
+        assert by_name[f"{module}.size"] == (0, 1, 2, 3, 6, 12, 24, 48, 96, 192, 384)
+    assert [n for n in by_name if n.startswith("layer.")] == [f"layer.{i}" for i in range(6)]
+    point = {**{d.name: 0 for d in space.dimensions}, "serial.size": 6, "prefix.size": 1, "layer.2": 1, "layer.4": 1}
+    plan = space.decode(point)
+    assert plan.serial_ffn == ((2, 24), (4, 24)) and plan.prefix == ((2, 1), (4, 1)) and plan.parallel_ffn == ()
+    assert plan.methods == ("kv_prefix", "bottleneck")
+
+
+def test_mixed_space_places_each_module_on_its_own_layers():
+    from workers.models import model_shape as shape_of
+
+    space = load_space("mixed", shape_of("minilm-l6", 2))
+    names = {d.name for d in space.dimensions}
+    for module in ("lora", "ia3", "serial", "parallel", "prefix"):
+        assert {f"{module}.layer.0", f"{module}.layer.1"} <= names
+    point = {d.name: len(d.choices) - 1 for d in space.dimensions}
+    point.update({"serial.layer.0": 0, "prefix.layer.1": 0})
+    plan = space.decode(point)
+    assert plan.methods == ("lora", "ia3", "kv_prefix", "bottleneck")
+    everywhere = tuple(range(6))
+    assert plan.serial_ffn == tuple((i, 64) for i in everywhere if i != 0)
+    assert plan.prefix == tuple((i, 20) for i in everywhere if i != 1)
+    assert plan.parallel_ffn == tuple((i, 64) for i in everywhere)
 
 
 def test_alpha_and_learning_rate_dimensions(tmp_path, shape):
@@ -56,9 +93,13 @@ def test_alpha_and_learning_rate_dimensions(tmp_path, shape):
     ({"name": "x", "modules": {"lora": {"groups": {"query": [0, 64]}}}}, "modules.lora.groups.query", "rank 64 is larger than the layer width 32"),
     ({"name": "x", "modules": {"lora": {"groups": {"query": [4]}}}, "layers": "all"}, "space.yaml", "no dimension"),
     ({"name": "x", "modules": {"lora": {"groups": {"query": [0]}}}}, "modules.lora.groups", "every rank is 0"),
-    ({"name": "x", "modules": {}}, "modules", "at least 1 item"),
+    ({"name": "x", "modules": {}}, "modules", "the space names no module"),
     ({"name": "x", "modules": {"lora": {"groups": {"query": [0, 4]}}}, "layer": "all"}, "layer", "unknown field 'layer'"),
     ("", "space.yaml", "empty"),
+    ({"name": "x", "modules": {"serial": {"sizes": [0, 64]}}}, "modules.serial.sizes", "size 64 is larger than the model width 32"),
+    ({"name": "x", "modules": {"serial": {"sizes": [0, 8]}}, "layers": [0, 5]}, "layers", "layer 5 is outside the model"),
+    ({"name": "x", "modules": {"lora": {"groups": {"key": [0, 4]}}, "ia3": {"groups": ["key"]}}}, "modules.ia3.groups", "cannot both adapt 'key'"),
+    ({"name": "x", "modules": {"prefix": {"sizes": [0, 8], "size_fractions": [0.5]}}}, "modules.prefix", "exactly one of"),
 ])
 def test_bad_space_files_name_the_entry(tmp_path, shape, data, field, words):
     with pytest.raises(UserError) as info:

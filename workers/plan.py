@@ -55,7 +55,8 @@ def lora_config(plan: Plan, shape: ModelShape, base_model_name_or_path: str | No
     """The plain ``peft.LoraConfig`` for the plan's LoRA modules.
 
     ``target_modules`` is one regular expression naming exactly the (layer, module) pairs of the
-    plan; ``rank_pattern`` and ``alpha_pattern`` give each module group its own rank and alpha.
+    plan; ``rank_pattern`` and ``alpha_pattern`` give each module group, in each of its layer
+    blocks, its own rank and alpha.
     """
     from peft import LoraConfig, TaskType
 
@@ -70,8 +71,8 @@ def lora_config(plan: Plan, shape: ModelShape, base_model_name_or_path: str | No
         target_modules=r".*\.(?:" + "|".join(alternatives) + ")",
         r=first.rank,
         lora_alpha=first.alpha,
-        rank_pattern={_group_pattern(shape, t.group): t.rank for t in active},
-        alpha_pattern={_group_pattern(shape, t.group): t.alpha for t in active},
+        rank_pattern={_group_pattern(shape, t.group, t.layers): t.rank for t in active},
+        alpha_pattern={_group_pattern(shape, t.group, t.layers): t.alpha for t in active},
         lora_dropout=0.0,
     )
 
@@ -116,10 +117,14 @@ def _head_names(model) -> set[str]:
 
 def _compose(model, configs: list):
     """Inject every config into ``model``; train only the adapters and the classification head."""
+    import warnings
+
     from peft import inject_adapter_in_model
 
     for config in configs:
-        inject_adapter_in_model(config, model, adapter_name="default")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            inject_adapter_in_model(config, model, adapter_name="default")
     heads = _head_names(model)
     for name, parameter in model.named_parameters():
         in_head = any(name.startswith(h + ".") for h in heads)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from workers.models import ModelShape, load_base, model_shape
-from workers.plan import apply_plan, count_trainable, trainable_pct
+from workers.plan import apply_plan, count_trainable, save_adapter, trainable_pct
 from workers.types import Fidelity, Plan, TaskData, TrialRequest, TrialResult
 
 BUILTIN_TRAINER = "workers.train:train_and_evaluate"
@@ -91,7 +91,7 @@ def run_trial(request: TrialRequest, data: TaskData, trainer: Callable[[TrialCon
     files: dict[str, bytes] = {}
     if request.save_adapter and context.peft_model is not None:
         with tempfile.TemporaryDirectory() as tmp:
-            context.peft_model.save_pretrained(tmp)
+            save_adapter(context.peft_model, tmp)
             files = {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
     return TrialResult(
         trial_number=request.trial_number,
