@@ -7,6 +7,7 @@ import json
 import optuna
 import pytest
 import torch
+import yaml
 
 from autopeft.api import export, read_front
 from autopeft.errors import UserError
@@ -79,3 +80,41 @@ def test_the_front_has_only_completed_non_dominated_trials(searched):
     for p in front:
         assert not any(t.values[0] > p.quality and t.values[1] <= p.params for t in complete)
     assert reference.params > max(p.params for p in front)
+
+
+@pytest.fixture(scope="module")
+def searched_mixed(tmp_path_factory, tiny_bert, reviews_csv, ray_local):
+    from autopeft.api import submit
+    from autopeft.job import load_job
+    from conftest import TINY_FIDELITY, write_job
+
+    directory = tmp_path_factory.mktemp("mixed-search")
+    (directory / "combined.yaml").write_text(yaml.safe_dump({  # every point combines LoRA, IA3 and an adapter
+        "name": "combined", "layers": "per_layer",
+        "modules": {"lora": {"groups": {"query": [4]}}, "ia3": {"groups": ["ffn_out"], "optional": False},
+                    "serial": {"sizes": [2, 4]}, "prefix": {"sizes": [0, 3]}}}))
+    job = load_job(write_job(
+        directory, model=tiny_bert, search_space="combined.yaml",
+        task={"train_file": str(reviews_csv), "text_columns": ["review"], "label_column": "sentiment", "validation_size": 100},
+        fidelity=TINY_FIDELITY, budget={"trials": 4, "parallel": 2}, optimizer={"sampler": "random", "n_startup_trials": 4},
+    ))
+    submit(job, progress=False)
+    return job
+
+
+def test_a_combined_plan_exports_and_reloads_with_the_recorded_quality(searched_mixed, tiny_bert, tmp_path):
+    import autopeft
+    from transformers import AutoModelForSequenceClassification
+
+    exported = export(searched_mixed, "best", tmp_path / "out")
+    info = json.loads((tmp_path / "out" / "autopeft_point.json").read_text())
+    assert {"lora", "ia3", "bottleneck"} <= set(exported.plan.methods)
+    assert (tmp_path / "out" / "autopeft_adapter.json").is_file()
+    assert info["load_with"].startswith("workers.plan.load_adapter")
+    assert info["mergeable"]["lora"] and info["mergeable"]["ia3"] and not info["mergeable"]["bottleneck"]
+    assert "bottleneck stay" in info["merge_note"]
+
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2, ignore_mismatched_sizes=True)
+    model = autopeft.load_adapter(base, tmp_path / "out")
+    accuracy = _validation_accuracy(model, searched_mixed, tiny_bert)
+    assert accuracy == pytest.approx(info["quality"], abs=1.5 / searched_mixed.fidelity.eval_examples)
