@@ -2,7 +2,8 @@
 
 Sizes follow the papers, scaled to the model width: Houlsby's adapters are width/12 (64 for
 BERT-base), Pfeiffer's and the parallel adapter width/16, MAM's parallel adapter 2/3 of the
-width (512 for BERT-base) next to a prefix of 30 (He et al., 2022).
+width (512 for BERT-base) next to a prefix of 30 (He et al., 2022). Full fine-tuning trains at
+its own, smaller learning rate; every other baseline at the job's fidelity.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ BASELINES: dict[str, Callable[[ModelShape], Plan]] = {
     "prefix-10": lambda s: Plan(prefix=_every(s, 10)),
     "ia3": lambda s: Plan(ia3_groups=("key", "value", "ffn_out"), ia3_layers=_all_layers(s)),
     "mam": lambda s: Plan(prefix=_every(s, 30), parallel_ffn=_every(s, 2 * s.hidden_size // 3)),
-    "full": lambda s: Plan(full=True),
+    "full": lambda s: Plan(full=True, learning_rate=FULL_FINE_TUNING_LR),
 }
+FULL_FINE_TUNING_LR = 1e-4  # every weight moves: a BERT fine-tuning rate, far below the adapters' rate
 NEEDS_BLOCKS = {"houlsby", "pfeiffer", "parallel", "prefix-10", "mam"}
 
 
