@@ -140,6 +140,8 @@ def load_existing_study(job: JobSpec) -> optuna.Study:
 def finished_points(study: optuna.Study) -> list[Point]:
     points = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if "skipped" in t.user_attrs:
+            continue
         points.append(Point(trial=t.number, quality=t.values[0], params=int(t.values[1]),
                             pct=t.user_attrs.get("trainable_pct", 0.0), plan=t.user_attrs.get("plan_summary", "")))
     return points
@@ -253,7 +255,7 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
     pending_baselines = [name for name in prepared.baselines if name not in baselines_done]
     bar = _progress(job.budget.trials + len(prepared.baselines), finished + len(baselines_done), progress)
     running: dict = {}
-    skips = 0
+    skips = skips_in_a_row = 0
     status = "FAILED"
 
     def request_for(number: int, plan: Plan) -> TrialRequest:
@@ -283,7 +285,7 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
                 actor, ref = pool.submit(request_for(-1 - list(prepared.baselines).index(name), plan))
                 running[ref] = (None, actor, run_id, params, trainable_pct(params, prepared.shape), name, plan)
             while pool.idle and finished + searching() < job.budget.trials:
-                trial = study.ask(prepared.space.distributions())
+                trial = _ask(study, prepared.space.distributions(), fallback=skips_in_a_row >= 5, seed=job.seed + skips)
                 plan = prepared.space.decode(trial.params)
                 params = prepared.space.count(plan)
                 pct = trainable_pct(params, prepared.shape)
@@ -292,12 +294,17 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
                 trial.set_user_attr("trainable_pct", pct)
                 reason = infeasible_reason(plan, params, prepared.max_params)
                 if reason is not None:
+                    # Never trained, but told to the sampler at the quality floor, so that a model-based
+                    # sampler learns the region is worthless instead of proposing it again and again.
                     trial.set_user_attr("skipped", reason)
-                    study.tell(trial, state=states.FAIL)
+                    study.tell(trial, [reference.quality, float(params)])
                     skips += 1
-                    if skips > 100 * max(1, job.budget.trials):
-                        raise RuntimeError("the sampler keeps proposing plans that cannot be trained")
+                    skips_in_a_row += 1
+                    if skips > 50 * max(1, job.budget.trials):
+                        raise RuntimeError(f"{skips} proposed plans were over the budget or empty; "
+                                           "raise the budget or use a space with smaller sizes")
                     continue
+                skips_in_a_row = 0
                 run_id = tracker.start_trial(trial.number, {**prepared.space.values(trial.params),
                                                             "plan": plan.describe(), "trainable_params": params})
                 trial.set_user_attr("mlflow_run_id", run_id)
@@ -358,6 +365,18 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
     return SearchSummary(run_dir=run_dir, parent_run_id=parent_id, finished=finished, failed=failed,
                          reference=reference, front=pareto_front(points), hypervolume=hypervolume(points, reference),
                          baselines=baseline_points(baselines_done))
+
+
+def _ask(study: optuna.Study, distributions: dict, fallback: bool, seed: int) -> optuna.trial.Trial:
+    """The sampler's next point; a random one when the sampler keeps proposing plans that cannot be trained."""
+    if not fallback:
+        return study.ask(distributions)
+    sampler = study.sampler
+    study.sampler = optuna.samplers.RandomSampler(seed=seed)
+    try:
+        return study.ask(distributions)
+    finally:
+        study.sampler = sampler
 
 
 def baseline_points(records: dict) -> dict[str, Point]:

@@ -41,7 +41,7 @@ def test_search_records_every_trial_the_front_and_the_hypervolume(tmp_path, tiny
     assert summary.finished == 4 and summary.failed == 0
 
     study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "skipped" not in t.user_attrs]
     assert len(complete) == 4
     for t in complete:
         assert 0.0 <= t.values[0] <= 1.0
@@ -138,7 +138,8 @@ def test_mixed_space_search_with_named_baselines(tmp_path, tiny_bert, reviews_cs
     assert set(summary.baselines) == {"lora-r8", "houlsby", "ia3", "mam", "full"}
     assert summary.baselines["full"].params > summary.baselines["mam"].params > summary.baselines["ia3"].params
     study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
-    assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 3  # baselines stay out of the study
+    trained = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "skipped" not in t.user_attrs]
+    assert len(trained) == 3  # baselines stay out of the study
     client, parents, children = runs_of(job)
     experiment = client.get_experiment_by_name(job.name)
     baseline_runs = client.search_runs([experiment.experiment_id], "tags.`autopeft.kind` = 'baseline'")
@@ -149,3 +150,19 @@ def test_mixed_space_search_with_named_baselines(tmp_path, tiny_bert, reviews_cs
     assert read_baselines(job) == summary.baselines
     again = submit(job, progress=False)  # finished baselines are not run again
     assert again.baselines == summary.baselines
+
+
+def test_a_tight_budget_is_never_exceeded_and_the_search_still_finishes(tmp_path, tiny_bert, reviews_csv, ray_local):
+    budget = 4000  # about a third of the LoRA space's plans on the tiny BERT are larger
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 4, "parallel": 2, "max_trainable_params": budget},
+                   optimizer={"sampler": "gp", "n_startup_trials": 2})
+    summary = submit(job, progress=False)
+    assert summary.finished == 4
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    trained = [t for t in study.trials if "skipped" not in t.user_attrs]
+    skipped = [t for t in study.trials if "skipped" in t.user_attrs]
+    assert len(trained) == 4 and all(t.values[1] <= budget for t in trained)
+    assert skipped and all("exceed the budget" in t.user_attrs["skipped"] or "every adapter off" in t.user_attrs["skipped"]
+                           for t in skipped)
+    assert not any((job.run_dir / "trials" / f"{t.number:04d}").exists() for t in skipped)
+    assert all(p.params <= budget for p in summary.front)
