@@ -76,8 +76,11 @@ def cmd_export(args) -> int:
     p = exported.point
     print(f"exported trial {p.trial} ({p.quality:.4f}, {p.params:,} trainable parameters, {p.plan}) to {exported.out}")
     print("  " + "  ".join(sorted(p.name for p in exported.out.iterdir())))
-    if exported.plan.methods == ("lora",) or (len(exported.plan.methods) == 1 and not exported.plan.full):
-        print(f"load it: PeftModel.from_pretrained(base_model, '{exported.out}')  (after import autopeft)")
+    methods = exported.plan.methods
+    if methods in (("lora",), ("ia3",)):
+        print(f"load it: PeftModel.from_pretrained(base_model, '{exported.out}')  (peft alone)")
+    elif len(methods) == 1 and not exported.plan.full:
+        print(f"load it: import autopeft; PeftModel.from_pretrained(base_model, '{exported.out}')")
     else:
         print(f"load it: autopeft.load_adapter(base_model, '{exported.out}')")
     return 0
