@@ -47,8 +47,8 @@ class ObjectivesSpec(_Strict):
 
 
 class OptimizerSpec(_Strict):
-    sampler: Literal["gp", "random", "nsga2", "tpe"] = "gp"
-    n_startup_trials: int = Field(8, ge=1)
+    sampler: Literal["autopeft", "gp", "random", "nsga2", "tpe"] = "autopeft"
+    n_startup_trials: int = Field(10, ge=1, description="quasi-random points before the model-based sampler takes over")
 
 
 class ResourcesSpec(_Strict):

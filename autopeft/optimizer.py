@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import optuna
 
+from autopeft.sampler import AutoPeftSampler, Domain
 
-def make_sampler(name: str, seed: int, n_startup_trials: int = 8) -> optuna.samplers.BaseSampler:
-    """The sampler called ``name``: ``gp`` (default), ``random``, ``nsga2`` or ``tpe``.
+SAMPLERS = ("autopeft", "gp", "random", "nsga2", "tpe")
 
-    Every sampler sees the study's running trials: the GP sampler conditions on them
-    (q-batch acquisition), TPE uses the constant liar, NSGA-II and random ignore them.
+
+def make_sampler(name: str, seed: int, n_startup_trials: int = 10, domain: Domain | None = None) -> optuna.samplers.BaseSampler:
+    """The sampler called ``name``: ``autopeft`` (default), ``gp``, ``random``, ``nsga2`` or ``tpe``.
+
+    ``autopeft`` needs the space's ``domain`` (exact cost and budget). Every sampler sees the
+    study's running trials: ``autopeft`` and ``gp`` condition on them, TPE uses the constant
+    liar, NSGA-II and random ignore them.
     """
+    if name == "autopeft":
+        if domain is None:
+            raise ValueError("the autopeft sampler needs the space's domain")
+        return AutoPeftSampler(domain, seed=seed, n_startup_trials=n_startup_trials)
     if name == "gp":
         return optuna.samplers.GPSampler(
             seed=seed,

@@ -23,6 +23,7 @@ from autopeft.errors import UserError
 from autopeft.job import JobSpec
 from autopeft.optimizer import make_sampler
 from autopeft.pareto import Point, Reference, hypervolume, pareto_front
+from autopeft.sampler import space_domain
 from autopeft.space import SearchSpace, load_space
 from workers.metrics import majority_score
 from workers.models import ModelNotFound, ModelShape, model_shape, resolve_model
@@ -118,10 +119,11 @@ def infeasible_reason(plan: Plan, params: int, max_params: int | None) -> str | 
     return None
 
 
-def open_study(job: JobSpec) -> optuna.Study:
+def open_study(job: JobSpec, prepared: Prepared) -> optuna.Study:
     """Create or reopen the job's study (the source of truth for resume)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = make_sampler(job.optimizer.sampler, job.seed, job.optimizer.n_startup_trials)
+    domain = space_domain(prepared.space, prepared.max_params, prepared.reference)
+    sampler = make_sampler(job.optimizer.sampler, job.seed, job.optimizer.n_startup_trials, domain)
     return optuna.create_study(
         study_name=job.name, storage=job.optuna_storage, directions=DIRECTIONS, sampler=sampler, load_if_exists=True
     )
@@ -219,7 +221,7 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
 
     run_dir = job.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    study = open_study(job)
+    study = open_study(job, prepared)
     resuming = "reference" in study.user_attrs
     if resuming:
         reference = study_reference(study)

@@ -3,16 +3,19 @@
 import optuna
 import pytest
 
-from autopeft.optimizer import make_sampler
+from autopeft.optimizer import SAMPLERS, make_sampler
+from autopeft.pareto import Reference
+from autopeft.sampler import space_domain
 from autopeft.search import DIRECTIONS
 from autopeft.space import load_space
 from workers.models import model_shape
 
 
-@pytest.mark.parametrize("name", ["gp", "random", "nsga2", "tpe"])
+@pytest.mark.parametrize("name", SAMPLERS)
 def test_sampler_proposes_decodable_points_with_trials_running(tiny_bert, name):
     space = load_space("lora", model_shape(tiny_bert, num_labels=2))
-    study = optuna.create_study(directions=DIRECTIONS, sampler=make_sampler(name, seed=0, n_startup_trials=4))
+    domain = space_domain(space, None, Reference(0.5, space.count(space.largest_plan()) + 1))
+    study = optuna.create_study(directions=DIRECTIONS, sampler=make_sampler(name, seed=0, n_startup_trials=4, domain=domain))
     distributions = space.distributions()
     pending = []
     for _ in range(14):
@@ -31,3 +34,5 @@ def test_sampler_proposes_decodable_points_with_trials_running(tiny_bert, name):
 def test_unknown_sampler_is_refused():
     with pytest.raises(ValueError, match="unknown sampler"):
         make_sampler("cmaes", seed=0)
+    with pytest.raises(ValueError, match="domain"):
+        make_sampler("autopeft", seed=0)

@@ -20,7 +20,7 @@ def tiny_job(tmp_path, tiny_bert, reviews_csv, **overrides):
         task={"train_file": str(reviews_csv), "text_columns": ["review"], "label_column": "sentiment", "validation_size": 100},
         fidelity=TINY_FIDELITY,
         budget={"trials": 4, "parallel": 2},
-        optimizer={"sampler": "gp", "n_startup_trials": 2},
+        optimizer={"sampler": "autopeft", "n_startup_trials": 2},
     )
     fields.update(overrides)
     return load_job(write_job(tmp_path, **fields))

@@ -1,0 +1,413 @@
+"""autopeft's sampler against Optuna's samplers, in the same run, on PEFT-like problems.
+
+    python benchmarks/optimizer.py                  # the full comparison (about an hour on 2 cores)
+    python benchmarks/optimizer.py --seeds 2 --budgets 10 20 --problems zdt1-grid   # a quick look
+    python benchmarks/optimizer.py --collect STUDY.db [STUDY.db ...]   # rebuild data/peft_trials.csv
+
+Problems, each a grid of module sizes and per-layer bits whose cost (trainable parameters) is
+exact and known to autopeft's sampler, while quality is a black box:
+
+- ``zdt1-grid``, ``zdt2-grid``: BoTorch's ZDT1 and ZDT2 on a grid of 4 modules (5 sizes each) x 6
+  layer bits, with a hard budget of half the largest cost. The first ZDT input is cost / budget;
+  the others are each dimension's distance to a hidden target setting. Quality is -f2.
+- ``peft-surrogate``: the 37-dimension ``mixed`` space on MiniLM-L6, cost counted exactly by
+  autopeft, accuracy predicted by a random forest fitted on real trials on Rotten Tomatoes
+  (``benchmarks/data/peft_trials.csv``).
+
+Each search runs to the largest budget; the hypervolume at a smaller budget is that of its first
+trials. Hypervolume is normalised by that of the best front any run found on the problem. With
+4 in parallel, four trials run at a time and finish in the order they started; a sampler sees
+the other three as running trials. Proposals over the budget (or empty) are not trained and do
+not count as trials, as in ``autopeft submit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from functools import cache
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import optuna  # noqa: E402
+import torch  # noqa: E402
+
+from autopeft.optimizer import make_sampler  # noqa: E402
+from autopeft.pareto import Point, Reference, hypervolume  # noqa: E402
+from autopeft.sampler import Domain, space_domain  # noqa: E402
+from autopeft.search import _ask  # noqa: E402
+
+HERE = Path(__file__).parent
+DATA = HERE / "data" / "peft_trials.csv"
+OUT = HERE / "out"
+SAMPLERS = ("autopeft", "random", "nsga2", "tpe", "gp")
+PROBLEMS = ("zdt1-grid", "zdt2-grid", "peft-surrogate")
+N_STARTUP = 10
+
+
+@dataclass(frozen=True)
+class Problem:
+    name: str
+    domain: Domain
+    quality: object  # (n, d) choice indices -> n qualities
+
+    @property
+    def reference(self) -> Reference:
+        floor, ceiling = self.domain.reference
+        return Reference(quality=floor, params=int(ceiling))
+
+
+def _grid_problem(name: str) -> Problem:
+    from botorch.test_functions.multi_objective import ZDT1, ZDT2
+
+    modules, layers = 4, 6
+    sizes, weights = np.array([0, 1, 2, 4, 8]), np.array([1.0, 2.0, 3.0, 5.0])
+    levels = np.array((len(sizes),) * modules + (2,) * (modules * layers))
+    names = tuple([f"m{m}.size" for m in range(modules)] + [f"m{m}.layer.{i}" for m in range(modules) for i in range(layers)])
+    budget = sizes[-1] * weights.sum() * layers / 2
+    rng = np.random.default_rng(17)
+    target = rng.integers(levels) / (levels - 1)
+    function = {"zdt1-grid": ZDT1, "zdt2-grid": ZDT2}[name](dim=len(levels) + 1)
+
+    def cost(points: np.ndarray) -> np.ndarray:
+        points = np.asarray(points)
+        per_layer = sizes[points[:, :modules]] * weights
+        placed = points[:, modules:].reshape(len(points), modules, layers).sum(-1)
+        total = (per_layer * placed).sum(-1).astype(float)
+        total[total == 0] = np.nan
+        return total
+
+    def quality(points: np.ndarray) -> np.ndarray:
+        x = np.column_stack([np.clip(np.nan_to_num(cost(points)) / budget, 0, 1),
+                             np.abs(np.asarray(points) / (levels - 1) - target)])
+        return -function.evaluate_true(torch.as_tensor(x)).numpy()[:, 1]
+
+    domain = Domain(names, tuple(int(k) for k in levels), cost, max_cost=budget)
+    sample = _feasible_sample(domain, rng)
+    floor = float(quality(sample).min())
+    return Problem(name, Domain(names, domain.levels, cost, budget, (floor, budget + 1)), quality)
+
+
+def _feasible_sample(domain: Domain, rng: np.random.Generator, n: int = 4096) -> np.ndarray:
+    points = rng.integers(np.asarray(domain.levels), size=(n, len(domain.levels)))
+    return points[domain.feasible(domain.cost(points))]
+
+
+def _peft_space():
+    from autopeft.space import load_space
+    from workers.models import model_shape
+
+    return load_space("mixed", model_shape("minilm-l6", 2))
+
+
+def _peft_problem() -> Problem:
+    from sklearn.ensemble import RandomForestRegressor
+
+    space = _peft_space()
+    rows = list(csv.DictReader(DATA.open()))
+    names = tuple(d.name for d in space.dimensions)
+    x = np.array([[int(r[n]) for n in names] for r in rows])
+    y = np.array([float(r["accuracy"]) for r in rows])
+    floor = float(rows[0]["quality_floor"])
+    ceiling = space.count(space.largest_plan()) + 1
+    domain = space_domain(space, None, Reference(floor, ceiling))
+
+    def features(points: np.ndarray) -> np.ndarray:
+        return np.column_stack([points, np.log1p(np.nan_to_num(domain.cost(points)))])
+
+    forest = RandomForestRegressor(n_estimators=200, min_samples_leaf=2, random_state=0).fit(features(x), y)
+
+    def quality(points: np.ndarray) -> np.ndarray:
+        return forest.predict(features(np.asarray(points)))
+
+    return Problem("peft-surrogate", domain, quality)
+
+
+@cache
+def problem(name: str) -> Problem:
+    return _peft_problem() if name == "peft-surrogate" else _grid_problem(name)
+
+
+def _sampler(name: str, prob: Problem, seed: int) -> optuna.samplers.BaseSampler:
+    return make_sampler(name, seed, N_STARTUP, prob.domain)
+
+
+def run_search(problem_name: str, sampler_name: str, seed: int, parallel: int, trials: int) -> dict:
+    """One search; returns its trials' (quality, cost) in finishing order and its ask latencies."""
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    prob = problem(problem_name)
+    floor, ceiling = prob.domain.reference
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=_sampler(sampler_name, prob, seed))
+    study.set_user_attr("reference", {"quality": floor, "params": ceiling})
+    distributions = prob.domain.distributions()
+    running: deque = deque()
+    done: list[tuple[float, float]] = []
+    asks: list[tuple[int, float]] = []
+    skips = skips_in_a_row = 0
+    while len(done) < trials:
+        while len(running) < parallel and len(done) + len(running) < trials:
+            start = time.perf_counter()
+            trial = _ask(study, distributions, fallback=skips_in_a_row >= 5, seed=seed + skips)
+            asks.append((len(done), time.perf_counter() - start))
+            point = np.array([[trial.params[n] for n in prob.domain.names]])
+            cost = prob.domain.cost(point)
+            if not prob.domain.feasible(cost)[0]:
+                study.tell(trial, [floor, float(np.nan_to_num(cost[0]))])
+                skips += 1
+                skips_in_a_row += 1
+                continue
+            skips_in_a_row = 0
+            running.append((trial, point, float(cost[0])))
+        trial, point, cost = running.popleft()
+        quality = float(prob.quality(point)[0])
+        study.tell(trial, [quality, cost])
+        done.append((quality, cost))
+    return {"problem": problem_name, "sampler": sampler_name, "seed": seed, "parallel": parallel,
+            "trials": done, "asks": asks, "skipped": skips}
+
+
+def ask_latency(problem_name: str, sampler_name: str, observed: int, asks: int = 10) -> dict:
+    """Seconds per ask once ``observed`` random feasible trials are in the study.
+
+    The first ask after the fill is timed apart: it is the only one that fits the GP from scratch.
+    """
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    prob = problem(problem_name)
+    floor, ceiling = prob.domain.reference
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=_sampler(sampler_name, prob, 0))
+    study.set_user_attr("reference", {"quality": floor, "params": ceiling})
+    distributions = prob.domain.distributions()
+    points = _feasible_sample(prob.domain, np.random.default_rng(observed))[:observed]
+    for point, quality, cost in zip(points, prob.quality(points), prob.domain.cost(points), strict=True):
+        study.add_trial(optuna.trial.create_trial(
+            params={n: int(v) for n, v in zip(prob.domain.names, point, strict=True)},
+            distributions=distributions, values=[float(quality), float(cost)]))
+    times = []
+    for _ in range(asks + 1):
+        start = time.perf_counter()
+        trial = study.ask(distributions)
+        times.append(time.perf_counter() - start)
+        point = np.array([[trial.params[n] for n in prob.domain.names]])
+        cost = prob.domain.cost(point)
+        value = float(prob.quality(point)[0]) if prob.domain.feasible(cost)[0] else floor
+        study.tell(trial, [value, float(np.nan_to_num(cost[0]))])
+    return {"problem": problem_name, "sampler": sampler_name, "observed": observed, "first": times[0], "times": times[1:]}
+
+
+def _hv(trials, reference: Reference) -> float:
+    return hypervolume([Point(trial=i, quality=q, params=int(c), pct=0.0) for i, (q, c) in enumerate(trials)], reference)
+
+
+def _call(args):
+    kind, *rest = args
+    return run_search(*rest) if kind == "search" else ask_latency(*rest)
+
+
+def _key(record: dict) -> str:
+    if "observed" in record:
+        return f"latency/{record['problem']}/{record['sampler']}/{record['observed']}"
+    return f"search/{record['problem']}/{record['sampler']}/{record['seed']}/{record['parallel']}/{len(record['trials'])}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=PROBLEMS)
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--budgets", type=int, nargs="+", default=[20, 50, 100])
+    parser.add_argument("--parallel", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--random-budget", type=int, default=200, help="random search's own longer budget, for the targets")
+    parser.add_argument("--latency", type=int, nargs="*", default=[50, 200], help="observed trials at which to time asks")
+    parser.add_argument("--short", nargs="*", default=["gp"],
+                        help="samplers run only to the middle budget and one trial at a time (Optuna's GPSampler: about 1 s per ask)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--collect", type=Path, nargs="+", help="study databases of real trials to write to data/peft_trials.csv")
+    args = parser.parse_args(argv)
+    if args.collect:
+        collect(args.collect)
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    store = args.out / "optimizer_runs.jsonl"
+    records = {}
+    if store.exists():
+        for line in store.read_text().splitlines():
+            record = json.loads(line)
+            records[_key(record)] = record
+    top = max(args.budgets)
+    jobs = []
+    for name in args.problems:
+        for sampler in args.samplers:
+            for parallel in args.parallel:
+                if parallel != 1 and (sampler == "random" or sampler in args.short):
+                    continue  # random search ignores running trials: the same points in any order
+                trials = max(top, args.random_budget) if sampler == "random" else top
+                if sampler in args.short:
+                    trials = sorted(args.budgets)[len(args.budgets) // 2]
+                jobs += [("search", name, sampler, seed, parallel, trials) for seed in range(args.seeds)]
+            jobs += [("latency", name, sampler, n) for n in args.latency]
+    todo = [j for j in jobs if _job_key(j) not in records]
+    todo.sort(key=lambda j: (j[2] not in ("autopeft", "gp"), -(j[-1] if j[0] == "latency" else j[5])))
+    print(f"{len(jobs)} runs, {len(jobs) - len(todo)} already in {store}", file=sys.stderr)
+    started = time.time()
+    with Pool(args.workers) as pool, store.open("a") as sink:
+        for i, record in enumerate(pool.imap_unordered(_call, todo), 1):
+            records[_key(record)] = record
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            print(f"  {i}/{len(todo)} {_key(record)} ({time.time() - started:.0f} s)", file=sys.stderr)
+    report(args, [records[_job_key(j)] for j in jobs])
+
+
+def _job_key(job: tuple) -> str:
+    if job[0] == "latency":
+        return f"latency/{job[1]}/{job[2]}/{job[3]}"
+    return f"search/{job[1]}/{job[2]}/{job[3]}/{job[4]}/{job[5]}"
+
+
+def report(args, records: list[dict]) -> None:
+    searches = [r for r in records if "trials" in r]
+    latencies = [r for r in records if "observed" in r]
+    budgets = sorted(set(args.budgets))
+    lines = [f"Normalised hypervolume, median [25%, 75%] over {args.seeds} seeds "
+             "(1.0 = the best front any run found on the problem)", ""]
+    header = "| problem | sampler | parallel | " + " | ".join(f"{b} trials" for b in budgets) + " |"
+    lines += [header, "|" + "---|" * (3 + len(budgets))]
+    medians: dict[tuple, float] = {}
+    curves: dict[tuple, np.ndarray] = {}
+    for name in args.problems:
+        ref = problem(name).reference
+        runs = [r for r in searches if r["problem"] == name]
+        best = _hv([t for r in runs for t in r["trials"]], ref)
+        for sampler in args.samplers:
+            for parallel in args.parallel:
+                mine = [r for r in runs if r["sampler"] == sampler and r["parallel"] == parallel]
+                if not mine:
+                    continue
+                cells = []
+                steps = sorted(set(budgets + ([args.random_budget] if sampler == "random" else [])))
+                for b in steps:
+                    if b > min(len(r["trials"]) for r in mine):
+                        cells.append("-")
+                        continue
+                    values = np.array([_hv(r["trials"][:b], ref) / best for r in mine])
+                    q1, med, q3 = np.percentile(values, [25, 50, 75])
+                    medians[(name, sampler, parallel, b)] = med
+                    cells.append(f"{med:.3f} [{q1:.3f}, {q3:.3f}]")
+                curve = np.array([[_hv(r["trials"][:n], ref) / best for n in range(1, len(r["trials"]) + 1)] for r in mine])
+                curves[(name, sampler, parallel)] = curve
+                extra = f" (at {args.random_budget}: {cells[-1]})" if sampler == "random" and len(steps) > len(budgets) else ""
+                lines.append(f"| {name} | {sampler} | {parallel} | " + " | ".join(cells[: len(budgets)]) + f" |{extra}")
+    lines += ["", "Seconds per ask (2 CPU cores, one search per core)", "",
+              "| problem | sampler | observed | median | p95 | first ask |", "|---|---|---|---|---|---|"]
+    for r in latencies:
+        t = np.array(r["times"])
+        lines.append(f"| {r['problem']} | {r['sampler']} | {r['observed']} | {np.median(t):.2f} | "
+                     f"{np.percentile(t, 95):.2f} | {r['first']:.2f} |")
+    lines += ["", "Targets", ""] + _targets(args, medians, latencies)
+    text = "\n".join(lines)
+    print(text)
+    (args.out / "optimizer.md").write_text(text + "\n")
+    _plot(args, curves, args.out / "optimizer.png")
+    print(f"\nwrote {args.out / 'optimizer.md'} and {args.out / 'optimizer.png'}", file=sys.stderr)
+
+
+def _targets(args, medians: dict, latencies: list[dict]) -> list[str]:
+    out = []
+    mid = 50 if 50 in args.budgets else sorted(args.budgets)[len(args.budgets) // 2]
+    others = [s for s in args.samplers if s != "autopeft"]
+    for name in args.problems:
+        mine = medians.get((name, "autopeft", 1, mid))
+        if mine is None:
+            continue
+        rnd = medians.get((name, "random", 1, args.random_budget))
+        if rnd is not None:
+            out.append(f"- {name}: autopeft at {mid} {mine:.3f} vs random at {args.random_budget} {rnd:.3f}: "
+                       f"{'met' if mine >= rnd else 'NOT met'}")
+        rivals = {s: medians[(name, s, 1, mid)] for s in others if (name, s, 1, mid) in medians}
+        if rivals:
+            best = max(rivals, key=rivals.get)
+            out.append(f"- {name}: autopeft at {mid} {mine:.3f} vs best Optuna sampler ({best}) {rivals[best]:.3f}: "
+                       f"{'met' if mine >= rivals[best] else 'NOT met'}")
+        for parallel in args.parallel:
+            if parallel == 1 or (name, "autopeft", parallel, mid) not in medians:
+                continue
+            loss = 1 - medians[(name, "autopeft", parallel, mid)] / mine
+            out.append(f"- {name}: {parallel} in parallel loses {100 * loss:.1f}% at {mid}: "
+                       f"{'met' if loss <= 0.10 else 'NOT met'} (at most 10%)")
+    for r in latencies:
+        if r["sampler"] == "autopeft":
+            p95 = np.percentile(r["times"], 95)
+            out.append(f"- {r['problem']}: ask p95 {p95:.2f} s at {r['observed']} observed: "
+                       f"{'met' if p95 < 2 else 'NOT met'} (under 2 s)")
+    return out
+
+
+def _plot(args, curves: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(args.problems), figsize=(5 * len(args.problems), 4), squeeze=False)
+    colours = dict(zip(SAMPLERS, ["#d62728", "#7f7f7f", "#2ca02c", "#1f77b4", "#9467bd"], strict=True))
+    for ax, name in zip(axes[0], args.problems, strict=True):
+        for (prob, sampler, parallel), curve in curves.items():
+            if prob != name:
+                continue
+            n = np.arange(1, curve.shape[1] + 1)
+            q1, med, q3 = np.percentile(curve, [25, 50, 75], axis=0)
+            style = "-" if parallel == 1 else "--"
+            ax.plot(n, med, style, color=colours[sampler], label=f"{sampler}" + (f" x{parallel}" if parallel > 1 else ""))
+            if parallel == 1:
+                ax.fill_between(n, q1, q3, color=colours[sampler], alpha=0.12)
+        ax.set_title(name)
+        ax.set_xlabel("trials")
+        ax.set_ylabel("normalised hypervolume")
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def collect(databases: list[Path]) -> None:
+    """Write the finished trials of real mixed-space studies to ``data/peft_trials.csv``."""
+    space = _peft_space()
+    names = [d.name for d in space.dimensions]
+    rows = []
+    for db in databases:
+        storage = f"sqlite:///{db}"
+        for summary in optuna.get_all_study_summaries(storage):
+            study = optuna.load_study(study_name=summary.study_name, storage=storage)
+            if study.user_attrs.get("job", {}).get("search_space") != "mixed":
+                continue
+            floor = study.user_attrs["reference"]["quality"]
+            for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+                if "skipped" in t.user_attrs or set(names) - set(t.params):
+                    continue
+                rows.append({**{n: t.params[n] for n in names}, "trainable_params": int(t.values[1]),
+                             "accuracy": t.values[0], "quality_floor": floor,
+                             "study": summary.study_name, "trial": t.number})
+    DATA.parent.mkdir(parents=True, exist_ok=True)
+    with DATA.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {len(rows)} trials to {DATA}")
+
+
+if __name__ == "__main__":
+    main()

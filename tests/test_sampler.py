@@ -1,0 +1,140 @@
+"""The contract of autopeft's sampler, through real Optuna studies (in memory and SQLite)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+
+from autopeft.pareto import Reference
+from autopeft.sampler import AutoPeftSampler, Domain, space_domain
+from autopeft.search import DIRECTIONS
+from autopeft.space import load_space
+from workers.models import model_shape
+
+SIZES = np.array([0, 1, 2, 4])
+LAYERS = 5
+
+
+def _cost(points: np.ndarray) -> np.ndarray:
+    points = np.asarray(points)
+    total = (SIZES[points[:, 0]] * points[:, 1:].sum(-1) * 3 + SIZES[points[:, 0]]).astype(float)
+    total[total == 0] = math.nan
+    return total
+
+
+def _quality(point: np.ndarray) -> float:
+    # rises with capacity, with a preference for the later layers
+    return 0.5 + 0.3 * (1 - math.exp(-_cost(point[None])[0] / 20)) + 0.02 * float(point[1:] @ np.arange(LAYERS)) / LAYERS
+
+
+BUDGET = 40.0
+DOMAIN = Domain(("size", *[f"layer.{i}" for i in range(LAYERS)]), (4,) + (2,) * LAYERS, _cost, BUDGET, (0.5, BUDGET + 1))
+
+
+def _study(sampler, storage=None, name=None):
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    return optuna.create_study(directions=DIRECTIONS, sampler=sampler, storage=storage, study_name=name, load_if_exists=True)
+
+
+def _point(trial) -> np.ndarray:
+    return np.array([trial.params[n] for n in DOMAIN.names])
+
+
+def _run(study, trials: int, parallel: int = 1) -> list[np.ndarray]:
+    proposed, running = [], []
+    while len(proposed) < trials:
+        while len(running) < parallel and len(proposed) < trials:
+            trial = study.ask(DOMAIN.distributions())
+            proposed.append(_point(trial))
+            running.append(trial)
+        trial = running.pop(0)
+        point = _point(trial)
+        study.tell(trial, [_quality(point), float(_cost(point[None])[0])])
+    for trial in running:
+        study.tell(trial, [_quality(_point(trial)), float(_cost(_point(trial)[None])[0])])
+    return proposed
+
+
+def test_never_over_budget_never_empty_and_never_a_point_twice():
+    study = _study(AutoPeftSampler(DOMAIN, seed=0, n_startup_trials=5))
+    proposed = _run(study, 24, parallel=2)
+    costs = _cost(np.array(proposed))
+    assert np.isfinite(costs).all() and (costs <= BUDGET).all()
+    assert len({tuple(p) for p in proposed}) == len(proposed)
+    # the model-based phase found the front's corner: the largest plan within the budget scores best
+    best = max(study.best_trials, key=lambda t: t.values[0])
+    assert best.values[1] >= 0.75 * BUDGET
+
+
+def test_initial_design_spreads_over_the_cost_axis():
+    study = _study(AutoPeftSampler(DOMAIN, seed=3, n_startup_trials=10))
+    costs = _cost(np.array(_run(study, 10)))
+    assert costs.min() <= 0.2 * BUDGET and costs.max() >= 0.6 * BUDGET
+
+
+def test_running_trials_are_pending_and_never_proposed_again():
+    sampler = AutoPeftSampler(DOMAIN, seed=1, n_startup_trials=4)
+    study = _study(sampler)
+    _run(study, 6)
+    running = [study.ask(DOMAIN.distributions()) for _ in range(4)]
+    points = {tuple(_point(t)) for t in running}
+    assert len(points) == 4  # four workers get four different proposals
+    finished = {tuple(_point(t)) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
+    assert not points & finished
+
+
+def test_survives_failed_pruned_and_foreign_trials():
+    sampler = AutoPeftSampler(DOMAIN, seed=2, n_startup_trials=3)
+    study = _study(sampler)
+    _run(study, 5)
+    failed = study.ask(DOMAIN.distributions())
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    nan = study.ask(DOMAIN.distributions())
+    study.tell(nan, [float("nan"), 10.0])  # Optuna records a NaN value as a failed trial
+    pruned = study.ask(DOMAIN.distributions())
+    study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
+    # a trial from another sampler with only part of the dimensions, and one over the budget
+    study.add_trial(optuna.trial.create_trial(params={"size": 1}, distributions={"size": DOMAIN.distributions()["size"]},
+                                              values=[0.9, 1.0]))
+    over = dict(zip(DOMAIN.names, [3, 1, 1, 1, 1, 1], strict=True))
+    study.add_trial(optuna.trial.create_trial(params=over, distributions=DOMAIN.distributions(), values=[0.99, 63.0]))
+    before = {tuple(_point(t)) for t in (failed, nan, pruned)}
+    proposed = _run(study, 6)
+    assert not {tuple(p) for p in proposed} & before  # a failed point is not tried again
+    assert (_cost(np.array(proposed)) <= BUDGET).all()
+
+
+def test_resumed_study_proposes_what_the_interrupted_one_would(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    first = _study(AutoPeftSampler(DOMAIN, seed=5, n_startup_trials=4), storage, "resume")
+    _run(first, 9)
+    number = len(first.trials)
+    again = _study(AutoPeftSampler(DOMAIN, seed=5, n_startup_trials=4), storage, "resume")
+    expected = first.sampler.propose(first, number)
+    np.testing.assert_array_equal(again.sampler.propose(again, number), expected)
+    assert any("autopeft:gp" in t.system_attrs for t in again.trials)  # the fitted GP state is in storage
+
+
+def test_real_space_cost_is_the_exact_trainable_count_and_respects_the_budget(tiny_bert):
+    space = load_space("mixed", model_shape(tiny_bert, num_labels=2))
+    budget = space.count(space.largest_plan()) // 4
+    domain = space_domain(space, budget, Reference(0.5, budget + 1))
+    study = _study(AutoPeftSampler(domain, seed=0, n_startup_trials=4))
+    for _ in range(8):
+        trial = study.ask(domain.distributions())
+        plan = space.decode(trial.params)
+        params = space.count(plan)
+        assert not plan.is_empty and params <= budget
+        assert domain.cost(np.array([[trial.params[n] for n in domain.names]]))[0] == params
+        study.tell(trial, [0.5 + 0.1 * math.log1p(params) / math.log1p(budget), float(params)])
+
+
+def test_a_sampler_without_a_reference_says_so():
+    domain = Domain(DOMAIN.names, DOMAIN.levels, _cost, BUDGET, None)
+    study = _study(AutoPeftSampler(domain, seed=0, n_startup_trials=1))
+    _run(study, 1)
+    with pytest.raises(ValueError, match="reference point"):
+        study.ask(domain.distributions())
