@@ -115,13 +115,13 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
         starts from them: cheaper, and a resumed search starts from the same state.
         """
         rng = np.random.default_rng([self.seed, number])
-        seen, x_obs, y_obs, pending = self._history(study)
+        seen, x_obs, y_obs, costs, pending = self._history(study)
         if len(x_obs) < self.n_startup_trials:
             point = self._first_new(self._design, seen)
             return point if point is not None else self._random_point(rng, seen)
         with torch.random.fork_rng():
             torch.manual_seed(self.seed * 100_003 + number)
-            return self._optimise(study, trial_id, rng, seen, np.asarray(x_obs), np.asarray(y_obs), pending)
+            return self._optimise(study, trial_id, rng, seen, x_obs, y_obs, costs, pending)
 
     def _history(self, study):
         directions = study.directions
@@ -139,11 +139,10 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
             elif t.state == TrialState.COMPLETE and t.values is not None and all(map(math.isfinite, t.values)):
                 x_obs.append(point)
                 y_obs.append([s * v for i, (s, v) in enumerate(zip(signs, t.values, strict=True)) if i != cost_index])
-        if x_obs:  # points that cannot be trained (over budget, empty) say nothing about quality
-            keep = self.domain.feasible(self.domain.cost(np.asarray(x_obs)))
-            x_obs = [x for x, k in zip(x_obs, keep, strict=True) if k]
-            y_obs = [y for y, k in zip(y_obs, keep, strict=True) if k]
-        return seen, x_obs, y_obs, pending
+        x_obs = np.asarray(x_obs, dtype=np.int64).reshape(len(x_obs), len(self._levels))
+        costs = self.domain.cost(x_obs)
+        keep = self.domain.feasible(costs)  # points that cannot be trained say nothing about quality
+        return seen, x_obs[keep], np.asarray(y_obs)[keep], costs[keep], pending
 
     def _indices(self, params: dict) -> tuple[int, ...] | None:
         try:
@@ -182,7 +181,7 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
     def _random(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return _density_points(rng.random((n, len(self._levels) + 1)), self._levels)
 
-    def _optimise(self, study, trial_id, rng, seen, x_obs, y_obs, pending) -> np.ndarray:
+    def _optimise(self, study, trial_id, rng, seen, x_obs, y_obs, costs, pending) -> np.ndarray:
         from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
         from botorch.acquisition.multi_objective.objective import GenericMCMultiOutputObjective
         from botorch.sampling import SobolQMCNormalSampler
@@ -190,7 +189,6 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
 
         floors, ceiling = self._reference(study, y_obs.shape[1])
         features = _Features(self._levels, ceiling)
-        costs = self.domain.cost(x_obs)
         x_feat = features(x_obs, costs)
         model, state = _fit_quality_gp(x_feat, torch.as_tensor(y_obs, dtype=torch.float64), _last_state(study))
         if trial_id is not None:
@@ -250,7 +248,6 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
                     current[i], current_scores[i], moved = rows[best], vals[best], True
             if not moved:
                 break
-        self.last_evaluated = len(scores)
         if not scores or max(scores.values()) == -np.inf:
             return self._random_point(rng, seen)
         return np.frombuffer(max(scores, key=scores.get), dtype=np.int64).copy()
