@@ -1,9 +1,30 @@
-"""autopeft: search parameter-efficient fine-tuning configurations, quality versus trainable parameters."""
+"""autopeft: search parameter-efficient fine-tuning configurations, quality versus trainable parameters.
 
-import workers.methods  # noqa: F401  (registers the bottleneck and prefix peft methods)
-from autopeft.api import export, read_baselines, read_front, submit
-from autopeft.job import JobSpec, load_job
-from workers.plan import load_adapter
+Importing ``autopeft`` registers its own PEFT methods with peft, so that peft loads their adapters.
+The public API (``submit``, ``prepare``, ``read_front``, ``read_baselines``, ``export``,
+``load_job``, ``load_adapter``, ``JobSpec``) loads on first use: a worker that imports
+``autopeft.workers`` does not load the driver.
+"""
 
-__all__ = ["JobSpec", "export", "load_adapter", "load_job", "read_baselines", "read_front", "submit"]
+from importlib import import_module
+
+import autopeft.workers.methods  # noqa: F401  (registers the bottleneck and prefix peft methods)
+
+_API = {
+    "JobSpec": "autopeft.job.spec",
+    "load_job": "autopeft.job.load",
+    "prepare": "autopeft.api",
+    "submit": "autopeft.api",
+    "read_front": "autopeft.api",
+    "read_baselines": "autopeft.api",
+    "export": "autopeft.api",
+    "load_adapter": "autopeft.workers.build",
+}
+__all__ = sorted(_API)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(import_module(_API[name]), name)
+    raise AttributeError(f"module 'autopeft' has no attribute '{name}'")

@@ -4,39 +4,53 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autopeft.job import JobSpec, load_job
-from autopeft.pareto import Point, Reference, pareto_front
+from autopeft.job.load import load_job
+from autopeft.job.spec import JobSpec
+from autopeft.record.pareto import Point, Reference, pareto_front
 
 
 def _job(job: JobSpec | str | Path) -> JobSpec:
     return job if isinstance(job, JobSpec) else load_job(job)
 
 
-def submit(job: JobSpec | str | Path, progress: bool = True):
-    """Validate and run (or resume) a search; returns a ``SearchSummary``."""
-    from autopeft.search import prepare, run_search
+def prepare(job: JobSpec | str | Path):
+    """Check a job against its model, data, space and budget without writing anything; returns a ``Prepared``.
+
+    Every error a user can cause is raised here, as a ``UserError``.
+    """
+    from autopeft.run.prepare import prepare as prepare_job
+
+    return prepare_job(_job(job))
+
+
+def submit(job: JobSpec | str | Path, progress: bool = True, prepared=None):
+    """Validate and run (or resume) a search; returns a ``SearchSummary``.
+
+    ``prepared`` is ``prepare(job)``'s result, when the caller has it already.
+    """
+    from autopeft.run.loop import run_search
 
     spec = _job(job)
-    return run_search(spec, progress=progress, prepared=prepare(spec))
+    return run_search(spec, progress=progress, prepared=prepared or prepare(spec))
 
 
 def read_front(job: JobSpec | str | Path) -> tuple[list[Point], Reference]:
     """The current Pareto front of a job's search and its hypervolume reference point."""
-    from autopeft.search import finished_points, load_existing_study, study_reference
+    from autopeft.record.study import StudyRecord
 
-    study = load_existing_study(_job(job))
-    return pareto_front(finished_points(study)), study_reference(study)
+    record = StudyRecord.load(_job(job))
+    return pareto_front(record.finished_points()), record.reference
 
 
 def read_baselines(job: JobSpec | str | Path) -> dict[str, Point]:
     """The named baselines that have finished in a job's search, by name."""
-    from autopeft.search import baseline_points, load_existing_study
+    from autopeft.record.study import StudyRecord
 
-    return baseline_points(load_existing_study(_job(job)).user_attrs.get("baselines", {}))
+    return StudyRecord.load(_job(job)).baseline_points()
 
 
 def export(job: JobSpec | str | Path, pick: str = "knee", out: str | Path = "adapter"):
     """Write the picked Pareto point as a peft adapter folder; returns an ``Exported``."""
-    from autopeft.export import export_point
+    from autopeft.exporting import export_point
 
     return export_point(_job(job), pick, out)

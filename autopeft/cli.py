@@ -9,8 +9,9 @@ import subprocess
 import sys
 import warnings
 
+from autopeft import api
 from autopeft.errors import UserError
-from autopeft.pareto import PICKS, Point, Reference
+from autopeft.record.pareto import PICKS, Point, Reference
 
 
 def format_front(front: list[Point], reference: Reference, metric: str, baselines: dict[str, Point] | None = None) -> str:
@@ -32,18 +33,15 @@ def _quiet() -> None:
 
 
 def cmd_submit(args) -> int:
-    from autopeft.job import load_job
-    from autopeft.search import prepare, run_search
-
-    job = load_job(args.job)
+    job = api.load_job(args.job)
     if args.trials is not None:
         job = job.model_copy(update={"budget": job.budget.model_copy(update={"trials": args.trials})})
-    prepared = prepare(job)
+    prepared = api.prepare(job)
     print(f"autopeft: search '{job.name}': {job.budget.trials} trials, {job.budget.parallel} in parallel, "
           f"space '{prepared.space.spec.name}' ({len(prepared.space.dimensions)} dimensions), "
           f"model {job.model} ({prepared.shape.base_params:,} parameters)", flush=True)
     print(f"autopeft: run directory {job.run_dir}", flush=True)
-    summary = run_search(job, progress=not args.no_progress, prepared=prepared)
+    summary = api.submit(job, progress=not args.no_progress, prepared=prepared)
     print(f"\nPareto front ({len(summary.front)} points, {summary.finished} trials, {summary.failed} failed, "
           f"hypervolume {summary.hypervolume:.4f}):")
     print(format_front(summary.front, summary.reference, job.task.metric, summary.baselines))
@@ -54,12 +52,9 @@ def cmd_submit(args) -> int:
 
 
 def cmd_pareto(args) -> int:
-    from autopeft.api import read_baselines, read_front
-    from autopeft.job import load_job
-
-    job = load_job(args.job)
-    front, reference = read_front(job)
-    baselines = read_baselines(job)
+    job = api.load_job(args.job)
+    front, reference = api.read_front(job)
+    baselines = api.read_baselines(job)
     if args.json:
         print(json.dumps({"reference": reference.__dict__, "front": [p.to_dict() for p in front],
                           "baselines": {n: p.to_dict() for n, p in baselines.items()}}, indent=2))
@@ -69,32 +64,21 @@ def cmd_pareto(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from autopeft.export import export_point
-    from autopeft.job import load_job
-
-    exported = export_point(load_job(args.job), args.pick, args.out)
+    exported = api.export(api.load_job(args.job), args.pick, args.out)
     p = exported.point
     print(f"exported trial {p.trial} ({p.quality:.4f}, {p.params:,} trainable parameters, {p.plan}) to {exported.out}")
     print("  " + "  ".join(sorted(p.name for p in exported.out.iterdir())))
-    methods = exported.plan.methods
-    if methods in (("lora",), ("ia3",)):
-        print(f"load it: PeftModel.from_pretrained(base_model, '{exported.out}')  (peft alone)")
-    elif len(methods) == 1 and not exported.plan.full:
-        print(f"load it: import autopeft; PeftModel.from_pretrained(base_model, '{exported.out}')")
-    else:
-        print(f"load it: autopeft.load_adapter(base_model, '{exported.out}')")
+    print(f"load it: {exported.load_with.replace('DIR', repr(str(exported.out)))}")
     return 0
 
 
 def cmd_ui(args) -> int:
-    from autopeft.job import load_job
-
-    job = load_job(args.job)
+    job = api.load_job(args.job)
     if job.stores.mlflow_uri is not None and job.stores.mlflow_uri.startswith(("http://", "https://")):
         print(f"'{job.name}' is tracked on the MLflow server {job.stores.mlflow_uri}: open it there (experiment '{job.name}')")
         return 0
-    if job.stores.mlflow_uri is None and not (job.run_dir / "mlflow.db").is_file():
-        raise UserError("run", f"no MLflow store for job '{job.name}' yet ({job.run_dir / 'mlflow.db'})", "run 'autopeft submit' first")
+    if job.stores.mlflow_uri is None and not job.layout.mlflow_db.is_file():
+        raise UserError("run", f"no MLflow store for job '{job.name}' yet ({job.layout.mlflow_db})", "run 'autopeft submit' first")
     url = f"http://127.0.0.1:{args.port}"
     print(f"MLflow UI for '{job.name}' at {url}  (experiment '{job.name}'; Ctrl-C stops it)", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", job.mlflow_uri,

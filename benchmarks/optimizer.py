@@ -42,15 +42,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
-from autopeft.optimizer import make_sampler  # noqa: E402
-from autopeft.pareto import Point, Reference, hypervolume  # noqa: E402
-from autopeft.sampler import Domain, space_domain  # noqa: E402
-from autopeft.search import _ask  # noqa: E402
+from autopeft.optimize.domain import Domain, space_domain  # noqa: E402
+from autopeft.optimize.propose import Proposer  # noqa: E402
+from autopeft.optimize.registry import SAMPLERS, make_sampler  # noqa: E402
+from autopeft.record.pareto import Point, Reference, hypervolume  # noqa: E402
+from autopeft.record.study import DIRECTIONS, StudyRecord  # noqa: E402
 
 HERE = Path(__file__).parent
 DATA = HERE / "data" / "peft_trials.csv"
 OUT = HERE / "out"
-SAMPLERS = ("autopeft", "random", "nsga2", "tpe", "gp")
 PROBLEMS = ("zdt1-grid", "zdt2-grid", "peft-surrogate")
 N_STARTUP = 10
 
@@ -104,8 +104,8 @@ def _feasible_sample(domain: Domain, rng: np.random.Generator, n: int = 4096) ->
 
 
 def _peft_space():
-    from autopeft.space import load_space
-    from workers.models import model_shape
+    from autopeft.space.search_space import load_space
+    from autopeft.workers.models import model_shape
 
     return load_space("mixed", model_shape("minilm-l6", 2))
 
@@ -147,34 +147,23 @@ def run_search(problem_name: str, sampler_name: str, seed: int, parallel: int, t
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     prob = problem(problem_name)
-    floor, ceiling = prob.domain.reference
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=_sampler(sampler_name, prob, seed))
-    study.set_user_attr("reference", {"quality": floor, "params": ceiling})
-    distributions = prob.domain.distributions()
+    study = optuna.create_study(directions=DIRECTIONS, sampler=_sampler(sampler_name, prob, seed))
+    proposer = Proposer(study, prob.domain, seed, max_skips=50 * trials)
     running: deque = deque()
     done: list[tuple[float, float]] = []
     asks: list[tuple[int, float]] = []
-    skips = skips_in_a_row = 0
     while len(done) < trials:
         while len(running) < parallel and len(done) + len(running) < trials:
             start = time.perf_counter()
-            trial = _ask(study, distributions, fallback=skips_in_a_row >= 5, seed=seed + skips)
+            proposal = proposer.next()
             asks.append((len(done), time.perf_counter() - start))
-            point = np.array([[trial.params[n] for n in prob.domain.names]])
-            cost = prob.domain.cost(point)
-            if not prob.domain.feasible(cost)[0]:
-                study.tell(trial, [floor, float(np.nan_to_num(cost[0]))])
-                skips += 1
-                skips_in_a_row += 1
-                continue
-            skips_in_a_row = 0
-            running.append((trial, point, float(cost[0])))
-        trial, point, cost = running.popleft()
-        quality = float(prob.quality(point)[0])
-        study.tell(trial, [quality, cost])
-        done.append((quality, cost))
+            running.append(proposal)
+        proposal = running.popleft()
+        quality = float(prob.quality(prob.domain.point(proposal.trial.params))[0])
+        study.tell(proposal.trial, [quality, proposal.cost])
+        done.append((quality, proposal.cost))
     return {"problem": problem_name, "sampler": sampler_name, "seed": seed, "parallel": parallel,
-            "trials": done, "asks": asks, "skipped": skips}
+            "trials": done, "asks": asks, "skipped": proposer.skips}
 
 
 def ask_latency(problem_name: str, sampler_name: str, observed: int, asks: int = 10) -> dict:
@@ -185,9 +174,7 @@ def ask_latency(problem_name: str, sampler_name: str, observed: int, asks: int =
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     prob = problem(problem_name)
-    floor, ceiling = prob.domain.reference
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=_sampler(sampler_name, prob, 0))
-    study.set_user_attr("reference", {"quality": floor, "params": ceiling})
+    study = optuna.create_study(directions=DIRECTIONS, sampler=_sampler(sampler_name, prob, 0))
     distributions = prob.domain.distributions()
     points = _feasible_sample(prob.domain, np.random.default_rng(observed))[:observed]
     for point, quality, cost in zip(points, prob.quality(points), prob.domain.cost(points), strict=True):
@@ -201,7 +188,7 @@ def ask_latency(problem_name: str, sampler_name: str, observed: int, asks: int =
         times.append(time.perf_counter() - start)
         point = np.array([[trial.params[n] for n in prob.domain.names]])
         cost = prob.domain.cost(point)
-        value = float(prob.quality(point)[0]) if prob.domain.feasible(cost)[0] else floor
+        value = float(prob.quality(point)[0]) if prob.domain.feasible(cost)[0] else prob.domain.reference[0]
         study.tell(trial, [value, float(np.nan_to_num(cost[0]))])
     return {"problem": problem_name, "sampler": sampler_name, "observed": observed, "first": times[0], "times": times[1:]}
 
@@ -362,7 +349,7 @@ def _plot(args, curves: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(args.problems), figsize=(5 * len(args.problems), 4), squeeze=False)
-    colours = dict(zip(SAMPLERS, ["#d62728", "#7f7f7f", "#2ca02c", "#1f77b4", "#9467bd"], strict=True))
+    colours = dict(zip(SAMPLERS, ["#d62728", "#9467bd", "#7f7f7f", "#2ca02c", "#1f77b4"], strict=True))
     for ax, name in zip(axes[0], args.problems, strict=True):
         for (prob, sampler, parallel), curve in curves.items():
             if prob != name:
@@ -391,12 +378,12 @@ def collect(databases: list[Path]) -> None:
     for db in databases:
         storage = f"sqlite:///{db}"
         for summary in optuna.get_all_study_summaries(storage):
-            study = optuna.load_study(study_name=summary.study_name, storage=storage)
-            if study.user_attrs.get("job", {}).get("search_space") != "mixed":
+            record = StudyRecord(optuna.load_study(study_name=summary.study_name, storage=storage))
+            if record.job.get("search_space") != "mixed":
                 continue
-            floor = study.user_attrs["reference"]["quality"]
-            for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
-                if "skipped" in t.user_attrs or set(names) - set(t.params):
+            floor = record.reference.quality
+            for t in record.completed():
+                if set(names) - set(t.params):
                     continue
                 rows.append({**{n: t.params[n] for n in names}, "trainable_params": int(t.values[1]),
                              "accuracy": t.values[0], "quality_floor": floor,

@@ -16,11 +16,13 @@ from unittest import mock
 
 import torch
 
-from autopeft.data import load_task_data
-from autopeft.job import TaskSpec
-from workers import train
-from workers.trial import run_trial
-from workers.types import Fidelity, LoraTarget, Plan, TrialRequest
+from autopeft.job.data import load_task_data
+from autopeft.job.spec import TaskSpec
+from autopeft.workers import train
+from autopeft.workers.methods.lora import Lora, LoraTarget
+from autopeft.workers.plan import Plan
+from autopeft.workers.trial import run_trial
+from autopeft.workers.types import Fidelity, TrialRequest
 
 
 def plain_batches(indices, tokens, batch_size, rng: random.Random):
@@ -39,7 +41,7 @@ def main() -> None:
     data = load_task_data(TaskSpec(dataset="rotten_tomatoes"))
     fidelity = Fidelity(train_examples=args.train_examples, eval_examples=500, max_seq_length=64, batch_size=32,
                         learning_rate=0.005)
-    plan = Plan(lora=(LoraTarget("query", 8, 16.0, tuple(range(6))), LoraTarget("value", 8, 16.0, tuple(range(6)))))
+    plan = Plan.of(Lora((LoraTarget("query", 8, 16.0, tuple(range(6))), LoraTarget("value", 8, 16.0, tuple(range(6))))))
     request = TrialRequest(0, plan, "minilm-l6", data.num_labels, "accuracy", fidelity, seed=0, save_adapter=False)
     run_trial(request, data)  # warm-up: load the model once
     rows = {}

@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def _save_tiny(model, directory: Path) -> Path:
     from transformers import AutoTokenizer
 
-    from workers.models import resolve_model
+    from autopeft.workers.models import resolve_model
 
     model.save_pretrained(directory)
     AutoTokenizer.from_pretrained(resolve_model("minilm-l6")).save_pretrained(directory)
@@ -48,7 +48,7 @@ def tiny_distilbert(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def reviews_csv(tmp_path_factory) -> Path:
     """400 real Rotten Tomatoes snippets as a user CSV file (columns review, sentiment)."""
-    from autopeft.data import _rotten_tomatoes
+    from autopeft.job.data import _rotten_tomatoes
 
     frame = _rotten_tomatoes().sample(n=400, random_state=1).rename(columns={"text": "review", "label": "sentiment"})
     path = tmp_path_factory.mktemp("data") / "reviews.csv"
@@ -72,7 +72,7 @@ TINY_FIDELITY = {"train_examples": 64, "eval_examples": 64, "batch_size": 16, "m
 def searched(tmp_path_factory, tiny_bert, reviews_csv, ray_local):
     """A finished 5-trial search on the tiny BERT (random sampler), shared by export and UI tests."""
     from autopeft.api import submit
-    from autopeft.job import load_job
+    from autopeft.job.load import load_job
 
     directory = tmp_path_factory.mktemp("export-search")
     job = load_job(write_job(

@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
-from autopeft.data import load_task_data
 from autopeft.errors import UserError
-from autopeft.job import TaskSpec
+from autopeft.job.data import load_task_data
+from autopeft.job.spec import TaskSpec
 
 
 def test_builtin_rotten_tomatoes_is_deduplicated_without_plot_rows_and_split_the_same_way_twice():

@@ -59,9 +59,9 @@ def _reload_and_score(out: Path, info: dict, job: dict):
     from peft import PeftConfig, PeftModel, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from autopeft.data import load_task_data
-    from autopeft.job import TaskSpec
-    from workers.models import resolve_model
+    from autopeft.job.data import load_task_data
+    from autopeft.job.spec import TaskSpec
+    from autopeft.workers.models import resolve_model
 
     path = resolve_model("minilm-l6")
     config = PeftConfig.from_pretrained(str(out))

@@ -16,7 +16,7 @@ from autopeft.errors import UserError
 def _validation_accuracy(model, job, tiny_bert):
     from transformers import AutoTokenizer
 
-    from autopeft.data import load_task_data
+    from autopeft.job.data import load_task_data
 
     data = load_task_data(job.task)
     n = min(job.fidelity.eval_examples, len(data.validation_labels))
@@ -85,7 +85,7 @@ def test_the_front_has_only_completed_non_dominated_trials(searched):
 @pytest.fixture(scope="module")
 def searched_mixed(tmp_path_factory, tiny_bert, reviews_csv, ray_local):
     from autopeft.api import submit
-    from autopeft.job import load_job
+    from autopeft.job.load import load_job
     from conftest import TINY_FIDELITY, write_job
 
     directory = tmp_path_factory.mktemp("mixed-search")
@@ -103,18 +103,58 @@ def searched_mixed(tmp_path_factory, tiny_bert, reviews_csv, ray_local):
 
 
 def test_a_combined_plan_exports_and_reloads_with_the_recorded_quality(searched_mixed, tiny_bert, tmp_path):
-    import autopeft
     from transformers import AutoModelForSequenceClassification
+
+    import autopeft
 
     exported = export(searched_mixed, "best", tmp_path / "out")
     info = json.loads((tmp_path / "out" / "autopeft_point.json").read_text())
-    assert {"lora", "ia3", "bottleneck"} <= set(exported.plan.methods)
+    assert {"lora", "ia3", "serial"} <= set(exported.plan.methods)
     assert (tmp_path / "out" / "autopeft_adapter.json").is_file()
-    assert info["load_with"].startswith("workers.plan.load_adapter")
-    assert info["mergeable"]["lora"] and info["mergeable"]["ia3"] and not info["mergeable"]["bottleneck"]
-    assert "bottleneck stay" in info["merge_note"]
+    assert info["load_with"].startswith("autopeft.load_adapter")
+    assert info["mergeable"]["lora"] and info["mergeable"]["ia3"] and not info["mergeable"]["serial"]
+    merged, kept = info["merge_note"].split("; ")
+    assert merged == "lora, ia3 merge into the base weights" and "serial" in kept and kept.endswith("stay as extra modules at inference")
 
     base = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2, ignore_mismatched_sizes=True)
     model = autopeft.load_adapter(base, tmp_path / "out")
     accuracy = _validation_accuracy(model, searched_mixed, tiny_bert)
     assert accuracy == pytest.approx(info["quality"], abs=1.5 / searched_mixed.fidelity.eval_examples)
+
+
+def test_a_search_recorded_by_autopeft_0_1_is_read_and_exported(tmp_path, tiny_bert, reviews_csv):
+    """A study as autopeft 0.1 stored it: the same keys, plans in 0.1's flat form, no saved weights."""
+    from peft import PeftConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    from autopeft.job.load import load_job
+    from autopeft.workers.build import count_trainable
+    from autopeft.workers.methods.lora import Lora, LoraTarget
+    from autopeft.workers.models import model_shape
+    from autopeft.workers.plan import Plan
+    from conftest import TINY_FIDELITY, write_job
+
+    job = load_job(write_job(tmp_path, model=tiny_bert, fidelity=TINY_FIDELITY, task={
+        "train_file": str(reviews_csv), "text_columns": ["review"], "label_column": "sentiment"}))
+    job.run_dir.mkdir(parents=True)
+    study = optuna.create_study(study_name=job.name, storage=job.optuna_storage, directions=["maximize", "minimize"])
+    for key, value in (("reference", {"quality": 0.5, "params": 100_000}), ("num_labels", 2),
+                       ("label_names", ["fresh", "rotten"]), ("job", job.model_dump(mode="json"))):
+        study.set_user_attr(key, value)
+    flat = {"lora": [{"group": "query", "rank": 4, "alpha": 8.0, "layers": [0, 1]},
+                     {"group": "value", "rank": 0, "alpha": 0.0, "layers": []}],
+            "ia3_groups": [], "ia3_layers": [], "serial_ffn": [], "serial_attention": [], "parallel_ffn": [],
+            "parallel_scaling": 4.0, "prefix": [], "full": False, "learning_rate": None}
+    plan = Plan.of(Lora((LoraTarget("query", 4, 8.0, (0, 1)),)))
+    params = count_trainable(plan, model_shape(tiny_bert, 2))
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, values=[0.7, params], user_attrs={
+        "plan": flat, "plan_summary": "query:r4 @ layers 0,1", "trainable_pct": 1.0, "mlflow_run_id": "r0"}))
+
+    front, reference = read_front(job)
+    assert [(p.trial, p.params, p.plan) for p in front] == [(0, params, "query:r4 @ layers 0,1")]
+    assert reference.params == 100_000
+    exported = export(job, "best", tmp_path / "out")
+    assert exported.plan == plan and not exported.with_weights
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2, ignore_mismatched_sizes=True)
+    wrapped = get_peft_model(base, PeftConfig.from_pretrained(str(tmp_path / "out")))
+    assert sum(p.numel() for p in wrapped.parameters() if p.requires_grad) == params

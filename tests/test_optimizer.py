@@ -3,12 +3,12 @@
 import optuna
 import pytest
 
-from autopeft.optimizer import SAMPLERS, make_sampler
-from autopeft.pareto import Reference
-from autopeft.sampler import space_domain
-from autopeft.search import DIRECTIONS
-from autopeft.space import load_space
-from workers.models import model_shape
+from autopeft.optimize.domain import space_domain
+from autopeft.optimize.registry import SAMPLERS, make_sampler
+from autopeft.record.pareto import Reference
+from autopeft.record.study import DIRECTIONS
+from autopeft.space.search_space import load_space
+from autopeft.workers.models import model_shape
 
 
 @pytest.mark.parametrize("name", SAMPLERS)
@@ -16,7 +16,7 @@ def test_sampler_proposes_decodable_points_with_trials_running(tiny_bert, name):
     space = load_space("lora", model_shape(tiny_bert, num_labels=2))
     domain = space_domain(space, None, Reference(0.5, space.count(space.largest_plan()) + 1))
     study = optuna.create_study(directions=DIRECTIONS, sampler=make_sampler(name, seed=0, n_startup_trials=4, domain=domain))
-    distributions = space.distributions()
+    distributions = domain.distributions()
     pending = []
     for _ in range(14):
         trial = study.ask(distributions)
@@ -25,7 +25,7 @@ def test_sampler_proposes_decodable_points_with_trials_running(tiny_bert, name):
         pending.append((trial, plan))
         if len(pending) == 2:  # two trials in flight, as with two workers
             done, plan = pending.pop(0)
-            quality = 0.5 + 0.01 * sum(t.rank for t in plan.active_lora())
+            quality = 0.5 + 0.01 * sum(t.rank for t in plan['lora'].targets) if 'lora' in plan else 0.5
             study.tell(done, [quality, float(space.count(plan))])
     assert len(study.trials) == 14
     assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 13

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from autopeft.errors import UserError
-from autopeft.space import builtin_spaces, load_space
-from workers.models import model_shape, resolve_model
-from workers.plan import apply_plan, count_trainable, load_adapter, save_adapter
-from workers.types import Plan
+from autopeft.space.file import builtin_spaces
+from autopeft.space.search_space import load_space
+from autopeft.workers.build import apply_plan, count_trainable, load_adapter, save_adapter
+from autopeft.workers.methods.full import Full
+from autopeft.workers.models import model_shape, resolve_model
+from autopeft.workers.plan import Plan
 
 
 def _random_point(space, rng):
@@ -78,7 +80,7 @@ def test_saved_plans_reload_with_identical_outputs(tiny_bert, tmp_path, seed):
     shape = model_shape(tiny_bert, num_labels=3)
     space = load_space("mixed", shape)
     rng = random.Random(seed)
-    plan = Plan(full=True) if seed == 5 else space.decode(_random_point(space, rng))
+    plan = Plan.of(Full()) if seed == 5 else space.decode(_random_point(space, rng))
     while plan.is_empty:
         plan = space.decode(_random_point(space, rng))
     torch.manual_seed(seed)

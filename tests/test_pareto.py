@@ -1,6 +1,6 @@
 import pytest
 
-from autopeft.pareto import Point, Reference, hypervolume, knee, pareto_front, pick
+from autopeft.record.pareto import Point, Reference, hypervolume, knee, pareto_front, pick
 
 
 def P(trial, quality, params):
@@ -45,3 +45,13 @@ def test_picks():
         pick(front, "smallest-above=0.9")
     with pytest.raises(ValueError, match="unknown pick"):
         pick(front, "largest")
+
+
+def test_hypervolume_trace_grows_trial_by_trial_to_the_final_hypervolume():
+    from autopeft.dashboards.hypervolume_chart import hypervolume_png, hypervolume_trace
+
+    ref = Reference(quality=0.5, params=1000)
+    trace = hypervolume_trace(POINTS, ref)
+    assert len(trace) == len(POINTS) and trace == sorted(trace)
+    assert trace[-1] == pytest.approx(hypervolume(POINTS, ref))
+    assert hypervolume_png(POINTS, ref, "t").startswith(b"\x89PNG")

@@ -8,11 +8,12 @@ import numpy as np
 import optuna
 import pytest
 
-from autopeft.pareto import Reference
-from autopeft.sampler import AutoPeftSampler, Domain, space_domain
-from autopeft.search import DIRECTIONS
-from autopeft.space import load_space
-from workers.models import model_shape
+from autopeft.optimize.autopeft_sampler.sampler import AutoPeftSampler
+from autopeft.optimize.domain import Domain, space_domain
+from autopeft.record.pareto import Reference
+from autopeft.record.study import DIRECTIONS
+from autopeft.space.search_space import load_space
+from autopeft.workers.models import model_shape
 
 SIZES = np.array([0, 1, 2, 4])
 LAYERS = 5

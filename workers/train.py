@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 
-from workers.metrics import score
+from .metrics import score
 
 
 def _batches(indices: list[int], size: int):

@@ -11,16 +11,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from workers.models import ModelShape, load_base, model_shape
-from workers.plan import apply_plan, count_trainable, save_adapter, trainable_pct
-from workers.types import Fidelity, Plan, TaskData, TrialRequest, TrialResult
+from .build import apply_plan, count_trainable, save_adapter
+from .models import ModelShape, load_base, model_shape
+from .plan import Plan
+from .types import Fidelity, TaskData, TrialRequest, TrialResult
 
-BUILTIN_TRAINER = "workers.train:train_and_evaluate"
+BUILTIN_TRAINER = "autopeft.workers.train:train_and_evaluate"
 
 
 @dataclass
 class TrialContext:
-    """What a trial function receives. Call ``apply_plan()`` to get the peft-wrapped model."""
+    """What a trial function receives. Call ``apply_plan()`` to get the peft-wrapped model.
+
+    ``trial_number`` is the study's trial number, None for a named baseline (``baseline``).
+    """
 
     model: Any
     tokenizer: Any
@@ -31,7 +35,8 @@ class TrialContext:
     metric: str
     seed: int
     device: Any
-    trial_number: int = 0
+    trial_number: int | None = 0
+    baseline: str | None = None
     peft_model: Any = field(default=None, init=False)
 
     def apply_plan(self):
@@ -55,7 +60,10 @@ def _quiet() -> None:
 
 
 def run_trial(request: TrialRequest, data: TaskData, trainer: Callable[[TrialContext], dict] | None = None) -> TrialResult:
-    """Run one trial in this process and report its quality, exact cost and resource use.
+    """Run one trial in this process and report its quality and resource use.
+
+    The trainable count is the plan's (``count_trainable``); a trial whose peft model trains any
+    other number of parameters fails.
 
     ``trainer`` is the trial function; by default the one ``request.trainer`` names.
     """
@@ -71,7 +79,7 @@ def run_trial(request: TrialRequest, data: TaskData, trainer: Callable[[TrialCon
     context = TrialContext(
         model=model, tokenizer=tokenizer, plan=request.plan, shape=shape, data=data,
         fidelity=request.fidelity, metric=request.metric, seed=request.seed, device=device,
-        trial_number=request.trial_number,
+        trial_number=request.trial_number, baseline=request.baseline,
     )
     trainer = trainer or load_trainer(request.trainer)
     started = time.perf_counter()
@@ -79,8 +87,8 @@ def run_trial(request: TrialRequest, data: TaskData, trainer: Callable[[TrialCon
     seconds = time.perf_counter() - started
     if request.metric not in metrics:
         raise ValueError(f"the trial function returned {sorted(metrics)} but not the task metric '{request.metric}'")
-    params = count_trainable(request.plan, shape)
     if context.peft_model is not None:
+        params = count_trainable(request.plan, shape)
         measured = sum(p.numel() for p in context.peft_model.parameters() if p.requires_grad)
         if measured != params:
             raise RuntimeError(f"peft trains {measured} parameters but the plan counts {params}")
@@ -94,11 +102,8 @@ def run_trial(request: TrialRequest, data: TaskData, trainer: Callable[[TrialCon
             save_adapter(context.peft_model, tmp)
             files = {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
     return TrialResult(
-        trial_number=request.trial_number,
         quality=metrics[request.metric],
         metrics=metrics,
-        trainable_params=params,
-        trainable_pct=trainable_pct(params, shape),
         train_seconds=seconds,
         peak_memory_mb=peak_mb,
         device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),

@@ -1,6 +1,12 @@
-"""autopeft's modules as peft methods; importing this package registers them with peft."""
+"""PEFT methods, one file each; importing this package registers every one of them (and autopeft's
+own tuners with peft, so that peft loads their adapters)."""
 
-from workers.methods.bottleneck import BottleneckConfig, adapter_params
-from workers.methods.prefix import KVPrefixConfig, prefix_params
+import importlib
+import pkgutil
 
-__all__ = ["BottleneckConfig", "KVPrefixConfig", "adapter_params", "prefix_params"]
+from .base import METHODS, Method, baseline_plan, every_baseline, method, ordered, register_method, searchable
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["METHODS", "Method", "baseline_plan", "every_baseline", "method", "ordered", "register_method", "searchable"]

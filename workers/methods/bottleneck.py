@@ -2,7 +2,8 @@
 
 Registered with ``peft.utils.register_peft_method`` under the type ``BOTTLENECK``, so
 ``get_peft_model``, ``save_pretrained`` and ``PeftModel.from_pretrained`` work as for any
-peft method once ``workers`` (or ``autopeft``) is imported.
+peft method once ``autopeft`` is imported. The search space has two methods on this one tuner,
+``serial`` and ``parallel``; a plan with both builds one ``BottleneckConfig``.
 
 An adapter wraps a BERT-style output block (``dense``, ``dropout``, ``LayerNorm`` and a
 residual input): the FFN output block, and for Houlsby placement also the attention output
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from peft.config import PeftConfig
@@ -22,7 +24,11 @@ from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from peft.utils import PeftType
 from torch import nn
 
-from workers.methods.registry import add_peft_type, register
+from ..types import LayerSizes, sizes_text
+from .base import every_layer, register_method
+from .peft_registry import add_peft_type, create_or_update, register
+from .prefix import Prefix
+from .sized import SizedMethod, SizedSpace
 
 add_peft_type("BOTTLENECK")
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
@@ -143,13 +149,113 @@ class BottleneckModel(BaseTuner):
 
     def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key, **kwargs):
         serial, parallel = peft_config.sizes_for(current_key)
-        if isinstance(target, BottleneckLayer):
-            target.update_layer(adapter_name, serial, parallel, peft_config)
-            return
-        new_module = BottleneckLayer(target, adapter_name, serial, parallel, peft_config)
-        if adapter_name not in self.active_adapters:
-            new_module.requires_grad_(False)
-        self._replace_module(parent, target_name, new_module, target)
+        create_or_update(self, BottleneckLayer, target, target_name, parent, adapter_name, serial, parallel, peft_config)
 
 
 register("bottleneck", BottleneckConfig, BottleneckModel)
+
+
+@dataclass(frozen=True)
+class Serial:
+    method: ClassVar[str] = "serial"
+    ffn: LayerSizes
+    attention: LayerSizes = ()
+
+
+@dataclass(frozen=True)
+class Parallel:
+    method: ClassVar[str] = "parallel"
+    ffn: LayerSizes
+    scaling: float = 4.0
+
+
+class SerialSpace(SizedSpace):
+    attention: bool = False  # Houlsby placement: an adapter after the attention block too
+
+
+class ParallelSpace(SizedSpace):
+    scaling: float = 4.0
+
+
+def _blocks(shape) -> dict:
+    family = shape.family
+    blocks = {"layers_path": family.layers_path, "ffn_block": family.blocks["ffn_output"]}
+    if "attention_output" in family.blocks:
+        blocks["attention_block"] = family.blocks["attention_output"]
+    return blocks
+
+
+def _adapters(shape, *sizes: LayerSizes) -> int:
+    return sum(adapter_params(shape.hidden_size, size) for layer_sizes in sizes for _, size in layer_sizes)
+
+
+class SerialMethod(SizedMethod):
+    """Serial adapters after the FFN's output projection (Pfeiffer), and after attention's too (Houlsby)."""
+
+    name = "serial"
+    title = "serial adapter"
+    part = Serial
+    space = SerialSpace
+    order = 40
+    peft_type = "BOTTLENECK"
+    parameter_prefix = "bottleneck_"
+    mergeable = False
+    requires = frozenset({"ffn_output", "attention_output"})
+    # Houlsby's adapters are width/12 (64 for BERT-base), Pfeiffer's width/16
+    baselines = {"houlsby": lambda s: (Serial(every_layer(s, s.hidden_size // 12), every_layer(s, s.hidden_size // 12)),),
+                 "pfeiffer": lambda s: (Serial(every_layer(s, s.hidden_size // 16)),)}
+
+    def make(self, spec: SerialSpace, sizes: LayerSizes) -> Serial:
+        return Serial(sizes, sizes if spec.attention else ())
+
+    def count(self, part: Serial, shape) -> int:
+        return _adapters(shape, part.ffn, part.attention)
+
+    def peft_kwargs(self, part: Serial, shape) -> dict:
+        return {**_blocks(shape), "serial_ffn": {str(i): s for i, s in part.ffn},
+                "serial_attention": {str(i): s for i, s in part.attention}}
+
+    def describe(self, part: Serial) -> str:
+        texts = [sizes_text("serial", part.ffn)] if part.ffn else []
+        return " | ".join(texts + ([sizes_text("serial-attn", part.attention)] if part.attention else []))
+
+    def from_legacy(self, data) -> Serial | None:
+        ffn, attention = (tuple((int(a), int(b)) for a, b in data.get(k, [])) for k in ("serial_ffn", "serial_attention"))
+        return Serial(ffn, attention) if ffn or attention else None
+
+
+class ParallelMethod(SizedMethod):
+    """Parallel adapters beside the FFN, scaled (He et al., 2022)."""
+
+    name = "parallel"
+    title = "parallel adapter"
+    part = Parallel
+    space = ParallelSpace
+    order = 50
+    peft_type = "BOTTLENECK"
+    parameter_prefix = "bottleneck_"
+    mergeable = False
+    requires = frozenset({"ffn_output"})
+    # the parallel adapter at width/16; MAM: a parallel adapter of 2/3 the width beside a prefix of 30
+    baselines = {"parallel": lambda s: (Parallel(every_layer(s, s.hidden_size // 16)),),
+                 "mam": lambda s: (Prefix(every_layer(s, 30)), Parallel(every_layer(s, 2 * s.hidden_size // 3)))}
+
+    def make(self, spec: ParallelSpace, sizes: LayerSizes) -> Parallel:
+        return Parallel(sizes, spec.scaling)
+
+    def count(self, part: Parallel, shape) -> int:
+        return _adapters(shape, part.ffn)
+
+    def peft_kwargs(self, part: Parallel, shape) -> dict:
+        return {**_blocks(shape), "parallel_ffn": {str(i): s for i, s in part.ffn}, "parallel_scaling": part.scaling}
+
+    def describe(self, part: Parallel) -> str:
+        return sizes_text(self.name, part.ffn)
+
+    def from_legacy(self, data) -> Parallel | None:
+        ffn = tuple((int(a), int(b)) for a, b in data.get("parallel_ffn", []))
+        return Parallel(ffn, float(data.get("parallel_scaling", 4.0))) if ffn else None
+
+
+register_method(SerialMethod())
+register_method(ParallelMethod())

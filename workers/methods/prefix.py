@@ -3,12 +3,14 @@
 peft's own prefix tuning feeds ``past_key_values`` and cannot share a model with tuner methods.
 This one wraps each chosen self-attention module and prepends learned key and value vectors
 (``length`` per layer, no reparameterisation): ``2 * length * hidden`` parameters per layer.
+The search space names it ``prefix``: one length for every chosen layer.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from peft.config import PeftConfig
@@ -16,7 +18,10 @@ from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from peft.utils import PeftType
 from torch import nn
 
-from workers.methods.registry import add_peft_type, register
+from ..types import LayerSizes, sizes_text
+from .base import every_layer, register_method
+from .peft_registry import add_peft_type, create_or_update, register
+from .sized import SizedMethod
 
 add_peft_type("KV_PREFIX")
 
@@ -128,13 +133,47 @@ class KVPrefixModel(BaseTuner):
 
     def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key, **kwargs):
         length = peft_config.length_for(current_key)
-        if isinstance(target, KVPrefixLayer):
-            target.update_layer(adapter_name, length, peft_config)
-            return
-        new_module = KVPrefixLayer(target, adapter_name, length, peft_config)
-        if adapter_name not in self.active_adapters:
-            new_module.requires_grad_(False)
-        self._replace_module(parent, target_name, new_module, target)
+        create_or_update(self, KVPrefixLayer, target, target_name, parent, adapter_name, length, peft_config)
 
 
 register("kv_prefix", KVPrefixConfig, KVPrefixModel)
+
+
+@dataclass(frozen=True)
+class Prefix:
+    method: ClassVar[str] = "prefix"
+    lengths: LayerSizes
+
+
+class PrefixMethod(SizedMethod):
+    name = "prefix"
+    title = "prefix"
+    part = Prefix
+    order = 60
+    peft_type = "KV_PREFIX"
+    parameter_prefix = "kv_prefix_"
+    mergeable = False
+    requires = frozenset({"self_attention"})
+    bounded_by_width = False
+    baselines = {"prefix-10": lambda s: (Prefix(every_layer(s, 10)),)}
+
+    def make(self, spec, sizes: LayerSizes) -> Prefix:
+        return Prefix(sizes)
+
+    def count(self, part: Prefix, shape) -> int:
+        return sum(prefix_params(shape.hidden_size, length) for _, length in part.lengths)
+
+    def peft_kwargs(self, part: Prefix, shape) -> dict:
+        family = shape.family
+        return {"layers_path": family.layers_path, "attention_module": family.blocks["self_attention"],
+                "lengths": {str(layer): size for layer, size in part.lengths}}
+
+    def describe(self, part: Prefix) -> str:
+        return sizes_text(self.name, part.lengths)
+
+    def from_legacy(self, data) -> Prefix | None:
+        lengths = tuple((int(a), int(b)) for a, b in data.get("prefix", []))
+        return Prefix(lengths) if lengths else None
+
+
+register_method(PrefixMethod())

@@ -7,7 +7,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from autopeft.pareto import Point
+from autopeft.record.pareto import Point
 
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -83,6 +83,10 @@ class Tracker:
             artifacts["baselines.json"] = json.dumps(baselines, indent=2)
         self._log_texts(self.parent_id, artifacts)
 
+    def log_chart(self, name: str, png: bytes) -> None:
+        """Replace a chart of the parent run."""
+        self._log_texts(self.parent_id, {name: png})
+
     def finish_search(self, status: str = "FINISHED") -> None:
         if self.parent_id is not None:
             self.client.set_terminated(self.parent_id, status=status)
@@ -103,6 +107,18 @@ class Tracker:
                 else:
                     path.write_text(content)
             self.client.log_artifacts(run_id, tmp)
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, object]:
+    """A nested mapping as flat MLflow params: ``{"a": {"b": 1}}`` becomes ``{"a.b": 1}``."""
+    flat: dict[str, object] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def _now_ms() -> int:

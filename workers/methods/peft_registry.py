@@ -1,4 +1,4 @@
-"""Registering autopeft's own modules as peft methods."""
+"""Registering autopeft's own tuners as peft methods."""
 
 from __future__ import annotations
 
@@ -25,3 +25,14 @@ def register(name: str, config_cls, model_cls) -> None:
     add_peft_type(name.upper())
     if PeftType[name.upper()] not in PEFT_TYPE_TO_CONFIG_MAPPING:
         register_peft_method(name=name, config_cls=config_cls, model_cls=model_cls)
+
+
+def create_or_update(tuner, layer_cls, target, target_name, parent, adapter_name: str, *sizes) -> None:
+    """peft's ``_create_and_replace`` for a tuner layer built as ``layer_cls(base, adapter_name, *sizes)``."""
+    if isinstance(target, layer_cls):
+        target.update_layer(adapter_name, *sizes)
+        return
+    new_module = layer_cls(target, adapter_name, *sizes)
+    if adapter_name not in tuner.active_adapters:
+        new_module.requires_grad_(False)
+    tuner._replace_module(parent, target_name, new_module, target)

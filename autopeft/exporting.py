@@ -8,11 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autopeft.errors import UserError
-from autopeft.job import JobSpec
-from autopeft.pareto import Point, pick
-from workers.models import model_shape, resolve_model
-from workers.plan import MERGEABLE, WEIGHTS_FILE, peft_configs
-from workers.types import Plan
+from autopeft.job.spec import JobSpec
+from autopeft.record.pareto import Point, pareto_front, pick
+from autopeft.record.study import StudyRecord
+from autopeft.workers.build import WEIGHTS_FILE, peft_configs
+from autopeft.workers.methods import method
+from autopeft.workers.models import model_shape, resolve_model
+from autopeft.workers.plan import Plan
+
+PEFT_NATIVE = ("LORA", "IA3")  # peft types that load without autopeft
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,16 @@ class Exported:
     point: Point
     plan: Plan
     with_weights: bool
+    load_with: str
+
+
+def how_to_load(plan: Plan, peft_types: list[str]) -> str:
+    """The call that loads an exported plan on a base model."""
+    if plan.full or len(peft_types) != 1:
+        return "autopeft.load_adapter(base_model, DIR)"
+    if peft_types[0] in PEFT_NATIVE:
+        return "peft.PeftModel.from_pretrained(base_model, DIR)"
+    return "peft.PeftModel.from_pretrained(base_model, DIR) after import autopeft"
 
 
 def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
@@ -29,22 +43,19 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
     ``how`` is ``best``, ``knee`` or ``smallest-above=<quality>``; also written:
     ``autopeft_point.json`` with the point's metrics, plan and origin (job, trial, MLflow run).
     """
-    from autopeft.pareto import pareto_front
-    from autopeft.search import finished_points, load_existing_study
-
-    study = load_existing_study(job)
-    front = pareto_front(finished_points(study))
+    record = StudyRecord.load(job)
+    front = pareto_front(record.finished_points())
     try:
         point = pick(front, how)
     except ValueError as exc:
         raise UserError("--pick", str(exc), "choose another point (see 'autopeft pareto')") from None
-    trial = study.trials[point.trial]
-    plan = Plan.from_dict(trial.user_attrs["plan"])
+    plan = record.plan_of(point.trial)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise UserError("--out", f"'{out}' exists and is not empty", "choose a new folder")
-    shape = model_shape(job.model, int(study.user_attrs["num_labels"]))
-    trained = job.run_dir / "trials" / f"{point.trial:04d}" / "adapter"
+    shape = model_shape(job.model, record.num_labels)
+    configs = [] if plan.full else peft_configs(plan, shape, base_model_name_or_path=resolve_model(job.model))
+    trained = job.layout.trial_adapter(point.trial)
     with_weights = (trained / WEIGHTS_FILE).is_file()
     if with_weights:
         out.mkdir(parents=True, exist_ok=True)
@@ -57,12 +68,12 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
             config["inference_mode"] = False
             config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
     else:
-        configs = peft_configs(plan, shape, base_model_name_or_path=resolve_model(job.model))
         if len(configs) != 1:
-            raise UserError("--pick", f"trial {point.trial} saved no weights and combines {len(configs)} methods",
+            raise UserError("--pick", f"trial {point.trial} saved no weights and needs {len(configs)} peft configs",
                             "export a point whose trial saved its adapter")
         out.mkdir(parents=True, exist_ok=True)
         configs[0].save_pretrained(str(out))
+    load_with = how_to_load(plan, [str(c.peft_type.value) for c in configs])
     info = {
         "job": job.name,
         "model": job.model,
@@ -70,26 +81,25 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
         "pick": how,
         "metric": job.task.metric,
         "quality": point.quality,
-        "metrics": trial.user_attrs.get("metrics", {}),
+        "metrics": record.trial_info(point.trial)["metrics"],
         "trainable_params": point.params,
         "trainable_pct": point.pct,
         "plan": plan.to_dict(),
         "plan_summary": plan.describe(),
-        "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
+        "mlflow_run_id": record.trial_info(point.trial)["mlflow_run_id"],
         "mlflow_tracking_uri": job.mlflow_uri,
         "methods": list(plan.methods),
-        "mergeable": {m: MERGEABLE[m] for m in plan.methods},
+        "mergeable": {m: method(m).mergeable for m in plan.methods},
         "merge_note": _merge_note(plan),
-        "load_with": "peft.PeftModel.from_pretrained(base, DIR)" if len(plan.methods) == 1 and not plan.full
-                     else "workers.plan.load_adapter(base, DIR) (after import autopeft)",
+        "load_with": load_with,
     }
     (out / "autopeft_point.json").write_text(json.dumps(info, indent=2))
-    return Exported(out=out, point=point, plan=plan, with_weights=with_weights)
+    return Exported(out=out, point=point, plan=plan, with_weights=with_weights, load_with=load_with)
 
 
 def _merge_note(plan: Plan) -> str:
-    merged = [m for m in plan.methods if MERGEABLE[m]]
-    kept = [m for m in plan.methods if not MERGEABLE[m]]
+    merged = [m for m in plan.methods if method(m).mergeable]
+    kept = [m for m in plan.methods if not method(m).mergeable]
     if not kept:
         return "every module merges into the base weights (merge_and_unload): no inference overhead"
     if not merged:

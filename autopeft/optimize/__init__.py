@@ -1,0 +1,1 @@
+"""Optimizers: one registry of samplers behind Optuna's interface, the domain they search, and proposing."""

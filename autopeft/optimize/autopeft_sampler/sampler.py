@@ -1,0 +1,181 @@
+"""autopeft's sampler: qLogNEHVI over the discrete PEFT space, with the trainable-parameter count exact.
+
+The space is a grid of ordinal dimensions (module sizes, ranks, layer bits). A GP models only
+the quality objective(s); the cost (trainable parameters) of any point is computed exactly by the
+domain, so it enters the hypervolume as a deterministic objective and the hard budget is applied
+before a point is ever scored. The acquisition function is optimised over the grid itself: a
+hill climb over one-change neighbours, started from the observed Pareto points and from the best
+of a budget-aware random sample. Running trials are pending points of the acquisition function.
+
+Every proposal is a function of the study's trials, the seed and the trial number only, so a
+search resumed from storage proposes what the interrupted one would have.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from autopeft.optimize.autopeft_sampler.acquisition import exact_cost_nehvi
+from autopeft.optimize.autopeft_sampler.design import density_points, sobol
+from autopeft.optimize.autopeft_sampler.discrete import hill_climb, key
+from autopeft.optimize.autopeft_sampler.model import STATE_KEY, Features, fit_quality_gp, last_state
+from autopeft.optimize.domain import Domain
+
+
+class AutoPeftSampler(optuna.samplers.BaseSampler):
+    """Multi-objective Bayesian optimisation for a study whose objectives are quality(s) and cost.
+
+    ``cost_index`` is the position of the cost among the study's objectives (minimised); every
+    other objective is a quality, modelled by the GP. The domain's reference point is the
+    hypervolume's.
+    """
+
+    def __init__(self, domain: Domain, seed: int = 0, n_startup_trials: int = 10, cost_index: int = -1,
+                 mc_samples: int = 32, random_candidates: int = 256, climbers: int = 3, max_steps: int = 6):
+        self.domain = domain
+        self.seed = seed
+        self.n_startup_trials = n_startup_trials
+        self.cost_index = cost_index
+        self.mc_samples = mc_samples
+        self.random_candidates = random_candidates
+        self.climbers = climbers
+        self.max_steps = max_steps
+        self._levels = np.asarray(domain.levels)
+        self._fallback = optuna.samplers.RandomSampler(seed=seed)
+        self._design = density_points(sobol(len(domain.levels) + 1, 2048, seed), self._levels)
+
+    def reseed_rng(self) -> None:
+        self._fallback.reseed_rng()
+
+    def infer_relative_search_space(self, study, trial) -> dict:
+        return self.domain.distributions()
+
+    def sample_relative(self, study, trial, search_space) -> dict:
+        if not search_space:
+            return {}
+        point = self.propose(study, trial.number, trial._trial_id)
+        return {name: int(v) for name, v in zip(self.domain.names, point, strict=True) if name in search_space}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+
+    # -- proposing -------------------------------------------------------------------------------
+
+    def propose(self, study: optuna.Study, number: int, trial_id: int | None = None) -> np.ndarray:
+        """The next point (choice indices) for trial ``number``.
+
+        The GP's fitted hyperparameters are stored on the trial (``trial_id``) and the next fit
+        starts from them: cheaper, and a resumed search starts from the same state.
+        """
+        rng = np.random.default_rng([self.seed, number])
+        seen, x_obs, y_obs, costs, pending = self._history(study)
+        if len(x_obs) < self.n_startup_trials:
+            point = self._first_new(self._design, seen)
+            return point if point is not None else self._random_point(rng, seen)
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed * 100_003 + number)
+            return self._optimise(study, trial_id, rng, seen, x_obs, y_obs, costs, pending)
+
+    def _history(self, study):
+        directions = study.directions
+        cost_index = self.cost_index % len(directions)
+        signs = [1.0 if d == optuna.study.StudyDirection.MAXIMIZE else -1.0 for d in directions]
+        seen: set[bytes] = set()
+        x_obs, y_obs, pending = [], [], []
+        for t in study.get_trials(deepcopy=False):
+            point = self._indices(t.params)
+            if point is None:
+                continue
+            seen.add(key(point))
+            if t.state == TrialState.RUNNING:
+                pending.append(point)
+            elif t.state == TrialState.COMPLETE and t.values is not None and all(map(math.isfinite, t.values)):
+                x_obs.append(point)
+                y_obs.append([s * v for i, (s, v) in enumerate(zip(signs, t.values, strict=True)) if i != cost_index])
+        x_obs = np.asarray(x_obs, dtype=np.int64).reshape(len(x_obs), len(self._levels))
+        costs = self.domain.cost(x_obs)
+        keep = self.domain.feasible(costs)  # points that cannot be trained say nothing about quality
+        return seen, x_obs[keep], np.asarray(y_obs)[keep], costs[keep], pending
+
+    def _indices(self, params: dict) -> tuple[int, ...] | None:
+        try:
+            point = tuple(int(params[n]) for n in self.domain.names)
+        except (KeyError, TypeError, ValueError):
+            return None
+        if any(v < 0 or v >= k for v, k in zip(point, self.domain.levels, strict=True)):
+            return None
+        return point
+
+    def _reference(self, n_quality: int) -> tuple[list[float], float]:
+        if self.domain.reference is None:
+            raise ValueError("the sampler needs a reference point: give Domain.reference")
+        floor, ceiling = self.domain.reference
+        floors = floor if isinstance(floor, list | tuple) else [floor] * n_quality
+        return [float(f) for f in floors], float(ceiling)
+
+    def _first_new(self, points: np.ndarray, seen: set) -> np.ndarray | None:
+        costs = self.domain.cost(points)
+        for point, ok in zip(points, self.domain.feasible(costs), strict=True):
+            if ok and key(point) not in seen:
+                return point
+        return None
+
+    def _random_point(self, rng: np.random.Generator, seen: set) -> np.ndarray:
+        for _ in range(50):
+            point = self._first_new(self._random(rng, 256), seen)
+            if point is not None:
+                return point
+        raise RuntimeError("no untried point within the budget is left in the search space")
+
+    def _random(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return density_points(rng.random((n, len(self._levels) + 1)), self._levels)
+
+    def _optimise(self, study, trial_id, rng, seen, x_obs, y_obs, costs, pending) -> np.ndarray:
+        from botorch.utils.multi_objective.pareto import is_non_dominated
+
+        floors, ceiling = self._reference(y_obs.shape[1])
+        features = Features(self._levels, ceiling)
+        x_feat = features(x_obs, costs)
+        model, state = fit_quality_gp(x_feat, torch.as_tensor(y_obs, dtype=torch.float64), last_state(study))
+        if trial_id is not None:
+            study._storage.set_trial_system_attr(trial_id, STATE_KEY, state)
+        y_all = torch.as_tensor(np.column_stack([y_obs, -costs]))
+        pending_arr = np.asarray(pending) if pending else np.zeros((0, len(self._levels)), dtype=int)
+        pending_arr = pending_arr[self.domain.feasible(self.domain.cost(pending_arr))]
+        x_pending = features(pending_arr, self.domain.cost(pending_arr)) if len(pending_arr) else None
+        acq = exact_cost_nehvi(model, x_feat, y_all, floors, x_pending, self.mc_samples, int(rng.integers(2**31)))
+        scores: dict[bytes, float] = {}
+
+        def score(points: np.ndarray) -> np.ndarray:
+            """Acquisition values of feasible untried points; -inf for every other point."""
+            keys = [key(p) for p in points]
+            new = [i for i, k in enumerate(keys) if k not in scores]
+            if new:
+                batch = points[new]
+                costs = self.domain.cost(batch)
+                ok = self.domain.feasible(costs) & np.array([keys[i] not in seen for i in new])
+                values = np.full(len(new), -np.inf)
+                if ok.any():
+                    feats = features(batch[ok], costs[ok])
+                    with torch.no_grad():
+                        values[ok] = torch.cat([acq(c.unsqueeze(-2)) for c in feats.split(512)]).numpy()
+                for i, v in zip(new, values, strict=True):
+                    scores[keys[i]] = float(v)
+            return np.array([scores[k] for k in keys])
+
+        randoms = self._random(rng, self.random_candidates)
+        random_scores = score(randoms)
+        front = x_obs[is_non_dominated(y_all).numpy()]
+        front = front[np.argsort(self.domain.cost(front))]
+        front = front[np.unique(np.linspace(0, len(front) - 1, min(len(front), self.climbers)).round().astype(int))]
+        top = randoms[np.argsort(-random_scores)[: self.climbers]]
+        hill_climb(score, np.concatenate([front, top]), np.concatenate([np.full(len(front), -np.inf), score(top)]),
+                   self._levels, self.max_steps)
+        if not scores or max(scores.values()) == -np.inf:
+            return self._random_point(rng, seen)
+        return np.frombuffer(max(scores, key=scores.get), dtype=np.int64).copy()

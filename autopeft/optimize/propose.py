@@ -1,0 +1,69 @@
+"""Proposing the next point to train: the study's sampler, with the budget enforced exactly.
+
+A proposal over the budget, or one whose plan trains nothing, is never trained. It is told to
+the study at the quality floor, so that a model-based sampler learns the region is worthless
+instead of proposing it again, and the next one is asked. After five such proposals in a row,
+one proposal comes from a random sampler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+
+from autopeft.optimize.domain import Domain
+
+RANDOM_AFTER = 5  # skipped proposals in a row before a random one
+
+
+@dataclass(frozen=True)
+class Proposal:
+    trial: optuna.trial.Trial
+    cost: float
+
+
+SkipHook = Callable[[optuna.trial.Trial, str], "float | None"]
+
+
+class Proposer:
+    """Asks ``study`` for trainable points of ``domain``; ``on_skip(trial, reason)`` sees each skipped
+    proposal and may return the cost to tell for it (default: its cost, 0 for an empty plan)."""
+
+    def __init__(self, study: optuna.Study, domain: Domain, seed: int, max_skips: int, on_skip: SkipHook | None = None):
+        if domain.reference is None:
+            raise ValueError("proposing needs the domain's reference point (the quality floor)")
+        self.study, self.domain, self.seed, self.max_skips = study, domain, seed, max_skips
+        self.on_skip = on_skip
+        self.skips = 0
+        self._in_a_row = 0
+
+    def next(self) -> Proposal:
+        distributions = self.domain.distributions()
+        floor = self.domain.reference[0]
+        while True:
+            trial = self._ask(distributions)
+            cost = float(self.domain.cost(self.domain.point(trial.params))[0])
+            reason = self.domain.infeasible_reason(cost)
+            if reason is None:
+                self._in_a_row = 0
+                return Proposal(trial, cost)
+            told = self.on_skip(trial, reason) if self.on_skip is not None else None
+            self.study.tell(trial, [floor, float(told if told is not None else np.nan_to_num(cost))])
+            self.skips += 1
+            self._in_a_row += 1
+            if self.skips > self.max_skips:
+                raise RuntimeError(f"{self.skips} proposed plans were over the budget or empty; "
+                                   "raise the budget or use a space with smaller sizes")
+
+    def _ask(self, distributions: dict) -> optuna.trial.Trial:
+        if self._in_a_row < RANDOM_AFTER:
+            return self.study.ask(distributions)
+        sampler = self.study.sampler
+        self.study.sampler = optuna.samplers.RandomSampler(seed=self.seed + self.skips)
+        try:
+            return self.study.ask(distributions)
+        finally:
+            self.study.sampler = sampler

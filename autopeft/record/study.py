@@ -1,0 +1,165 @@
+"""The Optuna study of a search, and every key autopeft stores on it: the one reader and writer.
+
+The study is the source of truth for resume. Objectives: quality (maximised) and the exact
+trainable-parameter count (minimised). Named baselines are kept beside the trials, on the study.
+"""
+
+from __future__ import annotations
+
+import optuna
+
+from autopeft.errors import UserError
+from autopeft.record.pareto import Point, Reference
+from autopeft.workers.plan import Plan
+
+DIRECTIONS = ["maximize", "minimize"]
+States = optuna.trial.TrialState
+
+# on the study
+REFERENCE, JOB, NUM_LABELS, LABEL_NAMES, PARENT_RUN, BASELINES = (
+    "reference", "job", "num_labels", "label_names", "mlflow_parent_run_id", "baselines")
+# on each trial
+PLAN, PLAN_SUMMARY, TRAINABLE_PCT, MLFLOW_RUN = "plan", "plan_summary", "trainable_pct", "mlflow_run_id"
+SKIPPED, INTERRUPTED, ERROR = "skipped", "interrupted", "error"
+METRICS, TRAIN_SECONDS, PEAK_MEMORY_MB, DEVICE = "metrics", "train_seconds", "peak_memory_mb", "device"
+
+
+def _quiet() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class StudyRecord:
+    """A search's study with typed access to what autopeft stores on it."""
+
+    def __init__(self, study: optuna.Study):
+        self.study = study
+
+    @classmethod
+    def open(cls, name: str, storage: str) -> StudyRecord:
+        """Create the study, or reopen it to resume."""
+        _quiet()
+        return cls(optuna.create_study(study_name=name, storage=storage, directions=DIRECTIONS, load_if_exists=True))
+
+    @classmethod
+    def load(cls, job) -> StudyRecord:
+        """The study of a search that has run; a ``UserError`` when there is none."""
+        _quiet()
+        if job.stores.optuna_storage is None and not job.layout.study_db.is_file():
+            raise UserError("run", f"no search has run for job '{job.name}' (no {job.layout.study_db})", "run 'autopeft submit' first")
+        try:
+            return cls(optuna.load_study(study_name=job.name, storage=job.optuna_storage))
+        except KeyError:
+            raise UserError("run", f"the study store has no search named '{job.name}'", "run 'autopeft submit' first") from None
+
+    # -- the search --------------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return REFERENCE in self.study.user_attrs
+
+    def start(self, job_data: dict, reference: Reference, label_names: tuple[str, ...]) -> None:
+        """Store what a resumed search and an export need: the job, the reference point, the labels."""
+        self.study.set_user_attr(REFERENCE, {"quality": reference.quality, "params": reference.params})
+        self.study.set_user_attr(JOB, job_data)
+        self.study.set_user_attr(NUM_LABELS, len(label_names))
+        self.study.set_user_attr(LABEL_NAMES, list(label_names))
+
+    @property
+    def reference(self) -> Reference:
+        ref = self.study.user_attrs[REFERENCE]
+        return Reference(quality=ref["quality"], params=ref["params"])
+
+    @property
+    def job(self) -> dict:
+        """The job the search was started with, as stored."""
+        return self.study.user_attrs.get(JOB, {})
+
+    @property
+    def num_labels(self) -> int:
+        return int(self.study.user_attrs[NUM_LABELS])
+
+    @property
+    def parent_run_id(self) -> str | None:
+        return self.study.user_attrs.get(PARENT_RUN)
+
+    @parent_run_id.setter
+    def parent_run_id(self, run_id: str) -> None:
+        self.study.set_user_attr(PARENT_RUN, run_id)
+
+    # -- baselines ---------------------------------------------------------------------------------
+
+    @property
+    def baselines(self) -> dict[str, dict]:
+        """Every baseline that has run, finished or failed, by name."""
+        return dict(self.study.user_attrs.get(BASELINES, {}))
+
+    def record_baseline(self, name: str, record: dict) -> None:
+        self.study.set_user_attr(BASELINES, {**self.baselines, name: record})
+
+    def baseline_points(self) -> dict[str, Point]:
+        """Finished baselines as points (failed ones left out), keyed by name."""
+        return {name: Point(trial=-1, quality=r["quality"], params=int(r["params"]), pct=r["pct"], plan=r["plan"])
+                for name, r in self.baselines.items() if "quality" in r}
+
+    # -- trials ------------------------------------------------------------------------------------
+
+    def describe_trial(self, trial: optuna.trial.Trial, plan: Plan, pct: float) -> None:
+        trial.set_user_attr(PLAN, plan.to_dict())
+        trial.set_user_attr(PLAN_SUMMARY, plan.describe())
+        trial.set_user_attr(TRAINABLE_PCT, pct)
+
+    def mark_skipped(self, trial: optuna.trial.Trial, reason: str) -> None:
+        trial.set_user_attr(SKIPPED, reason)
+
+    def set_run_id(self, trial: optuna.trial.Trial, run_id: str) -> None:
+        trial.set_user_attr(MLFLOW_RUN, run_id)
+
+    def finish(self, trial: optuna.trial.Trial, quality: float, params: int, metrics: dict, train_seconds: float,
+               peak_memory_mb: float, device: str) -> None:
+        for key, value in ((METRICS, metrics), (TRAIN_SECONDS, train_seconds), (PEAK_MEMORY_MB, peak_memory_mb),
+                           (DEVICE, device)):
+            trial.set_user_attr(key, value)
+        self.study.tell(trial, [quality, float(params)])
+
+    def fail(self, trial: optuna.trial.Trial, error: str) -> None:
+        trial.set_user_attr(ERROR, error[-2000:])
+        self.study.tell(trial, state=States.FAIL)
+
+    def interrupt(self, trial: optuna.trial.Trial, why: str) -> None:
+        """Fail a trial the search stopped before it finished; it does not use up the budget."""
+        trial.set_user_attr(INTERRUPTED, True)
+        trial.set_user_attr(ERROR, f"interrupted: {why}")
+        self.study.tell(trial, state=States.FAIL)
+
+    def interrupt_orphans(self) -> None:
+        """Trials left RUNNING by a search that was killed are marked interrupted."""
+        for t in self.study.get_trials(deepcopy=False, states=(States.RUNNING,)):
+            self.interrupt(optuna.trial.Trial(self.study, t._trial_id), "the search stopped before it finished")
+
+    def done(self) -> tuple[int, int]:
+        """(trials that count against the budget, of which failed): trained, not skipped nor interrupted."""
+        counted = [t for t in self.study.get_trials(deepcopy=False, states=(States.COMPLETE, States.FAIL))
+                   if not ({SKIPPED, INTERRUPTED} & set(t.user_attrs))]
+        return len(counted), sum(1 for t in counted if t.state == States.FAIL)
+
+    def trained(self) -> list[optuna.trial.FrozenTrial]:
+        """Every trial that was proposed for training (skipped ones left out)."""
+        return [t for t in self.study.get_trials(deepcopy=False) if SKIPPED not in t.user_attrs]
+
+    def completed(self) -> list[optuna.trial.FrozenTrial]:
+        """Trials that were trained and finished (skipped ones left out)."""
+        return [t for t in self.study.get_trials(deepcopy=False, states=(States.COMPLETE,)) if SKIPPED not in t.user_attrs]
+
+    def finished_points(self) -> list[Point]:
+        """Completed, trained trials as points of the (quality, trainable parameters) plane."""
+        return [Point(trial=t.number, quality=t.values[0], params=int(t.values[1]),
+                      pct=t.user_attrs.get(TRAINABLE_PCT, 0.0), plan=t.user_attrs.get(PLAN_SUMMARY, ""))
+                for t in self.completed()]
+
+    def plan_of(self, number: int) -> Plan:
+        return Plan.from_dict(self.study.trials[number].user_attrs[PLAN])
+
+    def trial_info(self, number: int) -> dict:
+        """The trial's stored metrics and MLflow run id."""
+        attrs = self.study.trials[number].user_attrs
+        return {"metrics": attrs.get(METRICS, {}), "mlflow_run_id": attrs.get(MLFLOW_RUN)}

@@ -1,0 +1,289 @@
+"""Running a search: ask the study for plans, run them on the worker pool, record every result.
+
+``run_search`` sets the search up (study, MLflow parent run, workers) and ``SearchLoop`` runs it:
+named baselines first, then trials until the budget is spent. What is in flight is a work item,
+a trial of the study or a named baseline, each recording its own outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+import yaml
+
+from autopeft.job.spec import JobSpec
+from autopeft.optimize.domain import Domain, space_domain
+from autopeft.optimize.propose import Proposer
+from autopeft.optimize.registry import make_sampler
+from autopeft.record.layout import RunLayout
+from autopeft.record.pareto import Point, Reference, hypervolume, pareto_front
+from autopeft.record.study import StudyRecord
+from autopeft.record.tracking import Tracker, flatten
+from autopeft.run.pool import WorkerPool, init_ray
+from autopeft.run.prepare import Prepared, prepare
+from autopeft.workers.plan import Plan
+from autopeft.workers.types import TrialRequest, TrialResult
+
+log = logging.getLogger("autopeft")
+STOPPED = "the search stopped before this trial finished"
+
+
+@dataclass
+class SearchSummary:
+    run_dir: Path
+    parent_run_id: str
+    finished: int
+    failed: int
+    reference: Reference
+    front: list[Point] = field(default_factory=list)
+    hypervolume: float = 0.0
+    baselines: dict[str, Point] = field(default_factory=dict)
+
+
+@dataclass
+class TrialWork:
+    """A trial of the study, running on a worker."""
+
+    trial: optuna.trial.Trial
+    plan: Plan
+    params: int
+    pct: float
+    run_id: str
+    actor: object = None
+    counts = True  # against the budget
+
+    @property
+    def label(self) -> str:
+        return f"trial {self.trial.number}"
+
+    def adapter_dir(self, layout: RunLayout) -> Path:
+        return layout.trial_adapter(self.trial.number)
+
+    def failed(self, record: StudyRecord, error: str) -> None:
+        record.fail(self.trial, error)
+
+    def finished(self, record: StudyRecord, result: TrialResult) -> None:
+        record.finish(self.trial, result.quality, self.params, result.metrics, result.train_seconds,
+                      result.peak_memory_mb, result.device)
+
+    def stopped(self, record: StudyRecord) -> None:
+        record.interrupt(self.trial, STOPPED)
+
+
+@dataclass
+class BaselineWork:
+    """A named baseline, running on a worker; kept beside the study's trials."""
+
+    name: str
+    plan: Plan
+    params: int
+    pct: float
+    run_id: str
+    actor: object = None
+    counts = False
+
+    @property
+    def label(self) -> str:
+        return f"baseline {self.name}"
+
+    def adapter_dir(self, layout: RunLayout) -> Path:
+        return layout.baseline_adapter(self.name)
+
+    def failed(self, record: StudyRecord, error: str) -> None:
+        record.record_baseline(self.name, {"error": error[-2000:], "plan": self.plan.describe(), "mlflow_run_id": self.run_id})
+
+    def finished(self, record: StudyRecord, result: TrialResult) -> None:
+        record.record_baseline(self.name, {"quality": result.quality, "params": self.params, "pct": self.pct,
+                                           "plan": self.plan.describe(), "metrics": result.metrics,
+                                           "mlflow_run_id": self.run_id})
+
+    def stopped(self, record: StudyRecord) -> None:
+        """A baseline that did not finish runs again on resume."""
+
+
+class SearchLoop:
+    """Keeps every worker busy until the baselines have run and the budget of trials is spent."""
+
+    def __init__(self, prepared: Prepared, record: StudyRecord, tracker: Tracker, pool: WorkerPool,
+                 domain: Domain, progress: bool = True):
+        self.job, self.prepared, self.record, self.tracker, self.pool = prepared.job, prepared, record, tracker, pool
+        self.reference = Reference(quality=domain.reference[0], params=int(domain.reference[1]))
+        self.running: dict = {}
+        self.finished, self.failed = record.done()
+        self.baselines_left = [name for name in prepared.baselines if name not in record.baselines]
+        trials = self.job.budget.trials
+        self.proposer = Proposer(record.study, domain, self.job.seed, 50 * max(1, trials), on_skip=self._skipped)
+        self.bar = _progress(trials + len(prepared.baselines), self.finished + len(record.baselines), progress)
+
+    def run(self) -> None:
+        status = "FAILED"
+        try:
+            while self.baselines_left or self._trials_to_start() or self.running:
+                self._fill()
+                self._collect(self.pool.wait(list(self.running)))
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            self._stop(status)
+
+    def _trials_to_start(self) -> bool:
+        searching = sum(1 for work in self.running.values() if work.counts)
+        return self.finished + searching < self.job.budget.trials
+
+    def _fill(self) -> None:
+        space = self.prepared.space
+        while self.pool.idle and self.baselines_left:
+            name = self.baselines_left.pop(0)
+            plan = self.prepared.baselines[name]
+            params = space.count(plan)
+            run_id = self.tracker.start_trial(None, {"plan": plan.describe(), "trainable_params": params}, baseline=name)
+            self._submit(BaselineWork(name, plan, params, self.prepared.shape.pct(params), run_id),
+                         trial_number=None, baseline=name)
+        while self.pool.idle and self._trials_to_start():
+            trial = self.proposer.next().trial
+            plan = space.decode(trial.params)
+            params = space.count(plan)
+            pct = self.prepared.shape.pct(params)
+            self.record.describe_trial(trial, plan, pct)
+            run_id = self.tracker.start_trial(trial.number, {**space.values(trial.params), "plan": plan.describe(),
+                                                             "trainable_params": params})
+            self.record.set_run_id(trial, run_id)
+            self._submit(TrialWork(trial, plan, params, pct, run_id), trial_number=trial.number)
+
+    def _skipped(self, trial: optuna.trial.Trial, reason: str) -> float:
+        """A proposal that is never trained: recorded with its plan; told at its exact count."""
+        plan = self.prepared.space.decode(trial.params)
+        params = self.prepared.space.count(plan)
+        self.record.describe_trial(trial, plan, self.prepared.shape.pct(params))
+        self.record.mark_skipped(trial, reason)
+        return float(params)
+
+    def _submit(self, work, trial_number: int | None, baseline: str | None = None) -> None:
+        job = self.job
+        request = TrialRequest(trial_number=trial_number, plan=work.plan, model=job.model,
+                               num_labels=self.prepared.data.num_labels, metric=job.task.metric,
+                               fidelity=job.fidelity, seed=job.seed, trainer=job.trainer, baseline=baseline)
+        work.actor, ref = self.pool.submit(request)
+        self.running[ref] = work
+
+    def _collect(self, ref) -> None:
+        work = self.running.pop(ref)
+        try:
+            result: TrialResult = self.pool.ray.get(ref)
+        except Exception as exc:  # the trial raised or its worker died: record it, go on
+            self.pool.release(work.actor, healthy=not self.pool.died(exc))
+            error = _error_text(exc)
+            self.tracker.fail_trial(work.run_id, error)
+            log.warning("%s failed: %s", work.label, error.strip().splitlines()[-1])
+            work.failed(self.record, error)
+            if work.counts:
+                self.failed += 1
+                self.finished += 1
+            self.bar.update(1)
+            return
+        self.pool.release(work.actor, healthy=True)
+        adapter_dir = _save_adapter(work.adapter_dir(self.job.layout), result)
+        self.tracker.finish_trial(work.run_id, {**result.metrics, "quality": result.quality, "trainable_params": work.params,
+                                                "trainable_pct": work.pct, "train_seconds": result.train_seconds,
+                                                "peak_memory_mb": result.peak_memory_mb}, adapter_dir)
+        work.finished(self.record, result)
+        if work.counts:
+            self.finished += 1
+        self._log_front()
+        self.bar.update(1)
+
+    def _log_front(self) -> None:
+        from autopeft.dashboards.pareto_chart import pareto_png
+
+        points = self.record.finished_points()
+        front = pareto_front(points)
+        volume = hypervolume(points, self.reference)
+        marks = self.record.baseline_points()
+        png = pareto_png(points, front, self.reference, f"{self.job.name}: {len(points)} trials", self.job.task.metric, marks)
+        self.tracker.log_front(front, volume, self.finished, png, {name: p.to_dict() for name, p in marks.items()})
+        best = max([p.quality for p in points] or [float("nan")])
+        self.bar.set_postfix(best=f"{best:.4f}", pareto=len(front), hv=f"{volume:.4f}")
+
+    def _stop(self, status: str) -> None:
+        from autopeft.dashboards.hypervolume_chart import hypervolume_png
+
+        self.bar.close()
+        for work in self.running.values():
+            work.stopped(self.record)
+            self.tracker.fail_trial(work.run_id, STOPPED)
+        points = self.record.finished_points()
+        if points:
+            self.tracker.log_chart("hypervolume.png", hypervolume_png(points, self.reference, self.job.name))
+        self.tracker.finish_search(status)
+
+
+def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = None) -> SearchSummary:
+    """Run (or resume) the search the job describes and return its Pareto front."""
+    prepared = prepared or prepare(job)
+    job.layout.root.mkdir(parents=True, exist_ok=True)
+    record = StudyRecord.open(job.name, job.optuna_storage)
+    resuming = record.started
+    reference = record.reference if resuming else prepared.reference
+    domain = space_domain(prepared.space, prepared.max_params, reference)
+    record.study.sampler = make_sampler(job.optimizer.sampler, job.seed, job.optimizer.n_startup_trials, domain)
+    if resuming:
+        record.interrupt_orphans()
+    else:
+        record.start(job.model_dump(mode="json"), reference, prepared.data.label_names)
+    embedded = job.stores.mlflow_uri is None  # a tracking server keeps artifacts in its own store
+    tracker = Tracker(job.mlflow_uri, job.name, artifact_root=job.layout.artifacts if embedded else None)
+    record.parent_run_id = tracker.start_search(
+        job.name,
+        params={**flatten(job.model_dump(mode="json")), "reference.quality": reference.quality,
+                "reference.params": reference.params, "space.dimensions": len(prepared.space.dimensions),
+                "model.base_params": prepared.shape.base_params},
+        artifacts={"job.yaml": yaml.safe_dump(job.model_dump(mode="json"), sort_keys=False),
+                   "search_space.yaml": yaml.safe_dump(prepared.space.spec.model_dump(mode="json"), sort_keys=False),
+                   "reference.json": json.dumps({"quality": reference.quality, "params": reference.params})},
+        resume_id=record.parent_run_id,
+    )
+    ray = init_ray(job)
+    loop = SearchLoop(prepared, record, tracker, WorkerPool(ray, job, ray.put(prepared.data)), domain, progress)
+    loop.run()
+    points = record.finished_points()
+    return SearchSummary(run_dir=job.run_dir, parent_run_id=record.parent_run_id, finished=loop.finished,
+                         failed=loop.failed, reference=reference, front=pareto_front(points),
+                         hypervolume=hypervolume(points, reference), baselines=record.baseline_points())
+
+
+def _save_adapter(target: Path, result: TrialResult) -> Path | None:
+    if not result.adapter_files:
+        return None
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for name, content in result.adapter_files.items():
+        (target / name).write_bytes(content)
+    return target
+
+
+def _error_text(exc: Exception) -> str:
+    cause = getattr(exc, "cause", None)
+    return "".join(traceback.format_exception(cause if cause is not None else exc))
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix(self, **kwargs) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc="trials", unit="trial", dynamic_ncols=True)

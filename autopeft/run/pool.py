@@ -1,0 +1,100 @@
+"""The worker pool: Ray actors that run trials, one per trial slot, each keeping its model between trials."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from importlib import import_module
+from pathlib import Path
+
+from autopeft.job.spec import JobSpec
+from autopeft.workers.trial import load_trainer
+from autopeft.workers.types import TrialRequest
+
+
+def init_ray(job: JobSpec):
+    """Ray, started locally on demand or connected to the job's cluster."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    kwargs = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    if job.stores.ray_address:
+        ray.init(address=job.stores.ray_address, runtime_env={"py_modules": [shipped_package()]}, **kwargs)
+    else:
+        ray.init(**kwargs)
+    return ray
+
+
+def shipped_package() -> str:
+    """A folder holding the ``autopeft`` package as it installs, for Ray to ship to cluster nodes.
+
+    An installed wheel is that folder already; an editable install keeps ``workers/``,
+    ``dashboards/`` and ``search_spaces/`` beside ``autopeft/``, so they are copied in.
+    """
+    import autopeft
+
+    root = Path(autopeft.__file__).parent
+    subpackages = ("workers", "dashboards", "search_spaces")
+    if all((root / sub).is_dir() for sub in subpackages):
+        return str(root)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    staging = Path(tempfile.mkdtemp(prefix="autopeft-ship-")) / "autopeft"
+    shutil.copytree(root, staging, ignore=ignore)
+    for sub in subpackages:
+        shutil.copytree(Path(import_module(f"autopeft.{sub}").__file__).parent, staging / sub, ignore=ignore)
+    return str(staging)
+
+
+def trainer_for_workers(ray, trainer: str | None):
+    """The job's trial function, pickled by value unless it comes from an installed package.
+
+    A user's module beside the job file then reaches every worker, local or on a cluster.
+    """
+    if trainer is None:
+        return None
+    function = load_trainer(trainer)
+    module = sys.modules[function.__module__]
+    origin = Path(getattr(module, "__file__", "") or "")
+    if not any(part in ("site-packages", "dist-packages") for part in origin.parts):
+        ray.cloudpickle.register_pickle_by_value(module)
+    return function
+
+
+class WorkerPool:
+    """``job.budget.parallel`` trial workers (Ray actors); a worker that died is replaced."""
+
+    def __init__(self, ray, job: JobSpec, data_ref):
+        from autopeft.workers.trial import TrialWorker
+
+        self.ray = ray
+        self.job = job
+        self.data_ref = data_ref
+        self.actor_cls = ray.remote(TrialWorker).options(
+            num_cpus=job.resources.cpus, num_gpus=job.resources.gpus, max_concurrency=1
+        )
+        self.trainer = trainer_for_workers(ray, job.trainer)
+        self.idle = [self._new() for _ in range(job.budget.parallel)]
+
+    def _new(self):
+        return self.actor_cls.remote(self.data_ref, max(1, int(self.job.resources.cpus)), self.trainer)
+
+    def submit(self, request: TrialRequest):
+        """Start ``request`` on an idle worker; returns (worker, result reference)."""
+        actor = self.idle.pop()
+        return actor, actor.run.remote(request)
+
+    def release(self, actor, healthy: bool) -> None:
+        self.idle.append(actor if healthy else self._new())
+
+    def wait(self, refs: list):
+        """The first result reference that is ready."""
+        ready, _ = self.ray.wait(refs, num_returns=1)
+        return ready[0]
+
+    def died(self, exc: Exception) -> bool:
+        return isinstance(exc, self.ray.exceptions.RayActorError)

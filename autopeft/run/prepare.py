@@ -1,0 +1,101 @@
+"""Checking a job against its model, data, space and budget, before anything is written.
+
+``prepare`` has no side effects: every error a user can cause surfaces here, before a run
+directory, a study or an MLflow run exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from autopeft.errors import UserError
+from autopeft.job.data import load_task_data
+from autopeft.job.spec import JobSpec
+from autopeft.record.pareto import Reference
+from autopeft.space.search_space import SearchSpace, load_space
+from autopeft.workers.methods import baseline_plan, every_baseline, method
+from autopeft.workers.metrics import majority_score
+from autopeft.workers.models import ModelNotFound, ModelShape, model_shape, resolve_model
+from autopeft.workers.plan import Plan
+from autopeft.workers.trial import load_trainer
+from autopeft.workers.types import TaskData
+
+MODEL_FIX = "use 'minilm-l6', a local model folder or a cached Hugging Face id"
+
+
+@dataclass
+class Prepared:
+    """A job checked against its model, data and space, ready to run."""
+
+    job: JobSpec
+    shape: ModelShape
+    space: SearchSpace
+    data: TaskData
+    reference: Reference
+    max_params: int | None
+    baselines: dict[str, Plan] = field(default_factory=dict)
+
+
+def prepare(job: JobSpec) -> Prepared:
+    """Check the job against its model, data, space and budget; raise ``UserError`` on any problem."""
+    try:
+        from transformers import AutoConfig
+
+        AutoConfig.from_pretrained(resolve_model(job.model))
+    except ModelNotFound as exc:
+        raise UserError("model", str(exc), MODEL_FIX) from None
+    except OSError as exc:
+        raise UserError("model", f"cannot load '{job.model}': {str(exc).splitlines()[0]}", MODEL_FIX) from None
+    data = load_task_data(job.task)
+    try:
+        shape = model_shape(job.model, data.num_labels)
+    except ModelNotFound as exc:
+        raise UserError("model", str(exc), "choose a BERT-, RoBERTa- or DistilBERT-type encoder") from None
+    space = load_space(job.search_space, shape)
+    if job.trainer is not None:
+        try:
+            load_trainer(job.trainer)
+        except (ImportError, AttributeError) as exc:
+            raise UserError("trainer", f"cannot import '{job.trainer}': {exc}", "give an importable package.module:function") from None
+    max_params = budget_params(job, shape)
+    largest = space.count(space.largest_plan())
+    smallest = space.count(space.smallest_plan())
+    if max_params is not None and smallest > max_params:
+        raise UserError(
+            "budget", f"the smallest plan of the space trains {smallest} parameters, over the budget of {max_params}",
+            "raise max_trainable_pct / max_trainable_params or allow smaller ranks",
+        )
+    ceiling = largest if max_params is None else min(largest, max_params)
+    if job.objectives.params_ceiling_pct is not None:
+        ceiling = int(job.objectives.params_ceiling_pct / 100.0 * shape.base_params)
+    n_eval = min(job.fidelity.eval_examples, len(data.validation_labels))
+    floor = job.objectives.quality_floor
+    if floor is None:
+        floor = majority_score(job.task.metric, data.validation_labels[:n_eval])
+    baselines = baseline_plans(job.baselines, shape)
+    return Prepared(job, shape, space, data, Reference(quality=floor, params=ceiling + 1), max_params, baselines)
+
+
+def budget_params(job: JobSpec, shape: ModelShape) -> int | None:
+    """The hard budget in trainable parameters, from ``max_trainable_params`` and ``max_trainable_pct``."""
+    limits = []
+    if job.budget.max_trainable_params is not None:
+        limits.append(job.budget.max_trainable_params)
+    if job.budget.max_trainable_pct is not None:
+        limits.append(int(job.budget.max_trainable_pct / 100.0 * shape.base_params))
+    return min(limits) if limits else None
+
+
+def baseline_plans(names: list[str], shape: ModelShape) -> dict[str, Plan]:
+    """The plans of the named baselines for this model, in the order given."""
+    owners = every_baseline()
+    fitting = [n for n in owners if all(method(m).fits(shape.family) for m in baseline_plan(n, shape).methods)]
+    plans = {}
+    for name in names:
+        if name not in owners:
+            raise UserError("baselines", f"unknown baseline '{name}'", f"use some of {', '.join(owners)}")
+        if name not in fitting:
+            raise UserError("baselines", f"'{name}' needs a BERT-style model, not '{shape.model_type}'",
+                            f"use {', '.join(fitting)} with this model")
+        plans[name] = baseline_plan(name, shape)
+    return plans

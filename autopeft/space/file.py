@@ -1,0 +1,79 @@
+"""A space file: YAML naming, for each PEFT method it searches, that method's entry (``modules``),
+how modules are placed on layers, and optionally the learning rates to search.
+
+Each entry's schema is its method's (``Method.space``); dimensions come in plan order.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ValidationError, create_model, field_validator
+
+from autopeft.errors import UserError, from_validation_error
+from autopeft.job.load import read_yaml
+from autopeft.workers.methods import method, searchable
+from autopeft.workers.types import Strict
+
+SPACES_PACKAGE = "autopeft.search_spaces"
+
+
+class _Modules(Strict):
+    """The ``modules`` mapping: one optional field per searchable method, in plan order."""
+
+    def present(self) -> list[str]:
+        """The methods the file names, in plan order (the order of their dimensions)."""
+        return [n for n in type(self).model_fields if getattr(self, n) is not None]
+
+    def __getitem__(self, name: str) -> BaseModel:
+        return getattr(self, name)
+
+
+ModulesSpace = create_model("ModulesSpace", __base__=_Modules,
+                            **{name: (method(name).space | None, None) for name in searchable()})
+
+
+class SpaceFile(Strict):
+    name: str
+    description: str = ""
+    modules: ModulesSpace
+    layers: Literal["per_layer", "per_module", "all"] | list[int] = "per_layer"
+    learning_rate: list[float] | None = None
+
+    @field_validator("modules", mode="before")
+    @classmethod
+    def _known_modules(cls, modules: object) -> object:
+        if isinstance(modules, dict):
+            if not modules:
+                raise ValueError("the space names no module; use some of " + ", ".join(searchable()))
+            for name in modules:
+                if name not in searchable():
+                    raise ValueError(f"unknown module '{name}'; known: {', '.join(searchable())}")
+        return modules
+
+
+def builtin_spaces() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files(SPACES_PACKAGE).iterdir() if p.name.endswith(".yaml"))
+
+
+def read_space_file(name_or_path: str) -> tuple[SpaceFile, str]:
+    """The validated space file (a built-in name or a path) and the name to use in messages."""
+    if name_or_path.endswith((".yaml", ".yml")):
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise UserError("search_space", f"space file '{path}' does not exist", "give an existing YAML file or a built-in space name")
+        text, source = path.read_text(), str(path)
+    else:
+        shipped = resources.files(SPACES_PACKAGE).joinpath(f"{name_or_path}.yaml")
+        if not shipped.is_file():
+            raise UserError("search_space", f"no built-in space '{name_or_path}'", f"use one of {', '.join(builtin_spaces())} or a path to a .yaml file")
+        text, source = shipped.read_text(), f"search space '{name_or_path}'"
+    data = read_yaml(text, source)
+    if not isinstance(data, dict):
+        raise UserError(source, "the space file is empty or not a mapping", "see 'Search space files' in the README")
+    try:
+        return SpaceFile.model_validate(data), source
+    except ValidationError as exc:
+        raise from_validation_error(exc, source, SpaceFile) from None

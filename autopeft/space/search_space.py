@@ -1,0 +1,122 @@
+"""A space file bound to one model: fixed dimensions, decoding a point into a Plan, exact cost.
+
+Every dimension is ordinal over a short list of choices (index 0 is the first choice); a
+module size of 0 turns that module off and a layer bit of 0 turns that layer off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autopeft.errors import UserError
+from autopeft.space.file import SpaceFile, read_space_file
+from autopeft.workers.build import count_trainable
+from autopeft.workers.methods import method, searchable
+from autopeft.workers.models import ModelShape
+from autopeft.workers.plan import Plan
+from autopeft.workers.types import SpaceError
+
+
+@dataclass(frozen=True)
+class Dimension:
+    name: str
+    choices: tuple
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A space file bound to one model shape: fixed dimensions, decoding and exact cost."""
+
+    spec: SpaceFile
+    shape: ModelShape
+    dimensions: tuple[Dimension, ...]
+    fixed: dict[str, object]
+
+    def values(self, point: dict[str, int]) -> dict[str, object]:
+        """Human-readable values of a point (ranks, sizes, bits), fixed settings included."""
+        return {**self.fixed, **{d.name: d.choices[int(point[d.name])] for d in self.dimensions}}
+
+    def _layers(self, value: dict[str, object], module: str) -> tuple[int, ...]:
+        layers = self.spec.layers
+        if layers == "all":
+            return tuple(range(self.shape.num_layers))
+        if isinstance(layers, list):
+            return tuple(sorted(layers))
+        prefix = f"{module}.layer" if layers == "per_module" else "layer"
+        return tuple(i for i in range(self.shape.num_layers) if value[f"{prefix}.{i}"])
+
+    def decode(self, point: dict[str, int]) -> Plan:
+        """The Plan for a point given as choice indices, one per dimension."""
+        value = self.values(point)
+        modules = self.spec.modules
+        parts = [method(n).decode(modules[n], value, self._layers(value, n), self.shape) for n in modules.present()]
+        return Plan.of(*parts, learning_rate=value.get("learning_rate"))
+
+    def smallest_plan(self) -> Plan:
+        """The cheapest plan that still trains something: one module at its least size in as few layers as allowed."""
+        layers = self.spec.layers
+        n = self.shape.num_layers
+        few = (0,) if layers in ("per_layer", "per_module") else tuple(range(n)) if layers == "all" else tuple(layers)
+        modules = self.spec.modules
+        parts = [method(name).smallest(modules[name], self.shape, few) for name in modules.present()]
+        return min((Plan.of(p) for p in parts if p is not None), key=self.count)
+
+    def largest_plan(self) -> Plan:
+        return self.decode({d.name: len(d.choices) - 1 for d in self.dimensions})
+
+    def count(self, plan: Plan) -> int:
+        return count_trainable(plan, self.shape)
+
+
+def load_space(name_or_path: str, shape: ModelShape) -> SearchSpace:
+    """Read a space file (built-in name or path), check it against the model and fix its dimensions."""
+    spec, source = read_space_file(name_or_path)
+    return build_space(spec, shape, source)
+
+
+def build_space(spec: SpaceFile, shape: ModelShape, source: str = "search space") -> SearchSpace:
+    dims: list[Dimension] = []
+    fixed: dict[str, object] = {}
+
+    def add(name: str, choices: tuple) -> None:
+        if len(choices) > 1:
+            dims.append(Dimension(name, choices))
+        else:
+            fixed[name] = choices[0]
+
+    present = spec.modules.present()
+    unfit = [n for n in present if not method(n).fits(shape.family)]
+    if unfit:
+        fitting = [n for n in searchable() if method(n).fits(shape.family)]
+        raise UserError(f"{source}: modules", f"{', '.join(unfit)} modules need a BERT-style model, not '{shape.model_type}'",
+                        f"use only {', '.join(fitting)} with this model")
+    claimed: dict[str, str] = {}
+    for name in present:
+        descriptor, entry = method(name), spec.modules[name]
+        try:
+            descriptor.check(entry, shape, alone=len(present) == 1)
+        except SpaceError as exc:
+            raise UserError(f"{source}: {exc.field}", exc.problem, exc.fix) from None
+        for group in sorted(descriptor.groups(entry)):
+            if group in claimed:
+                raise UserError(f"{source}: modules.{name}.groups",
+                                f"{method(claimed[group]).title} and {descriptor.title} cannot both adapt '{group}'",
+                                "give each module group to one of them")
+            claimed[group] = name
+        for dimension, choices in descriptor.dimensions(entry, shape):
+            add(dimension, choices)
+    if spec.learning_rate:
+        add("learning_rate", tuple(sorted(spec.learning_rate)))
+    if isinstance(spec.layers, list):
+        outside = [i for i in spec.layers if i < 0 or i >= shape.num_layers]
+        if outside:
+            raise UserError(f"{source}: layers", f"layer {outside[0]} is outside the model, which has layers 0 to {shape.num_layers - 1}",
+                            f"use layer indices from 0 to {shape.num_layers - 1}")
+    elif spec.layers == "per_layer":
+        dims.extend(Dimension(f"layer.{i}", (0, 1)) for i in range(shape.num_layers))
+    elif spec.layers == "per_module":
+        for module in present:
+            dims.extend(Dimension(f"{module}.layer.{i}", (0, 1)) for i in range(shape.num_layers))
+    if not dims:
+        raise UserError(f"{source}", "the space has no dimension: every choice is fixed", "give at least one field two or more choices")
+    return SearchSpace(spec=spec, shape=shape, dimensions=tuple(dims), fixed=fixed)

@@ -1,0 +1,129 @@
+"""A Plan in peft terms: its exact parameter count, the peft configs that build it, save and load.
+
+A plan with one peft config becomes one peft model (``get_peft_model``; a pure-LoRA plan is a
+plain ``LoraConfig``). A plan whose methods need several configs injects each into the same
+model, in plan order, and saves as ``autopeft_adapter.json`` (the configs) plus
+``adapter_model.safetensors`` (the trained tensors); ``load_adapter`` reads both forms.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .methods import METHODS, method
+from .models import ModelShape, head_modules
+from .plan import Plan
+
+COMPOSITE_FILE = "autopeft_adapter.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+
+
+def count_trainable(plan: Plan, shape: ModelShape) -> int:
+    """Exact number of parameters the plan trains: its modules plus the classification head."""
+    if plan.full:
+        return shape.base_params
+    return shape.head_params + sum(method(name).count(plan[name], shape) for name in plan.methods)
+
+
+def peft_configs(plan: Plan, shape: ModelShape, base_model_name_or_path: str | None = None) -> list:
+    """One peft config per peft type the plan's methods use, in plan order.
+
+    Methods that share a peft type (serial and parallel adapters) fill one config together.
+    """
+    from peft import TaskType
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+    from peft.utils import PeftType
+
+    fields: dict[str, dict] = {}
+    for name in plan.methods:
+        descriptor = method(name)
+        if descriptor.peft_type is None:
+            continue
+        merged = fields.setdefault(descriptor.peft_type, {})
+        for key, value in descriptor.peft_kwargs(plan[name], shape).items():
+            if key in merged and merged[key] != value:
+                raise ValueError(f"methods of peft type {descriptor.peft_type} disagree on '{key}'")
+            merged[key] = value
+    common = {"task_type": TaskType.SEQ_CLS, "base_model_name_or_path": base_model_name_or_path}
+    return [PEFT_TYPE_TO_CONFIG_MAPPING[PeftType[peft_type]](**common, **kwargs) for peft_type, kwargs in fields.items()]
+
+
+def _compose(model, configs: list):
+    """Inject every config into ``model``; train only the adapters and the classification head."""
+    import warnings
+
+    from peft import inject_adapter_in_model
+
+    for config in configs:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            inject_adapter_in_model(config, model, adapter_name="default")
+    heads = head_modules(model)
+    prefixes = tuple({m.parameter_prefix for m in METHODS.values() if m.parameter_prefix})
+    for name, parameter in model.named_parameters():
+        in_head = any(name.startswith(h + ".") for h in heads)
+        parameter.requires_grad = in_head or any(p in name for p in prefixes)
+    model.autopeft_configs = configs
+    return model
+
+
+def apply_plan(model, plan: Plan, shape: ModelShape):
+    """Wrap ``model`` with peft according to ``plan``; only the plan's modules and the head stay trainable."""
+    if plan.full:
+        for parameter in model.parameters():
+            parameter.requires_grad = True
+        return model
+    from peft import get_peft_model
+
+    configs = peft_configs(plan, shape, getattr(model, "name_or_path", None))
+    if not configs:
+        raise ValueError("the plan has no adapter module")
+    if len(configs) == 1:
+        return get_peft_model(model, configs[0])
+    return _compose(model, configs)
+
+
+def save_adapter(model, directory: str | Path) -> None:
+    """Save what ``apply_plan`` built: peft's own format, or the composite format for several configs."""
+    from peft import PeftModel
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, PeftModel):
+        model.save_pretrained(str(directory))
+        return
+    tensors = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    save_file(tensors, str(directory / WEIGHTS_FILE))
+    configs = getattr(model, "autopeft_configs", None)
+    methods = [{"peft_type": str(c.peft_type.value), "config": c.to_dict()} for c in configs] if configs else []
+    (directory / COMPOSITE_FILE).write_text(json.dumps({"methods": methods, "full": configs is None}, indent=2, default=str))
+
+
+def load_adapter(base_model, directory: str | Path):
+    """Rebuild a saved plan on ``base_model`` (a transformers model) and load its trained tensors."""
+    from peft import PeftModel
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+    from peft.utils import PeftType
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    if not (directory / COMPOSITE_FILE).is_file():
+        return PeftModel.from_pretrained(base_model, str(directory))
+    manifest = json.loads((directory / COMPOSITE_FILE).read_text())
+    tensors = load_file(str(directory / WEIGHTS_FILE))
+    if manifest.get("full"):
+        model = base_model
+    else:
+        configs = []
+        for entry in manifest["methods"]:
+            config_cls = PEFT_TYPE_TO_CONFIG_MAPPING[PeftType(entry["peft_type"])]
+            fields = {k: v for k, v in entry["config"].items() if k in config_cls.__dataclass_fields__ and k != "peft_type"}
+            configs.append(config_cls(**fields))
+        model = _compose(base_model, configs)
+    missing = set(tensors) - {n for n, _ in model.named_parameters()}
+    if missing:
+        raise ValueError(f"{directory} holds tensors the model does not have: {sorted(missing)[:3]}")
+    model.load_state_dict(tensors, strict=False)
+    return model

@@ -1,0 +1,11 @@
+"""Model families, one file each; importing this package registers every one of them."""
+
+import importlib
+import pkgutil
+
+from .base import BLOCKS, FAMILIES, MODULE_GROUPS, Family, register_family
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["BLOCKS", "FAMILIES", "MODULE_GROUPS", "Family", "register_family"]

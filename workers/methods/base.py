@@ -1,0 +1,138 @@
+"""What a PEFT method is to autopeft: one descriptor per method, registered by name.
+
+A descriptor holds everything about its method in one place: its entry in a space file
+(``modules.<name>``) and the dimensions that entry adds, its part of a Plan, the exact number of
+parameters that part trains, the peft config that builds it, its named baselines and whether it
+merges into the base weights on export. The method's name is the one vocabulary used from the
+space file through the Plan, MLflow and the export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from ..families.base import Family
+    from ..models import ModelShape
+    from ..plan import Plan
+
+
+class Method:
+    """The base descriptor; a method overrides what applies to it."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]  # as people write it: LoRA, IA3
+    part: ClassVar[type]  # the frozen dataclass that is this method's part of a Plan
+    space: ClassVar[type | None] = None  # the pydantic model of ``modules.<name>`` in a space file
+    order: ClassVar[int]  # where the method comes in a plan: describe, apply, save
+    peft_type: ClassVar[str | None] = None  # the peft config this method's part becomes (parts may share one)
+    parameter_prefix: ClassVar[str | None] = None  # how the peft tuner names its trainable tensors
+    mergeable: ClassVar[bool] = True  # merges into the base weights (merge_and_unload)
+    requires: ClassVar[frozenset[str]] = frozenset()  # blocks of the model family it wraps
+    learning_rate: ClassVar[float | None] = None  # the rate its baselines train at (None: the job's rate)
+    baselines: ClassVar[dict[str, Callable[[ModelShape], tuple]]] = {}  # name -> the parts of its plan
+
+    # -- the space file ---------------------------------------------------------------------------
+
+    def check(self, spec, shape: ModelShape, alone: bool) -> None:
+        """Raise ``SpaceError`` if the space entry cannot work on this model (``alone``: the only module)."""
+
+    def dimensions(self, spec, shape: ModelShape) -> list[tuple[str, tuple]]:
+        """The dimensions (name, choices) this entry adds; one choice means a fixed setting."""
+        return []
+
+    def groups(self, spec) -> set[str]:
+        """The module groups whose linear layers this entry wraps (two methods may not share one)."""
+        return set()
+
+    def decode(self, spec, value: dict[str, Any], layers: tuple[int, ...], shape: ModelShape):
+        """This method's part of the plan for a point's ``value`` (None: nothing trains)."""
+        raise NotImplementedError
+
+    def smallest(self, spec, shape: ModelShape, layers: tuple[int, ...]):
+        """The cheapest part that trains something in ``layers`` (None if the entry never trains)."""
+        raise NotImplementedError
+
+    # -- the plan ---------------------------------------------------------------------------------
+
+    def count(self, part, shape: ModelShape) -> int:
+        """Exact number of parameters ``part`` trains."""
+        raise NotImplementedError
+
+    def peft_kwargs(self, part, shape: ModelShape) -> dict[str, Any]:
+        """The fields of the ``peft_type`` config that build ``part``."""
+        raise NotImplementedError
+
+    def describe(self, part) -> str:
+        raise NotImplementedError
+
+    def to_dict(self, part) -> dict[str, Any]:
+        return dataclasses.asdict(part)
+
+    def from_dict(self, data: dict[str, Any]):
+        return self.part(**{k: _tuples(v) for k, v in data.items()})
+
+    def from_legacy(self, data: dict[str, Any]):
+        """This method's part of a plan stored by autopeft 0.1 (one flat dict), or None."""
+        return None
+
+    def fits(self, family: Family) -> bool:
+        return self.requires <= family.blocks.keys()
+
+
+def check_sizes(sizes: list[int], what: str) -> None:
+    """Choices of a size or rank: at least one, distinct, none negative."""
+    if not sizes:
+        raise ValueError(f"{what} has no choices")
+    if any(s < 0 for s in sizes) or len(set(sizes)) != len(sizes):
+        raise ValueError(f"{what}: choices must be distinct and >= 0")
+
+
+def every_layer(shape: ModelShape, size: int) -> tuple[tuple[int, int], ...]:
+    """(layer, size) for every layer of the model, size at least 1."""
+    return tuple((i, max(1, size)) for i in range(shape.num_layers))
+
+
+def _tuples(value):
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method) -> Method:
+    """Add ``method`` to the registry under its name."""
+    if method.name in METHODS:
+        raise ValueError(f"a method named '{method.name}' is registered already")
+    METHODS[method.name] = method
+    return method
+
+
+def method(name: str) -> Method:
+    return METHODS[name]
+
+
+def ordered(names) -> list[str]:
+    return sorted(names, key=lambda n: METHODS[n].order)
+
+
+def searchable() -> list[str]:
+    """Method names a space file may use under ``modules``, in plan order."""
+    return [n for n in ordered(METHODS) if METHODS[n].space is not None]
+
+
+def every_baseline() -> dict[str, Method]:
+    """The method that owns each named baseline, by baseline name."""
+    return {name: m for m in (METHODS[n] for n in ordered(METHODS)) for name in m.baselines}
+
+
+def baseline_plan(name: str, shape: ModelShape) -> Plan:
+    """The plan of a named baseline for this model, at its method's learning rate."""
+    from ..plan import Plan
+
+    owner = every_baseline()[name]
+    return Plan.of(*owner.baselines[name](shape), learning_rate=owner.learning_rate)

@@ -1,0 +1,34 @@
+"""Full fine-tuning: every weight trains. Not searched; the reference baseline every plan is compared with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .base import Method, register_method
+
+
+@dataclass(frozen=True)
+class Full:
+    method: ClassVar[str] = "full"
+
+
+class FullMethod(Method):
+    name = "full"
+    title = "full fine-tuning"
+    part = Full
+    order = 90
+    learning_rate = 1e-4  # every weight moves: a BERT fine-tuning rate, far below the adapters' rates
+    baselines = {"full": lambda s: (Full(),)}
+
+    def count(self, part: Full, shape) -> int:
+        return shape.base_params
+
+    def describe(self, part: Full) -> str:
+        return "full fine-tuning"
+
+    def from_legacy(self, data) -> Full | None:
+        return Full() if data.get("full") else None
+
+
+register_method(FullMethod())

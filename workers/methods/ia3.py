@@ -1,0 +1,85 @@
+"""IA3 (Liu et al., 2022): learned scaling vectors on some module groups, in the layers chosen.
+
+On the attention's key and value it scales each output unit; on ``ffn_out`` (a feed-forward module
+in peft's terms) it scales each input unit, the FFN's hidden units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pydantic import Field, field_validator
+
+from ..families import MODULE_GROUPS
+from ..types import Strict, layers_text
+from .base import Method, register_method
+
+FEEDFORWARD_GROUPS = ("ffn_out",)
+
+
+@dataclass(frozen=True)
+class IA3:
+    method: ClassVar[str] = "ia3"
+    groups: tuple[str, ...]
+    layers: tuple[int, ...]
+
+
+class Ia3Space(Strict):
+    groups: list[str] = Field(default_factory=lambda: ["key", "value", "ffn_out"], min_length=1)
+    optional: bool = True
+
+    @field_validator("groups")
+    @classmethod
+    def _known_groups(cls, groups: list[str]) -> list[str]:
+        for group in groups:
+            if group not in MODULE_GROUPS:
+                raise ValueError(f"unknown module group '{group}'; known: {', '.join(MODULE_GROUPS)}")
+        return groups
+
+
+class Ia3Method(Method):
+    name = "ia3"
+    title = "IA3"
+    part = IA3
+    space = Ia3Space
+    order = 20
+    peft_type = "IA3"
+    parameter_prefix = "ia3_"
+    baselines = {"ia3": lambda s: (IA3(("key", "value", "ffn_out"), tuple(range(s.num_layers))),)}
+
+    def dimensions(self, spec: Ia3Space, shape) -> list[tuple[str, tuple]]:
+        return [("ia3", (0, 1) if spec.optional else (1,))]
+
+    def groups(self, spec: Ia3Space) -> set[str]:
+        return set(spec.groups)
+
+    def decode(self, spec: Ia3Space, value, layers, shape) -> IA3 | None:
+        return IA3(tuple(spec.groups), layers) if value.get("ia3", 1) and layers else None
+
+    def smallest(self, spec: Ia3Space, shape, layers) -> IA3:
+        return IA3(tuple(spec.groups), layers)
+
+    def count(self, part: IA3, shape) -> int:
+        per_layer = sum(shape.group_dims[g][0 if g in FEEDFORWARD_GROUPS else 1] for g in part.groups)
+        return per_layer * len(part.layers)
+
+    def peft_kwargs(self, part: IA3, shape) -> dict:
+        family = shape.family
+
+        def anchored(groups) -> str:
+            return r".*\.(?:" + "|".join(family.pattern(g, part.layers) for g in groups) + ")"
+
+        feedforward = [g for g in part.groups if g in FEEDFORWARD_GROUPS]
+        return {"target_modules": anchored(part.groups),
+                "feedforward_modules": anchored(feedforward) if feedforward else r"(?!x)x"}
+
+    def describe(self, part: IA3) -> str:
+        return f"ia3 {'+'.join(part.groups)} @{layers_text(part.layers)}"
+
+    def from_legacy(self, data) -> IA3 | None:
+        groups, layers = tuple(data.get("ia3_groups", ())), tuple(int(i) for i in data.get("ia3_layers", ()))
+        return IA3(groups, layers) if groups and layers else None
+
+
+register_method(Ia3Method())
