@@ -46,6 +46,18 @@ def tiny_distilbert(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_mpnet(tmp_path_factory) -> str:
+    """A randomly initialised 2-layer MPNet, hidden 32: a family with its own module names."""
+    import torch
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+
+    torch.manual_seed(0)
+    config = MPNetConfig(vocab_size=30527, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=130)
+    return str(_save_tiny(MPNetForSequenceClassification(config), tmp_path_factory.mktemp("tiny-mpnet")))
+
+
+@pytest.fixture(scope="session")
 def reviews_csv(tmp_path_factory) -> Path:
     """400 real Rotten Tomatoes snippets as a user CSV file (columns review, sentiment)."""
     from autopeft.job.data import _rotten_tomatoes

@@ -6,6 +6,7 @@ import random
 
 import pytest
 import torch
+import yaml
 
 from autopeft.errors import UserError
 from autopeft.space.file import builtin_spaces
@@ -50,6 +51,14 @@ def test_count_matches_peft_on_tiny_bert(tiny_bert, space_name):
 
 def test_count_matches_peft_on_tiny_distilbert(tiny_distilbert):
     _check_many_points(tiny_distilbert, "lora", 25)
+
+
+def test_count_matches_peft_on_tiny_mpnet_with_parallel_adapters(tiny_mpnet, tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({"name": "mpnet", "layers": "per_module", "modules": {
+        "lora": {"groups": {"query": [0, 4], "attention_output": [0, 2], "ffn_in": [0, 8]}},
+        "ia3": {"groups": ["ffn_out"]}, "parallel": {"sizes": [0, 4, 8]}}}))
+    _check_many_points(tiny_mpnet, str(path), 12)
 
 
 def test_adapters_and_prefixes_need_a_bert_style_model(tiny_distilbert):

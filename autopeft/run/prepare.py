@@ -14,6 +14,7 @@ from autopeft.job.spec import JobSpec
 from autopeft.record.pareto import Reference
 from autopeft.space.search_space import SearchSpace, load_space
 from autopeft.workers.methods import baseline_plan, every_baseline, method
+from autopeft.workers.families import FAMILIES
 from autopeft.workers.metrics import majority_score
 from autopeft.workers.models import ModelNotFound, ModelShape, model_shape, resolve_model
 from autopeft.workers.plan import Plan
@@ -50,7 +51,7 @@ def prepare(job: JobSpec) -> Prepared:
     try:
         shape = model_shape(job.model, data.num_labels)
     except ModelNotFound as exc:
-        raise UserError("model", str(exc), "choose a BERT-, RoBERTa- or DistilBERT-type encoder") from None
+        raise UserError("model", str(exc), f"choose a model of one of these types: {', '.join(sorted(FAMILIES))}") from None
     space = load_space(job.search_space, shape)
     if job.trainer is not None:
         try:
