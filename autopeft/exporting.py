@@ -13,11 +13,9 @@ from autopeft.record.pareto import Point, pareto_front, pick
 from autopeft.record.study import StudyRecord
 from autopeft.workers.build import WEIGHTS_FILE, peft_configs
 from autopeft.workers.methods import method
+from autopeft.workers.methods.peft_registry import OWN_TYPES
 from autopeft.workers.models import model_shape, resolve_model
 from autopeft.workers.plan import Plan
-
-PEFT_NATIVE = ("LORA", "IA3")  # peft types that load without autopeft
-
 
 @dataclass(frozen=True)
 class Exported:
@@ -32,9 +30,9 @@ def how_to_load(plan: Plan, peft_types: list[str]) -> str:
     """The call that loads an exported plan on a base model."""
     if plan.full or len(peft_types) != 1:
         return "autopeft.load_adapter(base_model, DIR)"
-    if peft_types[0] in PEFT_NATIVE:
-        return "peft.PeftModel.from_pretrained(base_model, DIR)"
-    return "peft.PeftModel.from_pretrained(base_model, DIR) after import autopeft"
+    if peft_types[0] in OWN_TYPES:
+        return "peft.PeftModel.from_pretrained(base_model, DIR) after import autopeft"
+    return "peft.PeftModel.from_pretrained(base_model, DIR)"
 
 
 def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:

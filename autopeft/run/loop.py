@@ -57,6 +57,11 @@ class TrialWork:
     run_id: str
     actor: object = None
     counts = True  # against the budget
+    baseline = None
+
+    @property
+    def trial_number(self) -> int:
+        return self.trial.number
 
     @property
     def label(self) -> str:
@@ -87,6 +92,11 @@ class BaselineWork:
     run_id: str
     actor: object = None
     counts = False
+    trial_number = None
+
+    @property
+    def baseline(self) -> str:
+        return self.name
 
     @property
     def label(self) -> str:
@@ -145,8 +155,7 @@ class SearchLoop:
             plan = self.prepared.baselines[name]
             params = space.count(plan)
             run_id = self.tracker.start_trial(None, {"plan": plan.describe(), "trainable_params": params}, baseline=name)
-            self._submit(BaselineWork(name, plan, params, self.prepared.shape.pct(params), run_id),
-                         trial_number=None, baseline=name)
+            self._submit(BaselineWork(name, plan, params, self.prepared.shape.pct(params), run_id))
         while self.pool.idle and self._trials_to_start():
             trial = self.proposer.next().trial
             plan = space.decode(trial.params)
@@ -156,7 +165,7 @@ class SearchLoop:
             run_id = self.tracker.start_trial(trial.number, {**space.values(trial.params), "plan": plan.describe(),
                                                              "trainable_params": params})
             self.record.set_run_id(trial, run_id)
-            self._submit(TrialWork(trial, plan, params, pct, run_id), trial_number=trial.number)
+            self._submit(TrialWork(trial, plan, params, pct, run_id))
 
     def _skipped(self, trial: optuna.trial.Trial, reason: str) -> float:
         """A proposal that is never trained: recorded with its plan; told at its exact count."""
@@ -166,11 +175,11 @@ class SearchLoop:
         self.record.mark_skipped(trial, reason)
         return float(params)
 
-    def _submit(self, work, trial_number: int | None, baseline: str | None = None) -> None:
+    def _submit(self, work: TrialWork | BaselineWork) -> None:
         job = self.job
-        request = TrialRequest(trial_number=trial_number, plan=work.plan, model=job.model,
+        request = TrialRequest(trial_number=work.trial_number, plan=work.plan, model=job.model,
                                num_labels=self.prepared.data.num_labels, metric=job.task.metric,
-                               fidelity=job.fidelity, seed=job.seed, trainer=job.trainer, baseline=baseline)
+                               fidelity=job.fidelity, seed=job.seed, trainer=job.trainer, baseline=work.baseline)
         work.actor, ref = self.pool.submit(request)
         self.running[ref] = work
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 from peft.utils import PeftType
 
 
+OWN_TYPES: set[str] = set()  # peft types that are autopeft's: their adapters load after ``import autopeft``
+
+
 def add_peft_type(name: str) -> None:
     """Add a member to peft's ``PeftType`` enum: peft wants one for every registered method."""
+    OWN_TYPES.add(name)
     if name in PeftType.__members__:
         return
     member = str.__new__(PeftType, name)
