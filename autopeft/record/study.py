@@ -157,7 +157,12 @@ class StudyRecord:
                 for t in self.completed()]
 
     def plan_of(self, number: int) -> Plan:
-        return Plan.from_dict(self.study.trials[number].user_attrs[PLAN])
+        """The plan trial ``number`` trained (stored by this version or by autopeft 0.1)."""
+        try:
+            return Plan.from_dict(self.study.trials[number].user_attrs[PLAN])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError("run", f"trial {number} stores a plan this version cannot read ({exc})",
+                            "use the autopeft version that ran the search") from None
 
     def trial_info(self, number: int) -> dict:
         """The trial's stored metrics and MLflow run id."""
