@@ -12,49 +12,47 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _save_tiny(model, directory: Path) -> Path:
-    from transformers import AutoTokenizer
+def tiny_model(tmp_path_factory, name: str, config) -> str:
+    """A randomly initialised sequence classifier built from ``config``, saved with MiniLM's tokenizer."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from autopeft.workers.models import resolve_model
 
-    model.save_pretrained(directory)
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp(name)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(directory)
     AutoTokenizer.from_pretrained(resolve_model("minilm-l6")).save_pretrained(directory)
-    return directory
+    return str(directory)
 
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> str:
-    """A randomly initialised 2-layer BERT, hidden 32, saved with MiniLM's tokenizer."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    """A 2-layer BERT, hidden 32."""
+    from transformers import BertConfig
 
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    return str(_save_tiny(BertForSequenceClassification(config), tmp_path_factory.mktemp("tiny-bert")))
+    return tiny_model(tmp_path_factory, "tiny-bert", BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=128))
 
 
 @pytest.fixture(scope="session")
 def tiny_distilbert(tmp_path_factory) -> str:
-    """A randomly initialised 3-layer DistilBERT, dim 48: a second architecture and shape."""
-    import torch
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+    """A 3-layer DistilBERT, dim 48: a second architecture and shape."""
+    from transformers import DistilBertConfig
 
-    torch.manual_seed(0)
-    config = DistilBertConfig(vocab_size=30522, dim=48, n_layers=3, n_heads=2, hidden_dim=96, max_position_embeddings=128)
-    return str(_save_tiny(DistilBertForSequenceClassification(config), tmp_path_factory.mktemp("tiny-distilbert")))
+    return tiny_model(tmp_path_factory, "tiny-distilbert", DistilBertConfig(
+        vocab_size=30522, dim=48, n_layers=3, n_heads=2, hidden_dim=96, max_position_embeddings=128))
 
 
 @pytest.fixture(scope="session")
 def tiny_mpnet(tmp_path_factory) -> str:
-    """A randomly initialised 2-layer MPNet, hidden 32: a family with its own module names."""
-    import torch
-    from transformers import MPNetConfig, MPNetForSequenceClassification
+    """A 2-layer MPNet, hidden 32: a family with its own module names."""
+    from transformers import MPNetConfig
 
-    torch.manual_seed(0)
-    config = MPNetConfig(vocab_size=30527, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=130)
-    return str(_save_tiny(MPNetForSequenceClassification(config), tmp_path_factory.mktemp("tiny-mpnet")))
+    return tiny_model(tmp_path_factory, "tiny-mpnet", MPNetConfig(
+        vocab_size=30527, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=130))
 
 
 @pytest.fixture(scope="session")
