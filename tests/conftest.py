@@ -109,3 +109,41 @@ def write_job(directory: Path, **overrides) -> Path:
     path = directory / "job.yaml"
     path.write_text(yaml.safe_dump(job, sort_keys=False))
     return path
+
+
+# -- exact counts: what the plan counts before training is what peft trains after wrapping --------
+
+def random_point(space, rng):
+    return {d.name: rng.randrange(len(d.choices)) for d in space.dimensions}
+
+
+def base_model(model_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    from autopeft.workers.models import pretrained
+
+    path, extra = pretrained(model_dir)
+    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=3, ignore_mismatched_sizes=True, **extra)
+
+
+def check_counts(model_dir: str, space_name: str, n_points: int, seed: int = 0):
+    """Decode ``n_points`` random non-empty points of the space; each counts exactly what peft trains."""
+    import random
+
+    from autopeft.space.search_space import load_space
+    from autopeft.workers.build import apply_plan, count_trainable
+    from autopeft.workers.models import model_shape
+
+    shape = model_shape(model_dir, num_labels=3)
+    assert shape.base_params == sum(p.numel() for p in base_model(model_dir).parameters())
+    space = load_space(space_name, shape)
+    rng = random.Random(seed)
+    checked = 0
+    while checked < n_points:
+        plan = space.decode(random_point(space, rng))
+        if plan.is_empty:
+            continue
+        model = apply_plan(base_model(model_dir), plan, shape)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        assert count_trainable(plan, shape) == trainable, plan.describe()
+        checked += 1

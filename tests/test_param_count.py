@@ -13,44 +13,18 @@ from autopeft.space.file import builtin_spaces
 from autopeft.space.search_space import load_space
 from autopeft.workers.build import apply_plan, count_trainable, load_adapter, save_adapter
 from autopeft.workers.methods.full import Full
-from autopeft.workers.models import model_shape, resolve_model
+from autopeft.workers.models import model_shape
 from autopeft.workers.plan import Plan
-
-
-def _random_point(space, rng):
-    return {d.name: rng.randrange(len(d.choices)) for d in space.dimensions}
-
-
-def _base(model_dir):
-    from transformers import AutoModelForSequenceClassification
-
-    return AutoModelForSequenceClassification.from_pretrained(resolve_model(model_dir), num_labels=3,
-                                                              ignore_mismatched_sizes=True)
-
-
-def _check_many_points(model_dir: str, space_name: str, n_points: int, seed: int = 0):
-    shape = model_shape(model_dir, num_labels=3)
-    assert shape.base_params == sum(p.numel() for p in _base(model_dir).parameters())
-    space = load_space(space_name, shape)
-    rng = random.Random(seed)
-    checked = 0
-    while checked < n_points:
-        plan = space.decode(_random_point(space, rng))
-        if plan.is_empty:
-            continue
-        model = apply_plan(_base(model_dir), plan, shape)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        assert count_trainable(plan, shape) == trainable, plan.describe()
-        checked += 1
+from conftest import base_model, check_counts, random_point
 
 
 @pytest.mark.parametrize("space_name", ["lora", "autopeft", "mixed"])
 def test_count_matches_peft_on_tiny_bert(tiny_bert, space_name):
-    _check_many_points(tiny_bert, space_name, 25)
+    check_counts(tiny_bert, space_name, 25)
 
 
 def test_count_matches_peft_on_tiny_distilbert(tiny_distilbert):
-    _check_many_points(tiny_distilbert, "lora", 25)
+    check_counts(tiny_distilbert, "lora", 25)
 
 
 def test_count_matches_peft_on_tiny_mpnet_with_parallel_adapters(tiny_mpnet, tmp_path):
@@ -58,7 +32,7 @@ def test_count_matches_peft_on_tiny_mpnet_with_parallel_adapters(tiny_mpnet, tmp
     path.write_text(yaml.safe_dump({"name": "mpnet", "layers": "per_module", "modules": {
         "lora": {"groups": {"query": [0, 4], "attention_output": [0, 2], "ffn_in": [0, 8]}},
         "ia3": {"groups": ["ffn_out"]}, "parallel": {"sizes": [0, 4, 8]}}}))
-    _check_many_points(tiny_mpnet, str(path), 12)
+    check_counts(tiny_mpnet, str(path), 12)
 
 
 def test_adapters_and_prefixes_need_a_bert_style_model(tiny_distilbert):
@@ -69,7 +43,7 @@ def test_adapters_and_prefixes_need_a_bert_style_model(tiny_distilbert):
 @pytest.mark.integration
 @pytest.mark.parametrize("space_name", ["lora", "autopeft", "mixed"])
 def test_count_matches_peft_on_minilm(space_name):
-    _check_many_points("minilm-l6", space_name, 8)
+    check_counts("minilm-l6", space_name, 8)
 
 
 def test_every_shipped_space_is_tested():
@@ -89,11 +63,11 @@ def test_saved_plans_reload_with_identical_outputs(tiny_bert, tmp_path, seed):
     shape = model_shape(tiny_bert, num_labels=3)
     space = load_space("mixed", shape)
     rng = random.Random(seed)
-    plan = Plan.of(Full()) if seed == 5 else space.decode(_random_point(space, rng))
+    plan = Plan.of(Full()) if seed == 5 else space.decode(random_point(space, rng))
     while plan.is_empty:
-        plan = space.decode(_random_point(space, rng))
+        plan = space.decode(random_point(space, rng))
     torch.manual_seed(seed)
-    model = apply_plan(_base(tiny_bert), plan, shape)
+    model = apply_plan(base_model(tiny_bert), plan, shape)
     with torch.no_grad():
         for parameter in model.parameters():
             if parameter.requires_grad:  # as if trained: every trainable tensor moves away from its start
@@ -104,10 +78,10 @@ def test_saved_plans_reload_with_identical_outputs(tiny_bert, tmp_path, seed):
     with torch.no_grad():
         expected = model(**inputs).logits
     save_adapter(model, tmp_path)
-    reloaded = load_adapter(_base(tiny_bert), tmp_path)
+    reloaded = load_adapter(base_model(tiny_bert), tmp_path)
     reloaded.eval()
     with torch.no_grad():
         assert torch.allclose(reloaded(**inputs).logits, expected, atol=1e-6), plan.describe()
-    untouched = _base(tiny_bert).eval()
+    untouched = base_model(tiny_bert).eval()
     with torch.no_grad():
         assert not torch.allclose(untouched(**inputs).logits, expected, atol=1e-4)

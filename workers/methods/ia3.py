@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 
 from ..families import MODULE_GROUPS
 from ..types import Strict, layers_text
-from .base import Method, register_method
+from .base import Method, check_groups, register_method
 
 FEEDFORWARD_GROUPS = ("ffn_out",)
 
@@ -48,11 +48,17 @@ class Ia3Method(Method):
     parameter_prefix = "ia3_"
     baselines = {"ia3": lambda s: (IA3(("key", "value", "ffn_out"), tuple(range(s.num_layers))),)}
 
+    def check(self, spec: Ia3Space, shape, alone: bool) -> None:
+        check_groups(spec.groups, shape, "modules.ia3.groups")
+
     def dimensions(self, spec: Ia3Space, shape) -> list[tuple[str, tuple]]:
         return [("ia3", (0, 1) if spec.optional else (1,))]
 
     def groups(self, spec: Ia3Space) -> set[str]:
         return set(spec.groups)
+
+    def part_groups(self, part: IA3) -> set[str]:
+        return set(part.groups)
 
     def decode(self, spec: Ia3Space, value, layers, shape) -> IA3 | None:
         return IA3(tuple(spec.groups), layers) if value.get("ia3", 1) and layers else None
@@ -68,11 +74,12 @@ class Ia3Method(Method):
         family = shape.family
 
         def anchored(groups) -> str:
-            return r".*\.(?:" + "|".join(family.pattern(g, part.layers) for g in groups) + ")"
+            return r"(?:.*\.)?(?:" + "|".join(family.pattern(g, part.layers) for g in groups) + ")"
 
         feedforward = [g for g in part.groups if g in FEEDFORWARD_GROUPS]
         return {"target_modules": anchored(part.groups),
-                "feedforward_modules": anchored(feedforward) if feedforward else r"(?!x)x"}
+                "feedforward_modules": anchored(feedforward) if feedforward else r"(?!x)x",
+                "fan_in_fan_out": family.fan_in_fan_out}
 
     def describe(self, part: IA3) -> str:
         return f"ia3 {'+'.join(part.groups)} @{layers_text(part.layers)}"

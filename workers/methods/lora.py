@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 
 from ..families import MODULE_GROUPS
 from ..types import SpaceError, Strict, layers_text
-from .base import Method, check_sizes, register_method
+from .base import Method, check_groups, check_sizes, register_method
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,7 @@ class LoraMethod(Method):
                                              LoraTarget("value", 8, 16.0, tuple(range(s.num_layers))))),)}
 
     def check(self, spec: LoraSpace, shape, alone: bool) -> None:
+        check_groups(spec.groups, shape, "modules.lora.groups")
         for group, ranks in spec.groups.items():
             width = min(shape.group_dims[group])
             if max(ranks) > width:
@@ -93,6 +94,9 @@ class LoraMethod(Method):
 
     def groups(self, spec: LoraSpace) -> set[str]:
         return {g for g, ranks in spec.groups.items() if max(ranks) > 0}
+
+    def part_groups(self, part: Lora) -> set[str]:
+        return {t.group for t in part.targets}
 
     def decode(self, spec: LoraSpace, value, layers, shape) -> Lora | None:
         blocks = layer_blocks(shape.num_layers, spec.layer_groups)
@@ -121,12 +125,13 @@ class LoraMethod(Method):
         patterns = [family.pattern(t.group, t.layers) for t in part.targets]
         first = part.targets[0]
         return {
-            "target_modules": r".*\.(?:" + "|".join(patterns) + ")",
+            "target_modules": r"(?:.*\.)?(?:" + "|".join(patterns) + ")",
             "r": first.rank,
             "lora_alpha": first.alpha,
             "rank_pattern": {p: t.rank for p, t in zip(patterns, part.targets, strict=True)},
             "alpha_pattern": {p: t.alpha for p, t in zip(patterns, part.targets, strict=True)},
             "lora_dropout": 0.0,
+            "fan_in_fan_out": family.fan_in_fan_out,
         }
 
     def describe(self, part: Lora) -> str:

@@ -1,0 +1,152 @@
+"""Decoder families and recognition by structure: exact counts for LoRA and IA3 on tiny models of each."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from autopeft.errors import UserError
+from autopeft.space.search_space import load_space
+from autopeft.workers.models import ModelNotFound, model_shape
+from conftest import check_counts, tiny_model
+
+ATTENTION = dict(num_attention_heads=4, num_key_value_heads=2)  # grouped-query attention: k and v narrower
+DECODERS = {
+    "llama": lambda t: t.LlamaConfig(vocab_size=30522, hidden_size=64, intermediate_size=96, num_hidden_layers=3, **ATTENTION),
+    "mistral": lambda t: t.MistralConfig(vocab_size=30522, hidden_size=64, intermediate_size=96, num_hidden_layers=3, **ATTENTION),
+    "qwen2": lambda t: t.Qwen2Config(vocab_size=30522, hidden_size=64, intermediate_size=96, num_hidden_layers=3, **ATTENTION),
+    "qwen3": lambda t: t.Qwen3Config(vocab_size=30522, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                                     head_dim=16, **ATTENTION),
+    "gemma": lambda t: t.GemmaConfig(vocab_size=30522, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                                     head_dim=16, **ATTENTION),
+    "gemma2": lambda t: t.Gemma2Config(vocab_size=30522, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                                       head_dim=16, **ATTENTION),
+    "phi3": lambda t: t.Phi3Config(vocab_size=30522, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                                   pad_token_id=0, **ATTENTION),
+    "gpt2": lambda t: t.GPT2Config(vocab_size=30522, n_embd=64, n_layer=3, n_head=4),
+}
+FAMILY = {"llama": "llama", "mistral": "llama", "qwen2": "llama", "qwen3": "llama", "gemma": "llama", "gemma2": "llama",
+          "phi3": "phi3", "gpt2": "gpt2"}
+
+
+@pytest.fixture(scope="module", params=sorted(DECODERS))
+def decoder(request, tmp_path_factory):
+    import transformers
+
+    return request.param, tiny_model(tmp_path_factory, f"tiny-{request.param}", DECODERS[request.param](transformers))
+
+
+def _space(tmp_path, shape) -> str:
+    groups = shape.family.groups
+    ia3 = [g for g in ("key", "value", "query_key_value", "ffn_out") if g in groups]
+    lora = {g: [0, 2, 8] for g in groups if g not in ia3}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({"name": "decoder", "layers": "per_module", "modules": {
+        "lora": {"groups": lora, "layer_groups": 2}, "ia3": {"groups": ia3}}}))
+    return str(path)
+
+
+def test_lora_and_ia3_count_exactly_what_peft_trains_on_every_decoder(decoder, tmp_path):
+    model_type, path = decoder
+    shape = model_shape(path, num_labels=3)
+    assert shape.family.name == FAMILY[model_type] and shape.num_layers == 3
+    if "key" in shape.family.groups:
+        assert shape.group_dims["key"] == (64, 32)  # 2 of 4 heads: grouped-query attention
+    check_counts(path, _space(tmp_path, shape), 10)
+
+
+def test_the_shipped_lora_space_runs_on_llama_style_decoders_and_names_missing_groups_elsewhere(decoder):
+    model_type, path = decoder
+    shape = model_shape(path, num_labels=2)
+    if FAMILY[model_type] == "llama":
+        check_counts(path, "lora", 6)
+    else:
+        with pytest.raises(UserError, match=f"'query' is not a module group of {FAMILY[model_type]} models"):
+            load_space("lora", shape)
+
+
+def test_a_structural_clone_of_a_family_is_recognised(tmp_path_factory):
+    from transformers import CamembertConfig
+
+    path = tiny_model(tmp_path_factory, "tiny-camembert", CamembertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64))
+    shape = model_shape(path, num_labels=2)
+    assert (shape.model_type, shape.family.name) == ("camembert", "bert")
+    check_counts(path, "mixed", 6)
+
+
+def test_an_unsupported_structure_names_the_supported_families(tmp_path_factory):
+    from transformers import FunnelConfig
+
+    path = tiny_model(tmp_path_factory, "tiny-funnel", FunnelConfig(
+        vocab_size=30522, d_model=32, n_head=2, d_head=16, d_inner=64, block_sizes=[1, 1]))
+    with pytest.raises(ModelNotFound, match="supported families: bert .*gpt2 .*llama .*phi3"):
+        model_shape(path, num_labels=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_without_pad(tmp_path_factory, reviews_csv) -> str:
+    """A 2-layer Llama with a decoder's tokenizer: an end-of-sequence token and no padding token."""
+    import pandas as pd
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoModelForSequenceClassification, LlamaConfig, PreTrainedTokenizerFast
+
+    words = pd.read_csv(reviews_csv)["review"].str.lower().str.split().explode().value_counts().index[:3000]
+    vocab = {"[UNK]": 0, "</s>": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    directory = tmp_path_factory.mktemp("tiny-llama-decoder")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="</s>")
+    assert tokenizer.pad_token is None
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         eos_token_id=1, bos_token_id=None, pad_token_id=None, **ATTENTION)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(directory)
+    return str(directory)
+
+
+def test_a_classification_search_on_a_decoder_pads_with_its_eos_token(tmp_path, tiny_llama_without_pad, reviews_csv,
+                                                                     ray_local):
+    import optuna
+
+    from autopeft.api import submit
+    from autopeft.job.load import load_job
+    from conftest import TINY_FIDELITY, write_job
+
+    job = load_job(write_job(
+        tmp_path, model=tiny_llama_without_pad, search_space="lora", baselines=["lora-r8", "ia3"],
+        task={"train_file": str(reviews_csv), "text_columns": ["review"], "label_column": "sentiment", "validation_size": 100},
+        fidelity=TINY_FIDELITY, budget={"trials": 3, "parallel": 2}, optimizer={"sampler": "autopeft", "n_startup_trials": 2},
+    ))
+    summary = submit(job, progress=False)
+    assert summary.finished == 3 and summary.failed == 0
+    assert set(summary.baselines) == {"lora-r8", "ia3"}
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "skipped" not in t.user_attrs]
+    assert len(complete) == 3 and all(0.0 <= t.values[0] <= 1.0 for t in complete)
+
+
+@pytest.mark.integration
+def test_smollm2_is_a_built_in_llama_whose_counts_match_peft():
+    shape = model_shape("smollm2-135m", num_labels=3)
+    assert (shape.family.name, shape.num_layers, shape.hidden_size) == ("llama", 30, 576)
+    assert shape.group_dims["key"] == (576, 192) and shape.base_params == 134_515_008 + 576 * 3
+    check_counts("smollm2-135m", "lora", 3)
+
+
+@pytest.mark.integration
+def test_a_classification_search_on_smollm2(tmp_path, ray_local):
+    from autopeft.api import submit
+    from autopeft.job.load import load_job
+    from conftest import write_job
+
+    job = load_job(write_job(
+        tmp_path, model="smollm2-135m", search_space="lora", baselines=["lora-r8"],
+        fidelity={"train_examples": 16, "eval_examples": 16, "batch_size": 8, "max_seq_length": 32, "learning_rate": 0.002},
+        budget={"trials": 2, "parallel": 2}, optimizer={"sampler": "random"},
+    ))
+    summary = submit(job, progress=False)
+    assert summary.finished == 2 and summary.failed == 0
+    assert summary.baselines["lora-r8"].params == 460_800 + 576 * 2
