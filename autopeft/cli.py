@@ -92,7 +92,7 @@ def cmd_ui(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autopeft", description="Search PEFT configurations: quality vs trainable parameters.")
     sub = parser.add_subparsers(dest="command", required=True)
-    job_help = "job YAML file, or 'demo' for the built-in demo job"
+    job_help = "job YAML file, or 'demo' / 'demo-decoder' for a built-in demo job"
 
     p = sub.add_parser("submit", help="run (or resume) the search a job file describes")
     p.add_argument("job", help=job_help)
@@ -101,9 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("demo", help="run the built-in demo search (MiniLM-L6, Rotten Tomatoes, LoRA)")
-    p.add_argument("--trials", type=int, help="override the demo's 16 trials")
+    p.add_argument("--decoder", action="store_const", const="demo-decoder", default="demo", dest="job",
+                   help="the decoder demo instead: SmolLM2-135M answers 'fresh or rotten?', LoRA and IA3 placements")
+    p.add_argument("--trials", type=int, help="override the demo's number of trials")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_submit, job="demo")
+    p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("pareto", help="print the Pareto front of a job's search")
     p.add_argument("job", help=job_help)

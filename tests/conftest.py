@@ -26,6 +26,36 @@ def tiny_model(tmp_path_factory, name: str, config) -> str:
     return str(directory)
 
 
+CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }} {% endfor %}"
+                 "{% if add_generation_prompt %}assistant: {% endif %}")
+
+
+def tiny_decoder(tmp_path_factory, name: str, reviews_csv: Path, config_cls, classifier: bool = False,
+                 chat_template: str | None = None) -> str:
+    """A 2-layer decoder (Llama-style ``config_cls``) with a word-level tokenizer over the reviews' words:
+    an end-of-sequence token, no padding token, and ``chat_template`` if given."""
+    import pandas as pd
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedTokenizerFast
+
+    words = pd.read_csv(reviews_csv)["review"].str.lower().str.split().explode().value_counts().index[:3000]
+    words = [w for w in words if w not in ("fresh", "rotten", "assistant:", "user:")]
+    vocab = {w: i for i, w in enumerate(["[UNK]", "</s>", "fresh", "rotten", "assistant:", "user:", *words])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="</s>")
+    tokenizer.chat_template = chat_template
+    directory = tmp_path_factory.mktemp(name)
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(0)
+    config = config_cls(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, eos_token_id=1, bos_token_id=None, pad_token_id=None)
+    auto = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
+    auto.from_config(config).save_pretrained(directory)
+    return str(directory)
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> str:
     """A 2-layer BERT, hidden 32."""

@@ -8,7 +8,7 @@ import yaml
 from autopeft.errors import UserError
 from autopeft.space.search_space import load_space
 from autopeft.workers.models import ModelNotFound, model_shape
-from conftest import check_counts, tiny_model
+from conftest import check_counts, tiny_decoder, tiny_model
 
 ATTENTION = dict(num_attention_heads=4, num_key_value_heads=2)  # grouped-query attention: k and v narrower
 DECODERS = {
@@ -55,11 +55,12 @@ def test_lora_and_ia3_count_exactly_what_peft_trains_on_every_decoder(decoder, t
     check_counts(path, _space(tmp_path, shape), 10)
 
 
-def test_the_shipped_lora_space_runs_on_llama_style_decoders_and_names_missing_groups_elsewhere(decoder):
+def test_the_shipped_lora_and_decoder_spaces_run_on_llama_style_decoders_and_name_missing_groups_elsewhere(decoder):
     model_type, path = decoder
     shape = model_shape(path, num_labels=2)
     if FAMILY[model_type] == "llama":
         check_counts(path, "lora", 6)
+        check_counts(path, "decoder", 6)
     else:
         with pytest.raises(UserError, match=f"'query' is not a module group of {FAMILY[model_type]} models"):
             load_space("lora", shape)
@@ -86,25 +87,10 @@ def test_an_unsupported_structure_names_the_supported_families(tmp_path_factory)
 
 @pytest.fixture(scope="module")
 def tiny_llama_without_pad(tmp_path_factory, reviews_csv) -> str:
-    """A 2-layer Llama with a decoder's tokenizer: an end-of-sequence token and no padding token."""
-    import pandas as pd
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import AutoModelForSequenceClassification, LlamaConfig, PreTrainedTokenizerFast
+    """A 2-layer Llama classifier with a decoder's tokenizer: an end-of-sequence token and no padding token."""
+    from transformers import LlamaConfig
 
-    words = pd.read_csv(reviews_csv)["review"].str.lower().str.split().explode().value_counts().index[:3000]
-    vocab = {"[UNK]": 0, "</s>": 1, **{w: i + 2 for i, w in enumerate(words)}}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    directory = tmp_path_factory.mktemp("tiny-llama-decoder")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", eos_token="</s>")
-    assert tokenizer.pad_token is None
-    tokenizer.save_pretrained(directory)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         eos_token_id=1, bos_token_id=None, pad_token_id=None, **ATTENTION)
-    AutoModelForSequenceClassification.from_config(config).save_pretrained(directory)
-    return str(directory)
+    return tiny_decoder(tmp_path_factory, "tiny-llama-classifier", reviews_csv, LlamaConfig, classifier=True)
 
 
 def test_a_classification_search_on_a_decoder_pads_with_its_eos_token(tmp_path, tiny_llama_without_pad, reviews_csv,

@@ -47,7 +47,7 @@ def test_count_matches_peft_on_minilm(space_name):
 
 
 def test_every_shipped_space_is_tested():
-    assert builtin_spaces() == ["autopeft", "lora", "mixed"]
+    assert builtin_spaces() == ["autopeft", "decoder", "lora", "mixed"]  # decoder: tests/test_families.py
 
 
 def test_largest_lora_plan_counts_every_group_on_every_layer(tiny_bert):

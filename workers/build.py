@@ -45,7 +45,8 @@ def peft_configs(plan: Plan, shape: ModelShape, base_model_name_or_path: str | N
             if key in merged and merged[key] != value:
                 raise ValueError(f"methods of peft type {descriptor.peft_type} disagree on '{key}'")
             merged[key] = value
-    common = {"task_type": TaskType.SEQ_CLS, "base_model_name_or_path": base_model_name_or_path}
+    task_type = TaskType.SEQ_CLS if shape.num_labels else TaskType.CAUSAL_LM
+    common = {"task_type": task_type, "base_model_name_or_path": base_model_name_or_path}
     return [PEFT_TYPE_TO_CONFIG_MAPPING[PeftType[peft_type]](**common, **kwargs) for peft_type, kwargs in fields.items()]
 
 

@@ -47,7 +47,11 @@ def pretrained(name: str) -> tuple[str, dict]:
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The sizes that decide a plan's parameter count; computed once per model, no weights loaded."""
+    """The sizes that decide a plan's parameter count; computed once per model, no weights loaded.
+
+    ``num_labels`` is the classification head's size; 0 is a causal language model (generation),
+    whose head does not train.
+    """
 
     model_type: str
     family_name: str
@@ -67,21 +71,28 @@ class ModelShape:
         return 100.0 * params / self.base_params
 
 
+def auto_class(num_labels: int):
+    """The transformers auto class for a classifier with ``num_labels`` classes, or a causal LM for 0."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification if num_labels else AutoModelForCausalLM
+
+
 def model_shape(model: str, num_labels: int) -> ModelShape:
-    """Shape of ``model`` with a ``num_labels`` classification head, built on the meta device."""
+    """Shape of ``model`` with a ``num_labels`` classification head (0: a causal LM), built on the meta device."""
     return _model_shape_cached(resolve_model(model), num_labels)
 
 
 @functools.lru_cache(maxsize=16)
 def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     path, extra = pretrained(resolved)
-    config = AutoConfig.from_pretrained(path, num_labels=num_labels, **extra)
+    config = AutoConfig.from_pretrained(path, **({"num_labels": num_labels} if num_labels else {}), **extra)
     try:
         with torch.device("meta"):
-            model = AutoModelForSequenceClassification.from_config(config)
+            model = auto_class(num_labels).from_config(config)
     except ValueError:
         model = None
     modules = dict(model.named_modules()) if model is not None else {}
@@ -100,7 +111,7 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
         num_labels=num_labels,
         hidden_size=group_dims["attention_output"][1],
         group_dims=group_dims,
-        head_params=sum(p.numel() for name in head_modules(model) for p in modules[name].parameters()),
+        head_params=sum(p.numel() for name in head_modules(model) for p in modules[name].parameters()) if num_labels else 0,
         base_params=sum(p.numel() for p in model.parameters()),
     )
 
@@ -130,13 +141,13 @@ _MODEL_CACHE: dict[tuple[str, int], tuple[object, object]] = {}
 
 
 def load_base(model: str, num_labels: int):
-    """Load (tokenizer, model) for sequence classification, from this process's cache when possible.
+    """Load (tokenizer, model) for sequence classification (a causal LM for 0 labels), cached in this process.
 
     The cached copy is never trained: callers get a deep copy to wrap with peft.
     """
     import copy
 
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     key = (resolve_model(model), num_labels)
     if key not in _MODEL_CACHE:
@@ -147,9 +158,8 @@ def load_base(model: str, num_labels: int):
         tokenizer = AutoTokenizer.from_pretrained(path, **extra)
         if tokenizer.pad_token is None:  # a decoder: batches are padded with its end-of-sequence token
             tokenizer.pad_token = tokenizer.eos_token
-        base = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_labels, ignore_mismatched_sizes=True, **extra
-        )
+        labels = {"num_labels": num_labels, "ignore_mismatched_sizes": True} if num_labels else {}
+        base = auto_class(num_labels).from_pretrained(path, **labels, **extra)
         if base.config.pad_token_id is None:
             base.config.pad_token_id = tokenizer.pad_token_id
         _MODEL_CACHE[key] = (tokenizer, base)

@@ -1,4 +1,8 @@
-"""The built-in trainer: AdamW with linear warm-up and decay, then evaluation on the validation split."""
+"""The built-in trainer: AdamW with linear warm-up and decay, then evaluation on the validation split.
+
+Classification trains the sequence-classification head and the plan's modules on the labels;
+generation trains the plan's modules on the completion tokens only (``workers/generation.py``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import random
 from .metrics import score
 
 
-def _batches(indices: list[int], size: int):
+def batches(indices: list[int], size: int):
     for start in range(0, len(indices), size):
         yield indices[start : start + size]
 
@@ -30,15 +34,15 @@ def _length_grouped(indices: list[int], tokens: dict[int, dict], batch_size: int
     order = list(indices)
     rng.shuffle(order)
     chunk = 16 * batch_size
-    batches = []
+    result = []
     for start in range(0, len(order), chunk):
         block = sorted(order[start : start + chunk], key=lambda i: len(tokens[i]["input_ids"]))
-        batches.extend(block[k : k + batch_size] for k in range(0, len(block), batch_size))
-    rng.shuffle(batches)
-    return batches
+        result.extend(block[k : k + batch_size] for k in range(0, len(block), batch_size))
+    rng.shuffle(result)
+    return result
 
 
-def _autocast(context):
+def autocast(context):
     import contextlib
 
     import torch
@@ -48,35 +52,76 @@ def _autocast(context):
     return contextlib.nullcontext()
 
 
+class Classification:
+    """Examples are text (pairs) with integer labels; the model returns logits over the labels."""
+
+    @staticmethod
+    def encode(context, split: str, indices: list[int]) -> dict[int, dict]:
+        data = context.data
+        texts, labels = (data.train_texts, data.train_labels) if split == "train" else (data.validation_texts, data.validation_labels)
+        tokens = _tokenize(context, texts, indices)
+        for i in indices:
+            tokens[i]["labels"] = labels[i]
+        return tokens
+
+    @staticmethod
+    def collate(context, features: list[dict]) -> dict:
+        return _collate(context, features)
+
+    @staticmethod
+    def evaluate(context, model) -> dict[str, float]:
+        import torch
+
+        data = context.data
+        n = min(context.fidelity.eval_examples, len(data.validation_labels))
+        tokens = _tokenize(context, data.validation_texts, list(range(n)))
+        by_length = sorted(range(n), key=lambda i: len(tokens[i]["input_ids"]))
+        predictions: dict[int, int] = {}
+        model.eval()
+        with torch.no_grad(), autocast(context):
+            for batch in batches(by_length, 2 * context.fidelity.batch_size):
+                logits = model(**_collate(context, [tokens[i] for i in batch])).logits
+                predictions.update(zip(batch, logits.argmax(dim=-1).tolist()))
+        labels = list(data.validation_labels[:n])
+        return {context.metric: score(context.metric, labels, [predictions[i] for i in range(n)])}
+
+
+def task_of(context):
+    if context.data.kind == "generation":
+        from .generation import Generation
+
+        return Generation
+    return Classification
+
+
 def evaluate(context, model) -> dict[str, float]:
     """Score ``model`` on the first ``fidelity.eval_examples`` validation examples."""
+    return task_of(context).evaluate(context, model)
+
+
+class TrainingBatches:
+    """The training examples of a trial, encoded, and their batches: ``epoch()`` shuffles the next epoch's."""
+
+    def __init__(self, context, task):
+        self.rng = random.Random(context.seed)
+        pool = list(range(len(context.data.train_texts)))
+        self.subset = self.rng.sample(pool, min(context.fidelity.train_examples, len(pool)))
+        self.tokens = task.encode(context, "train", self.subset)
+        self.size = context.fidelity.batch_size
+
+    def epoch(self) -> list[list[int]]:
+        return _length_grouped(self.subset, self.tokens, self.size, self.rng)
+
+
+def train(context) -> tuple[object, list[float]]:
+    """Apply the plan and train it at the trial's fidelity; returns the model and the loss of every step."""
     import torch
 
-    data = context.data
-    n = min(context.fidelity.eval_examples, len(data.validation_labels))
-    tokens = _tokenize(context, data.validation_texts, list(range(n)))
-    by_length = sorted(range(n), key=lambda i: len(tokens[i]["input_ids"]))
-    predictions: dict[int, int] = {}
-    model.eval()
-    with torch.no_grad(), _autocast(context):
-        for batch in _batches(by_length, 2 * context.fidelity.batch_size):
-            logits = model(**_collate(context, [tokens[i] for i in batch])).logits
-            predictions.update(zip(batch, logits.argmax(dim=-1).tolist()))
-    labels = list(data.validation_labels[:n])
-    return {context.metric: score(context.metric, labels, [predictions[i] for i in range(n)])}
-
-
-def train_and_evaluate(context) -> dict[str, float]:
-    """Apply the plan, train at the trial's fidelity and return the validation metrics."""
-    import torch
-
+    task = task_of(context)
     fidelity = context.fidelity
     model = context.apply_plan()
-    data = context.data
-    rng = random.Random(context.seed)
-    pool = list(range(len(data.train_labels)))
-    subset = rng.sample(pool, min(fidelity.train_examples, len(pool)))
-    steps_per_epoch = math.ceil(len(subset) / fidelity.batch_size)
+    examples = TrainingBatches(context, task)
+    steps_per_epoch = math.ceil(len(examples.subset) / fidelity.batch_size)
     total_steps = max(1, math.ceil(steps_per_epoch * fidelity.epochs))
     warmup = int(fidelity.warmup_ratio * total_steps)
     learning_rate = context.plan.learning_rate or fidelity.learning_rate
@@ -84,23 +129,26 @@ def train_and_evaluate(context) -> dict[str, float]:
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup))
     )
-    tokens = _tokenize(context, data.train_texts, subset)
     torch.manual_seed(context.seed)
     model.train()
     step, losses = 0, []
     while step < total_steps:
-        for batch in _length_grouped(subset, tokens, fidelity.batch_size, rng):
+        for batch in examples.epoch():
             if step >= total_steps:
                 break
-            inputs = _collate(context, [tokens[i] for i in batch])
-            labels = torch.tensor([data.train_labels[i] for i in batch], device=context.device)
-            with _autocast(context):
-                loss = model(**inputs, labels=labels).loss
+            with autocast(context):
+                loss = model(**task.collate(context, [examples.tokens[i] for i in batch])).loss
             loss.backward()
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
             step += 1
+    return model, losses
+
+
+def train_and_evaluate(context) -> dict[str, float]:
+    """Apply the plan, train at the trial's fidelity and return the validation metrics."""
+    model, losses = train(context)
     tail = losses[-max(1, len(losses) // 10) :]
-    return {**evaluate(context, model), "train_loss": sum(tail) / len(tail), "train_steps": float(step)}
+    return {**evaluate(context, model), "train_loss": sum(tail) / len(tail), "train_steps": float(len(losses))}

@@ -14,6 +14,7 @@ from typing import Any, Callable
 from .build import apply_plan, count_trainable, save_adapter
 from .models import ModelShape, load_base, model_shape
 from .plan import Plan
+from .train import evaluate
 from .types import Fidelity, TaskData, TrialRequest, TrialResult
 
 BUILTIN_TRAINER = "autopeft.workers.train:train_and_evaluate"
@@ -83,7 +84,10 @@ def run_trial(request: TrialRequest, data: TaskData, trainer: Callable[[TrialCon
     )
     trainer = trainer or load_trainer(request.trainer)
     started = time.perf_counter()
-    metrics = {k: float(v) for k, v in trainer(context).items()}
+    if request.zero_shot:
+        metrics = evaluate(context, model.to(device))
+    else:
+        metrics = {k: float(v) for k, v in trainer(context).items()}
     seconds = time.perf_counter() - started
     if request.metric not in metrics:
         raise ValueError(f"the trial function returned {sorted(metrics)} but not the task metric '{request.metric}'")

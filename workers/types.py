@@ -10,7 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     from .plan import Plan
 
-Metric = Literal["accuracy", "f1", "mcc"]
+Metric = Literal["accuracy", "f1", "mcc", "exact_match", "token_accuracy"]
+TaskType = Literal["classification", "generation"]
+METRICS: dict[str, tuple[str, ...]] = {  # by task type; the first is the default
+    "classification": ("accuracy", "f1", "mcc"),
+    "generation": ("exact_match", "token_accuracy"),
+}
 
 
 class Strict(BaseModel):
@@ -67,17 +72,29 @@ def sizes_text(name: str, sizes: LayerSizes) -> str:
 
 @dataclass(frozen=True)
 class TaskData:
-    """Tokenisable examples: one or two text columns and integer labels."""
+    """Tokenisable examples.
+
+    Classification: one or two text columns and integer labels. Generation (no labels): each
+    example is (prompt, completion); with ``chat`` the prompt is the JSON of the chat messages
+    before the completion, rendered with the tokenizer's chat template.
+    """
 
     train_texts: tuple[tuple[str, ...], ...]
     train_labels: tuple[int, ...]
     validation_texts: tuple[tuple[str, ...], ...]
     validation_labels: tuple[int, ...]
     label_names: tuple[str, ...]
+    kind: TaskType = "classification"
+    chat: bool = False
 
     @property
     def num_labels(self) -> int:
+        """Classes of the classification head; 0 for generation (a causal LM, no head)."""
         return len(self.label_names)
+
+    @property
+    def num_validation(self) -> int:
+        return len(self.validation_texts)
 
 
 @dataclass(frozen=True)
@@ -97,6 +114,7 @@ class TrialRequest:
     trainer: str | None = None
     save_adapter: bool = True
     baseline: str | None = None
+    zero_shot: bool = False  # score the base model as it is: no plan, no training
 
     @property
     def label(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -60,37 +61,19 @@ def _texts(frame: pd.DataFrame, columns: list[str]) -> tuple[tuple[str, ...], ..
     return tuple(zip(*values))
 
 
+REVIEW_QUESTION = "Is this movie review fresh or rotten? Answer with one word: fresh or rotten.\n\nReview: {text}"
+
+
 def load_task_data(task) -> TaskData:
-    """Load the task's examples into train and validation splits with integer labels.
+    """Load the task's examples into train and validation splits.
 
     Without a validation file, a fixed seeded split (``task.split_seed``) holds out
     ``task.validation_size`` examples.
     """
+    if task.type == "generation":
+        return _generation_data(task)
     columns = list(task.text_columns) + [task.label_column]
-    if task.dataset is not None:
-        frame, source = _rotten_tomatoes(), f"built-in dataset '{task.dataset}'"
-        _check_columns(frame, columns, "task.text_columns/label_column", source)
-        validation = None
-    else:
-        frame, source = read_table(Path(task.train_file), "task.train_file"), str(task.train_file)
-        _check_columns(frame, columns, "task.text_columns/label_column", source)
-        validation = None
-        if task.validation_file is not None:
-            validation = read_table(Path(task.validation_file), "task.validation_file")
-            _check_columns(validation, columns, "task.text_columns/label_column", str(task.validation_file))
-    frame = frame.dropna(subset=[task.label_column])
-    if validation is None:
-        shuffled = frame.sample(frac=1.0, random_state=task.split_seed).reset_index(drop=True)
-        size = task.validation_size
-        n_val = int(round(size * len(shuffled))) if isinstance(size, float) and size < 1 else int(size)
-        if n_val < 1 or n_val >= len(shuffled):
-            raise UserError(
-                "task.validation_size", f"{size} leaves no train or no validation examples out of {len(shuffled)}",
-                "use a fraction between 0 and 1 or a smaller count",
-            )
-        validation, frame = shuffled.iloc[:n_val], shuffled.iloc[n_val:]
-    else:
-        validation = validation.dropna(subset=[task.label_column])
+    frame, validation = _split(task, *_frames(task, columns, "task.text_columns/label_column"), [task.label_column])
     label_names = sorted({str(v) for v in frame[task.label_column]} | {str(v) for v in validation[task.label_column]})
     if len(label_names) < 2:
         raise UserError("task.label_column", f"'{task.label_column}' has fewer than two distinct labels", "choose the column that holds the class labels")
@@ -102,3 +85,87 @@ def load_task_data(task) -> TaskData:
         validation_labels=tuple(index[str(v)] for v in validation[task.label_column]),
         label_names=tuple(label_names),
     )
+
+
+def _frames(task, columns: list[str], field: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The train table and the validation table (None without a validation file), their columns checked."""
+    if task.dataset is not None:
+        frame = _rotten_tomatoes()
+        _check_columns(frame, columns, field, f"built-in dataset '{task.dataset}'")
+        return frame, None
+    frame = read_table(Path(task.train_file), "task.train_file")
+    _check_columns(frame, columns, field, str(task.train_file))
+    validation = None
+    if task.validation_file is not None:
+        validation = read_table(Path(task.validation_file), "task.validation_file")
+        _check_columns(validation, columns, field, str(task.validation_file))
+    return frame, validation
+
+
+def _split(task, frame: pd.DataFrame, validation: pd.DataFrame | None, required: list[str]):
+    """(train, validation): rows missing a ``required`` value dropped; a seeded split without a validation file."""
+    frame = frame.dropna(subset=required)
+    if validation is not None:
+        return frame, validation.dropna(subset=required)
+    shuffled = frame.sample(frac=1.0, random_state=task.split_seed).reset_index(drop=True)
+    size = task.validation_size
+    n_val = int(round(size * len(shuffled))) if isinstance(size, float) and size < 1 else int(size)
+    if n_val < 1 or n_val >= len(shuffled):
+        raise UserError(
+            "task.validation_size", f"{size} leaves no train or no validation examples out of {len(shuffled)}",
+            "use a fraction between 0 and 1 or a smaller count",
+        )
+    return shuffled.iloc[n_val:], shuffled.iloc[:n_val]
+
+
+def _generation_data(task) -> TaskData:
+    """Instruction examples: ``prompt`` and ``completion`` columns, or a chat ``messages`` column.
+
+    The built-in Rotten Tomatoes becomes a chat task: the review with a question, the label as the answer.
+    """
+    if task.dataset is not None:
+        frame = _rotten_tomatoes()
+        frame = pd.DataFrame({"messages": [
+            [{"role": "user", "content": REVIEW_QUESTION.format(text=text)}, {"role": "assistant", "content": label}]
+            for text, label in zip(frame["text"], frame["label"], strict=True)]})
+        frame, validation = _split(task, frame, None, ["messages"])
+        return _chat_data(frame, validation, "messages", f"built-in dataset '{task.dataset}'")
+    frame = read_table(Path(task.train_file), "task.train_file")
+    if task.messages_column in frame.columns:
+        frame, validation = _split(task, *_frames(task, [task.messages_column], "task.messages_column"), [task.messages_column])
+        return _chat_data(frame, validation, task.messages_column, str(task.train_file))
+    columns = [task.prompt_column, task.completion_column]
+    if not set(columns) <= set(frame.columns):
+        raise UserError("task.prompt_column/completion_column",
+                        f"{task.train_file} has neither '{task.messages_column}' nor both '{columns[0]}' and '{columns[1]}'",
+                        f"name the columns in the job (task.prompt_column, task.completion_column or task.messages_column); "
+                        f"its columns: {', '.join(map(str, frame.columns))}")
+    frame, validation = _split(task, *_frames(task, columns, "task.prompt_column/completion_column"), columns)
+    for part, source in ((frame, str(task.train_file)), (validation, str(task.validation_file or task.train_file))):
+        _check_completions(part[task.completion_column].astype(str).tolist(), "task.completion_column", source)
+    return TaskData(train_texts=_texts(frame, columns), train_labels=(), validation_texts=_texts(validation, columns),
+                    validation_labels=(), label_names=(), kind="generation")
+
+
+def _chat_data(frame: pd.DataFrame, validation: pd.DataFrame, column: str, source: str) -> TaskData:
+    def examples(part: pd.DataFrame) -> tuple[tuple[str, str], ...]:
+        rows = []
+        for messages in part[column]:
+            if isinstance(messages, str):
+                messages = json.loads(messages)
+            messages = [dict(m) for m in messages]
+            if not messages or messages[-1].get("role") != "assistant":
+                raise UserError(f"task.{column}", f"a conversation in {source} does not end with an assistant message",
+                                "end every conversation with the assistant's answer, the completion to learn")
+            rows.append((json.dumps(messages[:-1]), str(messages[-1].get("content", ""))))
+        _check_completions([c for _, c in rows], f"task.{column}", source)
+        return tuple(rows)
+
+    return TaskData(train_texts=examples(frame), train_labels=(), validation_texts=examples(validation),
+                    validation_labels=(), label_names=(), kind="generation", chat=True)
+
+
+def _check_completions(completions: list[str], field: str, source: str) -> None:
+    empty = sum(1 for c in completions if not c.strip())
+    if empty:
+        raise UserError(field, f"{empty} examples in {source} have an empty completion", "drop them or give them a completion")

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from autopeft.errors import UserError, from_validation_error
 from autopeft.job.spec import JobSpec
 
-BUILTIN_JOBS = ("demo",)
+BUILTIN_JOBS = ("demo", "demo-decoder")
 
 
 def read_yaml(text: str, source: str) -> object:
@@ -59,12 +59,12 @@ def parse_job(data: object, source: str = "job", base: Path | None = None) -> Jo
 
 
 def load_job(path: str | Path) -> JobSpec:
-    """Read and validate a job file, or the built-in job of that name (``demo``)."""
+    """Read and validate a job file, or the built-in job of that name (``demo``, ``demo-decoder``)."""
     if str(path) in BUILTIN_JOBS:
         source = f"built-in job '{path}'"
         text = resources.files("autopeft.job").joinpath(f"{path}.yaml").read_text()
         return parse_job(read_yaml(text, source), source, Path.cwd())
     path = Path(path)
     if not path.is_file():
-        raise UserError(str(path), "job file does not exist", "give the path of a job YAML file (or 'demo')")
+        raise UserError(str(path), "job file does not exist", f"give the path of a job YAML file (or one of {', '.join(BUILTIN_JOBS)})")
     return parse_job(read_yaml(path.read_text(), str(path)), str(path), path.parent)

@@ -9,16 +9,20 @@ from pydantic import Field, field_validator, model_validator
 
 from autopeft.optimize.registry import SAMPLERS
 from autopeft.record.layout import RunLayout
-from autopeft.workers.types import Fidelity, Metric, Strict
+from autopeft.workers.types import METRICS, Fidelity, Metric, Strict, TaskType
 
 
 class TaskSpec(Strict):
+    type: TaskType = "classification"
     dataset: Literal["rotten_tomatoes"] | None = None
     train_file: Path | None = None
     validation_file: Path | None = None
     text_columns: list[str] = Field(default_factory=lambda: ["text"], min_length=1, max_length=2)
     label_column: str = "label"
-    metric: Metric = "accuracy"
+    prompt_column: str = Field("prompt", description="generation: the instruction; its completion follows it")
+    completion_column: str = "completion"
+    messages_column: str = Field("messages", description="generation: chat messages, rendered with the chat template")
+    metric: Metric | None = Field(None, description="default: accuracy for classification, exact_match for generation")
     validation_size: float = Field(0.2, gt=0)
     split_seed: int = 0
 
@@ -26,6 +30,15 @@ class TaskSpec(Strict):
     def _one_source(self) -> TaskSpec:
         if (self.dataset is None) == (self.train_file is None):
             raise ValueError("give exactly one of 'dataset' (built-in: rotten_tomatoes) or 'train_file'")
+        return self
+
+    @model_validator(mode="after")
+    def _metric_of_the_task(self) -> TaskSpec:
+        allowed = METRICS[self.type]
+        if self.metric is None:
+            self.metric = allowed[0]
+        elif self.metric not in allowed:
+            raise ValueError(f"metric '{self.metric}' does not fit a {self.type} task; use one of {', '.join(allowed)}")
         return self
 
 

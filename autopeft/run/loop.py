@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,8 +240,12 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
     prepared = prepared or prepare(job)
     job.layout.root.mkdir(parents=True, exist_ok=True)
     record = StudyRecord.open(job.name, job.optuna_storage)
+    ray = init_ray(job)
+    pool = WorkerPool(ray, job, ray.put(prepared.data))
     resuming = record.started
     reference = record.reference if resuming else prepared.reference
+    if prepared.zero_shot_floor and not resuming:
+        reference = Reference(quality=zero_shot_score(prepared, pool, progress), params=reference.params)
     domain = space_domain(prepared.space, prepared.max_params, reference)
     record.study.sampler = make_sampler(job.optimizer.sampler, job.seed, job.optimizer.n_startup_trials, domain)
     if resuming:
@@ -259,13 +264,23 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
                    "reference.json": json.dumps({"quality": reference.quality, "params": reference.params})},
         resume_id=record.parent_run_id,
     )
-    ray = init_ray(job)
-    loop = SearchLoop(prepared, record, tracker, WorkerPool(ray, job, ray.put(prepared.data)), domain, progress)
+    loop = SearchLoop(prepared, record, tracker, pool, domain, progress)
     loop.run()
     points = record.finished_points()
     return SearchSummary(run_dir=job.run_dir, parent_run_id=record.parent_run_id, finished=loop.finished,
                          failed=loop.failed, reference=reference, front=pareto_front(points),
                          hypervolume=hypervolume(points, reference), baselines=record.baseline_points())
+
+
+def zero_shot_score(prepared: Prepared, pool: WorkerPool, progress: bool) -> float:
+    """The base model's own score on the evaluation set: the quality floor of a generation task."""
+    job = prepared.job
+    if progress:
+        print(f"autopeft: scoring {job.model} zero-shot on {min(job.fidelity.eval_examples, prepared.data.num_validation)} "
+              "examples (the reference point's quality)", file=sys.stderr, flush=True)
+    request = TrialRequest(trial_number=None, plan=Plan(), model=job.model, num_labels=prepared.data.num_labels,
+                           metric=job.task.metric, fidelity=job.fidelity, seed=job.seed, save_adapter=False, zero_shot=True)
+    return pool.run_one(request).quality
 
 
 def _save_adapter(target: Path, result: TrialResult) -> Path | None:

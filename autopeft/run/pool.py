@@ -88,6 +88,14 @@ class WorkerPool:
         actor = self.idle.pop()
         return actor, actor.run.remote(request)
 
+    def run_one(self, request: TrialRequest):
+        """Run ``request`` on a worker and wait for its ``TrialResult``."""
+        actor, ref = self.submit(request)
+        try:
+            return self.ray.get(ref)
+        finally:
+            self.release(actor, healthy=True)
+
     def release(self, actor, healthy: bool) -> None:
         self.idle.append(actor if healthy else self._new())
 

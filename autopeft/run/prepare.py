@@ -35,6 +35,7 @@ class Prepared:
     reference: Reference
     max_params: int | None
     baselines: dict[str, Plan] = field(default_factory=dict)
+    zero_shot_floor: bool = False  # the reference's quality is the base model's zero-shot score, measured at start
 
 
 def prepare(job: JobSpec) -> Prepared:
@@ -53,6 +54,8 @@ def prepare(job: JobSpec) -> Prepared:
         shape = model_shape(job.model, data.num_labels)
     except ModelNotFound as exc:
         raise UserError("model", str(exc), f"choose a model of one of these types: {', '.join(sorted(FAMILIES))}") from None
+    if data.chat:
+        _check_chat_template(job)
     space = load_space(job.search_space, shape)
     if job.trainer is not None:
         try:
@@ -70,12 +73,22 @@ def prepare(job: JobSpec) -> Prepared:
     ceiling = largest if max_params is None else min(largest, max_params)
     if job.objectives.params_ceiling_pct is not None:
         ceiling = int(job.objectives.params_ceiling_pct / 100.0 * shape.base_params)
-    n_eval = min(job.fidelity.eval_examples, len(data.validation_labels))
+    n_eval = min(job.fidelity.eval_examples, data.num_validation)
     floor = job.objectives.quality_floor
+    zero_shot = floor is None and data.kind == "generation"
     if floor is None:
-        floor = majority_score(job.task.metric, data.validation_labels[:n_eval])
+        floor = 0.0 if zero_shot else majority_score(job.task.metric, data.validation_labels[:n_eval])
     baselines = baseline_plans(job.baselines, shape)
-    return Prepared(job, shape, space, data, Reference(quality=floor, params=ceiling + 1), max_params, baselines)
+    return Prepared(job, shape, space, data, Reference(quality=floor, params=ceiling + 1), max_params, baselines, zero_shot)
+
+
+def _check_chat_template(job: JobSpec) -> None:
+    from transformers import AutoTokenizer
+
+    path, extra = pretrained(job.model)
+    if not getattr(AutoTokenizer.from_pretrained(path, **extra), "chat_template", None):
+        raise UserError("task.messages_column", f"'{job.model}' has no chat template to render the chat messages",
+                        "give prompt and completion columns instead, or use a model with a chat template")
 
 
 def budget_params(job: JobSpec, shape: ModelShape) -> int | None:

@@ -62,6 +62,10 @@ def _active(targets) -> tuple[LoraTarget, ...]:
     return tuple(t for t in targets if t.rank > 0 and t.layers)
 
 
+def _every_layer(shape, groups, rank: int = 8) -> Lora:
+    return Lora(tuple(LoraTarget(g, rank, 2.0 * rank, tuple(range(shape.num_layers))) for g in groups))
+
+
 class LoraMethod(Method):
     name = "lora"
     title = "LoRA"
@@ -70,8 +74,10 @@ class LoraMethod(Method):
     order = 10
     peft_type = "LORA"
     parameter_prefix = "lora_"
-    baselines = {"lora-r8": lambda s: (Lora((LoraTarget("query", 8, 16.0, tuple(range(s.num_layers))),
-                                             LoraTarget("value", 8, 16.0, tuple(range(s.num_layers))))),)}
+    baselines = {  # rank 8, alpha 16, every layer: on query and value, and on the MLP (its gate too, if gated)
+        "lora-r8": lambda s: (_every_layer(s, ("query", "value")),),
+        "lora-mlp-r8": lambda s: (_every_layer(s, [g for g in ("ffn_gate", "ffn_in", "ffn_out") if g in s.group_dims]),),
+    }
 
     def check(self, spec: LoraSpace, shape, alone: bool) -> None:
         check_groups(spec.groups, shape, "modules.lora.groups")

@@ -1,0 +1,147 @@
+"""Generation tasks on a tiny Llama: instruction data, completion-only loss, exact match, the zero-shot floor."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from autopeft.api import submit
+from autopeft.cli import main
+from autopeft.job.load import load_job
+from autopeft.workers.metrics import exact_match, normalise
+from conftest import CHAT_TEMPLATE, TINY_FIDELITY, tiny_decoder, write_job
+
+FIDELITY = {**TINY_FIDELITY, "train_examples": 256, "eval_examples": 40, "epochs": 2, "learning_rate": 0.02}
+
+
+@pytest.fixture(scope="module")
+def chat_llama(tmp_path_factory, reviews_csv) -> str:
+    from transformers import LlamaConfig
+
+    return tiny_decoder(tmp_path_factory, "tiny-llama-chat", reviews_csv, LlamaConfig, chat_template=CHAT_TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def plain_llama(tmp_path_factory, reviews_csv) -> str:
+    from transformers import LlamaConfig
+
+    return tiny_decoder(tmp_path_factory, "tiny-llama-plain", reviews_csv, LlamaConfig)
+
+
+@pytest.fixture(scope="module")
+def instructions(tmp_path_factory, reviews_csv):
+    """The reviews as prompt/completion pairs (CSV) and as chat conversations (JSONL)."""
+    frame = pd.read_csv(reviews_csv)
+    directory = tmp_path_factory.mktemp("instructions")
+    pairs = directory / "pairs.csv"
+    pd.DataFrame({"prompt": frame["review"].str.lower(), "completion": frame["sentiment"]}).to_csv(pairs, index=False)
+    chats = directory / "chats.jsonl"
+    pd.DataFrame({"messages": [[{"role": "user", "content": r.lower()}, {"role": "assistant", "content": s}]
+                               for r, s in zip(frame["review"], frame["sentiment"], strict=True)]}).to_json(
+        chats, orient="records", lines=True)
+    return pairs, chats
+
+
+def test_exact_match_ignores_case_surrounding_space_and_punctuation():
+    assert normalise("  Fresh.\n") == "fresh" and normalise("rotten!!") == "rotten"
+    assert exact_match(["fresh", "rotten", "fresh"], ["Fresh.", "fresh", " FRESH "]) == pytest.approx(2 / 3)
+
+
+def test_a_generation_search_learns_above_the_zero_shot_floor(tmp_path, plain_llama, instructions, ray_local):
+    job = load_job(write_job(
+        tmp_path, model=plain_llama, search_space="lora", baselines=["lora-r8", "ia3"], fidelity=FIDELITY,
+        task={"type": "generation", "train_file": str(instructions[0]), "validation_size": 40},
+        budget={"trials": 3, "parallel": 2}, optimizer={"sampler": "random"},
+    ))
+    assert job.task.metric == "exact_match"
+    summary = submit(job, progress=False)
+    assert summary.finished == 3 and summary.failed == 0
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    floor = study.user_attrs["reference"]["quality"]
+    assert summary.reference.quality == floor and 0.0 <= floor <= 1.0  # the untrained model's own score
+    for t in study.trials:
+        if t.state == optuna.trial.TrialState.COMPLETE and "skipped" not in t.user_attrs:
+            metrics = t.user_attrs["metrics"]
+            assert t.values[0] == metrics["exact_match"] and 0.0 <= metrics["token_accuracy"] <= 1.0
+    best = max(p.quality for p in [*summary.front, *summary.baselines.values()])
+    assert best > floor  # trained on the completions, some plan answers fresh or rotten better than the base model
+    client = MlflowClient(job.mlflow_uri)
+    parent = client.get_run(summary.parent_run_id)
+    assert float(parent.data.params["reference.quality"]) == floor
+
+
+def test_chat_messages_are_rendered_with_the_chat_template(tmp_path, chat_llama, instructions, ray_local):
+    job = load_job(write_job(
+        tmp_path, model=chat_llama, search_space="lora", fidelity=FIDELITY,
+        task={"type": "generation", "train_file": str(instructions[1]), "validation_size": 40, "metric": "token_accuracy"},
+        objectives={"quality_floor": 0.0}, budget={"trials": 2, "parallel": 2}, optimizer={"sampler": "random"},
+    ))
+    summary = submit(job, progress=False)
+    assert summary.finished == 2 and summary.failed == 0 and summary.reference.quality == 0.0
+    assert all(0.0 <= p.quality <= 1.0 for p in summary.front)
+
+
+def test_long_examples_keep_their_completion_and_are_counted(plain_llama, instructions):
+    from autopeft.job.data import load_task_data
+    from autopeft.job.spec import TaskSpec
+    from autopeft.workers.plan import Plan
+    from autopeft.workers.trial import run_trial
+    from autopeft.workers.types import Fidelity, TrialRequest
+
+    data = load_task_data(TaskSpec(type="generation", train_file=instructions[0], validation_size=20))
+    lengths = [len(prompt.split()) + 2 for prompt, _ in data.validation_texts]  # words, the answer and </s>
+    for limit in (8, 512):
+        fidelity = Fidelity(eval_examples=20, max_seq_length=limit, batch_size=8)
+        result = run_trial(TrialRequest(None, Plan(), plain_llama, 0, "token_accuracy", fidelity, 0, zero_shot=True), data)
+        assert result.metrics["truncated_examples"] == sum(n > limit for n in lengths)
+        assert 0.0 <= result.metrics["token_accuracy"] <= 1.0 and "exact_match" in result.metrics
+
+
+def _cli(capsys, job_file) -> tuple[int, str]:
+    code = main(["submit", str(job_file)])
+    return code, capsys.readouterr().err.strip()
+
+
+def test_bad_generation_input_gets_one_message(tmp_path, capsys, plain_llama, instructions, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pairs, chats = instructions
+    frame = pd.read_csv(pairs)
+    frame.loc[3, "completion"] = "  "
+    (tmp_path / "empty.csv").write_text(frame.to_csv(index=False))
+    cases = [
+        ({"train_file": str(chats)}, ["task.messages_column", "has no chat template", "prompt and completion columns"]),
+        ({"train_file": str(tmp_path / "empty.csv")}, ["task.completion_column", "1 examples", "empty completion"]),
+        ({"train_file": str(pairs), "prompt_column": "question"}, ["task.prompt_column/completion_column", "'question'",
+                                                                    "its columns: prompt, completion"]),
+        ({"train_file": str(pairs), "metric": "accuracy"}, ["task", "metric 'accuracy' does not fit a generation task",
+                                                            "exact_match, token_accuracy"]),
+    ]
+    for task, words in cases:
+        job_file = write_job(tmp_path, model=plain_llama, task={"type": "generation", **task})
+        code, err = _cli(capsys, job_file)
+        assert code == 2 and err.startswith("autopeft: error: ") and len(err.splitlines()) == 1, err
+        for word in words:
+            assert word in err, err
+        assert not (tmp_path / "run").exists()
+    assert json.loads(chats.read_text().splitlines()[0])["messages"][-1]["role"] == "assistant"
+
+
+@pytest.mark.integration
+def test_the_decoder_demo_in_short_beats_the_zero_shot_model(tmp_path, ray_local):
+    """``demo-decoder`` on SmolLM2-135M with a few trials and a small fidelity."""
+    job = load_job("demo-decoder")
+    job = job.model_copy(update={
+        "stores": job.stores.model_copy(update={"run_dir": tmp_path / "run"}),
+        "baselines": ["lora-r8"],
+        "budget": job.budget.model_copy(update={"trials": 2}),
+        "fidelity": job.fidelity.model_copy(update={"train_examples": 48, "eval_examples": 24}),
+    })
+    summary = submit(job, progress=False)
+    assert summary.finished == 2 and summary.failed == 0
+    assert summary.baselines["lora-r8"].params == 460_800
+    best = max(p.quality for p in [*summary.front, *summary.baselines.values()])
+    assert best >= summary.reference.quality + 0.2, (best, summary.reference.quality)
