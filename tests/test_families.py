@@ -42,17 +42,45 @@ def _space(tmp_path, shape) -> str:
     lora = {g: [0, 2, 8] for g in groups if g not in ia3}
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump({"name": "decoder", "layers": "per_module", "modules": {
-        "lora": {"groups": lora, "layer_groups": 2}, "ia3": {"groups": ia3}}}))
+        "lora": {"groups": lora, "layer_groups": 2}, "ia3": {"groups": ia3},
+        "serial": {"sizes": [0, 4, 8], "attention": True}, "parallel": {"sizes": [0, 4]}}}))
     return str(path)
 
 
-def test_lora_and_ia3_count_exactly_what_peft_trains_on_every_decoder(decoder, tmp_path):
+def test_lora_ia3_and_bottleneck_adapters_count_exactly_what_peft_trains_on_every_decoder(decoder, tmp_path):
     model_type, path = decoder
     shape = model_shape(path, num_labels=3)
     assert shape.family.name == FAMILY[model_type] and shape.num_layers == 3
     if "key" in shape.family.groups:
         assert shape.group_dims["key"] == (64, 32)  # 2 of 4 heads: grouped-query attention
     check_counts(path, _space(tmp_path, shape), 10)
+
+
+def test_adapters_in_a_decoder_block_save_and_reload_with_identical_outputs(decoder, tmp_path):
+    import torch
+
+    from autopeft.workers.build import apply_plan, load_adapter, save_adapter
+    from conftest import base_model
+
+    model_type, path = decoder
+    shape = model_shape(path, num_labels=3)
+    plan = load_space(_space(tmp_path, shape), shape).largest_plan()
+    assert {"serial", "parallel"} <= set(plan.methods) and plan["serial"].attention
+    torch.manual_seed(0)
+    model = apply_plan(base_model(path), plan, shape)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:  # as if trained: up-projections leave zero, so adapters change the output
+                parameter.add_(torch.randn_like(parameter) * 0.05)
+    inputs = {"input_ids": torch.randint(1, 1000, (1, 9)), "attention_mask": torch.ones(1, 9, dtype=torch.long)}
+    model.eval()
+    with torch.no_grad():
+        expected = model(**inputs).logits
+        assert not torch.allclose(base_model(path).eval()(**inputs).logits, expected, atol=1e-4)
+    save_adapter(model, tmp_path / "adapter")
+    reloaded = load_adapter(base_model(path), tmp_path / "adapter").eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**inputs).logits, expected, atol=1e-5)
 
 
 def test_the_shipped_lora_and_decoder_spaces_run_on_llama_style_decoders_and_name_missing_groups_elsewhere(decoder):

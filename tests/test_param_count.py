@@ -35,8 +35,8 @@ def test_count_matches_peft_on_tiny_mpnet_with_parallel_adapters(tiny_mpnet, tmp
     check_counts(tiny_mpnet, str(path), 12)
 
 
-def test_adapters_and_prefixes_need_a_bert_style_model(tiny_distilbert):
-    with pytest.raises(UserError, match="need a BERT-style model"):
+def test_adapters_and_prefixes_name_the_blocks_a_family_lacks(tiny_distilbert):
+    with pytest.raises(UserError, match="do not fit distilbert models .*they need the attention.*the FFN.*a BERT-style self-attention"):
         load_space("mixed", model_shape(tiny_distilbert, 2))
 
 

@@ -68,6 +68,13 @@ class SearchSpace:
         return count_trainable(plan, self.shape)
 
 
+def _needs(names: list[str], shape: ModelShape) -> str:
+    from autopeft.workers.families import BLOCKS
+
+    missing = sorted({b for n in names for b in method(n).requires} - set(shape.family.blocks))
+    return "; ".join(BLOCKS[b] for b in missing)
+
+
 def load_space(name_or_path: str, shape: ModelShape) -> SearchSpace:
     """Read a space file (built-in name or path), check it against the model and fix its dimensions."""
     spec, source = read_space_file(name_or_path)
@@ -88,8 +95,8 @@ def build_space(spec: SpaceFile, shape: ModelShape, source: str = "search space"
     unfit = [n for n in present if not method(n).fits(shape.family)]
     if unfit:
         fitting = [n for n in searchable() if method(n).fits(shape.family)]
-        raise UserError(f"{source}: modules", f"{', '.join(unfit)} modules need a BERT-style model, not '{shape.model_type}'",
-                        f"use only {', '.join(fitting)} with this model")
+        raise UserError(f"{source}: modules", f"{', '.join(unfit)} modules do not fit {shape.family.name} models "
+                        f"('{shape.model_type}'): they need {_needs(unfit, shape)}", f"use only {', '.join(fitting)} with this model")
     claimed: dict[str, str] = {}
     for name in present:
         descriptor, entry = method(name), spec.modules[name]

@@ -23,9 +23,9 @@ MODULE_GROUPS = {
     "ffn_gate_in": "the gated MLP's fused gate and input projection (Phi-3's gate_up_proj)",
     "ffn_out": "the MLP's output projection (BERT's output.dense, down_proj, GPT-2's mlp.c_proj)",
 }
-BLOCKS = {
-    "ffn_output": "the FFN's output block (dense, dropout, LayerNorm with the residual)",
-    "attention_output": "the attention's output block (dense, dropout, LayerNorm with the residual)",
+BLOCKS = {  # where block-level methods go: bottleneck adapters (ffn_output, attention_output), prefixes
+    "ffn_output": "the FFN: a BERT-style output block (dense, dropout, LayerNorm with the residual) or a decoder's MLP",
+    "attention_output": "the attention: a BERT-style output block, or a decoder's attention module",
     "self_attention": "a BERT-style self-attention (query, key, value)",
 }
 

@@ -19,4 +19,5 @@ LLAMA = register_family(Family(
         "ffn_in": "mlp.up_proj",
         "ffn_out": "mlp.down_proj",
     },
+    blocks={"ffn_output": "mlp", "attention_output": "self_attn"},
 ))

@@ -5,11 +5,13 @@ Registered with ``peft.utils.register_peft_method`` under the type ``BOTTLENECK`
 peft method once ``autopeft`` is imported. The search space has two methods on this one tuner,
 ``serial`` and ``parallel``; a plan with both builds one ``BottleneckConfig``.
 
-An adapter wraps a BERT-style output block (``dense``, ``dropout``, ``LayerNorm`` and a
-residual input): the FFN output block, and for Houlsby placement also the attention output
-block. Serial: ``h = h + up(act(down(h)))`` after the block's projection. Parallel (FFN only):
-``h = h + s * up(act(down(x)))`` where ``x`` is the FFN's input. Up-projections start at zero,
-so a new adapter is the identity. Sizes are per layer.
+An adapter wraps the FFN block, and for Houlsby placement also the attention block. In a
+BERT-style encoder that is the block's output (``dense``, ``dropout``, ``LayerNorm`` and a
+residual input): serial ``h = h + up(act(down(h)))`` after the block's projection, before its
+residual and LayerNorm; parallel (FFN only) ``h = h + s * up(act(down(x)))`` where ``x`` is the
+FFN's input. In a decoder it is the whole MLP or attention module, inside the layer's residual:
+serial on the module's output, parallel on its input. Up-projections start at zero, so a new
+adapter is the identity. Sizes are per layer.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class BottleneckConfig(PeftConfig):
     serial_attention: dict[str, int] = field(default_factory=dict)
     parallel_ffn: dict[str, int] = field(default_factory=dict)
     parallel_scaling: float = field(default=4.0)
+    hidden_size: int | None = field(default=None)  # the residual stream's width (read from the block when it has ``dense``)
     non_linearity: str = field(default="relu")
     target_modules: str | None = field(default=None)
     modules_to_save: list[str] | None = field(default=None)
@@ -70,7 +73,7 @@ class BottleneckConfig(PeftConfig):
             parts.append(self._pattern(attention_layers, self.attention_block))
         if not parts:
             raise ValueError("a bottleneck config needs at least one adapter of size > 0")
-        self.target_modules = r".*\.(?:" + "|".join(parts) + ")"
+        self.target_modules = r"(?:.*\.)?(?:" + "|".join(parts) + ")"
 
     def _pattern(self, layers: list[str], block: str) -> str:
         return rf"{re.escape(self.layers_path)}\.(?:{'|'.join(layers)})\.{re.escape(block)}"
@@ -84,17 +87,20 @@ class BottleneckConfig(PeftConfig):
         return self.serial_ffn.get(layer, 0), self.parallel_ffn.get(layer, 0)
 
 
+OUTPUT_BLOCK = ("dense", "dropout", "LayerNorm")  # a BERT-style output block
+
+
 class BottleneckLayer(nn.Module, BaseTunerLayer):
-    """A BERT-style output block with serial and/or parallel bottleneck adapters."""
+    """An FFN or attention block with serial and/or parallel bottleneck adapters."""
 
     adapter_layer_names = ("bottleneck_serial", "bottleneck_parallel")
     other_param_names = ("bottleneck_scaling",)
 
     def __init__(self, base_layer: nn.Module, adapter_name: str, serial: int, parallel: int, config: BottleneckConfig):
         super().__init__()
-        for attribute in ("dense", "dropout", "LayerNorm"):
-            if not hasattr(base_layer, attribute):
-                raise ValueError(f"bottleneck adapters need a BERT-style output block; {type(base_layer).__name__} has no {attribute}")
+        self.output_block = all(hasattr(base_layer, a) for a in OUTPUT_BLOCK)
+        if not self.output_block and config.hidden_size is None:
+            raise ValueError(f"bottleneck adapters around {type(base_layer).__name__} need the config's hidden_size")
         self.base_layer = base_layer
         self.bottleneck_serial = nn.ModuleDict()
         self.bottleneck_parallel = nn.ModuleDict()
@@ -111,7 +117,7 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
         return nn.Sequential(nn.Linear(hidden, size), ACTIVATIONS[activation](), up)
 
     def update_layer(self, adapter_name: str, serial: int, parallel: int, config: BottleneckConfig) -> None:
-        hidden = self.base_layer.dense.out_features
+        hidden = self.base_layer.dense.out_features if self.output_block else config.hidden_size
         if serial > 0:
             self.bottleneck_serial[adapter_name] = self._bottleneck(hidden, serial, config.non_linearity)
         if parallel > 0:
@@ -126,18 +132,28 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
     def unmerge(self) -> None:
         return None
 
-    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        base = self.base_layer
-        if self.disable_adapters:
-            return base(hidden_states, input_tensor, *args, **kwargs)
-        h = base.dropout(base.dense(hidden_states))
+    def _adapt(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``h`` through the serial adapters, plus the parallel adapters of ``x``."""
         for name in self.active_adapters:
             if name in self.bottleneck_serial:
                 h = h + self.bottleneck_serial[name](h)
         for name in self.active_adapters:
             if name in self.bottleneck_parallel:
-                h = h + self.bottleneck_scaling[name] * self.bottleneck_parallel[name](input_tensor)
-        return base.LayerNorm(h + input_tensor)
+                h = h + self.bottleneck_scaling[name] * self.bottleneck_parallel[name](x)
+        return h
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
+        base = self.base_layer
+        if self.disable_adapters:
+            return base(hidden_states, *args, **kwargs)
+        if self.output_block:  # (hidden_states, input_tensor): the residual input is the FFN's input
+            input_tensor = args[0] if args else kwargs["input_tensor"]
+            h = self._adapt(base.dropout(base.dense(hidden_states)), input_tensor)
+            return base.LayerNorm(h + input_tensor)
+        out = base(hidden_states, *args, **kwargs)
+        if isinstance(out, tuple):  # an attention module: (output, weights, ...)
+            return (self._adapt(out[0], hidden_states), *out[1:])
+        return self._adapt(out, hidden_states)
 
 
 class BottleneckModel(BaseTuner):
@@ -179,7 +195,7 @@ class ParallelSpace(SizedSpace):
 
 def _blocks(shape) -> dict:
     family = shape.family
-    blocks = {"layers_path": family.layers_path, "ffn_block": family.blocks["ffn_output"]}
+    blocks = {"layers_path": family.layers_path, "ffn_block": family.blocks["ffn_output"], "hidden_size": shape.hidden_size}
     if "attention_output" in family.blocks:
         blocks["attention_block"] = family.blocks["attention_output"]
     return blocks
