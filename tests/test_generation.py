@@ -145,3 +145,24 @@ def test_the_decoder_demo_in_short_beats_the_zero_shot_model(tmp_path, ray_local
     assert summary.baselines["lora-r8"].params == 460_800
     best = max(p.quality for p in [*summary.front, *summary.baselines.values()])
     assert best >= summary.reference.quality + 0.2, (best, summary.reference.quality)
+
+
+def test_gradient_checkpointing_trains_the_same_steps(plain_llama, instructions):
+    from autopeft.job.data import load_task_data
+    from autopeft.job.spec import TaskSpec
+    from autopeft.workers.methods import baseline_plan
+    from autopeft.workers.models import model_shape
+    from autopeft.workers.trial import run_trial
+    from autopeft.workers.types import Fidelity, TrialRequest
+
+    data = load_task_data(TaskSpec(type="generation", train_file=instructions[0], validation_size=20))
+    plan = baseline_plan("lora-r8", model_shape(plain_llama, 0))
+    results = []
+    for checkpointing in (False, True):
+        fidelity = Fidelity(train_examples=32, eval_examples=20, batch_size=8, max_seq_length=48,
+                            learning_rate=0.01, gradient_checkpointing=checkpointing)
+        results.append(run_trial(TrialRequest(0, plan, plain_llama, 0, "exact_match", fidelity, 0, save_adapter=False), data))
+    plain, checkpointed = (r.metrics for r in results)
+    assert checkpointed["train_steps"] == plain["train_steps"] == 4
+    assert checkpointed["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-4)
+    assert checkpointed["token_accuracy"] == pytest.approx(plain["token_accuracy"], abs=1e-6)

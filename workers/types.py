@@ -44,6 +44,7 @@ class Fidelity(Strict):
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(2e-3, gt=0, le=1.0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, slower")
 
 
 LayerSizes = tuple[tuple[int, int], ...]
