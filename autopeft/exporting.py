@@ -17,6 +17,7 @@ from autopeft.workers.methods.peft_registry import OWN_TYPES
 from autopeft.workers.models import model_shape, resolve_model
 from autopeft.workers.plan import Plan
 
+
 @dataclass(frozen=True)
 class Exported:
     out: Path
@@ -72,6 +73,7 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
         out.mkdir(parents=True, exist_ok=True)
         configs[0].save_pretrained(str(out))
     load_with = how_to_load(plan, [str(c.peft_type.value) for c in configs])
+    origin = record.trial_info(point.trial)
     info = {
         "job": job.name,
         "model": job.model,
@@ -79,12 +81,12 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
         "pick": how,
         "metric": job.task.metric,
         "quality": point.quality,
-        "metrics": record.trial_info(point.trial)["metrics"],
+        "metrics": origin["metrics"],
         "trainable_params": point.params,
         "trainable_pct": point.pct,
         "plan": plan.to_dict(),
         "plan_summary": plan.describe(),
-        "mlflow_run_id": record.trial_info(point.trial)["mlflow_run_id"],
+        "mlflow_run_id": origin["mlflow_run_id"],
         "mlflow_tracking_uri": job.mlflow_uri,
         "methods": list(plan.methods),
         "mergeable": {m: method(m).mergeable for m in plan.methods},

@@ -79,7 +79,7 @@ def main() -> None:
     base = args.steps / statistics.median(seconds["bare PyTorch loop (baseline)"])
     print(f"SmolLM2-135M, {plan.describe().split(' @')[0]} (460,800 trainable), batch {args.batch_size} x up to "
           f"{args.max_seq_length} tokens, {args.steps} steps, {args.threads} thread(s), {args.repeats} repeats")
-    print(f"| loop | median s | steps/s | vs bare loop |\n|---|---|---|---|")
+    print("| loop | median s | steps/s | vs bare loop |\n|---|---|---|---|")
     for name, values in seconds.items():
         rate = args.steps / statistics.median(values)
         print(f"| {name} | {statistics.median(values):.1f} | {rate:.3f} | {rate / base:.2f}x |")

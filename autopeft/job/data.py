@@ -87,13 +87,14 @@ def load_task_data(task) -> TaskData:
     )
 
 
-def _frames(task, columns: list[str], field: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """The train table and the validation table (None without a validation file), their columns checked."""
+def _frames(task, columns: list[str], field: str, train: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The train table (``train`` when read already) and the validation table (None without a validation
+    file), their columns checked."""
     if task.dataset is not None:
         frame = _rotten_tomatoes()
         _check_columns(frame, columns, field, f"built-in dataset '{task.dataset}'")
         return frame, None
-    frame = read_table(Path(task.train_file), "task.train_file")
+    frame = train if train is not None else read_table(Path(task.train_file), "task.train_file")
     _check_columns(frame, columns, field, str(task.train_file))
     validation = None
     if task.validation_file is not None:
@@ -132,7 +133,8 @@ def _generation_data(task) -> TaskData:
         return _chat_data(frame, validation, "messages", f"built-in dataset '{task.dataset}'")
     frame = read_table(Path(task.train_file), "task.train_file")
     if task.messages_column in frame.columns:
-        frame, validation = _split(task, *_frames(task, [task.messages_column], "task.messages_column"), [task.messages_column])
+        frame, validation = _split(task, *_frames(task, [task.messages_column], "task.messages_column", frame),
+                                   [task.messages_column])
         return _chat_data(frame, validation, task.messages_column, str(task.train_file))
     columns = [task.prompt_column, task.completion_column]
     if not set(columns) <= set(frame.columns):
@@ -140,7 +142,7 @@ def _generation_data(task) -> TaskData:
                         f"{task.train_file} has neither '{task.messages_column}' nor both '{columns[0]}' and '{columns[1]}'",
                         f"name the columns in the job (task.prompt_column, task.completion_column or task.messages_column); "
                         f"its columns: {', '.join(map(str, frame.columns))}")
-    frame, validation = _split(task, *_frames(task, columns, "task.prompt_column/completion_column"), columns)
+    frame, validation = _split(task, *_frames(task, columns, "task.prompt_column/completion_column", frame), columns)
     for part, source in ((frame, str(task.train_file)), (validation, str(task.validation_file or task.train_file))):
         _check_completions(part[task.completion_column].astype(str).tolist(), "task.completion_column", source)
     return TaskData(train_texts=_texts(frame, columns), train_labels=(), validation_texts=_texts(validation, columns),

@@ -158,9 +158,10 @@ class SearchLoop:
             run_id = self.tracker.start_trial(None, {"plan": plan.describe(), "trainable_params": params}, baseline=name)
             self._submit(BaselineWork(name, plan, params, self.prepared.shape.pct(params), run_id))
         while self.pool.idle and self._trials_to_start():
-            trial = self.proposer.next().trial
+            proposal = self.proposer.next()
+            trial = proposal.trial
             plan = space.decode(trial.params)
-            params = space.count(plan)
+            params = int(proposal.cost)  # the exact count of the plan, computed by the domain
             pct = self.prepared.shape.pct(params)
             self.record.describe_trial(trial, plan, pct)
             run_id = self.tracker.start_trial(trial.number, {**space.values(trial.params), "plan": plan.describe(),
@@ -177,10 +178,7 @@ class SearchLoop:
         return float(params)
 
     def _submit(self, work: TrialWork | BaselineWork) -> None:
-        job = self.job
-        request = TrialRequest(trial_number=work.trial_number, plan=work.plan, model=job.model,
-                               num_labels=self.prepared.data.num_labels, metric=job.task.metric,
-                               fidelity=job.fidelity, seed=job.seed, trainer=job.trainer, baseline=work.baseline)
+        request = trial_request(self.prepared, work.plan, trial_number=work.trial_number, baseline=work.baseline)
         work.actor, ref = self.pool.submit(request)
         self.running[ref] = work
 
@@ -278,9 +276,14 @@ def zero_shot_score(prepared: Prepared, pool: WorkerPool, progress: bool) -> flo
     if progress:
         print(f"autopeft: scoring {job.model} zero-shot on {min(job.fidelity.eval_examples, prepared.data.num_validation)} "
               "examples (the reference point's quality)", file=sys.stderr, flush=True)
-    request = TrialRequest(trial_number=None, plan=Plan(), model=job.model, num_labels=prepared.data.num_labels,
-                           metric=job.task.metric, fidelity=job.fidelity, seed=job.seed, save_adapter=False, zero_shot=True)
-    return pool.run_one(request).quality
+    return pool.run_one(trial_request(prepared, Plan(), trial_number=None, save_adapter=False, zero_shot=True)).quality
+
+
+def trial_request(prepared: Prepared, plan: Plan, **fields) -> TrialRequest:
+    """What a worker needs to train and score ``plan`` under the job: its model, task, fidelity and trainer."""
+    job = prepared.job
+    return TrialRequest(plan=plan, model=job.model, num_labels=prepared.data.num_labels, metric=job.task.metric,
+                        fidelity=job.fidelity, seed=job.seed, trainer=job.trainer, **fields)
 
 
 def _save_adapter(target: Path, result: TrialResult) -> Path | None:

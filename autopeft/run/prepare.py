@@ -13,8 +13,8 @@ from autopeft.job.data import load_task_data
 from autopeft.job.spec import JobSpec
 from autopeft.record.pareto import Reference
 from autopeft.space.search_space import SearchSpace, load_space
-from autopeft.workers.methods import baseline_plan, every_baseline, method
 from autopeft.workers.families import FAMILIES
+from autopeft.workers.methods import baseline_plan, every_baseline, method
 from autopeft.workers.metrics import majority_score
 from autopeft.workers.models import ModelNotFound, ModelShape, model_shape, pretrained
 from autopeft.workers.plan import Plan

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from autopeft.errors import UserError
 from autopeft.space.file import SpaceFile, read_space_file
 from autopeft.workers.build import count_trainable
+from autopeft.workers.families import BLOCKS
 from autopeft.workers.methods import method, searchable
 from autopeft.workers.models import ModelShape
 from autopeft.workers.plan import Plan
@@ -69,8 +70,6 @@ class SearchSpace:
 
 
 def _needs(names: list[str], shape: ModelShape) -> str:
-    from autopeft.workers.families import BLOCKS
-
     missing = sorted({b for n in names for b in method(n).requires} - set(shape.family.blocks))
     return "; ".join(BLOCKS[b] for b in missing)
 

@@ -13,6 +13,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..types import SpaceError
+
 if TYPE_CHECKING:
     from ..families.base import Family
     from ..models import ModelShape
@@ -97,8 +99,6 @@ def check_sizes(sizes: list[int], what: str) -> None:
 
 def check_groups(groups, shape: ModelShape, field: str) -> None:
     """Raise ``SpaceError`` for a module group the model's family does not have."""
-    from ..types import SpaceError
-
     family = shape.family
     for group in groups:
         if group not in family.groups:

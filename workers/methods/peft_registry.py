@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from peft.utils import PeftType
 
-
 OWN_TYPES: set[str] = set()  # peft types that are autopeft's: their adapters load after ``import autopeft``
 
 
