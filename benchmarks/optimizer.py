@@ -100,7 +100,7 @@ def _grid_problem(name: str) -> Problem:
 
 def _feasible_sample(domain: Domain, rng: np.random.Generator, n: int = 4096) -> np.ndarray:
     points = rng.integers(np.asarray(domain.levels), size=(n, len(domain.levels)))
-    return points[domain.feasible(domain.cost(points))]
+    return points[domain.feasible(points)]
 
 
 def _peft_space():
@@ -188,7 +188,7 @@ def ask_latency(problem_name: str, sampler_name: str, observed: int, asks: int =
         times.append(time.perf_counter() - start)
         point = np.array([[trial.params[n] for n in prob.domain.names]])
         cost = prob.domain.cost(point)
-        value = float(prob.quality(point)[0]) if prob.domain.feasible(cost)[0] else prob.domain.reference[0]
+        value = float(prob.quality(point)[0]) if prob.domain.feasible(point, cost)[0] else prob.domain.reference[0]
         study.tell(trial, [value, float(np.nan_to_num(cost[0]))])
     return {"problem": problem_name, "sampler": sampler_name, "observed": observed, "first": times[0], "times": times[1:]}
 

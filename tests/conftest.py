@@ -88,9 +88,9 @@ def tiny_mpnet(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def reviews_csv(tmp_path_factory) -> Path:
     """400 real Rotten Tomatoes snippets as a user CSV file (columns review, sentiment)."""
-    from autopeft.job.data import _rotten_tomatoes
+    from autopeft.job.data import rotten_tomatoes
 
-    frame = _rotten_tomatoes().sample(n=400, random_state=1).rename(columns={"text": "review", "label": "sentiment"})
+    frame = rotten_tomatoes().sample(n=400, random_state=1).rename(columns={"text": "review", "label": "sentiment"})
     path = tmp_path_factory.mktemp("data") / "reviews.csv"
     frame.to_csv(path, index=False)
     return path
@@ -147,13 +147,13 @@ def random_point(space, rng):
     return {d.name: rng.randrange(len(d.choices)) for d in space.dimensions}
 
 
-def base_model(model_dir):
-    from transformers import AutoModelForSequenceClassification
-
-    from autopeft.workers.models import pretrained
+def base_model(model_dir, num_labels: int = 3):
+    """The model with a ``num_labels`` classification head (0: a causal language model)."""
+    from autopeft.workers.models import auto_class, pretrained
 
     path, extra = pretrained(model_dir)
-    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=3, ignore_mismatched_sizes=True, **extra)
+    labels = {"num_labels": num_labels, "ignore_mismatched_sizes": True} if num_labels else {}
+    return auto_class(num_labels).from_pretrained(path, **labels, **extra)
 
 
 def check_counts(model_dir: str, space_name: str, n_points: int, seed: int = 0):

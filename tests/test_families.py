@@ -1,4 +1,4 @@
-"""Decoder families and recognition by structure: exact counts for LoRA and IA3 on tiny models of each."""
+"""Decoder families and recognition by structure: exact counts for every method on tiny models of each."""
 
 from __future__ import annotations
 
@@ -43,17 +43,19 @@ def _space(tmp_path, shape) -> str:
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump({"name": "decoder", "layers": "per_module", "modules": {
         "lora": {"groups": lora, "layer_groups": 2}, "ia3": {"groups": ia3},
-        "serial": {"sizes": [0, 4, 8], "attention": True}, "parallel": {"sizes": [0, 4]}}}))
+        "serial": {"sizes": [0, 4, 8], "attention": True}, "parallel": {"sizes": [0, 4]}, "prefix": {"sizes": [0, 2, 5]}}}))
     return str(path)
 
 
-def test_lora_ia3_and_bottleneck_adapters_count_exactly_what_peft_trains_on_every_decoder(decoder, tmp_path):
+def test_every_method_counts_exactly_what_peft_trains_on_every_decoder(decoder, tmp_path):
     model_type, path = decoder
     shape = model_shape(path, num_labels=3)
     assert shape.family.name == FAMILY[model_type] and shape.num_layers == 3
     if "key" in shape.family.groups:
         assert shape.group_dims["key"] == (64, 32)  # 2 of 4 heads: grouped-query attention
+    assert shape.kv_width == (64 if model_type == "gpt2" else 32)
     check_counts(path, _space(tmp_path, shape), 10)
+    check_counts(path, "autopeft", 4)
 
 
 def test_adapters_in_a_decoder_block_save_and_reload_with_identical_outputs(decoder, tmp_path):
@@ -65,7 +67,7 @@ def test_adapters_in_a_decoder_block_save_and_reload_with_identical_outputs(deco
     model_type, path = decoder
     shape = model_shape(path, num_labels=3)
     plan = load_space(_space(tmp_path, shape), shape).largest_plan()
-    assert {"serial", "parallel"} <= set(plan.methods) and plan["serial"].attention
+    assert {"serial", "parallel", "prefix"} <= set(plan.methods) and plan["serial"].attention
     torch.manual_seed(0)
     model = apply_plan(base_model(path), plan, shape)
     with torch.no_grad():
@@ -81,6 +83,43 @@ def test_adapters_in_a_decoder_block_save_and_reload_with_identical_outputs(deco
     reloaded = load_adapter(base_model(path), tmp_path / "adapter").eval()
     with torch.no_grad():
         assert torch.allclose(reloaded(**inputs).logits, expected, atol=1e-5)
+
+
+def test_a_prefix_is_seen_by_every_query_with_padding_and_through_cached_generation(decoder):
+    """Right padding leaves the real positions' logits unchanged (an explicit mask, widened) as without
+    padding (the kernel's implicit causal mask, made explicit); greedy decoding with the key/value
+    cache picks the tokens a full forward pass without the cache picks."""
+    import torch
+
+    from autopeft.workers.build import apply_plan
+    from autopeft.workers.methods.prefix import Prefix
+    from autopeft.workers.plan import Plan
+    from conftest import base_model
+
+    model_type, path = decoder
+    shape = model_shape(path, num_labels=0)
+    model = apply_plan(base_model(path, num_labels=0), Plan.of(Prefix(((0, 3), (2, 5)))), shape).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.normal_(0, 1.0)
+    torch.manual_seed(0)
+    ids = torch.randint(1, 1000, (2, 7))
+    pad = torch.zeros(2, 2, dtype=torch.long)
+    with torch.no_grad():
+        unpadded = model(input_ids=ids).logits
+        padded = model(input_ids=torch.cat([ids, pad], 1),
+                       attention_mask=torch.cat([torch.ones_like(ids), pad], 1)).logits[:, :7]
+        with model.disable_adapter():
+            assert not torch.allclose(model(input_ids=ids).logits, unpadded, atol=1e-3)
+        generated = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4,
+                                   do_sample=False, pad_token_id=0)
+        uncached = ids
+        for _ in range(4):
+            step = model(input_ids=uncached, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
+            uncached = torch.cat([uncached, step], 1)
+    assert torch.allclose(padded, unpadded, atol=1e-5)
+    assert torch.equal(generated, uncached)
 
 
 def test_the_shipped_lora_and_decoder_spaces_run_on_llama_style_decoders_and_name_missing_groups_elsewhere(decoder):

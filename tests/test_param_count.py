@@ -36,7 +36,7 @@ def test_count_matches_peft_on_tiny_mpnet_with_parallel_adapters(tiny_mpnet, tmp
 
 
 def test_adapters_and_prefixes_name_the_blocks_a_family_lacks(tiny_distilbert):
-    with pytest.raises(UserError, match="do not fit distilbert models .*they need the attention.*the FFN.*a BERT-style self-attention"):
+    with pytest.raises(UserError, match="do not fit distilbert models .*they need the attention.*the FFN.*the self-attention module"):
         load_space("mixed", model_shape(tiny_distilbert, 2))
 
 

@@ -17,6 +17,18 @@ def dies_in_first_trial(context):
     return train_and_evaluate(context)
 
 
+def out_of_memory_below_top_layer(context):
+    """A device too small for a backward pass through every layer: a plan that trains anything
+    below the top layer runs out of memory, as torch reports it."""
+    import torch
+
+    from autopeft.workers.memory import lowest_trained_layer
+
+    if lowest_trained_layer(context.plan, context.shape) < context.shape.num_layers - 1:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    return train_and_evaluate(context)
+
+
 def evaluate_untrained(context):
     """A user's own loop in its smallest form: wrap with the plan, score without training."""
     model = context.apply_plan()

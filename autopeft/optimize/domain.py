@@ -1,15 +1,46 @@
-"""What a sampler knows of a space: the choices of each dimension, the exact cost, the budget, the reference."""
+"""What a sampler knows of a space: the choices of each dimension, the exact cost, the budgets, the reference."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from optuna.distributions import IntDistribution
 
 CostFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class MemoryLimit:
+    """The ceiling on a plan's estimated peak training memory, in GiB.
+
+    ``budget_gb`` is the job's; ``failed_gb`` the smallest estimate of a plan that ran out of
+    memory all the same: every plan estimated at that much or more is then out of bounds too.
+    """
+
+    budget_gb: float | None = None
+    failed_gb: float | None = None
+
+    def ran_out(self, estimate_gb: float) -> None:
+        self.failed_gb = estimate_gb if self.failed_gb is None else min(self.failed_gb, estimate_gb)
+
+    def allows(self, estimates: np.ndarray) -> np.ndarray:
+        ok = np.ones(len(estimates), dtype=bool)
+        if self.budget_gb is not None:
+            ok &= estimates <= self.budget_gb
+        if self.failed_gb is not None:
+            ok &= estimates < self.failed_gb
+        return ok
+
+    def reason(self, estimate_gb: float) -> str | None:
+        if self.budget_gb is not None and estimate_gb > self.budget_gb:
+            return f"an estimated {estimate_gb:.2f} GiB of training memory exceeds the budget of {self.budget_gb:g} GiB"
+        if self.failed_gb is not None and estimate_gb >= self.failed_gb:
+            return (f"an estimated {estimate_gb:.2f} GiB of training memory reaches the {self.failed_gb:.2f} GiB "
+                    "of a plan that ran out of memory")
+        return None
 
 
 @dataclass(frozen=True)
@@ -18,7 +49,8 @@ class Domain:
 
     ``cost`` maps an ``(n, d)`` array of choice indices to ``n`` costs, NaN where a point cannot be
     trained (an empty plan). ``max_cost`` is the hard budget. ``reference`` is the hypervolume
-    reference point (quality floor, cost ceiling).
+    reference point (quality floor, cost ceiling). ``memory`` maps points to their estimated peak
+    training memory in GiB, bounded by ``memory_limit``.
     """
 
     names: tuple[str, ...]
@@ -26,23 +58,37 @@ class Domain:
     cost: CostFn
     max_cost: float | None = None
     reference: tuple[float, float] | None = None
+    memory: CostFn | None = None
+    memory_limit: MemoryLimit = field(default_factory=MemoryLimit)
 
     def distributions(self) -> dict[str, IntDistribution]:
         """Optuna's distributions of the dimensions: every dimension is a choice index."""
         return {n: IntDistribution(0, k - 1) for n, k in zip(self.names, self.levels, strict=True)}
 
-    def feasible(self, costs: np.ndarray) -> np.ndarray:
+    @property
+    def bounds_memory(self) -> bool:
+        limit = self.memory_limit
+        return self.memory is not None and (limit.budget_gb is not None or limit.failed_gb is not None)
+
+    def feasible(self, points: np.ndarray, costs: np.ndarray | None = None) -> np.ndarray:
+        """Which points may be trained (``costs``: their costs, when already computed)."""
+        costs = self.cost(points) if costs is None else costs
         ok = np.isfinite(costs)
         if self.max_cost is not None:
             ok &= costs <= self.max_cost
+        if self.bounds_memory and len(points):
+            ok &= self.memory_limit.allows(self.memory(points))
         return ok
 
-    def infeasible_reason(self, cost: float) -> str | None:
-        """Why a point of this cost is never trained, or None when it is trained."""
+    def infeasible_reason(self, point: np.ndarray) -> str | None:
+        """Why a point (one row) is never trained, or None when it is trained."""
+        cost = float(self.cost(point)[0])
         if not math.isfinite(cost):
             return "the plan turns every adapter off"
         if self.max_cost is not None and cost > self.max_cost:
             return f"{int(cost)} trainable parameters exceed the budget of {int(self.max_cost)}"
+        if self.bounds_memory:
+            return self.memory_limit.reason(float(self.memory(point)[0]))
         return None
 
     def point(self, params: dict) -> np.ndarray:
@@ -50,20 +96,28 @@ class Domain:
         return np.array([[int(params[n]) for n in self.names]])
 
 
-def space_domain(space, max_params: int | None, reference=None) -> Domain:
-    """The Domain of a ``SearchSpace``: cost is the exact trainable count of the decoded Plan."""
+def space_domain(space, max_params: int | None, reference=None, memory_gb: Callable | None = None,
+                 memory_limit: MemoryLimit | None = None) -> Domain:
+    """The Domain of a ``SearchSpace``: cost is the exact trainable count of the decoded Plan;
+    ``memory_gb(plan)``, when given, its estimated peak training memory."""
     names = tuple(d.name for d in space.dimensions)
-    cache: dict[bytes, float] = {}
 
-    def cost(points: np.ndarray) -> np.ndarray:
-        out = np.empty(len(points))
-        for i, row in enumerate(np.asarray(points, dtype=np.int64)):
-            key = row.tobytes()
-            if key not in cache:
-                plan = space.decode(dict(zip(names, row.tolist(), strict=True)))
-                cache[key] = math.nan if plan.is_empty else float(space.count(plan))
-            out[i] = cache[key]
-        return out
+    def per_plan(value: Callable) -> CostFn:
+        cache: dict[bytes, float] = {}
+
+        def of(points: np.ndarray) -> np.ndarray:
+            out = np.empty(len(points))
+            for i, row in enumerate(np.asarray(points, dtype=np.int64)):
+                key = row.tobytes()
+                if key not in cache:
+                    plan = space.decode(dict(zip(names, row.tolist(), strict=True)))
+                    cache[key] = math.nan if plan.is_empty else float(value(plan))
+                out[i] = cache[key]
+            return out
+
+        return of
 
     ref = None if reference is None else (reference.quality, float(reference.params))
-    return Domain(names, tuple(len(d.choices) for d in space.dimensions), cost, max_params, ref)
+    return Domain(names, tuple(len(d.choices) for d in space.dimensions), per_plan(space.count), max_params, ref,
+                  memory=per_plan(memory_gb) if memory_gb is not None else None,
+                  memory_limit=memory_limit or MemoryLimit())

@@ -1,6 +1,6 @@
-"""Proposing the next point to train: the study's sampler, with the budget enforced exactly.
+"""Proposing the next point to train: the study's sampler, with the budgets enforced exactly.
 
-A proposal over the budget, or one whose plan trains nothing, is never trained. It is told to
+A proposal over the parameter or memory budget, or one whose plan trains nothing, is never trained. It is told to
 the study at the quality floor, so that a model-based sampler learns the region is worthless
 instead of proposing it again, and the next one is asked. After five such proposals in a row,
 one proposal comes from a random sampler.
@@ -45,8 +45,9 @@ class Proposer:
         floor = self.domain.reference[0]
         while True:
             trial = self._ask(distributions)
-            cost = float(self.domain.cost(self.domain.point(trial.params))[0])
-            reason = self.domain.infeasible_reason(cost)
+            point = self.domain.point(trial.params)
+            cost = float(self.domain.cost(point)[0])
+            reason = self.domain.infeasible_reason(point)
             if reason is None:
                 self._in_a_row = 0
                 return Proposal(trial, cost)
@@ -55,7 +56,7 @@ class Proposer:
             self.skips += 1
             self._in_a_row += 1
             if self.skips > self.max_skips:
-                raise RuntimeError(f"{self.skips} proposed plans were over the budget or empty; "
+                raise RuntimeError(f"{self.skips} proposed plans were over the budget or empty (the last: {reason}); "
                                    "raise the budget or use a space with smaller sizes")
 
     def _ask(self, distributions: dict) -> optuna.trial.Trial:

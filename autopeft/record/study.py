@@ -20,7 +20,9 @@ REFERENCE, JOB, NUM_LABELS, LABEL_NAMES, PARENT_RUN, BASELINES = (
     "reference", "job", "num_labels", "label_names", "mlflow_parent_run_id", "baselines")
 # on each trial
 PLAN, PLAN_SUMMARY, TRAINABLE_PCT, MLFLOW_RUN = "plan", "plan_summary", "trainable_pct", "mlflow_run_id"
-SKIPPED, INTERRUPTED, ERROR = "skipped", "interrupted", "error"
+MEMORY_ESTIMATE = "memory_estimate_gb"
+SKIPPED, INTERRUPTED, ERROR, FAILURE = "skipped", "interrupted", "error", "failure"
+OUT_OF_MEMORY = "out of memory"  # a FAILURE: the trial's device or host ran out of memory
 METRICS, TRAIN_SECONDS, PEAK_MEMORY_MB, DEVICE = "metrics", "train_seconds", "peak_memory_mb", "device"
 
 
@@ -103,10 +105,11 @@ class StudyRecord:
 
     # -- trials ------------------------------------------------------------------------------------
 
-    def describe_trial(self, trial: optuna.trial.Trial, plan: Plan, pct: float) -> None:
+    def describe_trial(self, trial: optuna.trial.Trial, plan: Plan, pct: float, memory_gb: float) -> None:
         trial.set_user_attr(PLAN, plan.to_dict())
         trial.set_user_attr(PLAN_SUMMARY, plan.describe())
         trial.set_user_attr(TRAINABLE_PCT, pct)
+        trial.set_user_attr(MEMORY_ESTIMATE, memory_gb)
 
     def mark_skipped(self, trial: optuna.trial.Trial, reason: str) -> None:
         trial.set_user_attr(SKIPPED, reason)
@@ -121,9 +124,19 @@ class StudyRecord:
             trial.set_user_attr(key, value)
         self.study.tell(trial, [quality, float(params)])
 
-    def fail(self, trial: optuna.trial.Trial, error: str) -> None:
+    def fail(self, trial: optuna.trial.Trial, error: str, reason: str | None = None) -> None:
+        """A trial that raised; ``reason`` names a known cause (out of memory)."""
         trial.set_user_attr(ERROR, error[-2000:])
+        if reason is not None:
+            trial.set_user_attr(FAILURE, reason)
         self.study.tell(trial, state=States.FAIL)
+
+    def out_of_memory_estimates(self) -> list[float]:
+        """The estimated memory of every trial and baseline that ran out of memory."""
+        trials = [t.user_attrs[MEMORY_ESTIMATE] for t in self.study.get_trials(deepcopy=False, states=(States.FAIL,))
+                  if t.user_attrs.get(FAILURE) == OUT_OF_MEMORY and MEMORY_ESTIMATE in t.user_attrs]
+        baselines = [b[MEMORY_ESTIMATE] for b in self.baselines.values() if b.get("reason") == OUT_OF_MEMORY]
+        return [float(v) for v in trials + baselines]
 
     def interrupt(self, trial: optuna.trial.Trial, why: str) -> None:
         """Fail a trial the search stopped before it finished; it does not use up the budget."""

@@ -64,8 +64,10 @@ class Tracker:
             self.client.log_artifacts(run_id, str(adapter_dir), artifact_path="adapter")
         self.client.set_terminated(run_id, status="FINISHED")
 
-    def fail_trial(self, run_id: str, error: str) -> None:
+    def fail_trial(self, run_id: str, error: str, reason: str | None = None) -> None:
         self.client.set_tag(run_id, "autopeft.error", error[:5000])
+        if reason is not None:
+            self.client.set_tag(run_id, "autopeft.failure", reason)
         self.client.set_terminated(run_id, status="FAILED")
 
     def log_front(self, front: list[Point], hypervolume: float, step: int, plot_png: bytes | None,

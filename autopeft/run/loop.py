@@ -19,12 +19,12 @@ import optuna
 import yaml
 
 from autopeft.job.spec import JobSpec
-from autopeft.optimize.domain import Domain, space_domain
+from autopeft.optimize.domain import Domain, MemoryLimit, space_domain
 from autopeft.optimize.propose import Proposer
 from autopeft.optimize.registry import make_sampler
 from autopeft.record.layout import RunLayout
 from autopeft.record.pareto import Point, Reference, hypervolume, pareto_front
-from autopeft.record.study import StudyRecord
+from autopeft.record.study import OUT_OF_MEMORY, StudyRecord
 from autopeft.record.tracking import Tracker, flatten
 from autopeft.run.pool import WorkerPool, init_ray
 from autopeft.run.prepare import Prepared, prepare
@@ -55,6 +55,7 @@ class TrialWork:
     plan: Plan
     params: int
     pct: float
+    memory_gb: float
     run_id: str
     actor: object = None
     counts = True  # against the budget
@@ -71,8 +72,8 @@ class TrialWork:
     def adapter_dir(self, layout: RunLayout) -> Path:
         return layout.trial_adapter(self.trial.number)
 
-    def failed(self, record: StudyRecord, error: str) -> None:
-        record.fail(self.trial, error)
+    def failed(self, record: StudyRecord, error: str, reason: str | None) -> None:
+        record.fail(self.trial, error, reason)
 
     def finished(self, record: StudyRecord, result: TrialResult) -> None:
         record.finish(self.trial, result.quality, self.params, result.metrics, result.train_seconds,
@@ -90,6 +91,7 @@ class BaselineWork:
     plan: Plan
     params: int
     pct: float
+    memory_gb: float
     run_id: str
     actor: object = None
     counts = False
@@ -106,8 +108,9 @@ class BaselineWork:
     def adapter_dir(self, layout: RunLayout) -> Path:
         return layout.baseline_adapter(self.name)
 
-    def failed(self, record: StudyRecord, error: str) -> None:
-        record.record_baseline(self.name, {"error": error[-2000:], "plan": self.plan.describe(), "mlflow_run_id": self.run_id})
+    def failed(self, record: StudyRecord, error: str, reason: str | None) -> None:
+        record.record_baseline(self.name, {"error": error[-2000:], "reason": reason, "plan": self.plan.describe(),
+                                           "memory_estimate_gb": self.memory_gb, "mlflow_run_id": self.run_id})
 
     def finished(self, record: StudyRecord, result: TrialResult) -> None:
         record.record_baseline(self.name, {"quality": result.quality, "params": self.params, "pct": self.pct,
@@ -155,25 +158,28 @@ class SearchLoop:
             name = self.baselines_left.pop(0)
             plan = self.prepared.baselines[name]
             params = space.count(plan)
-            run_id = self.tracker.start_trial(None, {"plan": plan.describe(), "trainable_params": params}, baseline=name)
-            self._submit(BaselineWork(name, plan, params, self.prepared.shape.pct(params), run_id))
+            memory = self.prepared.memory(plan)
+            run_id = self.tracker.start_trial(None, {"plan": plan.describe(), "trainable_params": params, **memory.to_dict()},
+                                              baseline=name)
+            self._submit(BaselineWork(name, plan, params, self.prepared.shape.pct(params), memory.total_gb, run_id))
         while self.pool.idle and self._trials_to_start():
             proposal = self.proposer.next()
             trial = proposal.trial
             plan = space.decode(trial.params)
             params = int(proposal.cost)  # the exact count of the plan, computed by the domain
             pct = self.prepared.shape.pct(params)
-            self.record.describe_trial(trial, plan, pct)
+            memory = self.prepared.memory(plan)
+            self.record.describe_trial(trial, plan, pct, memory.total_gb)
             run_id = self.tracker.start_trial(trial.number, {**space.values(trial.params), "plan": plan.describe(),
-                                                             "trainable_params": params})
+                                                             "trainable_params": params, **memory.to_dict()})
             self.record.set_run_id(trial, run_id)
-            self._submit(TrialWork(trial, plan, params, pct, run_id))
+            self._submit(TrialWork(trial, plan, params, pct, memory.total_gb, run_id))
 
     def _skipped(self, trial: optuna.trial.Trial, reason: str) -> float:
         """A proposal that is never trained: recorded with its plan; told at its exact count."""
         plan = self.prepared.space.decode(trial.params)
         params = self.prepared.space.count(plan)
-        self.record.describe_trial(trial, plan, self.prepared.shape.pct(params))
+        self.record.describe_trial(trial, plan, self.prepared.shape.pct(params), self.prepared.memory_gb(plan))
         self.record.mark_skipped(trial, reason)
         return float(params)
 
@@ -189,9 +195,14 @@ class SearchLoop:
         except Exception as exc:  # the trial raised or its worker died: record it, go on
             self.pool.release(work.actor, healthy=not self.pool.died(exc))
             error = _error_text(exc)
-            self.tracker.fail_trial(work.run_id, error)
+            reason = OUT_OF_MEMORY if out_of_memory(error) else None
+            self.tracker.fail_trial(work.run_id, error, reason)
             log.warning("%s failed: %s", work.label, error.strip().splitlines()[-1])
-            work.failed(self.record, error)
+            if reason == OUT_OF_MEMORY:
+                self.proposer.domain.memory_limit.ran_out(work.memory_gb)
+                log.warning("%s ran out of memory at an estimated %.2f GiB: plans estimated at that much or more "
+                            "are no longer proposed", work.label, work.memory_gb)
+            work.failed(self.record, error, reason)
             if work.counts:
                 self.failed += 1
                 self.finished += 1
@@ -244,7 +255,10 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
     reference = record.reference if resuming else prepared.reference
     if prepared.zero_shot_floor and not resuming:
         reference = Reference(quality=zero_shot_score(prepared, pool, progress), params=reference.params)
-    domain = space_domain(prepared.space, prepared.max_params, reference)
+    memory_limit = MemoryLimit(job.budget.max_memory_gb)
+    for estimate in record.out_of_memory_estimates():
+        memory_limit.ran_out(estimate)
+    domain = space_domain(prepared.space, prepared.max_params, reference, prepared.memory_gb, memory_limit)
     record.study.sampler = make_sampler(job.optimizer.sampler, job.seed, job.optimizer.n_startup_trials, domain)
     if resuming:
         record.interrupt_orphans()
@@ -295,6 +309,14 @@ def _save_adapter(target: Path, result: TrialResult) -> Path | None:
     for name, content in result.adapter_files.items():
         (target / name).write_bytes(content)
     return target
+
+
+_MEMORY_ERRORS = ("OutOfMemoryError", "MemoryError", "CUDA out of memory", "can't allocate memory", "memory pressure")
+
+
+def out_of_memory(error: str) -> bool:
+    """Whether a trial's error (its traceback) is the device or the host running out of memory."""
+    return any(sign in error for sign in _MEMORY_ERRORS)
 
 
 def _error_text(exc: Exception) -> str:

@@ -14,6 +14,7 @@ from autopeft.job.spec import JobSpec
 from autopeft.record.pareto import Reference
 from autopeft.space.search_space import SearchSpace, load_space
 from autopeft.workers.families import FAMILIES
+from autopeft.workers.memory import MemoryEstimate, estimate_memory
 from autopeft.workers.methods import baseline_plan, every_baseline, method
 from autopeft.workers.metrics import majority_score
 from autopeft.workers.models import ModelNotFound, ModelShape, model_shape, pretrained
@@ -36,6 +37,13 @@ class Prepared:
     max_params: int | None
     baselines: dict[str, Plan] = field(default_factory=dict)
     zero_shot_floor: bool = False  # the reference's quality is the base model's zero-shot score, measured at start
+
+    def memory(self, plan: Plan) -> MemoryEstimate:
+        """The estimated peak training memory of ``plan`` under the job's fidelity and devices."""
+        return estimate_memory(plan, self.shape, self.job.fidelity, self.space.count(plan), gpu=self.job.resources.gpus > 0)
+
+    def memory_gb(self, plan: Plan) -> float:
+        return self.memory(plan).total_gb
 
 
 def prepare(job: JobSpec) -> Prepared:
@@ -70,6 +78,7 @@ def prepare(job: JobSpec) -> Prepared:
             "budget", f"the smallest plan of the space trains {smallest} parameters, over the budget of {max_params}",
             "raise max_trainable_pct / max_trainable_params or allow smaller ranks",
         )
+    _check_memory(job, shape, space)
     ceiling = largest if max_params is None else min(largest, max_params)
     if job.objectives.params_ceiling_pct is not None:
         ceiling = int(job.objectives.params_ceiling_pct / 100.0 * shape.base_params)
@@ -80,6 +89,21 @@ def prepare(job: JobSpec) -> Prepared:
         floor = 0.0 if zero_shot else majority_score(job.task.metric, data.validation_labels[:n_eval])
     baselines = baseline_plans(job.baselines, shape)
     return Prepared(job, shape, space, data, Reference(quality=floor, params=ceiling + 1), max_params, baselines, zero_shot)
+
+
+def _check_memory(job: JobSpec, shape: ModelShape, space: SearchSpace) -> None:
+    limit = job.budget.max_memory_gb
+    if limit is None:
+        return
+    smallest = space.smallest_plan(top=True)
+    need = estimate_memory(smallest, shape, job.fidelity, space.count(smallest), gpu=job.resources.gpus > 0).total_gb
+    if need > limit:
+        raise UserError(
+            "budget.max_memory_gb", f"the smallest plan of the space needs an estimated {need:.2f} GiB to train, "
+            f"over the budget of {limit:g} GiB",
+            "raise max_memory_gb, lower fidelity.batch_size or fidelity.max_seq_length, "
+            "or set fidelity.gradient_checkpointing: true",
+        )
 
 
 def _check_chat_template(job: JobSpec) -> None:

@@ -53,11 +53,13 @@ class SearchSpace:
         parts = [method(n).decode(modules[n], value, self._layers(value, n), self.shape) for n in modules.present()]
         return Plan.of(*parts, learning_rate=value.get("learning_rate"))
 
-    def smallest_plan(self) -> Plan:
-        """The cheapest plan that still trains something: one module at its least size in as few layers as allowed."""
+    def smallest_plan(self, top: bool = False) -> Plan:
+        """The cheapest plan that still trains something: one module at its least size in as few layers as
+        allowed; the first of them, or with ``top`` the last (the least memory: no backward below it)."""
         layers = self.spec.layers
         n = self.shape.num_layers
-        few = (0,) if layers in ("per_layer", "per_module") else tuple(range(n)) if layers == "all" else tuple(layers)
+        one = (n - 1,) if top else (0,)
+        few = one if layers in ("per_layer", "per_module") else tuple(range(n)) if layers == "all" else tuple(layers)
         modules = self.spec.modules
         parts = [method(name).smallest(modules[name], self.shape, few) for name in modules.present()]
         return min((Plan.of(p) for p in parts if p is not None), key=self.count)

@@ -26,7 +26,7 @@ MODULE_GROUPS = {
 BLOCKS = {  # where block-level methods go: bottleneck adapters (ffn_output, attention_output), prefixes
     "ffn_output": "the FFN: a BERT-style output block (dense, dropout, LayerNorm with the residual) or a decoder's MLP",
     "attention_output": "the attention: a BERT-style output block, or a decoder's attention module",
-    "self_attention": "a BERT-style self-attention (query, key, value)",
+    "self_attention": "the self-attention module, which computes keys and values and updates the key/value cache",
 }
 
 
@@ -42,8 +42,8 @@ class Family:
     fan_in_fan_out: bool = False  # weights stored (in, out), as GPT-2's Conv1D
 
     def __post_init__(self):
-        if not set(self.groups) <= set(MODULE_GROUPS) or "attention_output" not in self.groups:
-            raise ValueError(f"family '{self.name}' maps groups among {tuple(MODULE_GROUPS)}, attention_output included")
+        if not set(self.groups) <= set(MODULE_GROUPS) or not {"attention_output", "ffn_out"} <= set(self.groups):
+            raise ValueError(f"family '{self.name}' maps groups among {tuple(MODULE_GROUPS)}, attention_output and ffn_out included")
         if not set(self.blocks) <= set(BLOCKS):
             raise ValueError(f"family '{self.name}' maps blocks among {tuple(BLOCKS)}")
 

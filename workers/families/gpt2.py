@@ -12,6 +12,6 @@ GPT2 = register_family(Family(
         "ffn_in": "mlp.c_fc",
         "ffn_out": "mlp.c_proj",
     },
-    blocks={"ffn_output": "mlp", "attention_output": "attn"},
+    blocks={"ffn_output": "mlp", "attention_output": "attn", "self_attention": "attn"},
     fan_in_fan_out=True,
 ))

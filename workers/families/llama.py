@@ -19,5 +19,5 @@ LLAMA = register_family(Family(
         "ffn_in": "mlp.up_proj",
         "ffn_out": "mlp.down_proj",
     },
-    blocks={"ffn_output": "mlp", "attention_output": "self_attn"},
+    blocks={"ffn_output": "mlp", "attention_output": "self_attn", "self_attention": "self_attn"},
 ))

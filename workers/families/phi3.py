@@ -12,5 +12,5 @@ PHI3 = register_family(Family(
         "ffn_gate_in": "mlp.gate_up_proj",
         "ffn_out": "mlp.down_proj",
     },
-    blocks={"ffn_output": "mlp", "attention_output": "self_attn"},
+    blocks={"ffn_output": "mlp", "attention_output": "self_attn", "self_attention": "self_attn"},
 ))

@@ -67,6 +67,10 @@ class Method:
         """Exact number of parameters ``part`` trains."""
         raise NotImplementedError
 
+    def layers(self, part, shape: ModelShape) -> set[int]:
+        """The layers ``part`` trains something in (every layer unless a method says otherwise)."""
+        return set(range(shape.num_layers))
+
     def peft_kwargs(self, part, shape: ModelShape) -> dict[str, Any]:
         """The fields of the ``peft_type`` config that build ``part``."""
         raise NotImplementedError

@@ -227,6 +227,9 @@ class SerialMethod(SizedMethod):
     def count(self, part: Serial, shape) -> int:
         return _adapters(shape, part.ffn, part.attention)
 
+    def layers(self, part: Serial, shape) -> set[int]:
+        return {layer for layer, _ in (*part.ffn, *part.attention)}
+
     def peft_kwargs(self, part: Serial, shape) -> dict:
         return {**_blocks(shape), "serial_ffn": {str(i): s for i, s in part.ffn},
                 "serial_attention": {str(i): s for i, s in part.attention}}
@@ -261,6 +264,9 @@ class ParallelMethod(SizedMethod):
 
     def count(self, part: Parallel, shape) -> int:
         return _adapters(shape, part.ffn)
+
+    def layers(self, part: Parallel, shape) -> set[int]:
+        return {layer for layer, _ in part.ffn}
 
     def peft_kwargs(self, part: Parallel, shape) -> dict:
         return {**_blocks(shape), "parallel_ffn": {str(i): s for i, s in part.ffn}, "parallel_scaling": part.scaling}

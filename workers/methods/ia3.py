@@ -70,6 +70,9 @@ class Ia3Method(Method):
         per_layer = sum(shape.group_dims[g][0 if g in FEEDFORWARD_GROUPS else 1] for g in part.groups)
         return per_layer * len(part.layers)
 
+    def layers(self, part: IA3, shape) -> set[int]:
+        return set(part.layers)
+
     def peft_kwargs(self, part: IA3, shape) -> dict:
         family = shape.family
 

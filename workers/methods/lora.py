@@ -126,6 +126,9 @@ class LoraMethod(Method):
     def count(self, part: Lora, shape) -> int:
         return sum(t.rank * sum(shape.group_dims[t.group]) * len(t.layers) for t in part.targets)
 
+    def layers(self, part: Lora, shape) -> set[int]:
+        return {layer for target in part.targets for layer in target.layers}
+
     def peft_kwargs(self, part: Lora, shape) -> dict:
         family = shape.family
         patterns = [family.pattern(t.group, t.layers) for t in part.targets]

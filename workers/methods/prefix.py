@@ -1,13 +1,20 @@
 """Prefix tuning as a peft tuner method (``KV_PREFIX``), so it combines with LoRA, IA3 and adapters.
 
-peft's own prefix tuning feeds ``past_key_values`` and cannot share a model with tuner methods.
-This one wraps each chosen self-attention module and prepends learned key and value vectors
-(``length`` per layer, no reparameterisation): ``2 * length * hidden`` parameters per layer.
-The search space names it ``prefix``: one length for every chosen layer.
+peft's own prefix tuning feeds ``past_key_values`` for every layer at once and cannot share a model
+with tuner methods. This one wraps each chosen self-attention module and hands it a key/value
+cache that prepends learned key and value vectors (``length`` per layer, no reparameterisation)
+to the keys and values the module computes, as peft's prefix does: after the rotary embedding,
+so prefix positions carry no rotation. Every query sees every prefix position; the attention
+mask is widened to match, and a causal module's implicit mask is made explicit, aligned to the
+end. Under grouped-query attention a prefix has the key/value heads' width, so a layer trains
+``2 * length * kv_heads * head_dim`` parameters (``2 * length * hidden`` without it). The same
+cache carries a real one through generation, so cached decoding sees the prefix at every step.
+The search space names it ``prefix``.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -18,6 +25,7 @@ from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from peft.utils import PeftType
 from torch import nn
 
+from ..models import kv_heads
 from ..types import LayerSizes, sizes_text
 from .base import every_layer, register_method
 from .peft_registry import add_peft_type, create_or_update, register
@@ -26,8 +34,8 @@ from .sized import SizedMethod
 add_peft_type("KV_PREFIX")
 
 
-def prefix_params(hidden: int, length: int) -> int:
-    return 2 * hidden * max(0, length)
+def prefix_params(kv_width: int, length: int) -> int:
+    return 2 * kv_width * max(0, length)
 
 
 @dataclass
@@ -48,34 +56,79 @@ class KVPrefixConfig(PeftConfig):
         if not self.lengths:
             raise ValueError("a prefix config needs at least one layer with length > 0")
         layers = "|".join(sorted(self.lengths, key=int))
-        self.target_modules = rf".*\.{re.escape(self.layers_path)}\.(?:{layers})\.{re.escape(self.attention_module)}"
+        self.target_modules = rf"(?:.*\.)?{re.escape(self.layers_path)}\.(?:{layers})\.{re.escape(self.attention_module)}"
 
     def length_for(self, key: str) -> int:
         layer = re.search(rf"{re.escape(self.layers_path)}\.(\d+)\.", key).group(1)
         return self.lengths.get(layer, 0)
 
 
+class PrefixedCache:
+    """A key/value cache for one forward call: prepends the prefix to what ``update`` returns.
+
+    It carries the model's own cache (``inner``, None when training) through, so the real cache
+    holds only the real tokens and the prefix is prepended at every decoding step.
+    """
+
+    def __init__(self, inner, keys: torch.Tensor, values: torch.Tensor):
+        self.inner, self.keys, self.values = inner, keys, values
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        if self.inner is not None:
+            key_states, value_states = self.inner.update(key_states, value_states, layer_idx, *args, **kwargs)
+        keys = self.keys.to(key_states.dtype).expand(key_states.shape[0], -1, -1, -1)
+        values = self.values.to(value_states.dtype).expand(value_states.shape[0], -1, -1, -1)
+        return torch.cat([keys, key_states], dim=2), torch.cat([values, value_states], dim=2)
+
+    def __getattr__(self, name: str):
+        if name == "inner" or self.inner is None:
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def widen_mask(mask: torch.Tensor | None, extra: int, queries: int, past: int, causal: bool, device) -> torch.Tensor | None:
+    """The attention mask with ``extra`` visible prefix positions in front of the ``past + queries`` keys.
+
+    A causal module without a mask (the attention kernel's own causal flag) gets an explicit
+    causal mask aligned to the last key, which the kernel's flag would misplace with a prefix.
+    """
+    if mask is None:
+        if not causal or queries == 1:
+            return None
+        keys = past + queries
+        causal_part = torch.ones(queries, keys, dtype=torch.bool, device=device).tril(diagonal=past)
+        visible = torch.ones(queries, extra, dtype=torch.bool, device=device)
+        return torch.cat([visible, causal_part], dim=-1)[None, None]
+    pad_shape = (*mask.shape[:-1], extra)
+    pad = torch.ones(pad_shape, dtype=torch.bool, device=mask.device) if mask.dtype == torch.bool \
+        else torch.zeros(pad_shape, dtype=mask.dtype, device=mask.device)
+    return torch.cat([pad, mask], dim=-1)
+
+
 class KVPrefixLayer(nn.Module, BaseTunerLayer):
-    """A BERT-style self-attention whose keys and values start with learned prefix vectors."""
+    """A self-attention module (BERT's or a decoder's) whose keys and values start with learned prefixes."""
 
     adapter_layer_names = ("kv_prefix_key", "kv_prefix_value")
 
     def __init__(self, base_layer: nn.Module, adapter_name: str, length: int, config: KVPrefixConfig):
         super().__init__()
-        for attribute in ("query", "key", "value", "attention_head_size", "scaling", "config"):
-            if not hasattr(base_layer, attribute):
-                raise ValueError(f"prefix tuning needs a BERT-style self-attention; {type(base_layer).__name__} has no {attribute}")
+        attention = base_layer.get_base_layer() if isinstance(base_layer, BaseTunerLayer) else base_layer
+        if not hasattr(attention, "config") or not hasattr(attention, "layer_idx"):
+            raise ValueError(f"prefix tuning needs a self-attention module with a key/value cache; "
+                             f"{type(attention).__name__} has none")
         self.base_layer = base_layer
+        self.attention = attention  # the attention module itself, under any adapter wrapped around it
         self.kv_prefix_key = nn.ParameterDict()
         self.kv_prefix_value = nn.ParameterDict()
         self._active_adapter = adapter_name
         self.merged_adapters: list[str] = []
+        self._signature = inspect.signature(attention.forward)
         self.update_layer(adapter_name, length, config)
 
     def update_layer(self, adapter_name: str, length: int, config: KVPrefixConfig) -> None:
-        hidden = self.base_layer.config.hidden_size
-        self.kv_prefix_key[adapter_name] = nn.Parameter(torch.randn(length, hidden) * config.init_std)
-        self.kv_prefix_value[adapter_name] = nn.Parameter(torch.randn(length, hidden) * config.init_std)
+        heads, head_dim = kv_heads(self.attention.config)
+        self.kv_prefix_key[adapter_name] = nn.Parameter(torch.randn(length, heads * head_dim) * config.init_std)
+        self.kv_prefix_value[adapter_name] = nn.Parameter(torch.randn(length, heads * head_dim) * config.init_std)
         self._move_adapter_to_device_of_base_layer(adapter_name)
         self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
 
@@ -85,43 +138,28 @@ class KVPrefixLayer(nn.Module, BaseTunerLayer):
     def unmerge(self) -> None:
         return None
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args, **kwargs):
-        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-        from transformers.models.bert.modeling_bert import eager_attention_forward
+    def _prefix(self, parameters: nn.ParameterDict, active: list[str]) -> torch.Tensor:
+        """The active adapters' prefixes as (1, kv_heads, length, head_dim)."""
+        heads, head_dim = kv_heads(self.attention.config)
+        return torch.cat([parameters[n].view(1, -1, heads, head_dim).transpose(1, 2) for n in active], dim=2)
 
-        base = self.base_layer
+    def forward(self, *args, **kwargs):
+        attention = self.attention
         active = [n for n in self.active_adapters if n in self.kv_prefix_key] if not self.disable_adapters else []
         if not active:
-            return base(hidden_states, attention_mask, *args, **kwargs)
-        kwargs.pop("past_key_values", None)
-        batch, seq = hidden_states.shape[:2]
-        shape = (batch, seq, -1, base.attention_head_size)
-        query = base.query(hidden_states).view(shape).transpose(1, 2)
-        key = base.key(hidden_states).view(shape).transpose(1, 2)
-        value = base.value(hidden_states).view(shape).transpose(1, 2)
-        heads = key.shape[1]
-        prefix_keys, prefix_values = [], []
-        for name in active:
-            length = self.kv_prefix_key[name].shape[0]
-            as_heads = (1, length, heads, base.attention_head_size)
-            prefix_keys.append(self.kv_prefix_key[name].view(as_heads).transpose(1, 2).expand(batch, -1, -1, -1))
-            prefix_values.append(self.kv_prefix_value[name].view(as_heads).transpose(1, 2).expand(batch, -1, -1, -1))
-        key = torch.cat([*(p.to(key.dtype) for p in prefix_keys), key], dim=2)
-        value = torch.cat([*(p.to(value.dtype) for p in prefix_values), value], dim=2)
-        extra = key.shape[2] - seq
-        if attention_mask is not None:
-            pad_shape = (*attention_mask.shape[:-1], extra)
-            if attention_mask.dtype == torch.bool:
-                pad = torch.ones(pad_shape, dtype=torch.bool, device=attention_mask.device)
-            else:
-                pad = torch.zeros(pad_shape, dtype=attention_mask.dtype, device=attention_mask.device)
-            attention_mask = torch.cat([pad, attention_mask], dim=-1)
-        interface = ALL_ATTENTION_FUNCTIONS.get_interface(base.config._attn_implementation, eager_attention_forward)
-        output, weights = interface(
-            base, query, key, value, attention_mask,
-            dropout=0.0 if not self.training else base.dropout.p, scaling=base.scaling, **kwargs,
-        )
-        return output.reshape(batch, seq, -1).contiguous(), weights
+            return self.base_layer(*args, **kwargs)
+        if "past_key_values" in kwargs:
+            kwargs["cache"] = kwargs.pop("past_key_values")
+        call = self._signature.bind(*args, **kwargs)
+        hidden_states = call.arguments["hidden_states"]
+        inner = call.arguments.get("cache")
+        keys, values = self._prefix(self.kv_prefix_key, active), self._prefix(self.kv_prefix_value, active)
+        past = inner.get_seq_length(attention.layer_idx) if inner is not None else 0
+        call.arguments["attention_mask"] = widen_mask(
+            call.arguments.get("attention_mask"), keys.shape[2], hidden_states.shape[1], past,
+            bool(getattr(attention, "is_causal", False)), hidden_states.device)
+        call.arguments["cache"] = PrefixedCache(inner, keys, values)
+        return self.base_layer(*call.args, **call.kwargs)
 
 
 class KVPrefixModel(BaseTuner):
@@ -161,7 +199,10 @@ class PrefixMethod(SizedMethod):
         return Prefix(sizes)
 
     def count(self, part: Prefix, shape) -> int:
-        return sum(prefix_params(shape.hidden_size, length) for _, length in part.lengths)
+        return sum(prefix_params(shape.kv_width, length) for _, length in part.lengths)
+
+    def layers(self, part: Prefix, shape) -> set[int]:
+        return {layer for layer, _ in part.lengths}
 
     def peft_kwargs(self, part: Prefix, shape) -> dict:
         family = shape.family

@@ -99,7 +99,7 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
                 y_obs.append([s * v for i, (s, v) in enumerate(zip(signs, t.values, strict=True)) if i != cost_index])
         x_obs = np.asarray(x_obs, dtype=np.int64).reshape(len(x_obs), len(self._levels))
         costs = self.domain.cost(x_obs)
-        keep = self.domain.feasible(costs)  # points that cannot be trained say nothing about quality
+        keep = self.domain.feasible(x_obs, costs)  # points that cannot be trained say nothing about quality
         return seen, x_obs[keep], np.asarray(y_obs)[keep], costs[keep], pending
 
     def _indices(self, params: dict) -> tuple[int, ...] | None:
@@ -120,7 +120,7 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
 
     def _first_new(self, points: np.ndarray, seen: set) -> np.ndarray | None:
         costs = self.domain.cost(points)
-        for point, ok in zip(points, self.domain.feasible(costs), strict=True):
+        for point, ok in zip(points, self.domain.feasible(points, costs), strict=True):
             if ok and key(point) not in seen:
                 return point
         return None
@@ -146,7 +146,7 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
             study._storage.set_trial_system_attr(trial_id, STATE_KEY, state)
         y_all = torch.as_tensor(np.column_stack([y_obs, -costs]))
         pending_arr = np.asarray(pending) if pending else np.zeros((0, len(self._levels)), dtype=int)
-        pending_arr = pending_arr[self.domain.feasible(self.domain.cost(pending_arr))]
+        pending_arr = pending_arr[self.domain.feasible(pending_arr)]
         x_pending = features(pending_arr, self.domain.cost(pending_arr)) if len(pending_arr) else None
         acq = exact_cost_nehvi(model, x_feat, y_all, floors, x_pending, self.mc_samples, int(rng.integers(2**31)))
         scores: dict[bytes, float] = {}
@@ -158,7 +158,7 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
             if new:
                 batch = points[new]
                 costs = self.domain.cost(batch)
-                ok = self.domain.feasible(costs) & np.array([keys[i] not in seen for i in new])
+                ok = self.domain.feasible(batch, costs) & np.array([keys[i] not in seen for i in new])
                 values = np.full(len(new), -np.inf)
                 if ok.any():
                     feats = features(batch[ok], costs[ok])

@@ -1,0 +1,87 @@
+"""Peak training memory of a plan, estimated before it runs: the memory budget and the OOM record.
+
+The estimate adds four parts, in bytes:
+
+- **weights**: the base model and the plan's own weights, in fp32 (bf16 autocast on a GPU keeps
+  fp32 weights);
+- **training state**: a gradient and AdamW's two moments per trainable parameter, in fp32;
+- **activations**: what autograd keeps for the backward pass, for ``batch_size x max_seq_length``
+  tokens, in every layer from the lowest one the plan trains to the top (below it nothing needs a
+  gradient, so nothing is kept). Per token and layer that is ``ACT_HIDDEN`` hidden-size vectors
+  (layer norms, attention inputs and output, residual and dropout), ``ACT_FFN`` MLP-width vectors
+  (the activation function's inputs and outputs) and attention score rows per head
+  (``max_seq_length`` wide): ``ACT_SCORES`` of them, ``ACT_SCORES_DROPOUT`` where the attention
+  probabilities go through dropout (scores, probabilities, mask and dropped probabilities).
+  Elements are 4 bytes, 2 under bf16 autocast. With gradient checkpointing only each layer's
+  input is kept, plus one layer's activations while it is recomputed;
+- **output**: a causal LM's logits over the vocabulary (fp32, with their log-softmax and its
+  gradient); a classifier's are negligible.
+
+It is an upper bound in spirit (every sequence at ``max_seq_length``) and leaves out the
+framework's own overhead (the CUDA context, the Python process), which is the same for every plan.
+``benchmarks/memory.py`` sets it beside the measured peak.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .methods.base import method
+from .models import ModelShape
+from .plan import Plan
+from .types import Fidelity
+
+FP32 = 4
+ACT_HIDDEN = 16
+ACT_FFN = 3
+ACT_SCORES = 1
+ACT_SCORES_DROPOUT = 4
+LOGIT_COPIES = 3
+GB = 2**30
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights: int
+    training_state: int
+    activations: int
+    output: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.training_state + self.activations + self.output
+
+    @property
+    def total_gb(self) -> float:
+        return self.total / GB
+
+    def to_dict(self) -> dict[str, float]:
+        """The parts in GiB, as recorded with a trial."""
+        return {"memory_estimate_gb": self.total_gb, "memory_weights_gb": self.weights / GB,
+                "memory_training_state_gb": self.training_state / GB,
+                "memory_activations_gb": (self.activations + self.output) / GB}
+
+
+def lowest_trained_layer(plan: Plan, shape: ModelShape) -> int | None:
+    """The lowest transformer layer with something to train; None when only the head trains."""
+    layers = set().union(*(method(m).layers(plan[m], shape) for m in plan.methods)) if plan.methods else set()
+    return min(layers) if layers else None
+
+
+def estimate_memory(plan: Plan, shape: ModelShape, fidelity: Fidelity, trainable: int, gpu: bool = False) -> MemoryEstimate:
+    """Peak training memory of ``plan`` (which trains ``trainable`` parameters) at ``fidelity``."""
+    own = 0 if plan.full else trainable
+    element = 2 if gpu else FP32
+    tokens = fidelity.batch_size * fidelity.max_seq_length
+    scores = ACT_SCORES_DROPOUT if shape.attention_dropout else ACT_SCORES
+    per_layer = tokens * element * (ACT_HIDDEN * shape.hidden_size + ACT_FFN * shape.ffn_size
+                                    + scores * shape.num_heads * fidelity.max_seq_length)
+    lowest = lowest_trained_layer(plan, shape)
+    kept = 0 if lowest is None else shape.num_layers - lowest
+    if fidelity.gradient_checkpointing and kept:
+        activations = kept * tokens * element * shape.hidden_size + per_layer
+    else:
+        activations = kept * per_layer
+    output = tokens * shape.vocab_size * FP32 * LOGIT_COPIES if shape.num_labels == 0 else 0
+    return MemoryEstimate(weights=(shape.base_params + own) * FP32, training_state=3 * trainable * FP32,
+                          activations=activations, output=output)
