@@ -6,7 +6,9 @@ import argparse
 import json
 import os
 import subprocess
+import signal
 import sys
+import threading
 import warnings
 
 from autopeft import api
@@ -125,8 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops a search as Ctrl-C does: running trials recorded, resumable
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # a job's own trainer module may live beside it, as with python -m
     args = build_parser().parse_args(argv)

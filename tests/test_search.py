@@ -99,7 +99,54 @@ def test_a_worker_that_dies_is_replaced(tmp_path, tiny_bert, reviews_csv, ray_lo
     trained = [t for t in study.trials if "skipped" not in t.user_attrs]
     assert trained[0].number == 0 and trained[0].state == optuna.trial.TrialState.FAIL
     assert "exit" in trained[0].user_attrs["error"].lower() or "died" in trained[0].user_attrs["error"].lower()
+    assert trained[0].user_attrs["failure"] == "worker lost"  # on each of its 1 + max_retries attempts
     assert [t.state for t in trained[1:]] == [optuna.trial.TrialState.COMPLETE] * 2
+    _, _, children = runs_of(job)
+    first = next(c for c in children if c.data.tags["autopeft.trial"] == "0")
+    assert first.data.tags["autopeft.retries"] == "2" and first.data.tags["autopeft.failure"] == "worker lost"
+
+
+def test_a_trial_whose_worker_is_lost_runs_again_and_does_not_use_up_the_budget(tmp_path, tiny_bert, reviews_csv, ray_local):
+    import random
+
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, trainer="trainers:dies_once_in_each_trial",
+                   budget={"trials": 3, "parallel": 2}, seed=random.randrange(10**6))
+    summary = submit(job, progress=False)
+    assert summary.finished == 3 and summary.failed == 0
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    trained = StudyRecord(study).trained()
+    assert [t.state for t in trained] == [optuna.trial.TrialState.COMPLETE] * 3
+    _, _, children = runs_of(job)
+    assert len(children) == 3 and all(c.info.status == "FINISHED" and c.data.tags["autopeft.retries"] == "1" for c in children)
+
+
+def test_a_hung_trial_is_stopped_at_the_timeout_and_the_search_goes_on(tmp_path, tiny_bert, reviews_csv, ray_local):
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, trainer="trainers:hangs_in_first_trial",
+                   budget={"trials": 3, "parallel": 2, "trial_timeout": 60})
+    summary = submit(job, progress=False)
+    assert summary.finished == 3 and summary.failed == 1
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    first = study.trials[0]
+    assert first.state == optuna.trial.TrialState.FAIL and first.user_attrs["failure"] == "timeout"
+    assert "trial timeout of 60 s" in first.user_attrs["error"]
+    _, _, children = runs_of(job)
+    statuses = {c.data.tags["autopeft.trial"]: (c.info.status, c.data.tags.get("autopeft.failure")) for c in children}
+    assert statuses["0"] == ("FAILED", "timeout") and len(statuses) == 3
+
+
+def test_a_trial_without_a_finite_quality_fails_with_its_reason(tmp_path, tiny_bert, reviews_csv, ray_local):
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, trainer="trainers:returns_nan_on_odd_trials",
+                   budget={"trials": 3, "parallel": 1})
+    summary = submit(job, progress=False)
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    trained = StudyRecord(study).trained()
+    odd = [t for t in trained if t.number % 2]
+    assert odd and summary.failed == len(odd) and summary.finished == 3
+    assert all(t.state == optuna.trial.TrialState.FAIL and t.user_attrs["failure"] == "non-finite quality" for t in odd)
+    _, _, children = runs_of(job)
+    failed = {c.data.tags["autopeft.trial"] for c in children if c.info.status == "FAILED"}
+    assert failed == {str(t.number) for t in odd}
+    assert all(p.quality == p.quality for p in summary.front)  # no NaN on the front
 
 
 def test_custom_trainer_receives_model_plan_data_and_fidelity(tmp_path, tiny_bert, reviews_csv, ray_local):

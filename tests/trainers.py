@@ -17,6 +17,31 @@ def dies_in_first_trial(context):
     return train_and_evaluate(context)
 
 
+def dies_once_in_each_trial(context):
+    """The worker process dies the first time each trial runs (a lost node), then the trial trains."""
+    import tempfile
+    from pathlib import Path
+
+    marker = Path(tempfile.gettempdir()) / f"autopeft-test-died-{context.seed}-{context.trial_number}"
+    if context.trial_number is not None and not marker.exists():
+        marker.touch()
+        os._exit(9)
+    return train_and_evaluate(context)
+
+
+def hangs_in_first_trial(context):
+    if context.trial_number == 0:
+        import time
+
+        time.sleep(3600)
+    return train_and_evaluate(context)
+
+
+def returns_nan_on_odd_trials(context):
+    metrics = train_and_evaluate(context)
+    return {**metrics, "accuracy": float("nan")} if context.trial_number % 2 else metrics
+
+
 def out_of_memory_below_top_layer(context):
     """A device too small for a backward pass through every layer: a plan that trains anything
     below the top layer runs out of memory, as torch reports it."""

@@ -13,7 +13,7 @@ The estimate adds four parts, in bytes:
   (``max_seq_length`` wide): ``ACT_SCORES`` of them, ``ACT_SCORES_DROPOUT`` where the attention
   probabilities go through dropout (scores, probabilities, mask and dropped probabilities).
   Elements are 4 bytes, 2 under bf16 autocast. With gradient checkpointing only each layer's
-  input is kept, plus one layer's activations while it is recomputed;
+  input is kept, plus two layers' worth while one is recomputed and its backward pass runs;
 - **output**: a causal LM's logits over the vocabulary (fp32, with their log-softmax and its
   gradient); a classifier's are negligible.
 
@@ -79,7 +79,7 @@ def estimate_memory(plan: Plan, shape: ModelShape, fidelity: Fidelity, trainable
     lowest = lowest_trained_layer(plan, shape)
     kept = 0 if lowest is None else shape.num_layers - lowest
     if fidelity.gradient_checkpointing and kept:
-        activations = kept * tokens * element * shape.hidden_size + per_layer
+        activations = kept * tokens * element * shape.hidden_size + 2 * per_layer
     else:
         activations = kept * per_layer
     output = tokens * shape.vocab_size * FP32 * LOGIT_COPIES if shape.num_labels == 0 else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import resource
 import tempfile
@@ -15,7 +16,7 @@ from .build import apply_plan, count_trainable, save_adapter
 from .models import ModelShape, load_base, model_shape
 from .plan import Plan
 from .train import evaluate
-from .types import Fidelity, TaskData, TrialRequest, TrialResult
+from .types import Fidelity, TaskData, TrialOutcomeError, TrialRequest, TrialResult
 
 BUILTIN_TRAINER = "autopeft.workers.train:train_and_evaluate"
 
@@ -84,13 +85,8 @@ def run_trial(request: TrialRequest, data: TaskData, trainer: Callable[[TrialCon
     )
     trainer = trainer or load_trainer(request.trainer)
     started = time.perf_counter()
-    if request.zero_shot:
-        metrics = evaluate(context, model.to(device))
-    else:
-        metrics = {k: float(v) for k, v in trainer(context).items()}
+    metrics = checked_metrics(evaluate(context, model.to(device)) if request.zero_shot else trainer(context), request.metric)
     seconds = time.perf_counter() - started
-    if request.metric not in metrics:
-        raise ValueError(f"the trial function returned {sorted(metrics)} but not the task metric '{request.metric}'")
     if context.peft_model is not None:
         params = count_trainable(request.plan, shape)
         measured = sum(p.numel() for p in context.peft_model.parameters() if p.requires_grad)
@@ -113,6 +109,23 @@ def run_trial(request: TrialRequest, data: TaskData, trainer: Callable[[TrialCon
         device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         adapter_files=files,
     )
+
+
+def checked_metrics(returned, metric: str) -> dict[str, float]:
+    """A trial function's metrics as floats; ``TrialOutcomeError`` if they hold no finite ``metric``."""
+    if not isinstance(returned, dict):
+        raise TrialOutcomeError("no metrics", f"the trial function returned {type(returned).__name__}, not a dict of metrics")
+    metrics = {}
+    for key, value in returned.items():
+        try:
+            metrics[str(key)] = float(value)
+        except (TypeError, ValueError):
+            raise TrialOutcomeError("non-numeric metric", f"the trial function returned {key}={value!r}, not a number") from None
+    if metric not in metrics:
+        raise TrialOutcomeError("missing metric", f"the trial function returned {sorted(metrics)} but not the task metric '{metric}'")
+    if not math.isfinite(metrics[metric]):
+        raise TrialOutcomeError("non-finite quality", f"the trial's {metric} is {metrics[metric]}")
+    return metrics
 
 
 class TrialWorker:

@@ -24,6 +24,17 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class TrialOutcomeError(ValueError):
+    """A trial function returned something that is not a result: ``reason`` names what, for the record."""
+
+    def __init__(self, reason: str, message: str):
+        self.reason = reason
+        super().__init__(message)
+
+    def __reduce__(self):
+        return type(self), (self.reason, str(self))
+
+
 class SpaceError(ValueError):
     """A space file asks for something the model cannot take; ``field`` is its path in the file."""
 

@@ -23,6 +23,8 @@ PLAN, PLAN_SUMMARY, TRAINABLE_PCT, MLFLOW_RUN = "plan", "plan_summary", "trainab
 MEMORY_ESTIMATE = "memory_estimate_gb"
 SKIPPED, INTERRUPTED, ERROR, FAILURE = "skipped", "interrupted", "error", "failure"
 OUT_OF_MEMORY = "out of memory"  # a FAILURE: the trial's device or host ran out of memory
+TIMEOUT = "timeout"  # a FAILURE: the trial ran longer than the trial timeout and its worker was stopped
+WORKER_LOST = "worker lost"  # a FAILURE: the trial's worker process died on every attempt
 METRICS, TRAIN_SECONDS, PEAK_MEMORY_MB, DEVICE = "metrics", "train_seconds", "peak_memory_mb", "device"
 
 

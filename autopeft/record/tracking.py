@@ -64,6 +64,11 @@ class Tracker:
             self.client.log_artifacts(run_id, str(adapter_dir), artifact_path="adapter")
         self.client.set_terminated(run_id, status="FINISHED")
 
+    def note_retry(self, run_id: str, attempt: int, error: str) -> None:
+        """A trial whose worker was lost runs again (``attempt`` re-runs so far)."""
+        self.client.set_tag(run_id, "autopeft.retries", str(attempt))
+        self.client.set_tag(run_id, "autopeft.lost_worker", error[-2000:])
+
     def fail_trial(self, run_id: str, error: str, reason: str | None = None) -> None:
         self.client.set_tag(run_id, "autopeft.error", error[:5000])
         if reason is not None:

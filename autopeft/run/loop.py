@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +25,12 @@ from autopeft.optimize.propose import Proposer
 from autopeft.optimize.registry import make_sampler
 from autopeft.record.layout import RunLayout
 from autopeft.record.pareto import Point, Reference, hypervolume, pareto_front
-from autopeft.record.study import OUT_OF_MEMORY, StudyRecord
+from autopeft.record.study import OUT_OF_MEMORY, TIMEOUT, WORKER_LOST, StudyRecord
 from autopeft.record.tracking import Tracker, flatten
 from autopeft.run.pool import WorkerPool, init_ray
 from autopeft.run.prepare import Prepared, prepare
 from autopeft.workers.plan import Plan
-from autopeft.workers.types import TrialRequest, TrialResult
+from autopeft.workers.types import TrialOutcomeError, TrialRequest, TrialResult
 
 log = logging.getLogger("autopeft")
 STOPPED = "the search stopped before this trial finished"
@@ -58,6 +59,8 @@ class TrialWork:
     memory_gb: float
     run_id: str
     actor: object = None
+    started: float = 0.0  # time.monotonic() when it went to its worker
+    attempts: int = 0  # re-runs after its worker was lost
     counts = True  # against the budget
     baseline = None
 
@@ -94,6 +97,8 @@ class BaselineWork:
     memory_gb: float
     run_id: str
     actor: object = None
+    started: float = 0.0
+    attempts: int = 0
     counts = False
     trial_number = None
 
@@ -131,6 +136,7 @@ class SearchLoop:
         self.running: dict = {}
         self.finished, self.failed = record.done()
         self.baselines_left = [name for name in prepared.baselines if name not in record.baselines]
+        self.durations: list[float] = []  # seconds of every trial and baseline that finished
         trials = self.job.budget.trials
         self.proposer = Proposer(record.study, domain, self.job.seed, 50 * max(1, trials), on_skip=self._skipped)
         self.bar = _progress(trials + len(prepared.baselines), self.finished + len(record.baselines), progress)
@@ -140,7 +146,11 @@ class SearchLoop:
         try:
             while self.baselines_left or self._trials_to_start() or self.running:
                 self._fill()
-                self._collect(self.pool.wait(list(self.running)))
+                ready = self.pool.wait(list(self.running), self._wait_time())
+                if ready is None:
+                    self._stop_overdue()
+                else:
+                    self._collect(ready)
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -186,29 +196,60 @@ class SearchLoop:
     def _submit(self, work: TrialWork | BaselineWork) -> None:
         request = trial_request(self.prepared, work.plan, trial_number=work.trial_number, baseline=work.baseline)
         work.actor, ref = self.pool.submit(request)
+        work.started = time.monotonic()
         self.running[ref] = work
+
+    def trial_timeout(self) -> float | None:
+        """Seconds a trial may run: the job's, else ten times the slowest finished one (at least 15 minutes)."""
+        if self.job.budget.trial_timeout is not None:
+            return self.job.budget.trial_timeout
+        return max(AUTO_TIMEOUT_FLOOR, 10 * max(self.durations)) if self.durations else None
+
+    def _wait_time(self) -> float | None:
+        timeout = self.trial_timeout()
+        if timeout is None or not self.running:
+            return None
+        now = time.monotonic()
+        return max(0.05, min(work.started + timeout - now for work in self.running.values()))
+
+    def _stop_overdue(self) -> None:
+        timeout = self.trial_timeout()
+        now = time.monotonic()
+        for ref, work in list(self.running.items()):
+            if now - work.started >= timeout:
+                del self.running[ref]
+                self.pool.stop(work.actor)
+                self._fail(work, f"the trial ran longer than the trial timeout of {timeout:.0f} s; its worker was stopped",
+                           TIMEOUT)
 
     def _collect(self, ref) -> None:
         work = self.running.pop(ref)
         try:
             result: TrialResult = self.pool.ray.get(ref)
-        except Exception as exc:  # the trial raised or its worker died: record it, go on
-            self.pool.release(work.actor, healthy=not self.pool.died(exc))
+        except Exception as exc:  # the trial raised or its worker died: retry a lost worker, else record it; go on
+            died = self.pool.died(exc)
+            self.pool.release(work.actor, healthy=not died)
             error = _error_text(exc)
-            reason = OUT_OF_MEMORY if out_of_memory(error) else None
-            self.tracker.fail_trial(work.run_id, error, reason)
-            log.warning("%s failed: %s", work.label, error.strip().splitlines()[-1])
-            if reason == OUT_OF_MEMORY:
-                self.proposer.domain.memory_limit.ran_out(work.memory_gb)
-                log.warning("%s ran out of memory at an estimated %.2f GiB: plans estimated at that much or more "
-                            "are no longer proposed", work.label, work.memory_gb)
-            work.failed(self.record, error, reason)
-            if work.counts:
-                self.failed += 1
-                self.finished += 1
-            self.bar.update(1)
+            outcome = next((e for e in (getattr(exc, "cause", None), exc) if isinstance(e, TrialOutcomeError)), None)
+            if outcome is not None:
+                reason = getattr(outcome, "reason", "invalid result")
+            elif out_of_memory(error):
+                reason = OUT_OF_MEMORY
+            elif died:
+                if work.attempts < self.job.budget.max_retries:
+                    work.attempts += 1
+                    log.warning("%s lost its worker; running it again (attempt %d of %d)", work.label, work.attempts + 1,
+                                self.job.budget.max_retries + 1)
+                    self.tracker.note_retry(work.run_id, work.attempts, error)
+                    self._submit(work)
+                    return
+                reason = WORKER_LOST
+            else:
+                reason = None
+            self._fail(work, error, reason)
             return
         self.pool.release(work.actor, healthy=True)
+        self.durations.append(time.monotonic() - work.started)
         adapter_dir = _save_adapter(work.adapter_dir(self.job.layout), result)
         self.tracker.finish_trial(work.run_id, {**result.metrics, "quality": result.quality, "trainable_params": work.params,
                                                 "trainable_pct": work.pct, "train_seconds": result.train_seconds,
@@ -217,6 +258,19 @@ class SearchLoop:
         if work.counts:
             self.finished += 1
         self._log_front()
+        self.bar.update(1)
+
+    def _fail(self, work: TrialWork | BaselineWork, error: str, reason: str | None) -> None:
+        self.tracker.fail_trial(work.run_id, error, reason)
+        log.warning("%s failed%s: %s", work.label, f" ({reason})" if reason else "", error.strip().splitlines()[-1])
+        if reason == OUT_OF_MEMORY:
+            self.proposer.domain.memory_limit.ran_out(work.memory_gb)
+            log.warning("%s ran out of memory at an estimated %.2f GiB: plans estimated at that much or more "
+                        "are no longer proposed", work.label, work.memory_gb)
+        work.failed(self.record, error, reason)
+        if work.counts:
+            self.failed += 1
+            self.finished += 1
         self.bar.update(1)
 
     def _log_front(self) -> None:
@@ -311,6 +365,7 @@ def _save_adapter(target: Path, result: TrialResult) -> Path | None:
     return target
 
 
+AUTO_TIMEOUT_FLOOR = 15 * 60.0
 _MEMORY_ERRORS = ("OutOfMemoryError", "MemoryError", "CUDA out of memory", "can't allocate memory", "memory pressure")
 
 

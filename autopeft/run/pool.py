@@ -99,10 +99,15 @@ class WorkerPool:
     def release(self, actor, healthy: bool) -> None:
         self.idle.append(actor if healthy else self._new())
 
-    def wait(self, refs: list):
-        """The first result reference that is ready."""
-        ready, _ = self.ray.wait(refs, num_returns=1)
-        return ready[0]
+    def wait(self, refs: list, timeout: float | None = None):
+        """The first result reference that is ready; None when none is within ``timeout`` seconds."""
+        ready, _ = self.ray.wait(refs, num_returns=1, timeout=timeout)
+        return ready[0] if ready else None
+
+    def stop(self, actor) -> None:
+        """Kill a worker (its trial is abandoned) and put a fresh one in its place."""
+        self.ray.kill(actor, no_restart=True)
+        self.release(actor, healthy=False)
 
     def died(self, exc: Exception) -> bool:
         return isinstance(exc, self.ray.exceptions.RayActorError)
