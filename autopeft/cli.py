@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import signal
+import subprocess
 import sys
 import threading
 import warnings
 
 from autopeft import api
 from autopeft.errors import UserError
+from autopeft.job.secrets import mask_uri
 from autopeft.record.pareto import PICKS, Point, Reference
 
 
@@ -44,7 +45,7 @@ def cmd_submit(args) -> int:
           f"model {job.model} ({prepared.shape.base_params:,} parameters)", flush=True)
     print(f"autopeft: run directory {job.run_dir}", flush=True)
     summary = api.submit(job, progress=not args.no_progress, prepared=prepared)
-    print(f"\nPareto front ({len(summary.front)} points, {summary.finished} trials, {summary.failed} failed, "
+    print(f"\nPareto front ({len(summary.front)} points, {summary.finished} trials, {summary.failed_text()}, "
           f"hypervolume {summary.hypervolume:.4f}):")
     print(format_front(summary.front, summary.reference, job.task.metric, summary.baselines))
     name = args.job
@@ -77,7 +78,8 @@ def cmd_export(args) -> int:
 def cmd_ui(args) -> int:
     job = api.load_job(args.job)
     if job.stores.mlflow_uri is not None and job.stores.mlflow_uri.startswith(("http://", "https://")):
-        print(f"'{job.name}' is tracked on the MLflow server {job.stores.mlflow_uri}: open it there (experiment '{job.name}')")
+        print(f"'{job.name}' is tracked on the MLflow server {mask_uri(job.stores.mlflow_uri)}: open it there "
+              f"(experiment '{job.name}')")
         return 0
     if job.stores.mlflow_uri is None and not job.layout.mlflow_db.is_file():
         raise UserError("run", f"no MLflow store for job '{job.name}' yet ({job.layout.mlflow_db})", "run 'autopeft submit' first")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autopeft.errors import UserError
+from autopeft.job.secrets import mask_uri
 from autopeft.job.spec import JobSpec
 from autopeft.record.pareto import Point, pareto_front, pick
 from autopeft.record.study import StudyRecord
@@ -87,7 +88,7 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
         "plan": plan.to_dict(),
         "plan_summary": plan.describe(),
         "mlflow_run_id": origin["mlflow_run_id"],
-        "mlflow_tracking_uri": job.mlflow_uri,
+        "mlflow_tracking_uri": mask_uri(job.mlflow_uri),
         "methods": list(plan.methods),
         "mergeable": {m: method(m).mergeable for m in plan.methods},
         "merge_note": _merge_note(plan),

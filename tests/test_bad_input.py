@@ -44,6 +44,8 @@ CASES = {
     "impossible budget": (lambda d: write_job(d, budget={"trials": 2, "max_trainable_params": 1000}), ["budget", "over the budget of 1000"]),
     "impossible memory budget": (lambda d: write_job(d, budget={"trials": 2, "max_memory_gb": 0.01}),
                                  ["budget.max_memory_gb", "over the budget of 0.01 GiB", "gradient_checkpointing"]),
+    "unset variable in a store URI": (lambda d: write_job(d, stores={"optuna_storage": "postgresql://a:${AUTOPEFT_UNSET_VAR}@db/x"}),
+                                      ["stores.optuna_storage", "environment variable AUTOPEFT_UNSET_VAR is not set"]),
     "unknown model": (lambda d: write_job(d, model="./no-such-model"), ["model", "no-such-model"]),
     "unknown baseline": (lambda d: write_job(d, baselines=["lora-r8", "adapterdrop"]), ["baselines", "unknown baseline 'adapterdrop'", "houlsby"]),
     "two data sources": (lambda d: write_job(d, task={"dataset": "rotten_tomatoes", "train_file": "x.csv"}), ["task", "exactly one of"]),

@@ -147,6 +147,42 @@ def test_a_trial_without_a_finite_quality_fails_with_its_reason(tmp_path, tiny_b
     failed = {c.data.tags["autopeft.trial"] for c in children if c.info.status == "FAILED"}
     assert failed == {str(t.number) for t in odd}
     assert all(p.quality == p.quality for p in summary.front)  # no NaN on the front
+    assert f"{len(odd)} failed ({len(odd)} non-finite quality)" == summary.failed_text()
+
+
+def test_sigterm_stops_a_search_as_ctrl_c_does_and_leaves_nothing_running(tmp_path, tiny_bert, reviews_csv):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, trainer="trainers:sleeps", budget={"trials": 2, "parallel": 1})
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    driver = subprocess.Popen([sys.executable, "-m", "autopeft", "submit", str(tmp_path / "job.yaml"), "--no-progress"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    running = []
+    while not running and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(2)
+        if job.layout.study_db.is_file():
+            try:
+                study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+                running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+            except KeyError:
+                pass
+    assert running, driver.communicate(timeout=60)
+    time.sleep(3)
+    driver.send_signal(signal.SIGTERM)
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode == 130, err[-3000:]
+    assert "interrupted; submit the same job again to resume" in err and "Traceback" not in err
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert all(t.user_attrs.get("interrupted") for t in study.trials if t.state == optuna.trial.TrialState.FAIL)
+    _, _, children = runs_of(job)
+    assert children and all(c.info.status != "RUNNING" for c in children)
 
 
 def test_custom_trainer_receives_model_plan_data_and_fidelity(tmp_path, tiny_bert, reviews_csv, ray_local):

@@ -37,6 +37,13 @@ def hangs_in_first_trial(context):
     return train_and_evaluate(context)
 
 
+def sleeps(context):
+    import time
+
+    time.sleep(600)
+    return train_and_evaluate(context)
+
+
 def returns_nan_on_odd_trials(context):
     metrics = train_and_evaluate(context)
     return {**metrics, "accuracy": float("nan")} if context.trial_number % 2 else metrics

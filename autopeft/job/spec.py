@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from autopeft.job.secrets import mask_uri
 from autopeft.optimize.registry import SAMPLERS
 from autopeft.record.layout import RunLayout
 from autopeft.workers.types import METRICS, Fidelity, Metric, Strict, TaskType
@@ -81,10 +84,22 @@ class BudgetSpec(Strict):
 
 
 class StoresSpec(Strict):
+    """Where a search keeps its records; URIs may name environment variables, as ``${DB_PASSWORD}``."""
+
     run_dir: Path | None = None
     mlflow_uri: str | None = None
     optuna_storage: str | None = None
     ray_address: str | None = None
+
+    @field_validator("mlflow_uri", "optuna_storage", "ray_address")
+    @classmethod
+    def _expand(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        missing = [name for name in re.findall(r"\$\{(\w+)\}", value) if name not in os.environ]
+        if missing:
+            raise ValueError(f"environment variable {missing[0]} is not set; set it, or write the value in the job file")
+        return re.sub(r"\$\{(\w+)\}", lambda m: os.environ[m.group(1)], value)
 
 
 class JobSpec(Strict):
@@ -109,6 +124,13 @@ class JobSpec(Strict):
     @property
     def layout(self) -> RunLayout:
         return RunLayout(self.run_dir)
+
+    def public_dict(self) -> dict:
+        """The job as stored and logged: store URIs with their credentials masked."""
+        data = self.model_dump(mode="json")
+        for key in ("mlflow_uri", "optuna_storage", "ray_address"):
+            data["stores"][key] = mask_uri(data["stores"][key])
+        return data
 
     @property
     def mlflow_uri(self) -> str:

@@ -157,6 +157,15 @@ class StudyRecord:
                    if not ({SKIPPED, INTERRUPTED} & set(t.user_attrs))]
         return len(counted), sum(1 for t in counted if t.state == States.FAIL)
 
+    def failures(self) -> dict[str, int]:
+        """How many trials that count against the budget failed, by reason ("error": the trial raised)."""
+        counts: dict[str, int] = {}
+        for t in self.study.get_trials(deepcopy=False, states=(States.FAIL,)):
+            if not ({SKIPPED, INTERRUPTED} & set(t.user_attrs)):
+                reason = t.user_attrs.get(FAILURE, "error")
+                counts[reason] = counts.get(reason, 0) + 1
+        return counts
+
     def trained(self) -> list[optuna.trial.FrozenTrial]:
         """Every trial that was proposed for training (skipped ones left out)."""
         return [t for t in self.study.get_trials(deepcopy=False) if SKIPPED not in t.user_attrs]

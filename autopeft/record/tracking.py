@@ -6,7 +6,9 @@ import json
 import logging
 import tempfile
 from pathlib import Path
+from urllib.parse import unquote
 
+from autopeft.job.secrets import split_credentials
 from autopeft.record.pareto import Point
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -17,6 +19,19 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def credentials_to_environment(tracking_uri: str) -> str:
+    """An MLflow server URI without the user and password it holds, which go to MLflow's own
+    variables instead (``MLFLOW_TRACKING_USERNAME``/``PASSWORD``), so that no MLflow message shows them."""
+    import os
+
+    uri, user, password = split_credentials(tracking_uri)
+    if user is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(user)
+        if password is not None:
+            os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(password)
+    return uri
+
+
 class Tracker:
     """Writes a search to MLflow; the tracking URI is a SQLite file by default."""
 
@@ -24,7 +39,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         _quiet_mlflow()
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = MlflowClient(tracking_uri=credentials_to_environment(tracking_uri))
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
             self.experiment_id = found.experiment_id

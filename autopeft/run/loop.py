@@ -46,6 +46,12 @@ class SearchSummary:
     front: list[Point] = field(default_factory=list)
     hypervolume: float = 0.0
     baselines: dict[str, Point] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)  # failed trials by reason
+
+    def failed_text(self) -> str:
+        """``2 failed (1 timeout, 1 out of memory)``."""
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.failures.items()))
+        return f"{self.failed} failed" + (f" ({reasons})" if reasons and self.failed else "")
 
 
 @dataclass
@@ -317,15 +323,15 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
     if resuming:
         record.interrupt_orphans()
     else:
-        record.start(job.model_dump(mode="json"), reference, prepared.data.label_names)
+        record.start(job.public_dict(), reference, prepared.data.label_names)
     embedded = job.stores.mlflow_uri is None  # a tracking server keeps artifacts in its own store
     tracker = Tracker(job.mlflow_uri, job.name, artifact_root=job.layout.artifacts if embedded else None)
     record.parent_run_id = tracker.start_search(
         job.name,
-        params={**flatten(job.model_dump(mode="json")), "reference.quality": reference.quality,
+        params={**flatten(job.public_dict()), "reference.quality": reference.quality,
                 "reference.params": reference.params, "space.dimensions": len(prepared.space.dimensions),
                 "model.base_params": prepared.shape.base_params},
-        artifacts={"job.yaml": yaml.safe_dump(job.model_dump(mode="json"), sort_keys=False),
+        artifacts={"job.yaml": yaml.safe_dump(job.public_dict(), sort_keys=False),
                    "search_space.yaml": yaml.safe_dump(prepared.space.spec.model_dump(mode="json"), sort_keys=False),
                    "reference.json": json.dumps({"quality": reference.quality, "params": reference.params})},
         resume_id=record.parent_run_id,
@@ -335,7 +341,8 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
     points = record.finished_points()
     return SearchSummary(run_dir=job.run_dir, parent_run_id=record.parent_run_id, finished=loop.finished,
                          failed=loop.failed, reference=reference, front=pareto_front(points),
-                         hypervolume=hypervolume(points, reference), baselines=record.baseline_points())
+                         hypervolume=hypervolume(points, reference), baselines=record.baseline_points(),
+                         failures=record.failures())
 
 
 def zero_shot_score(prepared: Prepared, pool: WorkerPool, progress: bool) -> float:

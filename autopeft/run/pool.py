@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from importlib import import_module
 from pathlib import Path
 
@@ -23,10 +25,13 @@ def init_ray(job: JobSpec):
         return ray
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     kwargs = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    on_sigterm = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     if job.stores.ray_address:
         ray.init(address=job.stores.ray_address, runtime_env={"py_modules": [shipped_package()]}, **kwargs)
     else:
         ray.init(**kwargs)
+    if callable(on_sigterm):  # Ray replaces the driver's SIGTERM handler with a crash dump: keep the caller's
+        signal.signal(signal.SIGTERM, on_sigterm)
     return ray
 
 
