@@ -37,6 +37,8 @@ def _quiet() -> None:
 
 def cmd_submit(args) -> int:
     job = api.load_job(args.job)
+    if args.trials is not None and args.trials < 0:
+        raise UserError("--trials", f"{args.trials} is negative", "give 0 or more trials")
     if args.trials is not None:
         job = job.model_copy(update={"budget": job.budget.model_copy(update={"trials": args.trials})})
     prepared = api.prepare(job)

@@ -51,6 +51,8 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
         raise UserError("--pick", str(exc), "choose another point (see 'autopeft pareto')") from None
     plan = record.plan_of(point.trial)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError("--out", f"'{out}' is a file", "give a new folder")
     if out.exists() and any(out.iterdir()):
         raise UserError("--out", f"'{out}' exists and is not empty", "choose a new folder")
     shape = model_shape(job.model, record.num_labels)

@@ -46,6 +46,28 @@ CASES = {
                                  ["budget.max_memory_gb", "over the budget of 0.01 GiB", "gradient_checkpointing"]),
     "unset variable in a store URI": (lambda d: write_job(d, stores={"optuna_storage": "postgresql://a:${AUTOPEFT_UNSET_VAR}@db/x"}),
                                       ["stores.optuna_storage", "environment variable AUTOPEFT_UNSET_VAR is not set"]),
+    "trials is a boolean": (lambda d: write_job(d, budget={"trials": True}), ["budget.trials", "valid integer"]),
+    "trials beyond reason": (lambda d: write_job(d, budget={"trials": 10**30}), ["budget.trials", "100000"]),
+    "nothing to run": (lambda d: write_job(d, budget={"trials": 0}), ["budget.trials is 0", "name baselines"]),
+    "parallel zero": (lambda d: write_job(d, budget={"parallel": 0}), ["budget.parallel", "greater than or equal to 1"]),
+    "validation size 1.5": (lambda d: write_job(d, task={"dataset": "rotten_tomatoes", "validation_size": 1.5}),
+                            ["task.validation_size", "neither a fraction below 1 nor a whole number"]),
+    "nan quality floor": (lambda d: write_job(d, objectives={"quality_floor": float("nan")}), ["objectives.quality_floor", "finite"]),
+    "gpus on a machine without": (lambda d: write_job(d, resources={"gpus": 64}), ["resources.gpus", "this machine has", "Ray cluster"]),
+    "cpus beyond the machine": (lambda d: write_job(d, resources={"cpus": 1000}), ["resources.cpus", "asks for 1000 CPUs"]),
+    "non-utf8 job file": (lambda d: (d / "job.yaml").write_bytes(b"name: t\nmodel: \xff\xfe minilm\n"), ["not UTF-8 text", "UTF-8"]),
+    "empty model folder": (lambda d: ((d / "empty-model").mkdir(), write_job(d, model="./empty-model")), ["model", "cannot load"]),
+    "trainer fails on import": (lambda d: ((d / "broken_trainer.py").write_text("raise RuntimeError('no GPU here')\n"),
+                                           write_job(d, trainer="broken_trainer:train")),
+                                ["trainer", "cannot import 'broken_trainer:train'", "RuntimeError: no GPU here"]),
+    "missing trainer module": (lambda d: write_job(d, trainer="no_such_module:train"), ["trainer", "No module named"]),
+    "bad optuna storage": (lambda d: write_job(d, stores={"optuna_storage": "notadb"}), ["stores.optuna_storage", "not a database URL"]),
+    "unknown database driver": (lambda d: write_job(d, stores={"optuna_storage": "oracle+nosuchdriver://u:pw@h/db"}),
+                                ["stores.optuna_storage"]),
+    "bad mlflow uri": (lambda d: write_job(d, stores={"mlflow_uri": "ftp://x"}), ["stores.mlflow_uri", "not an MLflow tracking URI"]),
+    "job name too long": (lambda d: write_job(d, name="n" * 300), ["name", "at most 100 characters"]),
+    "run dir is a file": (lambda d: ((d / "taken").write_text("x"), write_job(d, stores={"run_dir": "taken"})),
+                          ["stores.run_dir", "is a file, not a folder"]),
     "unknown model": (lambda d: write_job(d, model="./no-such-model"), ["model", "no-such-model"]),
     "unknown baseline": (lambda d: write_job(d, baselines=["lora-r8", "adapterdrop"]), ["baselines", "unknown baseline 'adapterdrop'", "houlsby"]),
     "two data sources": (lambda d: write_job(d, task={"dataset": "rotten_tomatoes", "train_file": "x.csv"}), ["task", "exactly one of"]),
@@ -76,3 +98,21 @@ def test_pareto_and_export_before_any_search(tmp_path, capsys):
     code, err = run_cli(capsys, "export", str(job), "--out", "x")
     assert code == 2 and "no search has run" in err
     assert_nothing_written(tmp_path)
+
+
+def test_negative_trials_on_the_command_line(tmp_path, capsys):
+    job = write_job(tmp_path)
+    code, err = run_cli(capsys, "submit", str(job), "--trials", "-5")
+    assert code == 2 and "--trials" in err and "-5 is negative" in err
+    assert_nothing_written(tmp_path)
+
+
+def test_export_to_a_file_is_refused(searched, tmp_path, capsys):
+    import yaml as _yaml
+
+    target = tmp_path / "taken.txt"
+    target.write_text("mine")
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(_yaml.safe_dump(searched.model_dump(mode="json")))
+    code, err = run_cli(capsys, "export", str(job_file), "--out", str(target))
+    assert code == 2 and "is a file" in err and target.read_text() == "mine"

@@ -67,4 +67,8 @@ def load_job(path: str | Path) -> JobSpec:
     path = Path(path)
     if not path.is_file():
         raise UserError(str(path), "job file does not exist", f"give the path of a job YAML file (or one of {', '.join(BUILTIN_JOBS)})")
-    return parse_job(read_yaml(path.read_text(), str(path)), str(path), path.parent)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(str(path), "the job file is not UTF-8 text", "save it as UTF-8") from None
+    return parse_job(read_yaml(text, str(path)), str(path), path.parent)

@@ -26,8 +26,15 @@ class TaskSpec(Strict):
     completion_column: str = "completion"
     messages_column: str = Field("messages", description="generation: chat messages, rendered with the chat template")
     metric: Metric | None = Field(None, description="default: accuracy for classification, exact_match for generation")
-    validation_size: float = Field(0.2, gt=0)
+    validation_size: float = Field(0.2, gt=0, allow_inf_nan=False)
     split_seed: int = 0
+
+    @field_validator("validation_size")
+    @classmethod
+    def _fraction_or_count(cls, value: float) -> float:
+        if value >= 1 and value != int(value):
+            raise ValueError(f"{value} is neither a fraction below 1 nor a whole number of examples")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> TaskSpec:
@@ -47,7 +54,7 @@ class TaskSpec(Strict):
 
 class ObjectivesSpec(Strict):
     quality_floor: float | None = Field(
-        None, description="hypervolume reference on quality; default: the score of always predicting the majority label"
+        None, allow_inf_nan=False, description="hypervolume reference on quality; default: the score of always predicting the majority label"
     )
     params_ceiling_pct: float | None = Field(
         None, gt=0, description="hypervolume reference on trainable %; default: the budget, else the largest plan"
@@ -72,15 +79,15 @@ class ResourcesSpec(Strict):
 
 
 class BudgetSpec(Strict):
-    trials: int = Field(20, ge=0)
-    parallel: int = Field(1, ge=1)
+    trials: int = Field(20, ge=0, le=100_000, strict=True)
+    parallel: int = Field(1, ge=1, le=4096, strict=True)
     max_trainable_pct: float | None = Field(None, gt=0, le=100)
     max_trainable_params: int | None = Field(None, gt=0)
     max_memory_gb: float | None = Field(None, gt=0, description="estimated peak training memory per trial, GiB")
     trial_timeout: float | None = Field(
         None, gt=0, description="seconds a trial may run before its worker is stopped; default: ten times the "
         "slowest finished trial, at least 15 minutes (no limit until one has finished)")
-    max_retries: int = Field(2, ge=0, description="re-runs of a trial whose worker process was lost")
+    max_retries: int = Field(2, ge=0, le=100, strict=True, description="re-runs of a trial whose worker process was lost")
 
 
 class StoresSpec(Strict):
@@ -103,7 +110,7 @@ class StoresSpec(Strict):
 
 
 class JobSpec(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     model: str
     task: TaskSpec
     search_space: str = "lora"
@@ -116,6 +123,13 @@ class JobSpec(Strict):
     trainer: str | None = Field(None, pattern=r"^[\w.]+:\w+$")
     baselines: list[str] = Field(default_factory=list, description="named baselines run first, shown beside the search")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _something_to_run(self) -> JobSpec:
+        if self.budget.trials == 0 and not self.baselines:
+            raise ValueError("budget.trials is 0 and no baselines are named: nothing would run; "
+                             "set budget.trials to 1 or more, or name baselines")
+        return self
 
     @property
     def run_dir(self) -> Path:

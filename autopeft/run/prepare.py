@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from autopeft.errors import UserError
 from autopeft.job.data import load_task_data
+from autopeft.job.secrets import mask_uri
 from autopeft.job.spec import JobSpec
 from autopeft.record.pareto import Reference
 from autopeft.space.search_space import SearchSpace, load_space
@@ -55,8 +56,11 @@ def prepare(job: JobSpec) -> Prepared:
         AutoConfig.from_pretrained(path, **extra)
     except ModelNotFound as exc:
         raise UserError("model", str(exc), MODEL_FIX) from None
-    except OSError as exc:
-        raise UserError("model", f"cannot load '{job.model}': {str(exc).splitlines()[0]}", MODEL_FIX) from None
+    except (OSError, ValueError) as exc:
+        raise UserError("model", f"cannot load '{job.model}': {str(exc).strip().splitlines()[0]}", MODEL_FIX) from None
+    _check_run_dir(job)
+    _check_stores(job)
+    _check_resources(job)
     data = load_task_data(job.task)
     try:
         shape = model_shape(job.model, data.num_labels)
@@ -68,8 +72,9 @@ def prepare(job: JobSpec) -> Prepared:
     if job.trainer is not None:
         try:
             load_trainer(job.trainer)
-        except (ImportError, AttributeError) as exc:
-            raise UserError("trainer", f"cannot import '{job.trainer}': {exc}", "give an importable package.module:function") from None
+        except Exception as exc:  # a module that fails as it is imported, whatever it raises
+            problem = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            raise UserError("trainer", f"cannot import '{job.trainer}': {problem}", "give an importable package.module:function") from None
     max_params = budget_params(job, shape)
     largest = space.count(space.largest_plan())
     smallest = space.count(space.smallest_plan())
@@ -89,6 +94,56 @@ def prepare(job: JobSpec) -> Prepared:
         floor = 0.0 if zero_shot else majority_score(job.task.metric, data.validation_labels[:n_eval])
     baselines = baseline_plans(job.baselines, shape)
     return Prepared(job, shape, space, data, Reference(quality=floor, params=ceiling + 1), max_params, baselines, zero_shot)
+
+
+def _check_run_dir(job: JobSpec) -> None:
+    for path in (job.run_dir, *job.run_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise UserError("stores.run_dir", f"'{path}' is a file, not a folder", "choose another run_dir")
+            return
+
+
+DRIVERS = {"postgresql": "psycopg2-binary", "mysql": "pymysql"}  # the package each database's default driver is in
+
+
+def _check_stores(job: JobSpec) -> None:
+    """Store URIs that can be opened: a known scheme and its database driver installed."""
+    storage = job.stores.optuna_storage
+    if storage is not None:
+        from sqlalchemy.engine import make_url
+
+        try:
+            make_url(storage).get_dialect()
+        except ImportError as exc:
+            backend = storage.split(":", 1)[0].split("+", 1)[0]
+            package = DRIVERS.get(backend, exc.name or "its database driver")
+            raise UserError("stores.optuna_storage", f"the {backend} driver is not installed ({exc.name})",
+                            f"pip install {package}" + (" (or autopeft[postgres])" if backend == "postgresql" else "")) from None
+        except Exception as exc:
+            raise UserError("stores.optuna_storage", f"'{mask_uri(storage)}' is not a database URL: {exc}",
+                            "use a SQLAlchemy URL, e.g. postgresql://user:${DB_PASSWORD}@host/db, or leave it out") from None
+    uri = job.stores.mlflow_uri
+    if uri is not None and not uri.startswith(("http://", "https://", "sqlite:///", "postgresql", "mysql", "file:", "databricks")):
+        raise UserError("stores.mlflow_uri", f"'{mask_uri(uri)}' is not an MLflow tracking URI",
+                        "use http(s)://host:port of an MLflow server, a database URL, or leave it out")
+
+
+def _check_resources(job: JobSpec) -> None:
+    """On this machine (no Ray cluster), a trial's CPUs and GPUs must exist, or Ray would wait forever."""
+    if job.stores.ray_address:
+        return
+    import os
+
+    import torch
+
+    cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count()
+    if job.resources.cpus > cpus:
+        raise UserError("resources.cpus", f"a trial asks for {job.resources.cpus:g} CPUs; this machine has {cpus}",
+                        f"use at most {cpus}, or run on a Ray cluster (stores.ray_address)")
+    if job.resources.gpus > gpus:
+        raise UserError("resources.gpus", f"a trial asks for {job.resources.gpus:g} GPUs; this machine has {gpus}",
+                        f"use at most {gpus}, or run on a Ray cluster (stores.ray_address)")
 
 
 def _check_memory(job: JobSpec, shape: ModelShape, space: SearchSpace) -> None:
