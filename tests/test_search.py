@@ -249,3 +249,56 @@ def test_a_tight_budget_is_never_exceeded_and_the_search_still_finishes(tmp_path
                            for t in skipped)
     assert not any((job.run_dir / "trials" / f"{t.number:04d}").exists() for t in skipped)
     assert all(p.params <= budget for p in summary.front)
+
+
+def test_a_killed_drivers_trials_run_again_on_resume_their_runs_are_closed_and_a_lost_mlflow_store_is_rebuilt(
+        tmp_path, tiny_bert, reviews_csv, ray_local):
+    import random
+
+    from autopeft.optimize.domain import space_domain
+    from autopeft.record.tracking import Tracker
+    from autopeft.run.prepare import prepare
+    from conftest import random_point
+
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 2, "parallel": 2})
+    submit(job, progress=False)
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    prepared = prepare(job)
+    rng = random.Random(7)
+    while True:  # a trainable plan no trial has trained
+        params = random_point(prepared.space, rng)
+        plan = prepared.space.decode(params)
+        if not plan.is_empty and StudyRecord(study).trained_as(params) is None:
+            break
+    study.enqueue_trial(params)
+    orphan = study.ask(space_domain(prepared.space, None).distributions())
+    tracker = Tracker(job.mlflow_uri, job.name)
+    tracker.parent_id = StudyRecord(study).parent_run_id
+    run_id = tracker.start_trial(orphan.number, {"plan": plan.describe()})
+    orphan.set_user_attr("mlflow_run_id", run_id)  # as a driver killed mid-trial leaves it: RUNNING in both stores
+
+    more = job.model_copy(update={"budget": job.budget.model_copy(update={"trials": 3})})
+    summary = submit(more, progress=False)
+    assert summary.finished == 3 and summary.failed == 0
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    left = study.trials[orphan.number]
+    assert left.state == optuna.trial.TrialState.FAIL and left.user_attrs["interrupted"]
+    assert MlflowClient(tracking_uri=job.mlflow_uri).get_run(run_id).info.status == "KILLED"
+    rerun = [t for t in StudyRecord(study).completed() if t.number > orphan.number]
+    assert [t.params for t in rerun] == [params]  # the interrupted plan, trained again, and nothing else
+    keys = [tuple(sorted(t.params.items())) for t in StudyRecord(study).completed()]
+    assert len(keys) == len(set(keys)) == 3
+
+    import subprocess
+    import sys
+
+    job.layout.mlflow_db.unlink()  # the tracking store is lost: the next resume (a new process) starts a new parent run
+    resumed = subprocess.run([sys.executable, "-m", "autopeft", "submit", str(tmp_path / "job.yaml"), "--trials", "4",
+                              "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "4 trials, 0 failed" in resumed.stdout
+    import sqlite3
+
+    with sqlite3.connect(job.layout.mlflow_db) as db:  # the new store (this process's MLflow caches the old one)
+        runs = sorted(db.execute("SELECT name, status FROM runs").fetchall())
+    assert runs == [(job.name, "FINISHED"), ("trial-004", "FINISHED")]

@@ -26,17 +26,23 @@ class Proposal:
 
 
 SkipHook = Callable[[optuna.trial.Trial, str], "float | None"]
+TrainedAs = Callable[[dict], "optuna.trial.FrozenTrial | None"]
 
 
 class Proposer:
     """Asks ``study`` for trainable points of ``domain``; ``on_skip(trial, reason)`` sees each skipped
-    proposal and may return the cost to tell for it (default: its cost, 0 for an empty plan)."""
+    proposal and may return the cost to tell for it (default: its cost, 0 for an empty plan).
 
-    def __init__(self, study: optuna.Study, domain: Domain, seed: int, max_skips: int, on_skip: SkipHook | None = None):
+    ``trained_as(params)`` names the finished trial that already trained a plan: such a proposal
+    (any sampler may make one, a resumed one especially) is skipped and told that trial's values.
+    """
+
+    def __init__(self, study: optuna.Study, domain: Domain, seed: int, max_skips: int, on_skip: SkipHook | None = None,
+                 trained_as: TrainedAs | None = None):
         if domain.reference is None:
             raise ValueError("proposing needs the domain's reference point (the quality floor)")
         self.study, self.domain, self.seed, self.max_skips = study, domain, seed, max_skips
-        self.on_skip = on_skip
+        self.on_skip, self.trained_as = on_skip, trained_as
         self.skips = 0
         self._in_a_row = 0
 
@@ -48,11 +54,15 @@ class Proposer:
             point = self.domain.point(trial.params)
             cost = float(self.domain.cost(point)[0])
             reason = self.domain.infeasible_reason(point)
-            if reason is None:
+            earlier = self.trained_as(trial.params) if self.trained_as is not None and reason is None else None
+            if reason is None and earlier is None:
                 self._in_a_row = 0
                 return Proposal(trial, cost)
+            if earlier is not None:
+                reason = f"the plan was trained as trial {earlier.number}"
             told = self.on_skip(trial, reason) if self.on_skip is not None else None
-            self.study.tell(trial, [floor, float(told if told is not None else np.nan_to_num(cost))])
+            values = list(earlier.values) if earlier is not None else [floor, float(told if told is not None else np.nan_to_num(cost))]
+            self.study.tell(trial, values)
             self.skips += 1
             self._in_a_row += 1
             if self.skips > self.max_skips:

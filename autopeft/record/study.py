@@ -22,6 +22,7 @@ REFERENCE, JOB, NUM_LABELS, LABEL_NAMES, PARENT_RUN, BASELINES = (
 PLAN, PLAN_SUMMARY, TRAINABLE_PCT, MLFLOW_RUN = "plan", "plan_summary", "trainable_pct", "mlflow_run_id"
 MEMORY_ESTIMATE = "memory_estimate_gb"
 SKIPPED, INTERRUPTED, ERROR, FAILURE = "skipped", "interrupted", "error", "failure"
+REQUEUED = "requeued"  # on the study: interrupted trials whose plans were queued to run again
 OUT_OF_MEMORY = "out of memory"  # a FAILURE: the trial's device or host ran out of memory
 TIMEOUT = "timeout"  # a FAILURE: the trial ran longer than the trial timeout and its worker was stopped
 WORKER_LOST = "worker lost"  # a FAILURE: the trial's worker process died on every attempt
@@ -146,10 +147,39 @@ class StudyRecord:
         trial.set_user_attr(ERROR, f"interrupted: {why}")
         self.study.tell(trial, state=States.FAIL)
 
-    def interrupt_orphans(self) -> None:
-        """Trials left RUNNING by a search that was killed are marked interrupted."""
+    def interrupt_orphans(self) -> list[str]:
+        """Trials left RUNNING by a search that was killed are marked interrupted; returns their MLflow runs."""
+        runs = []
         for t in self.study.get_trials(deepcopy=False, states=(States.RUNNING,)):
             self.interrupt(optuna.trial.Trial(self.study, t._trial_id), "the search stopped before it finished")
+            if MLFLOW_RUN in t.user_attrs:
+                runs.append(t.user_attrs[MLFLOW_RUN])
+        return runs
+
+    def requeue_interrupted(self) -> list[int]:
+        """Queue the plan of every interrupted trial to run again (once); returns their numbers."""
+        trained = {self._key(t.params) for t in self.study.get_trials(deepcopy=False, states=(States.COMPLETE, States.WAITING))
+                   if SKIPPED not in t.user_attrs}
+        done = set(self.study.user_attrs.get(REQUEUED, []))
+        numbers = []
+        for t in self.study.get_trials(deepcopy=False, states=(States.FAIL,)):
+            if t.user_attrs.get(INTERRUPTED) and t.number not in done and t.params:
+                if self._key(t.params) not in trained:
+                    self.study.enqueue_trial(t.params, skip_if_exists=False)
+                    trained.add(self._key(t.params))
+                    numbers.append(t.number)
+                done.add(t.number)
+        self.study.set_user_attr(REQUEUED, sorted(done))
+        return numbers
+
+    @staticmethod
+    def _key(params: dict) -> tuple:
+        return tuple(sorted(params.items()))
+
+    def trained_as(self, params: dict) -> optuna.trial.FrozenTrial | None:
+        """The finished trial (not a skipped proposal) that trained the plan of ``params``, if one did."""
+        key = self._key(params)
+        return next((t for t in self.completed() if self._key(t.params) == key), None)
 
     def done(self) -> tuple[int, int]:
         """(trials that count against the budget, of which failed): trained, not skipped nor interrupted."""

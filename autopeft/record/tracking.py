@@ -50,7 +50,7 @@ class Tracker:
 
     def start_search(self, name: str, params: dict[str, object], artifacts: dict[str, str], resume_id: str | None) -> str:
         """Open (or reopen, on resume) the parent run and record the job, the space and the reference."""
-        if resume_id is not None:
+        if resume_id is not None and self._exists(resume_id):
             self.parent_id = resume_id
             self.client.update_run(resume_id, status="RUNNING")
             return resume_id
@@ -59,6 +59,21 @@ class Tracker:
         self._log_params(self.parent_id, params)
         self._log_texts(self.parent_id, artifacts)
         return self.parent_id
+
+    def _exists(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_run(run_id).info.lifecycle_stage == "active"
+        except MlflowException:
+            return False
+
+    def kill_trial(self, run_id: str, why: str) -> None:
+        """Close the run of a trial the search stopped before it finished (status KILLED); a run the
+        tracking store no longer has is left alone."""
+        if self._exists(run_id):
+            self.client.set_tag(run_id, "autopeft.error", why)
+            self.client.set_terminated(run_id, status="KILLED")
 
     def start_trial(self, number: int | None, params: dict[str, object], baseline: str | None = None) -> str:
         """A nested run for a search trial (``number``) or a named baseline."""

@@ -144,7 +144,8 @@ class SearchLoop:
         self.baselines_left = [name for name in prepared.baselines if name not in record.baselines]
         self.durations: list[float] = []  # seconds of every trial and baseline that finished
         trials = self.job.budget.trials
-        self.proposer = Proposer(record.study, domain, self.job.seed, 50 * max(1, trials), on_skip=self._skipped)
+        self.proposer = Proposer(record.study, domain, self.job.seed, 50 * max(1, trials), on_skip=self._skipped,
+                                 trained_as=record.trained_as)
         self.bar = _progress(trials + len(prepared.baselines), self.finished + len(record.baselines), progress)
 
     def run(self) -> None:
@@ -297,7 +298,7 @@ class SearchLoop:
         self.bar.close()
         for work in self.running.values():
             work.stopped(self.record)
-            self.tracker.fail_trial(work.run_id, STOPPED)
+            self.tracker.kill_trial(work.run_id, STOPPED)
         points = self.record.finished_points()
         if points:
             self.tracker.log_chart("hypervolume.png", hypervolume_png(points, self.reference, self.job.name))
@@ -320,8 +321,11 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
         memory_limit.ran_out(estimate)
     domain = space_domain(prepared.space, prepared.max_params, reference, prepared.memory_gb, memory_limit)
     record.study.sampler = make_sampler(job.optimizer.sampler, job.seed, job.optimizer.n_startup_trials, domain)
+    orphans = record.interrupt_orphans() if resuming else []
     if resuming:
-        record.interrupt_orphans()
+        requeued = record.requeue_interrupted()
+        if requeued:
+            log.warning("trials %s were interrupted: their plans run again first", ", ".join(map(str, requeued)))
     else:
         record.start(job.public_dict(), reference, prepared.data.label_names)
     embedded = job.stores.mlflow_uri is None  # a tracking server keeps artifacts in its own store
@@ -336,6 +340,8 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
                    "reference.json": json.dumps({"quality": reference.quality, "params": reference.params})},
         resume_id=record.parent_run_id,
     )
+    for run_id in orphans:
+        tracker.kill_trial(run_id, "the search stopped before this trial finished")
     loop = SearchLoop(prepared, record, tracker, pool, domain, progress)
     loop.run()
     points = record.finished_points()
