@@ -150,7 +150,8 @@ def test_a_trial_without_a_finite_quality_fails_with_its_reason(tmp_path, tiny_b
     assert f"{len(odd)} failed ({len(odd)} non-finite quality)" == summary.failed_text()
 
 
-def test_sigterm_stops_a_search_as_ctrl_c_does_and_leaves_nothing_running(tmp_path, tiny_bert, reviews_csv):
+def test_a_second_driver_is_refused_while_the_first_runs_and_sigterm_stops_it_as_ctrl_c_does(
+        tmp_path, tiny_bert, reviews_csv):
     import os
     import signal
     import subprocess
@@ -173,7 +174,14 @@ def test_sigterm_stops_a_search_as_ctrl_c_does_and_leaves_nothing_running(tmp_pa
             except KeyError:
                 pass
     assert running, driver.communicate(timeout=60)
-    time.sleep(3)
+    import socket
+
+    from autopeft.errors import UserError
+
+    with pytest.raises(UserError, match=f"is being searched by process {driver.pid} on {socket.gethostname()}"):
+        submit(job, progress=False)
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING]  # the first driver's trial, untouched
     driver.send_signal(signal.SIGTERM)
     _, err = driver.communicate(timeout=120)
     assert driver.returncode == 130, err[-3000:]
@@ -302,3 +310,21 @@ def test_a_killed_drivers_trials_run_again_on_resume_their_runs_are_closed_and_a
     with sqlite3.connect(job.layout.mlflow_db) as db:  # the new store (this process's MLflow caches the old one)
         runs = sorted(db.execute("SELECT name, status FROM runs").fetchall())
     assert runs == [(job.name, "FINISHED"), ("trial-004", "FINISHED")]
+
+
+def test_a_lease_is_refused_while_its_heartbeat_is_fresh_and_taken_over_once_stale(tmp_path, tiny_bert, reviews_csv, ray_local):
+    import time
+
+    from autopeft.errors import UserError
+
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 2, "parallel": 2})
+    job.layout.root.mkdir(parents=True)
+    study = optuna.create_study(study_name=job.name, storage=job.optuna_storage, directions=["maximize", "minimize"])
+    lease = {"token": "elsewhere", "host": "gpu-node-7", "pid": 4242, "since": "2026-11-24T08:00:00+00:00"}
+    study.set_user_attr("driver", {**lease, "heartbeat": time.time()})
+    with pytest.raises(UserError, match="being searched by process 4242 on gpu-node-7 since 2026-11-24T08:00:00"):
+        submit(job, progress=False)
+    study.set_user_attr("driver", {**lease, "heartbeat": time.time() - 120})  # that driver went silent
+    summary = submit(job, progress=False)
+    assert summary.finished == 2
+    assert optuna.load_study(study_name=job.name, storage=job.optuna_storage).user_attrs["driver"] is None

@@ -18,6 +18,7 @@ States = optuna.trial.TrialState
 # on the study
 REFERENCE, JOB, NUM_LABELS, LABEL_NAMES, PARENT_RUN, BASELINES = (
     "reference", "job", "num_labels", "label_names", "mlflow_parent_run_id", "baselines")
+LEASE = "driver"  # the running driver's lease (record/lease.py)
 # on each trial
 PLAN, PLAN_SUMMARY, TRAINABLE_PCT, MLFLOW_RUN = "plan", "plan_summary", "trainable_pct", "mlflow_run_id"
 MEMORY_ESTIMATE = "memory_estimate_gb"

@@ -19,11 +19,13 @@ from pathlib import Path
 import optuna
 import yaml
 
+from autopeft.errors import UserError
 from autopeft.job.spec import JobSpec
 from autopeft.optimize.domain import Domain, MemoryLimit, space_domain
 from autopeft.optimize.propose import Proposer
 from autopeft.optimize.registry import make_sampler
 from autopeft.record.layout import RunLayout
+from autopeft.record.lease import HEARTBEAT, Lease, LeaseLost
 from autopeft.record.pareto import Point, Reference, hypervolume, pareto_front
 from autopeft.record.study import OUT_OF_MEMORY, TIMEOUT, WORKER_LOST, StudyRecord
 from autopeft.record.tracking import Tracker, flatten
@@ -136,8 +138,9 @@ class SearchLoop:
     """Keeps every worker busy until the baselines have run and the budget of trials is spent."""
 
     def __init__(self, prepared: Prepared, record: StudyRecord, tracker: Tracker, pool: WorkerPool,
-                 domain: Domain, progress: bool = True):
+                 domain: Domain, lease: Lease, progress: bool = True):
         self.job, self.prepared, self.record, self.tracker, self.pool = prepared.job, prepared, record, tracker, pool
+        self.lease = lease
         self.reference = Reference(quality=domain.reference[0], params=int(domain.reference[1]))
         self.running: dict = {}
         self.finished, self.failed = record.done()
@@ -152,6 +155,7 @@ class SearchLoop:
         status = "FAILED"
         try:
             while self.baselines_left or self._trials_to_start() or self.running:
+                self.lease.renew()
                 self._fill()
                 ready = self.pool.wait(list(self.running), self._wait_time())
                 if ready is None:
@@ -162,6 +166,10 @@ class SearchLoop:
         except KeyboardInterrupt:
             status = "KILLED"
             raise
+        except LeaseLost as exc:  # the trials in flight are the other driver's now: leave them to it
+            self.running.clear()
+            status = "FAILED"
+            raise UserError("run", str(exc), "the other driver goes on with the search") from None
         finally:
             self._stop(status)
 
@@ -212,15 +220,18 @@ class SearchLoop:
             return self.job.budget.trial_timeout
         return max(AUTO_TIMEOUT_FLOOR, 10 * max(self.durations)) if self.durations else None
 
-    def _wait_time(self) -> float | None:
+    def _wait_time(self) -> float:
+        """Until the next trial is due to time out, or the lease to be renewed."""
         timeout = self.trial_timeout()
         if timeout is None or not self.running:
-            return None
+            return HEARTBEAT
         now = time.monotonic()
-        return max(0.05, min(work.started + timeout - now for work in self.running.values()))
+        return max(0.05, min(HEARTBEAT, *(work.started + timeout - now for work in self.running.values())))
 
     def _stop_overdue(self) -> None:
         timeout = self.trial_timeout()
+        if timeout is None:
+            return
         now = time.monotonic()
         for ref, work in list(self.running.items()):
             if now - work.started >= timeout:
@@ -310,6 +321,15 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
     prepared = prepared or prepare(job)
     job.layout.root.mkdir(parents=True, exist_ok=True)
     record = StudyRecord.open(job.name, job.optuna_storage)
+    lease = Lease(record.study, job.name)
+    lease.acquire()
+    try:
+        return _run_search(job, progress, prepared, record, lease)
+    finally:
+        lease.release()
+
+
+def _run_search(job: JobSpec, progress: bool, prepared: Prepared, record: StudyRecord, lease: Lease) -> SearchSummary:
     ray = init_ray(job)
     pool = WorkerPool(ray, job, ray.put(prepared.data))
     resuming = record.started
@@ -342,7 +362,7 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
     )
     for run_id in orphans:
         tracker.kill_trial(run_id, "the search stopped before this trial finished")
-    loop = SearchLoop(prepared, record, tracker, pool, domain, progress)
+    loop = SearchLoop(prepared, record, tracker, pool, domain, lease, progress)
     loop.run()
     points = record.finished_points()
     return SearchSummary(run_dir=job.run_dir, parent_run_id=record.parent_run_id, finished=loop.finished,
