@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminated)
     if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # a job's own trainer module may live beside it, as with python -m
+        sys.path.append(os.getcwd())  # a job's own trainer module may live here; installed packages come first
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -1,5 +1,7 @@
 """Bad input: one clear message naming the field and the fix, exit status 2, nothing written."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -116,3 +118,17 @@ def test_export_to_a_file_is_refused(searched, tmp_path, capsys):
     job_file.write_text(_yaml.safe_dump(searched.model_dump(mode="json")))
     code, err = run_cli(capsys, "export", str(job_file), "--out", str(target))
     assert code == 2 and "is a file" in err and target.read_text() == "mine"
+
+
+def test_a_module_in_the_current_folder_never_shadows_an_installed_package(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "optuna.py").write_text("raise SystemExit('the optuna.py of the current folder ran')\n")
+    write_job(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for command in ([sys.executable, "-m", "autopeft"], [str(Path(sys.executable).parent / "autopeft")]):
+        run = subprocess.run([*command, "pareto", "job.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert "current folder ran" not in run.stderr + run.stdout
+        assert run.returncode == 2 and "no search has run" in run.stderr
