@@ -264,7 +264,7 @@ def test_a_killed_drivers_trials_run_again_on_resume_their_runs_are_closed_and_a
     import random
 
     from autopeft.optimize.domain import space_domain
-    from autopeft.record.tracking import Tracker
+    from autopeft.record.tracking import MlflowWriter
     from autopeft.run.prepare import prepare
     from conftest import random_point
 
@@ -280,7 +280,7 @@ def test_a_killed_drivers_trials_run_again_on_resume_their_runs_are_closed_and_a
             break
     study.enqueue_trial(params)
     orphan = study.ask(space_domain(prepared.space, None).distributions())
-    tracker = Tracker(job.mlflow_uri, job.name)
+    tracker = MlflowWriter(job.mlflow_uri, job.name)
     tracker.parent_id = StudyRecord(study).parent_run_id
     run_id = tracker.start_trial(orphan.number, {"plan": plan.describe()})
     orphan.set_user_attr("mlflow_run_id", run_id)  # as a driver killed mid-trial leaves it: RUNNING in both stores

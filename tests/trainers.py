@@ -44,6 +44,13 @@ def sleeps(context):
     return train_and_evaluate(context)
 
 
+def trains_slowly(context):
+    import time
+
+    time.sleep(8)
+    return train_and_evaluate(context)
+
+
 def returns_nan_on_odd_trials(context):
     metrics = train_and_evaluate(context)
     return {**metrics, "accuracy": float("nan")} if context.trial_number % 2 else metrics

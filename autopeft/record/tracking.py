@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import tempfile
+import time
+import uuid
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -12,6 +16,20 @@ from autopeft.job.secrets import split_credentials
 from autopeft.record.pareto import Point
 
 PARENT_TAG = "mlflow.parentRunId"
+DRAIN_PATIENCE, DRAIN_EVERY = 300.0, 5.0
+RETURNS_RUN = ("start_search", "start_trial")  # MlflowWriter methods that create a run and return its id
+log = logging.getLogger("autopeft")
+
+
+@functools.cache
+def store_errors() -> tuple[type[BaseException], ...]:
+    """What a failing tracking store raises (a server down, a database locked, read-only or gone)."""
+    import requests
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException, OSError, requests.RequestException, sqlalchemy.exc.SQLAlchemyError
+
 
 
 def _quiet_mlflow() -> None:
@@ -22,8 +40,6 @@ def _quiet_mlflow() -> None:
 def credentials_to_environment(tracking_uri: str) -> str:
     """An MLflow server URI without the user and password it holds, which go to MLflow's own
     variables instead (``MLFLOW_TRACKING_USERNAME``/``PASSWORD``), so that no MLflow message shows them."""
-    import os
-
     uri, user, password = split_credentials(tracking_uri)
     if user is not None:
         os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(user)
@@ -33,6 +49,86 @@ def credentials_to_environment(tracking_uri: str) -> str:
 
 
 class Tracker:
+    """Writes a search to MLflow, and outlives MLflow outages: MLflow only tracks, so its failure
+    never stops a search.
+
+    Every ``MlflowWriter`` method is called through a backlog: while the tracking store fails, a
+    call is kept (a run it would create gets a stand-in id, replaced when the run exists) and a
+    warning is shown once; the next call first writes the backlog, in order. ``finish_search``
+    tries one last time and says how many records could not be written.
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # an MLflow server that is down: fail fast
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        self._open = lambda: MlflowWriter(tracking_uri, experiment, artifact_root)
+        self._writer: MlflowWriter | None = None
+        self._backlog: list[tuple[str, tuple, dict, str | None]] = []
+        self._ids: dict[str, str] = {}  # stand-in run id -> the run's id once created
+
+    @property
+    def parent_id(self) -> str | None:
+        return self._writer.parent_id if self._writer is not None else None
+
+    @property
+    def backlog(self) -> int:
+        """Records kept while the tracking store fails."""
+        return len(self._backlog)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_") or not callable(getattr(MlflowWriter, name, None)):
+            raise AttributeError(name)
+        return functools.partial(self._call, name)
+
+    def _resolve(self, value):
+        return self._ids.get(value, value) if isinstance(value, str) else value
+
+    def _write(self, name: str, args: tuple, kwargs: dict, stand_in: str | None):
+        if self._writer is None:
+            self._writer = self._open()
+        result = getattr(self._writer, name)(*map(self._resolve, args), **{k: self._resolve(v) for k, v in kwargs.items()})
+        if stand_in is not None:
+            self._ids[stand_in] = result
+        return result
+
+    def _call(self, name: str, *args, **kwargs):
+        stand_in = f"pending-{uuid.uuid4().hex}" if name in RETURNS_RUN else None
+        try:
+            written = len(self._backlog)
+            while self._backlog:
+                self._write(*self._backlog[0])
+                self._backlog.pop(0)
+            if written:
+                log.warning("MLflow is back: %d kept records written", written)
+            return self._write(name, args, kwargs, None)
+        except store_errors() as exc:
+            if not self._backlog:
+                log.warning("MLflow failed (%s); the search goes on, and its records are kept until MLflow is back",
+                            str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__)
+            self._backlog.append((name, args, kwargs, stand_in))
+            if name == "finish_search":
+                self._drain()
+            return stand_in
+
+    def _drain(self) -> None:
+        """At the end of a search: wait up to ``DRAIN_PATIENCE`` seconds for MLflow to take the backlog."""
+        log.warning("waiting up to %.0f s for MLflow to come back and take %d kept records (Ctrl-C gives up)",
+                    DRAIN_PATIENCE, len(self._backlog))
+        deadline = time.monotonic() + DRAIN_PATIENCE
+        while self._backlog and time.monotonic() < deadline:
+            time.sleep(DRAIN_EVERY)
+            try:
+                while self._backlog:
+                    self._write(*self._backlog[0])
+                    self._backlog.pop(0)
+                log.warning("MLflow is back: every kept record is written")
+            except store_errors():
+                continue
+        if self._backlog:
+            log.warning("%d MLflow records could not be written: MLflow is still failing", len(self._backlog))
+
+
+class MlflowWriter:
     """Writes a search to MLflow; the tracking URI is a SQLite file by default."""
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None):
