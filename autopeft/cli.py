@@ -89,10 +89,25 @@ def cmd_ui(args) -> int:
     print(f"MLflow UI for '{job.name}' at {url}  (experiment '{job.name}'; Ctrl-C stops it)", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", job.mlflow_uri,
                "--host", "127.0.0.1", "--port", str(args.port)]
+    server = subprocess.Popen(command, start_new_session=True)  # its own group: stopped with its workers below
     try:
-        return subprocess.call(command)
+        return server.wait()
     except KeyboardInterrupt:
         return 0
+    finally:
+        _stop_group(server)
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """Stop ``process`` and every process it started (a server's workers)."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,13 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _terminated(signum, frame) -> None:
-    raise KeyboardInterrupt  # SIGTERM stops a search as Ctrl-C does: running trials recorded, resumable
+    raise KeyboardInterrupt  # SIGTERM or SIGHUP stops a search as Ctrl-C does: running trials recorded, resumable
 
 
 def main(argv: list[str] | None = None) -> int:
     _quiet()
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminated)
+        for stop in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stop, _terminated)
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())  # a job's own trainer module may live here; installed packages come first
     args = build_parser().parse_args(argv)

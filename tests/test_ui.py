@@ -42,6 +42,11 @@ def test_ui_serves_the_parent_run_and_its_trials(searched, tmp_path):
         runs = json.load(urllib.request.urlopen(request, timeout=10))["runs"]
         kinds = [next(t["value"] for t in r["data"]["tags"] if t["key"] == "autopeft.kind") for r in runs]
         assert kinds.count("search") == 1 and kinds.count("trial") == 5
+        process.send_signal(signal.SIGTERM)  # autopeft's own process only: the server it started stops with it
+        assert process.wait(timeout=60) == 0
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, "the MLflow server outlived 'autopeft ui'"
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
