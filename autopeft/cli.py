@@ -15,6 +15,7 @@ from autopeft import api
 from autopeft.errors import UserError
 from autopeft.job.secrets import mask_uri
 from autopeft.record.pareto import PICKS, Point, Reference
+from autopeft.record.storage import StoreUnavailable
 
 
 def format_front(front: list[Point], reference: Reference, metric: str, baselines: dict[str, Point] | None = None) -> str:
@@ -166,3 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nautopeft: interrupted; submit the same job again to resume", file=sys.stderr)
         return 130
+    except StoreUnavailable as exc:
+        print(f"autopeft: {exc}", file=sys.stderr)
+        return 1

@@ -92,3 +92,50 @@ def test_a_search_goes_on_while_its_mlflow_server_is_down_and_writes_everything_
         assert sorted(m["step"] for m in history) == [1, 2, 3, 4]
     finally:
         _stop(server)
+
+
+def _failing(monkeypatch, calls_to_fail):
+    """The study database fails ``set_trial_state_values`` (a trial's result) for the given calls (1-based)."""
+    import sqlalchemy.exc
+    from optuna.storages import RDBStorage
+
+    original, count = RDBStorage.set_trial_state_values, {"n": 0}
+
+    def set_trial_state_values(self, *args, **kwargs):
+        count["n"] += 1
+        if calls_to_fail(count["n"]):
+            raise sqlalchemy.exc.OperationalError("UPDATE trials", {}, Exception("attempt to write a readonly database"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RDBStorage, "set_trial_state_values", set_trial_state_values)
+    monkeypatch.setattr("autopeft.record.storage.RETRY_DELAYS", (0.1, 0.2, 0.4))
+
+
+def test_a_study_database_that_fails_for_a_moment_is_retried(tmp_path, tiny_bert, reviews_csv, ray_local, monkeypatch):
+    from autopeft.api import submit
+
+    _failing(monkeypatch, lambda n: n in (1, 2))
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 2, "parallel": 1})
+    summary = submit(job, progress=False)
+    assert summary.finished == 2 and summary.failed == 0
+
+
+def test_a_study_database_that_stays_down_stops_the_search_cleanly_and_it_resumes(
+        tmp_path, tiny_bert, reviews_csv, ray_local, monkeypatch):
+    import pytest
+
+    from autopeft.api import submit
+    from autopeft.record.storage import StoreUnavailable
+    from autopeft.record.study import StudyRecord
+
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 3, "parallel": 1})
+    _failing(monkeypatch, lambda n: n >= 2)  # the first trial is recorded, then the database is read-only
+    with pytest.raises(StoreUnavailable, match="the study storage kept failing .*submit the job again to resume"):
+        submit(job, progress=False)
+    monkeypatch.undo()
+    summary = submit(job, progress=False)
+    assert summary.finished == 3
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    keys = [tuple(sorted(t.params.items())) for t in StudyRecord(study).completed()]
+    assert len(keys) == len(set(keys)) == 3

@@ -74,6 +74,8 @@ class Lease:
     def _refuse_if_held(self, lease: dict | None, racing: bool = False) -> None:
         if lease is None or lease.get("token") == getattr(self, "token", None):
             return
+        if not racing and (lease.get("host"), lease.get("pid")) == (socket.gethostname(), os.getpid()):
+            return  # left by an earlier search of this very process
         age = time.time() - float(lease.get("heartbeat", 0))
         if not racing and (age > STALE_AFTER or not _alive_here(lease)):
             return

@@ -44,7 +44,10 @@ class StudyRecord:
     def open(cls, name: str, storage: str) -> StudyRecord:
         """Create the study, or reopen it to resume."""
         _quiet()
-        return cls(optuna.create_study(study_name=name, storage=storage, directions=DIRECTIONS, load_if_exists=True))
+        from autopeft.record.storage import open_storage
+
+        return cls(optuna.create_study(study_name=name, storage=open_storage(storage), directions=DIRECTIONS,
+                                       load_if_exists=True))
 
     @classmethod
     def load(cls, job) -> StudyRecord:

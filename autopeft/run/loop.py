@@ -27,6 +27,7 @@ from autopeft.optimize.registry import make_sampler
 from autopeft.record.layout import RunLayout
 from autopeft.record.lease import HEARTBEAT, Lease, LeaseLost
 from autopeft.record.pareto import Point, Reference, hypervolume, pareto_front
+from autopeft.record.storage import StoreUnavailable
 from autopeft.record.study import OUT_OF_MEMORY, TIMEOUT, WORKER_LOST, StudyRecord
 from autopeft.record.tracking import Tracker, flatten
 from autopeft.run.pool import WorkerPool, init_ray
@@ -307,10 +308,13 @@ class SearchLoop:
         from autopeft.dashboards.hypervolume_chart import hypervolume_png
 
         self.bar.close()
-        for work in self.running.values():
-            work.stopped(self.record)
-            self.tracker.kill_trial(work.run_id, STOPPED)
-        points = self.record.finished_points()
+        try:
+            for work in self.running.values():
+                self.tracker.kill_trial(work.run_id, STOPPED)
+                work.stopped(self.record)
+            points = self.record.finished_points()
+        except StoreUnavailable:  # trials left running are marked interrupted when the search resumes
+            points = []
         if points:
             self.tracker.log_chart("hypervolume.png", hypervolume_png(points, self.reference, self.job.name))
         self.tracker.finish_search(status)
@@ -326,7 +330,10 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
     try:
         return _run_search(job, progress, prepared, record, lease)
     finally:
-        lease.release()
+        try:
+            lease.release()
+        except StoreUnavailable:
+            pass  # the storage is down: the lease is taken over once its heartbeat is stale
 
 
 def _run_search(job: JobSpec, progress: bool, prepared: Prepared, record: StudyRecord, lease: Lease) -> SearchSummary:
