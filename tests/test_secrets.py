@@ -43,3 +43,4 @@ def test_an_mlflow_server_gets_its_credentials_from_mlflows_variables_not_the_ur
     assert credentials_to_environment("https://bob:p%40ss@mlflow.internal:5000/") == "https://mlflow.internal:5000/"
     assert (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]) == ("bob", "p@ss")
     assert credentials_to_environment("sqlite:////runs/mlflow.db") == "sqlite:////runs/mlflow.db"
+
