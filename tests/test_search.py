@@ -328,3 +328,51 @@ def test_a_lease_is_refused_while_its_heartbeat_is_fresh_and_taken_over_once_sta
     summary = submit(job, progress=False)
     assert summary.finished == 2
     assert optuna.load_study(study_name=job.name, storage=job.optuna_storage).user_attrs["driver"] is None
+
+
+def test_a_driver_killed_mid_trial_is_resumed_by_the_next_submit_with_nothing_lost_or_run_twice(
+        tmp_path, tiny_bert, reviews_csv):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import yaml
+
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, trainer="trainers:sleeps", budget={"trials": 2, "parallel": 1})
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    command = [sys.executable, "-m", "autopeft", "submit", str(tmp_path / "job.yaml"), "--no-progress"]
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, running = time.monotonic() + 240, []
+    while not running and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(2)
+        if job.layout.study_db.is_file():
+            try:
+                running = [t for t in optuna.load_study(study_name=job.name, storage=job.optuna_storage).trials
+                           if t.state == optuna.trial.TrialState.RUNNING and "mlflow_run_id" in t.user_attrs]
+            except KeyError:
+                pass
+    assert running
+    driver.send_signal(signal.SIGKILL)  # no clean-up of any kind
+    driver.wait(timeout=60)
+    data = yaml.safe_load((tmp_path / "job.yaml").read_text())
+    data["trainer"] = None  # the next submit trains for real
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(data))
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "2 trials, 0 failed" in resumed.stdout
+
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    killed = study.trials[running[0].number]
+    assert killed.state == optuna.trial.TrialState.FAIL and killed.user_attrs["interrupted"]
+    completed = StudyRecord(study).completed()
+    assert completed[0].params == killed.params  # the interrupted plan ran again first
+    keys = [tuple(sorted(t.params.items())) for t in completed]
+    assert len(keys) == len(set(keys)) == 2
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    _, parents, children = runs_of(job)
+    statuses = {c.data.tags["autopeft.trial"]: c.info.status for c in children}
+    assert statuses == {str(killed.number): "KILLED", **{str(t.number): "FINISHED" for t in completed}}
+    assert parents[0].info.status == "FINISHED"
