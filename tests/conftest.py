@@ -98,9 +98,11 @@ def reviews_csv(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    import ray
+    """The local Ray a search starts, shared by the tests."""
+    from autopeft.job.load import parse_job
+    from autopeft.run.pool import init_ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray = init_ray(parse_job({"name": "tests", "model": "minilm-l6", "task": {"dataset": "rotten_tomatoes"}}))
     yield ray
     ray.shutdown()
 

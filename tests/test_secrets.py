@@ -44,3 +44,20 @@ def test_an_mlflow_server_gets_its_credentials_from_mlflows_variables_not_the_ur
     assert (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]) == ("bob", "p@ss")
     assert credentials_to_environment("sqlite:////runs/mlflow.db") == "sqlite:////runs/mlflow.db"
 
+
+
+def test_the_local_ray_of_a_search_refuses_a_client_without_its_token(ray_local):
+    import subprocess
+    import sys
+
+    address = ray_local.get_runtime_context().gcs_address
+    code = f"import ray; ray.init(address={address!r}, logging_level='ERROR'); print('connected')"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+
+    def connect(**auth):
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env={**env, **auth})
+
+    intruder = connect(RAY_AUTH_MODE="disabled")
+    assert intruder.returncode != 0 and "connected" not in intruder.stdout
+    holder = connect(RAY_AUTH_MODE="token")  # the token Ray keeps for this user (~/.ray/auth_token)
+    assert holder.returncode == 0 and "connected" in holder.stdout, holder.stderr[-2000:]
