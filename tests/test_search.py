@@ -376,3 +376,19 @@ def test_a_driver_killed_mid_trial_is_resumed_by_the_next_submit_with_nothing_lo
     statuses = {c.data.tags["autopeft.trial"]: c.info.status for c in children}
     assert statuses == {str(killed.number): "KILLED", **{str(t.number): "FINISHED" for t in completed}}
     assert parents[0].info.status == "FINISHED"
+
+
+def test_two_fresh_submits_at_once_run_one_search(tmp_path, tiny_bert, reviews_csv):
+    import subprocess
+    import sys
+
+    tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 2, "parallel": 1})
+    command = [sys.executable, "-m", "autopeft", "submit", str(tmp_path / "job.yaml"), "--no-progress"]
+    drivers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outcomes = [(d.wait(timeout=600), *d.communicate()) for d in drivers]
+    codes = sorted(code for code, _, _ in outcomes)
+    assert codes == [0, 2], [err[-2000:] for _, _, err in outcomes]
+    refused = next(err for code, _, err in outcomes if code == 2)
+    assert "is being searched by process" in refused and "Traceback" not in refused
+    ran = next(out for code, out, _ in outcomes if code == 0)
+    assert "2 trials, 0 failed" in ran
