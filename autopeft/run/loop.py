@@ -167,9 +167,9 @@ class SearchLoop:
         except KeyboardInterrupt:
             status = "KILLED"
             raise
-        except LeaseLost as exc:  # the trials in flight are the other driver's now: leave them to it
+        except LeaseLost as exc:  # the trials in flight and the parent run are the other driver's now: leave them to it
             self.running.clear()
-            status = "FAILED"
+            status = None
             raise UserError("run", str(exc), "the other driver goes on with the search") from None
         finally:
             self._stop(status)
@@ -304,7 +304,7 @@ class SearchLoop:
         best = max([p.quality for p in points] or [float("nan")])
         self.bar.set_postfix(best=f"{best:.4f}", pareto=len(front), hv=f"{volume:.4f}")
 
-    def _stop(self, status: str) -> None:
+    def _stop(self, status: str | None) -> None:
         from autopeft.dashboards.hypervolume_chart import hypervolume_png
 
         self.bar.close()
@@ -315,6 +315,8 @@ class SearchLoop:
             points = self.record.finished_points()
         except StoreUnavailable:  # trials left running are marked interrupted when the search resumes
             points = []
+        if status is None:
+            return
         if points:
             self.tracker.log_chart("hypervolume.png", hypervolume_png(points, self.reference, self.job.name))
         self.tracker.finish_search(status)
