@@ -150,8 +150,9 @@ def test_a_trial_without_a_finite_quality_fails_with_its_reason(tmp_path, tiny_b
     assert f"{len(odd)} failed ({len(odd)} non-finite quality)" == summary.failed_text()
 
 
-def test_a_second_driver_is_refused_while_the_first_runs_and_sigterm_stops_it_as_ctrl_c_does(
-        tmp_path, tiny_bert, reviews_csv):
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+def test_a_second_driver_is_refused_while_the_first_runs_and_a_signal_stops_it_cleanly(tmp_path, tiny_bert, reviews_csv,
+                                                                                       stop):
     import os
     import signal
     import subprocess
@@ -182,7 +183,7 @@ def test_a_second_driver_is_refused_while_the_first_runs_and_sigterm_stops_it_as
         submit(job, progress=False)
     study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING]  # the first driver's trial, untouched
-    driver.send_signal(signal.SIGTERM)
+    driver.send_signal(getattr(signal, stop))
     _, err = driver.communicate(timeout=120)
     assert driver.returncode == 130, err[-3000:]
     assert "interrupted; submit the same job again to resume" in err and "Traceback" not in err
