@@ -139,3 +139,31 @@ def test_a_study_database_that_stays_down_stops_the_search_cleanly_and_it_resume
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     keys = [tuple(sorted(t.params.items())) for t in StudyRecord(study).completed()]
     assert len(keys) == len(set(keys)) == 3
+
+
+def _open_when_released(url: str, barrier, results) -> None:
+    from autopeft.record.storage import open_storage
+
+    barrier.wait()
+    try:
+        open_storage(url)
+        results.put("opened")
+    except Exception as exc:  # noqa: BLE001 - the test reports what went wrong
+        results.put(f"{type(exc).__name__}: {exc}"[:300])
+
+
+def test_drivers_that_create_one_new_study_store_at_the_same_moment_all_open_it(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for attempt in range(3):
+        url = f"sqlite:///{tmp_path / f'study-{attempt}.db'}"
+        barrier, results = context.Barrier(6), context.Queue()
+        drivers = [context.Process(target=_open_when_released, args=(url, barrier, results)) for _ in range(6)]
+        for driver in drivers:
+            driver.start()
+        outcomes = [results.get(timeout=120) for _ in drivers]
+        for driver in drivers:
+            driver.join()
+        assert outcomes == ["opened"] * 6, outcomes
+        assert optuna.get_all_study_summaries(url) == []

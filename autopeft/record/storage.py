@@ -67,5 +67,17 @@ RetryingStorage.__abstractmethods__ = frozenset()
 
 
 def open_storage(url: str) -> RetryingStorage:
-    """The storage at ``url`` (Optuna's own, with its cache), its failures retried."""
-    return RetryingStorage(optuna.storages.get_storage(url))
+    """The storage at ``url`` (Optuna's own, with its cache), its failures retried.
+
+    Two drivers that open a new store at the same moment both create its schema; the one that
+    loses that race sees a database error, and on its next try finds the schema in place.
+    """
+    import sqlalchemy.exc
+
+    for delay in (0.2, 0.5, 1.0, 2.0, None):
+        try:
+            return RetryingStorage(optuna.storages.get_storage(url))
+        except sqlalchemy.exc.SQLAlchemyError:
+            if delay is None:
+                raise
+            time.sleep(delay)
