@@ -36,7 +36,7 @@ def test_count_matches_peft_on_tiny_mpnet_with_parallel_adapters(tiny_mpnet, tmp
 
 
 def test_adapters_and_prefixes_name_the_blocks_a_family_lacks(tiny_distilbert):
-    with pytest.raises(UserError, match="do not fit distilbert models .*they need the attention.*the FFN.*the self-attention module"):
+    with pytest.raises(UserError, match="do not fit distilbert models .*it needs the attention.*the FFN.*the self-attention module"):
         load_space("mixed", model_shape(tiny_distilbert, 2))
 
 
@@ -47,7 +47,7 @@ def test_count_matches_peft_on_minilm(space_name):
 
 
 def test_every_shipped_space_is_tested():
-    assert builtin_spaces() == ["autopeft", "decoder", "lora", "mixed"]  # decoder: tests/test_families.py
+    assert builtin_spaces() == ["autopeft", "catalogue", "decoder", "lora", "mixed"]  # catalogue: tests/test_catalogue.py
 
 
 def test_largest_lora_plan_counts_every_group_on_every_layer(tiny_bert):

@@ -55,11 +55,16 @@ def _compose(model, configs: list):
     import warnings
 
     from peft import inject_adapter_in_model
+    from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 
     for config in configs:
+        tuner = PEFT_TYPE_TO_TUNER_MAPPING[config.peft_type]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-            inject_adapter_in_model(config, model, adapter_name="default")
+            if tuner.uses_shared_state:  # VeRA: its layers hold the projections the tuner shares among them
+                tuner(model, config, adapter_name="default")
+            else:
+                inject_adapter_in_model(config, model, adapter_name="default")
     heads = head_modules(model)
     prefixes = tuple({m.parameter_prefix for m in METHODS.values() if m.parameter_prefix})
     for name, parameter in model.named_parameters():
@@ -67,6 +72,18 @@ def _compose(model, configs: list):
         parameter.requires_grad = in_head or any(p in name for p in prefixes)
     model.autopeft_configs = configs
     return model
+
+
+def parameter_groups(model, plan: Plan, learning_rate: float) -> list[dict]:
+    """The trainable parameters for the optimizer, each method's at ``learning_rate`` times its method's
+    scale (``Method.learning_rate_scale``), the classification head's at ``learning_rate``."""
+    scales = {method(n).parameter_prefix: method(n).learning_rate_scale for n in plan.methods if method(n).parameter_prefix}
+    by_scale: dict[float, list] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            scale = method("full").learning_rate_scale if plan.full else next((s for p, s in scales.items() if p in name), 1.0)
+            by_scale.setdefault(scale, []).append(parameter)
+    return [{"params": params, "lr": learning_rate * scale} for scale, params in by_scale.items()]
 
 
 def apply_plan(model, plan: Plan, shape: ModelShape):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 
+from .build import parameter_groups
 from .metrics import score
 
 
@@ -125,7 +126,7 @@ def train(context) -> tuple[object, list[float]]:
     total_steps = max(1, math.ceil(steps_per_epoch * fidelity.epochs))
     warmup = int(fidelity.warmup_ratio * total_steps)
     learning_rate = context.plan.learning_rate or fidelity.learning_rate
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
+    optimizer = torch.optim.AdamW(parameter_groups(model, context.plan, learning_rate))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup))
     )

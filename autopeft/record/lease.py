@@ -51,6 +51,7 @@ class Lease:
         self.study, self.name = study, name
         self.token = uuid.uuid4().hex
         self.renewed = 0.0
+        self.since = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     def _current(self) -> dict | None:
         return self.study._storage.get_study_user_attrs(self.study._study_id).get(LEASE)
@@ -64,7 +65,6 @@ class Lease:
     def acquire(self) -> None:
         """Take the lease, or raise ``UserError`` naming the driver that holds it."""
         self._refuse_if_held(self._current())
-        self.since = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self._write()
         time.sleep(SETTLE)
         held = self._current()
@@ -72,7 +72,7 @@ class Lease:
             self._refuse_if_held(held, racing=True)
 
     def _refuse_if_held(self, lease: dict | None, racing: bool = False) -> None:
-        if lease is None or lease.get("token") == getattr(self, "token", None):
+        if lease is None or lease.get("token") == self.token:
             return
         if not racing and (lease.get("host"), lease.get("pid")) == (socket.gethostname(), os.getpid()):
             return  # left by an earlier search of this very process

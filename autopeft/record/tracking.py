@@ -91,13 +91,18 @@ class Tracker:
             self._ids[stand_in] = result
         return result
 
+    def _flush(self) -> int:
+        """Write the backlog in order (a store error leaves the rest kept); the number it held."""
+        held = len(self._backlog)
+        while self._backlog:
+            self._write(*self._backlog[0])
+            self._backlog.pop(0)
+        return held
+
     def _call(self, name: str, *args, **kwargs):
         stand_in = f"pending-{uuid.uuid4().hex}" if name in RETURNS_RUN else None
         try:
-            written = len(self._backlog)
-            while self._backlog:
-                self._write(*self._backlog[0])
-                self._backlog.pop(0)
+            written = self._flush()
             if written:
                 log.warning("MLflow is back: %d kept records written", written)
             return self._write(name, args, kwargs, None)
@@ -118,9 +123,7 @@ class Tracker:
         while self._backlog and time.monotonic() < deadline:
             time.sleep(DRAIN_EVERY)
             try:
-                while self._backlog:
-                    self._write(*self._backlog[0])
-                    self._backlog.pop(0)
+                self._flush()
                 log.warning("MLflow is back: every kept record is written")
             except store_errors():
                 continue

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from autopeft.errors import UserError
 from autopeft.space.file import SpaceFile, read_space_file
 from autopeft.workers.build import count_trainable
-from autopeft.workers.families import BLOCKS
 from autopeft.workers.methods import method, searchable
 from autopeft.workers.models import ModelShape
 from autopeft.workers.plan import Plan
@@ -50,7 +49,10 @@ class SearchSpace:
         """The Plan for a point given as choice indices, one per dimension."""
         value = self.values(point)
         modules = self.spec.modules
-        parts = [method(n).decode(modules[n], value, self._layers(value, n), self.shape) for n in modules.present()]
+        parts = []
+        for name in modules.present():  # a method's part, or (choosing per group) the parts of the methods chosen
+            part = method(name).decode(modules[name], value, self._layers(value, name), self.shape)
+            parts.extend(part if isinstance(part, tuple) else [part])
         return Plan.of(*parts, learning_rate=value.get("learning_rate"))
 
     def smallest_plan(self, top: bool = False) -> Plan:
@@ -69,11 +71,6 @@ class SearchSpace:
 
     def count(self, plan: Plan) -> int:
         return count_trainable(plan, self.shape)
-
-
-def _needs(names: list[str], shape: ModelShape) -> str:
-    missing = sorted({b for n in names for b in method(n).requires} - set(shape.family.blocks))
-    return "; ".join(BLOCKS[b] for b in missing)
 
 
 def load_space(name_or_path: str, shape: ModelShape) -> SearchSpace:
@@ -96,8 +93,9 @@ def build_space(spec: SpaceFile, shape: ModelShape, source: str = "search space"
     unfit = [n for n in present if not method(n).fits(shape.family)]
     if unfit:
         fitting = [n for n in searchable() if method(n).fits(shape.family)]
+        reasons = "; ".join(f"{n}: {method(n).unfit_reason(shape.family)}" for n in unfit)
         raise UserError(f"{source}: modules", f"{', '.join(unfit)} modules do not fit {shape.family.name} models "
-                        f"('{shape.model_type}'): they need {_needs(unfit, shape)}", f"use only {', '.join(fitting)} with this model")
+                        f"('{shape.model_type}'): {reasons}", f"use only {', '.join(fitting)} with this model")
     claimed: dict[str, str] = {}
     for name in present:
         descriptor, entry = method(name), spec.modules[name]

@@ -33,7 +33,8 @@ class Method:
     parameter_prefix: ClassVar[str | None] = None  # how the peft tuner names its trainable tensors
     mergeable: ClassVar[bool] = True  # merges into the base weights (merge_and_unload)
     requires: ClassVar[frozenset[str]] = frozenset()  # blocks of the model family it wraps
-    learning_rate: ClassVar[float | None] = None  # the rate its baselines train at (None: the job's rate)
+    learning_rate_scale: ClassVar[float] = 1.0  # its parameters train at the job's (LoRA's) rate times this
+    linear_only: ClassVar[bool] = False  # peft's tuner wraps torch Linear layers only (no Conv1D)
     baselines: ClassVar[dict[str, Callable[[ModelShape], tuple]]] = {}  # name -> the parts of its plan
 
     # -- the space file ---------------------------------------------------------------------------
@@ -90,7 +91,16 @@ class Method:
 
     def fits(self, family: Family, part=None) -> bool:
         """Whether this method (and ``part`` of it, when given) fits models of ``family``."""
-        return self.requires <= family.blocks.keys() and (part is None or self.part_groups(part) <= family.groups.keys())
+        return (not (self.linear_only and family.fan_in_fan_out) and self.requires <= family.blocks.keys()
+                and (part is None or self.part_groups(part) <= family.groups.keys()))
+
+    def unfit_reason(self, family: Family) -> str:
+        """Why this method does not fit models of ``family``."""
+        from ..families import BLOCKS
+
+        if self.linear_only and family.fan_in_fan_out:
+            return f"peft's {self.title} wraps torch Linear layers, and {family.name} models use Conv1D"
+        return "it needs " + "; ".join(BLOCKS[b] for b in sorted(self.requires - family.blocks.keys()))
 
 
 def check_sizes(sizes: list[int], what: str) -> None:
@@ -152,8 +162,7 @@ def every_baseline() -> dict[str, Method]:
 
 
 def baseline_plan(name: str, shape: ModelShape) -> Plan:
-    """The plan of a named baseline for this model, at its method's learning rate."""
+    """The plan of a named baseline for this model (each method's parameters train at its own rate)."""
     from ..plan import Plan
 
-    owner = every_baseline()[name]
-    return Plan.of(*owner.baselines[name](shape), learning_rate=owner.learning_rate)
+    return Plan.of(*every_baseline()[name].baselines[name](shape))

@@ -18,7 +18,7 @@ class FullMethod(Method):
     title = "full fine-tuning"
     part = Full
     order = 90
-    learning_rate = 1e-4  # every weight moves: a BERT fine-tuning rate, far below the adapters' rates
+    learning_rate_scale = 0.05  # every weight moves: 1e-4 at the default 2e-3, a BERT fine-tuning rate
     baselines = {"full": lambda s: (Full(),)}
 
     def count(self, part: Full, shape) -> int:

@@ -1,0 +1,134 @@
+"""peft's method catalogue: LoRA variants, LoHa, LoKr, VeRA and OFT, alone as named baselines and
+chosen per module group by the ``catalogue`` space, on every supported family: exact counts, save
+and reload, the learning rate each method trains at, and what does not fit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from autopeft.errors import UserError
+from autopeft.space.search_space import load_space
+from autopeft.workers.build import apply_plan, count_trainable, load_adapter, parameter_groups, save_adapter
+from autopeft.workers.methods import baseline_plan, method
+from autopeft.workers.models import model_shape
+from conftest import base_model, check_counts, tiny_model
+from test_families import DECODERS
+
+NEW_BASELINES = ["dora-r8", "loha-r8", "lokr-r8", "vera-r256", "oft"]
+ENCODERS = ["tiny_bert", "tiny_distilbert", "tiny_mpnet"]
+
+
+@pytest.fixture(scope="module", params=ENCODERS + sorted(DECODERS))
+def model_dir(request, tmp_path_factory) -> str:
+    if request.param in ENCODERS:
+        return request.getfixturevalue(request.param)
+    import transformers
+
+    return tiny_model(tmp_path_factory, f"tiny-{request.param}", DECODERS[request.param](transformers))
+
+
+def _as_if_trained(model) -> None:
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:  # most methods start as the identity: move them so the output changes
+                parameter.add_(torch.randn_like(parameter) * 0.05)
+
+
+def _reloads_identically(model_dir: str, plan, shape, directory) -> None:
+    torch.manual_seed(0)
+    model = apply_plan(base_model(model_dir), plan, shape)
+    assert count_trainable(plan, shape) == sum(p.numel() for p in model.parameters() if p.requires_grad), plan.describe()
+    _as_if_trained(model)
+    inputs = {"input_ids": torch.randint(1, 1000, (1, 9)), "attention_mask": torch.ones(1, 9, dtype=torch.long)}
+    model.eval()
+    with torch.no_grad():
+        expected = model(**inputs).logits
+        assert not torch.allclose(base_model(model_dir).eval()(**inputs).logits, expected, atol=1e-4), plan.describe()
+    save_adapter(model, directory)
+    reloaded = load_adapter(base_model(model_dir), directory).eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**inputs).logits, expected, atol=1e-5), plan.describe()
+
+
+def test_each_new_baseline_counts_what_peft_trains_and_reloads_with_identical_logits(model_dir, tmp_path):
+    shape = model_shape(model_dir, num_labels=3)
+    ran = []
+    for name in NEW_BASELINES:
+        plan = baseline_plan(name, shape)
+        if all(method(m).fits(shape.family, plan[m]) for m in plan.methods):
+            _reloads_identically(model_dir, plan, shape, tmp_path / name)
+            ran.append(name)
+    if "query" in shape.family.groups:
+        assert ran == NEW_BASELINES
+    else:  # fused query, key and value: the q,v baselines do not apply
+        assert ran == []
+
+
+def test_the_catalogue_space_counts_exactly_and_its_largest_plan_reloads(model_dir, tmp_path):
+    shape = model_shape(model_dir, num_labels=3)
+    check_counts(model_dir, "catalogue", 6)
+    space = load_space("catalogue", shape)
+    largest = space.largest_plan()
+    _reloads_identically(model_dir, largest, shape, tmp_path / "largest")
+    chosen = {d.name: d.choices for d in space.dimensions if d.name.startswith("per_group.") and "variant" not in d.name}
+    assert set(chosen) >= {f"per_group.{g}" for g in shape.family.groups}
+    for options in chosen.values():
+        assert options[0] == "off"
+        if shape.family.fan_in_fan_out:
+            assert not any(o.startswith(("loha", "lokr", "oft")) for o in options)
+        else:
+            assert {o.split(":")[0] for o in options[1:]} == {"lora", "loha", "lokr", "vera", "oft"}
+
+
+def test_a_point_that_mixes_methods_per_group_becomes_one_plan_with_each(tiny_bert):
+    shape = model_shape(tiny_bert, num_labels=3)
+    space = load_space("catalogue", shape)
+    wanted = {"per_group.query": "lora:8", "per_group.value": "vera:256", "per_group.key": "oft:16",
+              "per_group.ffn_in": "loha:4", "per_group.ffn_out": "lokr:4", "per_group.attention_output": "off",
+              "per_group.lora_variant": "dora"}
+    point = {d.name: d.choices.index(wanted[d.name]) if d.name in wanted else len(d.choices) - 1 for d in space.dimensions}
+    plan = space.decode(point)
+    assert set(plan.methods) == {"lora", "vera", "oft", "loha", "lokr"}
+    assert plan["lora"].variant == "dora" and [t.group for t in plan["lora"].targets] == ["query"]
+    assert plan["vera"].groups == ("value",) and plan["oft"].size == 16
+    model = apply_plan(base_model(tiny_bert), plan, shape)
+    assert count_trainable(plan, shape) == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_each_method_trains_at_its_own_rate(tiny_bert):
+    shape = model_shape(tiny_bert, num_labels=3)
+    for name, scale, marker in [("vera-r256", 10.0, "vera_lambda"), ("ia3", 5.0, "ia3_"), ("prefix-10", 5.0, "kv_prefix_"),
+                                ("lora-r8", 1.0, "lora_"), ("full", 0.05, "")]:
+        plan = baseline_plan(name, shape)
+        model = apply_plan(base_model(tiny_bert), plan, shape)
+        groups = parameter_groups(model, plan, 2e-3)
+        rates = {id(p): g["lr"] for g in groups for p in g["params"]}
+        assert len(rates) == sum(1 for p in model.parameters() if p.requires_grad)
+        for parameter_name, parameter in model.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            in_method = marker in parameter_name if name != "full" else True
+            assert rates[id(parameter)] == pytest.approx(2e-3 * scale if in_method else 2e-3), (name, parameter_name)
+
+
+def _space_file(tmp_path, modules: dict) -> str:
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "modules": modules, "layers": "all"}))
+    return str(path)
+
+
+def test_a_method_that_does_not_fit_is_named_with_what_fits(tmp_path, tiny_bert, tmp_path_factory):
+    import transformers
+
+    gpt2 = tiny_model(tmp_path_factory, "tiny-gpt2-unfit", DECODERS["gpt2"](transformers))
+    with pytest.raises(UserError, match="oft: peft's OFT wraps torch Linear layers, and gpt2 models use Conv1D") as exc:
+        load_space(_space_file(tmp_path, {"oft": {"groups": ["query_key_value"], "sizes": [16]}}), model_shape(gpt2, 2))
+    assert "vera" in exc.value.fix and "lora" in exc.value.fix and "loha" not in exc.value.fix
+    with pytest.raises(UserError, match="block size 24 does not divide the input width 32 of 'query'"):
+        load_space(_space_file(tmp_path, {"oft": {"groups": ["query"], "sizes": [24]}}), model_shape(tiny_bert, 2))
+    with pytest.raises(UserError, match="'ia3' cannot be chosen per module group; use some of lora, loha, lokr, vera, oft"):
+        load_space(_space_file(tmp_path, {"per_group": {"methods": {"ia3": [1]}}}), model_shape(tiny_bert, 2))
+    with pytest.raises(UserError, match="method 'vera' takes one size here"):
+        load_space(_space_file(tmp_path, {"per_group": {"methods": {"vera": [64, 256]}}}), model_shape(tiny_bert, 2))
