@@ -99,7 +99,7 @@ def test_a_point_that_mixes_methods_per_group_becomes_one_plan_with_each(tiny_be
 
 def test_each_method_trains_at_its_own_rate(tiny_bert):
     shape = model_shape(tiny_bert, num_labels=3)
-    for name, scale, marker in [("vera-r256", 10.0, "vera_lambda"), ("ia3", 5.0, "ia3_"), ("prefix-10", 5.0, "kv_prefix_"),
+    for name, scale, marker in [("vera-r256", 10.0, "vera_lambda"), ("ia3", 10.0, "ia3_"), ("prefix-10", 10.0, "kv_prefix_"),
                                 ("lora-r8", 1.0, "lora_"), ("full", 0.05, "")]:
         plan = baseline_plan(name, shape)
         model = apply_plan(base_model(tiny_bert), plan, shape)
@@ -132,3 +132,25 @@ def test_a_method_that_does_not_fit_is_named_with_what_fits(tmp_path, tiny_bert,
         load_space(_space_file(tmp_path, {"per_group": {"methods": {"ia3": [1]}}}), model_shape(tiny_bert, 2))
     with pytest.raises(UserError, match="method 'vera' takes one size here"):
         load_space(_space_file(tmp_path, {"per_group": {"methods": {"vera": [64, 256]}}}), model_shape(tiny_bert, 2))
+
+
+def test_a_catalogue_search_runs_its_baselines_records_the_choices_and_exports_a_loadable_adapter(
+        tmp_path, tiny_bert, reviews_csv, ray_local):
+    from peft import PeftModel
+
+    from autopeft.api import export, submit
+    from test_export import _validation_accuracy
+    from test_search import runs_of, tiny_job
+
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, search_space="catalogue", baselines=["dora-r8", "vera-r256"])
+    summary = submit(job, progress=False)
+    assert summary.finished == 4 and summary.failed == 0
+    assert set(summary.baselines) == {"dora-r8", "vera-r256"}
+    assert summary.baselines["vera-r256"].params == 2 * 2 * (256 + 32) + 32 * 2 + 2  # 2 layers x q,v, plus the head
+    _, _, children = runs_of(job)
+    searched = [r for r in children if "per_group.query" in r.data.params]
+    assert len(searched) == 4
+    assert all(r.data.params["per_group.query"].split(":")[0] in {"off", "lora", "loha", "lokr", "vera", "oft"} for r in searched)
+    exported = export(job, "best", tmp_path / "out")
+    loaded = PeftModel.from_pretrained(base_model(tiny_bert, 2), str(tmp_path / "out"))
+    assert _validation_accuracy(loaded, job, tiny_bert) == pytest.approx(exported.point.quality, abs=1.5 / job.fidelity.eval_examples)

@@ -46,7 +46,7 @@ class Ia3Method(Method):
     order = 20
     peft_type = "IA3"
     parameter_prefix = "ia3_"
-    learning_rate_scale = 5.0  # scaling vectors start at 1 and move little at LoRA's rate
+    learning_rate_scale = 10.0  # scaling vectors start at 1 and move little at LoRA's rate; T-Few trains them at 3e-3
     baselines = {"ia3": lambda s: (IA3(("key", "value", "ffn_out"), tuple(range(s.num_layers))),)}
 
     def check(self, spec: Ia3Space, shape, alone: bool) -> None:

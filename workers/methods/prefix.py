@@ -193,7 +193,7 @@ class PrefixMethod(SizedMethod):
     mergeable = False
     requires = frozenset({"self_attention"})
     bounded_by_width = False
-    learning_rate_scale = 5.0  # prefix tuning trains at about ten times LoRA's rate in its papers
+    learning_rate_scale = 10.0  # prefixes train at about ten times LoRA's rate in P-tuning v2
     baselines = {"prefix-10": lambda s: (Prefix(every_layer(s, 10)),)}
 
     def make(self, spec, sizes: LayerSizes) -> Prefix:
