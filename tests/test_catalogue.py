@@ -66,6 +66,28 @@ def test_each_new_baseline_counts_what_peft_trains_and_reloads_with_identical_lo
         assert ran == []
 
 
+def test_ln_tuning_bitfit_and_prompts_count_what_peft_trains_and_reload_alone_and_beside_other_methods(model_dir, tmp_path):
+    shape = model_shape(model_dir, num_labels=3)
+    assert shape.norms and all(count > 0 for count in shape.norms.values())
+    _reloads_identically(model_dir, baseline_plan("ln-tuning", shape), shape, tmp_path / "ln")
+    _reloads_identically(model_dir, baseline_plan("prompt-20", shape), shape, tmp_path / "prompt")
+    bitfit = baseline_plan("bitfit", shape)
+    assert method("bitfit").fits(shape.family, bitfit["bitfit"]) == bool(shape.group_biases)
+    if shape.group_biases:
+        _reloads_identically(model_dir, bitfit, shape, tmp_path / "bitfit")
+    biased = [g for g in shape.family.groups if g in shape.group_biases][:1]
+    lora = [g for g in shape.family.groups if g not in biased][:2]
+    modules = {"ln_tuning": {}, "lora": {"groups": {g: [0, 4] for g in lora}}}
+    if biased:
+        modules["bitfit"] = {"groups": biased}
+    if method("parallel").fits(shape.family):  # a bottleneck adapter around the block that holds a norm
+        modules["parallel"] = {"sizes": [0, 4]}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "modules": modules, "layers": "per_module"}))
+    check_counts(model_dir, str(path), 6)
+    _reloads_identically(model_dir, load_space(str(path), shape).largest_plan(), shape, tmp_path / "together")
+
+
 def test_the_catalogue_space_counts_exactly_and_its_largest_plan_reloads(model_dir, tmp_path):
     shape = model_shape(model_dir, num_labels=3)
     check_counts(model_dir, "catalogue", 6)
@@ -130,11 +152,16 @@ def test_a_method_that_does_not_fit_is_named_with_what_fits(tmp_path, tiny_bert,
         load_space(_space_file(tmp_path, {"oft": {"groups": ["query"], "sizes": [24]}}), model_shape(tiny_bert, 2))
     with pytest.raises(UserError, match="'ia3' cannot be chosen per module group; use some of lora, loha, lokr, vera, oft"):
         load_space(_space_file(tmp_path, {"per_group": {"methods": {"ia3": [1]}}}), model_shape(tiny_bert, 2))
+    with pytest.raises(UserError, match="query layers of llama models have no bias. Fix: use groups with a bias: this model has none"):
+        llama = tiny_model(tmp_path_factory, "tiny-llama-unbiased", DECODERS["llama"](transformers))
+        load_space(_space_file(tmp_path, {"bitfit": {"groups": ["query"]}}), model_shape(llama, 2))
+    with pytest.raises(UserError, match="prompt tuning cannot share a model with other methods"):
+        load_space(_space_file(tmp_path, {"prompt": {"sizes": [10]}, "ia3": {}}), model_shape(tiny_bert, 2))
     with pytest.raises(UserError, match="method 'vera' takes one size here"):
         load_space(_space_file(tmp_path, {"per_group": {"methods": {"vera": [64, 256]}}}), model_shape(tiny_bert, 2))
 
 
-def test_a_catalogue_search_runs_its_baselines_records_the_choices_and_exports_a_loadable_adapter(
+def test_a_catalogue_search_runs_every_new_baseline_records_the_choices_and_exports_a_loadable_adapter(
         tmp_path, tiny_bert, reviews_csv, ray_local):
     from peft import PeftModel
 
@@ -142,10 +169,11 @@ def test_a_catalogue_search_runs_its_baselines_records_the_choices_and_exports_a
     from test_export import _validation_accuracy
     from test_search import runs_of, tiny_job
 
-    job = tiny_job(tmp_path, tiny_bert, reviews_csv, search_space="catalogue", baselines=["dora-r8", "vera-r256"])
+    baselines = [*NEW_BASELINES, "bitfit", "ln-tuning", "prompt-20"]
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, search_space="catalogue", baselines=baselines)
     summary = submit(job, progress=False)
     assert summary.finished == 4 and summary.failed == 0
-    assert set(summary.baselines) == {"dora-r8", "vera-r256"}
+    assert set(summary.baselines) == set(baselines)  # every one trained and was evaluated
     assert summary.baselines["vera-r256"].params == 2 * 2 * (256 + 32) + 32 * 2 + 2  # 2 layers x q,v, plus the head
     _, _, children = runs_of(job)
     searched = [r for r in children if "per_group.query" in r.data.params]

@@ -53,13 +53,14 @@ def test_exact_match_ignores_case_surrounding_space_and_punctuation():
 
 def test_a_generation_search_learns_above_the_zero_shot_floor(tmp_path, plain_llama, instructions, ray_local):
     job = load_job(write_job(
-        tmp_path, model=plain_llama, search_space="lora", baselines=["lora-r8", "ia3"], fidelity=FIDELITY,
+        tmp_path, model=plain_llama, search_space="lora", baselines=["lora-r8", "ia3", "prompt-20"], fidelity=FIDELITY,
         task={"type": "generation", "train_file": str(instructions[0]), "validation_size": 40},
         budget={"trials": 3, "parallel": 2}, optimizer={"sampler": "random"},
     ))
     assert job.task.metric == "exact_match"
     summary = submit(job, progress=False)
     assert summary.finished == 3 and summary.failed == 0
+    assert set(summary.baselines) == {"lora-r8", "ia3", "prompt-20"}  # soft prompts generate through peft's prompt learning
     study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
     floor = study.user_attrs["reference"]["quality"]
     assert summary.reference.quality == floor and 0.0 <= floor <= 1.0  # the untrained model's own score

@@ -9,6 +9,7 @@ model, in plan order, and saves as ``autopeft_adapter.json`` (the configs) plus
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from .methods import METHODS, method
@@ -52,8 +53,6 @@ def peft_configs(plan: Plan, shape: ModelShape, base_model_name_or_path: str | N
 
 def _compose(model, configs: list):
     """Inject every config into ``model``; train only the adapters and the classification head."""
-    import warnings
-
     from peft import inject_adapter_in_model
     from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 
@@ -97,9 +96,11 @@ def apply_plan(model, plan: Plan, shape: ModelShape):
     configs = peft_configs(plan, shape, getattr(model, "name_or_path", None))
     if not configs:
         raise ValueError("the plan has no adapter module")
-    if len(configs) == 1:
-        return get_peft_model(model, configs[0])
-    return _compose(model, configs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Unsupported layer type")  # LN tuning on a norm: peft's own method
+        if len(configs) == 1:
+            return get_peft_model(model, configs[0])
+        return _compose(model, configs)
 
 
 def save_adapter(model, directory: str | Path) -> None:

@@ -83,7 +83,7 @@ class Generation:
             for batch in batches(by_length, 2 * context.fidelity.batch_size):
                 inputs = _right_padded(context, [encoded[i] for i in batch])
                 labels = inputs.pop("labels")
-                logits = model(**inputs).logits[:, :-1]
+                logits = model(**inputs).logits[:, -labels.shape[1]:-1]  # prompt tuning puts its virtual tokens first
                 target = labels[:, 1:]
                 learned = target != IGNORE
                 correct += int(((logits.argmax(-1) == target) & learned).sum())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .families import BY_NAME, Family, recognise
@@ -66,6 +66,8 @@ class ModelShape:
     group_dims: dict[str, tuple[int, int]]
     head_params: int
     base_params: int
+    norms: dict[str, int] = field(default_factory=dict)  # path within a layer -> parameters, for each norm module
+    group_biases: tuple[str, ...] = ()  # module groups whose layers have a bias
 
     @property
     def family(self) -> Family:
@@ -116,6 +118,9 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
         )
     layers_key = next(k for k in modules if k.endswith(family.layers_path))
     group_dims = {group: _in_out(modules[f"{layers_key}.0.{sub}"]) for group, sub in family.groups.items()}
+    first = f"{layers_key}.0."
+    norms = {name[len(first):]: sum(p.numel() for p in module.parameters()) for name, module in modules.items()
+             if name.startswith(first) and type(module).__name__.endswith("Norm") and any(True for _ in module.parameters())}
     return ModelShape(
         model_type=config.model_type,
         family_name=family.name,
@@ -131,6 +136,8 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
         group_dims=group_dims,
         head_params=sum(p.numel() for name in head_modules(model) for p in modules[name].parameters()) if num_labels else 0,
         base_params=sum(p.numel() for p in model.parameters()),
+        norms=norms,
+        group_biases=tuple(g for g, sub in family.groups.items() if getattr(modules[first + sub], "bias", None) is not None),
     )
 
 
