@@ -16,7 +16,7 @@ from autopeft.workers.models import model_shape
 from conftest import base_model, check_counts, tiny_model
 from test_families import DECODERS
 
-NEW_BASELINES = ["dora-r8", "loha-r8", "lokr-r8", "vera-r256", "oft"]
+NEW_BASELINES = ["dora-r8", "loha-r8", "lokr-r8", "vera-r256", "oft", "adalora"]
 ENCODERS = ["tiny_bert", "tiny_distilbert", "tiny_mpnet"]
 
 
@@ -182,3 +182,24 @@ def test_a_catalogue_search_runs_every_new_baseline_records_the_choices_and_expo
     exported = export(job, "best", tmp_path / "out")
     loaded = PeftModel.from_pretrained(base_model(tiny_bert, 2), str(tmp_path / "out"))
     assert _validation_accuracy(loaded, job, tiny_bert) == pytest.approx(exported.point.quality, abs=1.5 / job.fidelity.eval_examples)
+
+
+def test_adalora_reallocates_its_ranks_while_it_trains_and_saves_the_budget_it_kept(tiny_bert, reviews_csv):
+    import json
+
+    from autopeft.job.data import load_task_data
+    from autopeft.job.spec import TaskSpec
+    from autopeft.workers.trial import run_trial
+    from autopeft.workers.types import Fidelity, TrialRequest
+
+    data = load_task_data(TaskSpec(train_file=reviews_csv, text_columns=["review"], label_column="sentiment"))
+    shape = model_shape(tiny_bert, 2)
+    plan = baseline_plan("adalora", shape)
+    fidelity = Fidelity(train_examples=160, eval_examples=40, batch_size=8, max_seq_length=32)
+    result = run_trial(TrialRequest(None, plan, tiny_bert, 2, "accuracy", fidelity, seed=0, baseline="adalora"), data)
+    assert result.metrics["train_steps"] == 20
+    config = json.loads(result.adapter_files["adapter_config.json"])
+    assert config["peft_type"] == "ADALORA" and config["total_step"] == 20
+    kept = config["rank_pattern"]  # module -> which of its 12 ranks survived
+    assert len(kept) == 4 and all(len(mask) == 12 for mask in kept.values())
+    assert sum(sum(mask) for mask in kept.values()) == 8 * 4  # lora-r8's budget: rank 8 on q and v in 2 layers

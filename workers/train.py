@@ -10,6 +10,7 @@ import math
 import random
 
 from .build import parameter_groups
+from .methods import method
 from .metrics import score
 
 
@@ -132,6 +133,9 @@ def train(context) -> tuple[object, list[float]]:
     )
     if fidelity.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    hooks = [(method(name), context.plan[name]) for name in context.plan.methods]
+    for descriptor, part in hooks:
+        descriptor.before_training(model, part, total_steps)
     torch.manual_seed(context.seed)
     model.train()
     step, losses = 0, []
@@ -143,6 +147,8 @@ def train(context) -> tuple[object, list[float]]:
                 loss = model(**task.collate(context, [examples.tokens[i] for i in batch])).loss
             loss.backward()
             optimizer.step()
+            for descriptor, part in hooks:
+                descriptor.after_step(model, part, step)
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())

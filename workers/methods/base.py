@@ -79,6 +79,14 @@ class Method:
     def describe(self, part) -> str:
         raise NotImplementedError
 
+    # -- training ---------------------------------------------------------------------------------
+
+    def before_training(self, model, part, total_steps: int) -> None:
+        """Called once the trial knows how many optimizer steps it takes (AdaLoRA's schedule)."""
+
+    def after_step(self, model, part, step: int) -> None:
+        """Called after each optimizer step, before the gradients are cleared (AdaLoRA's rank allocation)."""
+
     def to_dict(self, part) -> dict[str, Any]:
         return dataclasses.asdict(part)
 
