@@ -119,6 +119,16 @@ def check_sizes(sizes: list[int], what: str) -> None:
         raise ValueError(f"{what}: choices must be distinct and >= 0")
 
 
+def known_groups(groups):
+    """``groups`` (a list, or a mapping keyed by group) if every one is a module group; else ValueError."""
+    from ..families import MODULE_GROUPS
+
+    for group in groups:
+        if group not in MODULE_GROUPS:
+            raise ValueError(f"unknown module group '{group}'; known: {', '.join(MODULE_GROUPS)}")
+    return groups
+
+
 def check_groups(groups, shape: ModelShape, field: str) -> None:
     """Raise ``SpaceError`` for a module group the model's family does not have."""
     family = shape.family

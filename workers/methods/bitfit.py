@@ -19,9 +19,8 @@ from peft.utils import PeftType
 from pydantic import Field, field_validator
 from torch import nn
 
-from ..families import MODULE_GROUPS
 from ..types import SpaceError, Strict, layers_text
-from .base import Method, check_groups, register_method
+from .base import Method, check_groups, known_groups, register_method
 from .peft_registry import add_peft_type, create_or_update, register
 
 add_peft_type("BITFIT")
@@ -106,10 +105,7 @@ class BitFitSpace(Strict):
     @field_validator("groups")
     @classmethod
     def _known_groups(cls, groups: list[str]) -> list[str]:
-        for group in groups:
-            if group not in MODULE_GROUPS:
-                raise ValueError(f"unknown module group '{group}'; known: {', '.join(MODULE_GROUPS)}")
-        return groups
+        return known_groups(groups)
 
 
 def _biased(shape) -> tuple[str, ...]:

@@ -8,9 +8,8 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from ..families import MODULE_GROUPS
 from ..types import SpaceError, Strict, layers_text
-from .base import Method, check_groups, check_sizes
+from .base import Method, check_groups, check_sizes, known_groups
 
 
 @dataclass(frozen=True)
@@ -30,9 +29,7 @@ class GroupedSpace(Strict):
     @field_validator("groups")
     @classmethod
     def _known_groups(cls, groups: list[str]) -> list[str]:
-        for group in groups:
-            if group not in MODULE_GROUPS:
-                raise ValueError(f"unknown module group '{group}'; known: {', '.join(MODULE_GROUPS)}")
+        known_groups(groups)
         if len(set(groups)) != len(groups):
             raise ValueError("groups must be distinct")
         return groups

@@ -11,9 +11,8 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from ..families import MODULE_GROUPS
 from ..types import Strict, layers_text
-from .base import Method, check_groups, register_method
+from .base import Method, check_groups, known_groups, register_method
 
 FEEDFORWARD_GROUPS = ("ffn_out",)
 
@@ -32,10 +31,7 @@ class Ia3Space(Strict):
     @field_validator("groups")
     @classmethod
     def _known_groups(cls, groups: list[str]) -> list[str]:
-        for group in groups:
-            if group not in MODULE_GROUPS:
-                raise ValueError(f"unknown module group '{group}'; known: {', '.join(MODULE_GROUPS)}")
-        return groups
+        return known_groups(groups)
 
 
 class Ia3Method(Method):

@@ -15,9 +15,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ..families import MODULE_GROUPS
 from ..types import SpaceError, Strict
-from .base import METHODS, Method, check_groups, check_sizes, ordered, register_method
+from .base import METHODS, Method, check_groups, check_sizes, known_groups, ordered, register_method
 from .grouped import GroupedMethod
 from .ranked import RankedMethod, RankTarget
 
@@ -32,11 +31,7 @@ class PerGroupSpace(Strict):
     @field_validator("groups")
     @classmethod
     def _known_groups(cls, groups):
-        if groups != "all":
-            for group in groups:
-                if group not in MODULE_GROUPS:
-                    raise ValueError(f"unknown module group '{group}'; known: {', '.join(MODULE_GROUPS)}")
-        return groups
+        return groups if groups == "all" else known_groups(groups)
 
     @field_validator("methods")
     @classmethod

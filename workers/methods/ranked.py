@@ -14,9 +14,8 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from ..families import MODULE_GROUPS
 from ..types import SpaceError, Strict, layers_text
-from .base import Method, check_groups, check_sizes
+from .base import Method, check_groups, check_sizes, known_groups
 
 
 @dataclass(frozen=True)
@@ -45,9 +44,7 @@ class RankedSpace(Strict):
     @field_validator("groups")
     @classmethod
     def _known_groups(cls, groups: dict[str, list[int]]) -> dict[str, list[int]]:
-        for group, ranks in groups.items():
-            if group not in MODULE_GROUPS:
-                raise ValueError(f"unknown module group '{group}'; known: {', '.join(MODULE_GROUPS)}")
+        for group, ranks in known_groups(groups).items():
             check_sizes(ranks, f"group '{group}'")
         return {g: sorted(r) for g, r in groups.items()}
 
