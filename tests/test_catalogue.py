@@ -157,6 +157,9 @@ def test_a_method_that_does_not_fit_is_named_with_what_fits(tmp_path, tiny_bert,
         load_space(_space_file(tmp_path, {"bitfit": {"groups": ["query"]}}), model_shape(llama, 2))
     with pytest.raises(UserError, match="prompt tuning cannot share a model with other methods"):
         load_space(_space_file(tmp_path, {"prompt": {"sizes": [10]}, "ia3": {}}), model_shape(tiny_bert, 2))
+    with pytest.raises(UserError, match="per-group choice and IA3 cannot both adapt 'key'"):
+        load_space(_space_file(tmp_path, {"per_group": {"methods": {"lora": [4]}}, "ia3": {"groups": ["key"]}}),
+                   model_shape(tiny_bert, 2))
     with pytest.raises(UserError, match="method 'vera' takes one size here"):
         load_space(_space_file(tmp_path, {"per_group": {"methods": {"vera": [64, 256]}}}), model_shape(tiny_bert, 2))
 

@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from ..families import MODULE_GROUPS
 from ..types import SpaceError, Strict
 from .base import METHODS, Method, check_groups, check_sizes, known_groups, ordered, register_method
 from .grouped import GroupedMethod
@@ -97,7 +98,7 @@ class PerGroupMethod(Method):
         return dims
 
     def groups(self, spec: PerGroupSpace) -> set[str]:
-        return set() if spec.groups == "all" else set(spec.groups)
+        return set(MODULE_GROUPS) if spec.groups == "all" else set(spec.groups)
 
     def _parts(self, spec: PerGroupSpace, chosen: dict[str, str], layers, variant: str) -> tuple:
         ranked: dict[str, list[RankTarget]] = {}
