@@ -12,7 +12,9 @@ from autopeft.errors import UserError
 from autopeft.space.search_space import load_space
 from autopeft.workers.build import apply_plan, count_trainable, load_adapter, parameter_groups, save_adapter
 from autopeft.workers.methods import baseline_plan, method
+from autopeft.workers.methods.ranked import RankTarget
 from autopeft.workers.models import model_shape
+from autopeft.workers.plan import Plan
 from conftest import base_model, check_counts, tiny_model
 from test_families import DECODERS
 
@@ -102,6 +104,17 @@ def test_the_catalogue_space_counts_exactly_and_its_largest_plan_reloads(model_d
             assert not any(o.startswith(("loha", "lokr", "oft")) for o in options)
         else:
             assert {o.split(":")[0] for o in options[1:]} == {"lora", "loha", "lokr", "vera", "oft"}
+
+
+@pytest.mark.parametrize("variant", ["pissa", "rslora"])
+def test_lora_variants_count_exactly_and_reload_alone_and_beside_other_methods(model_dir, tmp_path, variant):
+    shape = model_shape(model_dir, num_labels=3)
+    groups = list(shape.family.groups)
+    last = shape.num_layers - 1
+    alone = method("lora").part(tuple(RankTarget(g, 4, 8.0, (0, last)) for g in groups[:2]), variant)
+    _reloads_identically(model_dir, Plan.of(alone), shape, tmp_path / "alone")
+    beside = Plan.of(alone, method("vera").part((groups[-1],), 16, (last,)))
+    _reloads_identically(model_dir, beside, shape, tmp_path / "beside")
 
 
 def test_a_point_that_mixes_methods_per_group_becomes_one_plan_with_each(tiny_bert):

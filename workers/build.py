@@ -18,6 +18,7 @@ from .plan import Plan
 
 COMPOSITE_FILE = "autopeft_adapter.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
+PEFT_CONFIG_FILE = "adapter_config.json"
 
 
 def count_trainable(plan: Plan, shape: ModelShape) -> int:
@@ -98,9 +99,11 @@ def apply_plan(model, plan: Plan, shape: ModelShape):
         raise ValueError("the plan has no adapter module")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Unsupported layer type")  # LN tuning on a norm: peft's own method
-        if len(configs) == 1:
-            return get_peft_model(model, configs[0])
-        return _compose(model, configs)
+        model = get_peft_model(model, configs[0]) if len(configs) == 1 else _compose(model, configs)
+    model.autopeft_plan = plan
+    for name in plan.methods:
+        method(name).after_build(model, plan[name])
+    return model
 
 
 def save_adapter(model, directory: str | Path) -> None:
@@ -110,13 +113,25 @@ def save_adapter(model, directory: str | Path) -> None:
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    plan = getattr(model, "autopeft_plan", None)
+    rewrites = [(method(n), plan[n]) for n in plan.methods if method(n).rewrites_export(plan[n])] if plan else []
     if isinstance(model, PeftModel):
         model.save_pretrained(str(directory))
+        if rewrites:  # in peft's own files
+            from safetensors.torch import load_file
+
+            tensors, config = load_file(str(directory / WEIGHTS_FILE)), json.loads((directory / PEFT_CONFIG_FILE).read_text())
+            for descriptor, part in rewrites:
+                descriptor.export(part, model, tensors, config)
+            save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+            (directory / PEFT_CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
         return
     tensors = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    save_file(tensors, str(directory / WEIGHTS_FILE))
     configs = getattr(model, "autopeft_configs", None)
     methods = [{"peft_type": str(c.peft_type.value), "config": c.to_dict()} for c in configs] if configs else []
+    for descriptor, part in rewrites:
+        descriptor.export(part, model, tensors, next(m["config"] for m in methods if m["peft_type"] == descriptor.peft_type))
+    save_file(tensors, str(directory / WEIGHTS_FILE))
     (directory / COMPOSITE_FILE).write_text(json.dumps({"methods": methods, "full": configs is None}, indent=2, default=str))
 
 

@@ -79,6 +79,19 @@ class Method:
     def describe(self, part) -> str:
         raise NotImplementedError
 
+    # -- building and saving ----------------------------------------------------------------------
+
+    def after_build(self, model, part) -> None:
+        """Called once ``model`` is wrapped, before it trains (PiSSA keeps its starting factors)."""
+
+    def rewrites_export(self, part) -> bool:
+        """Whether ``export`` changes what this part saves."""
+        return False
+
+    def export(self, part, model, tensors: dict, config: dict) -> None:
+        """Rewrite the saved ``tensors`` and this method's saved ``config`` (in place) so that the adapter
+        loads on the unchanged base model."""
+
     # -- training ---------------------------------------------------------------------------------
 
     def before_training(self, model, part, total_steps: int) -> None:

@@ -1,8 +1,12 @@
 """LoRA (Hu et al., 2021): a rank per module group, per block of layers, in the layers chosen; and
-its variants, one per search: DoRA (Liu et al., 2024: a learned magnitude per output unit) and
-rsLoRA (Kalajdzievski, 2023: alpha / sqrt(rank) scaling).
+its variants, one per plan: DoRA (Liu et al., 2024: a learned magnitude per output unit), rsLoRA
+(Kalajdzievski, 2023: alpha / sqrt(rank) scaling) and PiSSA (Meng et al., 2024: the factors start
+as the weight's principal singular vectors, by peft's fast randomised SVD, and the base weight
+keeps the residual).
 
-A plan's LoRA part is one plain ``peft.LoraConfig`` (see ``ranked``).
+A plan's LoRA part is one plain ``peft.LoraConfig`` (see ``ranked``). A PiSSA adapter is saved as
+peft converts one: a plain LoRA of twice the rank, the trained factors beside the negated starting
+ones, so that it loads on the unchanged base model.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from .base import register_method
 from .ranked import Ranked, RankedMethod, RankedSpace, RankTarget, active, layer_blocks
 
 LoraTarget = RankTarget
-VARIANTS = {"plain": {}, "dora": {"use_dora": True}, "rslora": {"use_rslora": True}}
+VARIANTS = {"plain": {}, "dora": {"use_dora": True}, "rslora": {"use_rslora": True},
+            "pissa": {"init_lora_weights": "pissa_niter_4"}}
 
 __all__ = ["Lora", "LoraSpace", "LoraTarget", "layer_blocks"]
 
@@ -28,7 +33,7 @@ class Lora(Ranked):
 
 
 class LoraSpace(RankedSpace):
-    variants: list[Literal["plain", "dora", "rslora"]] = Field(["plain"], min_length=1,
+    variants: list[Literal["plain", "dora", "rslora", "pissa"]] = Field(["plain"], min_length=1,
                                                                description="LoRA variants to choose among, one per plan")
 
     @field_validator("variants")
@@ -69,6 +74,27 @@ class LoraMethod(RankedMethod):
 
     def extra_kwargs(self, part: Lora, shape) -> dict:
         return {"lora_dropout": 0.0, "fan_in_fan_out": shape.family.fan_in_fan_out, **VARIANTS[part.variant]}
+
+    def after_build(self, model, part: Lora) -> None:
+        if part.variant == "pissa":
+            model.autopeft_pissa_start = {name: (m.lora_A["default"].weight.detach().clone(), m.lora_B["default"].weight.detach().clone())
+                                          for name, m in model.named_modules() if "default" in getattr(m, "lora_A", {})}
+
+    def rewrites_export(self, part: Lora) -> bool:
+        return part.variant == "pissa"
+
+    def export(self, part: Lora, model, tensors: dict, config: dict) -> None:
+        import torch
+
+        for name, (a0, b0) in model.autopeft_pissa_start.items():
+            for adapter in ("", ".default"):
+                a, b = f"{name}.lora_A{adapter}.weight", f"{name}.lora_B{adapter}.weight"
+                if a in tensors:
+                    tensors[a] = torch.cat([tensors[a], a0.to(tensors[a])], dim=0).contiguous()
+                    tensors[b] = torch.cat([tensors[b], -b0.to(tensors[b])], dim=1).contiguous()
+        config.update(init_lora_weights=True, r=2 * config["r"], lora_alpha=2 * config["lora_alpha"],
+                      rank_pattern={k: 2 * v for k, v in config["rank_pattern"].items()},
+                      alpha_pattern={k: 2 * v for k, v in config["alpha_pattern"].items()})
 
     def describe(self, part: Lora) -> str:
         text = super().describe(part)

@@ -27,7 +27,7 @@ OFF = "off"
 class PerGroupSpace(Strict):
     groups: list[str] | Literal["all"] = "all"
     methods: dict[str, list[int]] = Field(min_length=1, description="method -> its sizes (ranks, or OFT's block size)")
-    lora_variants: list[Literal["plain", "dora", "rslora"]] = Field(["plain"], min_length=1)
+    lora_variants: list[Literal["plain", "dora", "rslora", "pissa"]] = Field(["plain"], min_length=1)
 
     @field_validator("groups")
     @classmethod
