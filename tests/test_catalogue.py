@@ -219,3 +219,23 @@ def test_adalora_reallocates_its_ranks_while_it_trains_and_saves_the_budget_it_k
     kept = config["rank_pattern"]  # module -> which of its 12 ranks survived
     assert len(kept) == 4 and all(len(mask) == 12 for mask in kept.values())
     assert sum(sum(mask) for mask in kept.values()) == 8 * 4  # lora-r8's budget: rank 8 on q and v in 2 layers
+
+
+def test_a_space_can_search_each_methods_learning_rate_over_its_range(tmp_path, tiny_bert):
+    shape = model_shape(tiny_bert, num_labels=2)
+    path = _space_file(tmp_path, {"lora": {"groups": {"query": [4]}}, "ia3": {"groups": ["key"], "optional": False}})
+    spec = yaml.safe_load(open(path))
+    spec["method_learning_rates"] = 3
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(spec))
+    space = load_space(path, shape)
+    choices = {d.name: d.choices for d in space.dimensions}
+    assert choices == {"learning_rate_scale.lora": (0.25, 1.0, 4.0), "learning_rate_scale.ia3": (2.5, 10.0, 40.0)}
+    plan = space.decode({"learning_rate_scale.lora": 2, "learning_rate_scale.ia3": 0})
+    assert dict(plan.learning_rate_scales) == {"lora": 4.0, "ia3": 2.5}
+    assert Plan.from_dict(plan.to_dict()) == plan  # stored with the trial, read back for export and resume
+    model = apply_plan(base_model(tiny_bert, 2), plan, shape)
+    rates = {name: g["lr"] for g in parameter_groups(model, plan, 1e-3) for p in g["params"]
+             for name, q in model.named_parameters() if q is p}
+    for marker, rate in (("lora_", 4e-3), ("ia3_", 2.5e-3), ("classifier", 1e-3)):
+        found = [r for n, r in rates.items() if marker in n]
+        assert found and found == pytest.approx([rate] * len(found)), marker

@@ -75,13 +75,13 @@ def _compose(model, configs: list):
 
 
 def parameter_groups(model, plan: Plan, learning_rate: float) -> list[dict]:
-    """The trainable parameters for the optimizer, each method's at ``learning_rate`` times its method's
-    scale (``Method.learning_rate_scale``), the classification head's at ``learning_rate``."""
-    scales = {method(n).parameter_prefix: method(n).learning_rate_scale for n in plan.methods if method(n).parameter_prefix}
+    """The trainable parameters for the optimizer, each method's at ``learning_rate`` times its scale (the
+    plan's, else ``Method.learning_rate_scale``), the classification head's at ``learning_rate``."""
+    scales = {method(n).parameter_prefix: plan.learning_rate_scale(n) for n in plan.methods if method(n).parameter_prefix}
     by_scale: dict[float, list] = {}
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            scale = method("full").learning_rate_scale if plan.full else next((s for p, s in scales.items() if p in name), 1.0)
+            scale = plan.learning_rate_scale("full") if plan.full else next((s for p, s in scales.items() if p in name), 1.0)
             by_scale.setdefault(scale, []).append(parameter)
     return [{"params": params, "lr": learning_rate * scale} for scale, params in by_scale.items()]
 

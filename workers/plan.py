@@ -13,19 +13,28 @@ class Plan:
     """What to train: one part per PEFT method (a method's ``part`` dataclass), in plan order.
 
     Build one with ``Plan.of(part, ...)``; a ``None`` part (nothing trains) is left out.
-    ``learning_rate`` overrides the job's fidelity for this plan.
+    ``learning_rate`` overrides the job's fidelity for this plan; ``learning_rate_scales`` overrides
+    methods' own scales of it (method name -> scale).
     """
 
     parts: tuple = ()
     learning_rate: float | None = None
+    learning_rate_scales: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self):
         by_name = {type(p).method: p for p in self.parts if p is not None}
         object.__setattr__(self, "parts", tuple(by_name[n] for n in ordered(by_name)))
 
     @classmethod
-    def of(cls, *parts, learning_rate: float | None = None) -> Plan:
-        return cls(parts=tuple(p for p in parts if p is not None), learning_rate=learning_rate)
+    def of(cls, *parts, learning_rate: float | None = None, learning_rate_scales: dict[str, float] | None = None) -> Plan:
+        parts = tuple(p for p in parts if p is not None)
+        present = {type(p).method for p in parts}
+        scales = tuple(sorted((n, float(s)) for n, s in (learning_rate_scales or {}).items() if n in present))
+        return cls(parts=parts, learning_rate=learning_rate, learning_rate_scales=scales)
+
+    def learning_rate_scale(self, name: str) -> float:
+        """The multiple of the plan's learning rate that method ``name`` trains at."""
+        return dict(self.learning_rate_scales).get(name, method(name).learning_rate_scale)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -54,8 +63,11 @@ class Plan:
         return " | ".join(method(type(p).method).describe(p) for p in self.parts) or "no adapter"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"modules": {type(p).method: method(type(p).method).to_dict(p) for p in self.parts},
+        data = {"modules": {type(p).method: method(type(p).method).to_dict(p) for p in self.parts},
                 "learning_rate": self.learning_rate}
+        if self.learning_rate_scales:
+            data["learning_rate_scales"] = dict(self.learning_rate_scales)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
@@ -67,4 +79,4 @@ class Plan:
             if unknown:
                 raise ValueError(f"the plan uses unknown methods {sorted(unknown)}; known: {', '.join(METHODS)}")
             parts = [method(n).from_dict(fields) for n, fields in data["modules"].items()]
-        return cls.of(*parts, learning_rate=data.get("learning_rate"))
+        return cls.of(*parts, learning_rate=data.get("learning_rate"), learning_rate_scales=data.get("learning_rate_scales"))

@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ValidationError, create_model, field_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 
 from autopeft.errors import UserError, from_validation_error
 from autopeft.job.load import read_yaml
@@ -41,6 +41,8 @@ class SpaceFile(Strict):
     modules: ModulesSpace
     layers: Literal["per_layer", "per_module", "all"] | list[int] = "per_layer"
     learning_rate: list[float] | None = None
+    method_learning_rates: int | None = Field(None, ge=2, le=9, description="search each method's learning-rate scale "
+                                              "among this many choices, log-spaced over its range")
 
     @field_validator("modules", mode="before")
     @classmethod

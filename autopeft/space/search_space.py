@@ -16,6 +16,8 @@ from autopeft.workers.models import ModelShape
 from autopeft.workers.plan import Plan
 from autopeft.workers.types import SpaceError
 
+SCALE = "learning_rate_scale."  # the dimensions of each method's learning-rate scale
+
 
 @dataclass(frozen=True)
 class Dimension:
@@ -53,7 +55,8 @@ class SearchSpace:
         for name in modules.present():  # a method's part, or (choosing per group) the parts of the methods chosen
             part = method(name).decode(modules[name], value, self._layers(value, name), self.shape)
             parts.extend(part if isinstance(part, tuple) else [part])
-        return Plan.of(*parts, learning_rate=value.get("learning_rate"))
+        scales = {k[len(SCALE):]: v for k, v in value.items() if k.startswith(SCALE)}
+        return Plan.of(*parts, learning_rate=value.get("learning_rate"), learning_rate_scales=scales)
 
     def smallest_plan(self, top: bool = False) -> Plan:
         """The cheapest plan that still trains something: one module at its least size in as few layers as
@@ -113,6 +116,9 @@ def build_space(spec: SpaceFile, shape: ModelShape, source: str = "search space"
             add(dimension, choices)
     if spec.learning_rate:
         add("learning_rate", tuple(sorted(spec.learning_rate)))
+    if spec.method_learning_rates:
+        for name in dict.fromkeys(m for n in present for m in method(n).produces(spec.modules[n])):
+            add(f"{SCALE}{name}", method(name).learning_rate_choices(spec.method_learning_rates))
     if isinstance(spec.layers, list):
         outside = [i for i in spec.layers if i < 0 or i >= shape.num_layers]
         if outside:

@@ -34,6 +34,7 @@ class Method:
     mergeable: ClassVar[bool] = True  # merges into the base weights (merge_and_unload)
     requires: ClassVar[frozenset[str]] = frozenset()  # blocks of the model family it wraps
     learning_rate_scale: ClassVar[float] = 1.0  # its parameters train at the job's (LoRA's) rate times this
+    learning_rate_range: ClassVar[tuple[float, float] | None] = None  # scales to search (None: a quarter to 4 x the scale)
     linear_only: ClassVar[bool] = False  # peft's tuner wraps torch Linear layers only (no Conv1D)
     baselines: ClassVar[dict[str, Callable[[ModelShape], tuple]]] = {}  # name -> the parts of its plan
 
@@ -45,6 +46,15 @@ class Method:
     def dimensions(self, spec, shape: ModelShape) -> list[tuple[str, tuple]]:
         """The dimensions (name, choices) this entry adds; one choice means a fixed setting."""
         return []
+
+    def produces(self, spec) -> list[str]:
+        """The methods whose parts this entry decodes into (itself, or those chosen per group)."""
+        return [self.name]
+
+    def learning_rate_choices(self, count: int) -> tuple[float, ...]:
+        """``count`` scales spaced evenly in log between the ends of this method's range."""
+        low, high = self.learning_rate_range or (self.learning_rate_scale / 4, self.learning_rate_scale * 4)
+        return tuple(float(f"{low * (high / low) ** (k / (count - 1)):.3g}") for k in range(count))
 
     def groups(self, spec) -> set[str]:
         """The module groups whose linear layers this entry wraps (two methods may not share one)."""

@@ -97,6 +97,9 @@ class PerGroupMethod(Method):
             dims.append(("per_group.lora_variant", tuple(spec.lora_variants)))
         return dims
 
+    def produces(self, spec: PerGroupSpace) -> list[str]:
+        return ordered(spec.methods)
+
     def groups(self, spec: PerGroupSpace) -> set[str]:
         return set(MODULE_GROUPS) if spec.groups == "all" else set(spec.groups)
 
