@@ -30,8 +30,8 @@ def test_every_baseline_counts_what_peft_trains_and_survives_json(tiny_bert, nam
 
 def test_every_method_is_a_baseline_and_every_searchable_method_has_a_space_entry():
     owners = {m.name for m in every_baseline().values()}
-    assert owners == set(METHODS)
-    assert set(searchable()) == {n for n, m in METHODS.items() if m.space is not None} == set(METHODS) - {"full"}
+    assert owners == set(METHODS) - {"per_group"}  # the per-group choice decodes into other methods' parts
+    assert set(searchable()) == {n for n, m in METHODS.items() if m.space is not None} == set(METHODS) - {"full", "adalora"}
 
 
 def test_serial_and_parallel_adapters_share_one_peft_config(tiny_bert):
@@ -45,4 +45,4 @@ def test_serial_and_parallel_adapters_share_one_peft_config(tiny_bert):
 
 def test_a_family_without_bert_blocks_takes_only_the_methods_that_fit(tiny_distilbert):
     family = model_shape(tiny_distilbert, 2).family
-    assert {n for n, m in METHODS.items() if m.fits(family)} == {"lora", "ia3", "full"}
+    assert set(METHODS) - {n for n, m in METHODS.items() if m.fits(family)} == {"serial", "parallel", "prefix"}
