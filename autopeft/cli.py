@@ -154,7 +154,7 @@ def _terminated(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     _quiet()
     if threading.current_thread() is threading.main_thread():
-        for stop in (signal.SIGTERM, signal.SIGHUP):
+        for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGINT too where a shell ignores it (a background job)
             signal.signal(stop, _terminated)
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())  # a job's own trainer module may live here; installed packages come first

@@ -8,6 +8,7 @@ model, in plan order, and saves as ``autopeft_adapter.json`` (the configs) plus
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -86,6 +87,13 @@ def parameter_groups(model, plan: Plan, learning_rate: float) -> list[dict]:
     return [{"params": params, "lr": learning_rate * scale} for scale, params in by_scale.items()]
 
 
+@contextlib.contextmanager
+def _peft_quiet():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Unsupported layer type")  # LN tuning on a norm: peft's own method
+        yield
+
+
 def apply_plan(model, plan: Plan, shape: ModelShape):
     """Wrap ``model`` with peft according to ``plan``; only the plan's modules and the head stay trainable."""
     if plan.full:
@@ -97,8 +105,7 @@ def apply_plan(model, plan: Plan, shape: ModelShape):
     configs = peft_configs(plan, shape, getattr(model, "name_or_path", None))
     if not configs:
         raise ValueError("the plan has no adapter module")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Unsupported layer type")  # LN tuning on a norm: peft's own method
+    with _peft_quiet():
         model = get_peft_model(model, configs[0]) if len(configs) == 1 else _compose(model, configs)
     model.autopeft_plan = plan
     for name in plan.methods:
@@ -144,7 +151,8 @@ def load_adapter(base_model, directory: str | Path):
 
     directory = Path(directory)
     if not (directory / COMPOSITE_FILE).is_file():
-        return PeftModel.from_pretrained(base_model, str(directory))
+        with _peft_quiet():
+            return PeftModel.from_pretrained(base_model, str(directory))
     manifest = json.loads((directory / COMPOSITE_FILE).read_text())
     tensors = load_file(str(directory / WEIGHTS_FILE))
     if manifest.get("full"):
@@ -155,7 +163,8 @@ def load_adapter(base_model, directory: str | Path):
             config_cls = PEFT_TYPE_TO_CONFIG_MAPPING[PeftType(entry["peft_type"])]
             fields = {k: v for k, v in entry["config"].items() if k in config_cls.__dataclass_fields__ and k != "peft_type"}
             configs.append(config_cls(**fields))
-        model = _compose(base_model, configs)
+        with _peft_quiet():
+            model = _compose(base_model, configs)
     missing = set(tensors) - {n for n, _ in model.named_parameters()}
     if missing:
         raise ValueError(f"{directory} holds tensors the model does not have: {sorted(missing)[:3]}")
