@@ -39,13 +39,15 @@ def _resolve_paths(job: JobSpec, base: Path) -> JobSpec:
         }
     )
     stores = job.stores.model_copy(update={"run_dir": rel(job.stores.run_dir) or job.stores.run_dir})
+    optimizer = job.optimizer.model_copy(update={"warm_start": rel(job.optimizer.warm_start) or job.optimizer.warm_start})
     space = job.search_space
     if space.endswith((".yaml", ".yml")) and not Path(space).is_absolute():
         space = str(base / space)
     model = job.model
     if not Path(model).is_absolute() and (model.startswith(".") or (base / model).is_dir()):
         model = str(base / model)
-    return job.model_copy(update={"task": task, "stores": stores, "search_space": space, "model": model})
+    return job.model_copy(update={"task": task, "stores": stores, "optimizer": optimizer, "search_space": space,
+                                  "model": model})
 
 
 def parse_job(data: object, source: str = "job", base: Path | None = None) -> JobSpec:

@@ -64,6 +64,8 @@ class ObjectivesSpec(Strict):
 class OptimizerSpec(Strict):
     sampler: str = "autopeft"
     n_startup_trials: int = Field(10, ge=1, description="quasi-random points before the model-based sampler takes over")
+    warm_start: Path | None = Field(None, description="an earlier search (its job file or run directory): the points on its "
+                                    "front, mapped onto this space and model depth, open the initial design")
 
     @field_validator("sampler")
     @classmethod

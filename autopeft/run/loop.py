@@ -357,6 +357,8 @@ def _run_search(job: JobSpec, progress: bool, prepared: Prepared, record: StudyR
             log.warning("trials %s were interrupted: their plans run again first", ", ".join(map(str, requeued)))
     else:
         record.start(job.public_dict(), reference, prepared.data.label_names)
+        for params in prepared.warm_start:
+            record.study.enqueue_trial(params, skip_if_exists=True)
     embedded = job.stores.mlflow_uri is None  # a tracking server keeps artifacts in its own store
     tracker = Tracker(job.mlflow_uri, job.name, artifact_root=job.layout.artifacts if embedded else None)
     record.parent_run_id = tracker.start_search(

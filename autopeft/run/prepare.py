@@ -38,6 +38,7 @@ class Prepared:
     max_params: int | None
     baselines: dict[str, Plan] = field(default_factory=dict)
     zero_shot_floor: bool = False  # the reference's quality is the base model's zero-shot score, measured at start
+    warm_start: list[dict[str, int]] = field(default_factory=list)  # points that open a new search's initial design
 
     def memory(self, plan: Plan) -> MemoryEstimate:
         """The estimated peak training memory of ``plan`` under the job's fidelity and devices."""
@@ -93,7 +94,14 @@ def prepare(job: JobSpec) -> Prepared:
     if floor is None:
         floor = 0.0 if zero_shot else majority_score(job.task.metric, data.validation_labels[:n_eval])
     baselines = baseline_plans(job.baselines, shape)
-    return Prepared(job, shape, space, data, Reference(quality=floor, params=ceiling + 1), max_params, baselines, zero_shot)
+    warm = []
+    if job.optimizer.warm_start is not None:
+        from autopeft.optimize.warm_start import warm_points
+
+        warm = warm_points(job.optimizer.warm_start, [d.name for d in space.dimensions],
+                           [len(d.choices) for d in space.dimensions], job.optimizer.n_startup_trials)
+    return Prepared(job, shape, space, data, Reference(quality=floor, params=ceiling + 1), max_params, baselines, zero_shot,
+                    warm)
 
 
 def _check_run_dir(job: JobSpec) -> None:
