@@ -5,10 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import optuna
 import torch
-
-STATE_KEY = "autopeft:gp"  # trial system attribute: the hyperparameters of the fit made for that trial
 
 
 class Features:
@@ -28,37 +25,27 @@ class Features:
         return torch.as_tensor(np.column_stack([grid, log_cost, costs / self.ceiling]), dtype=torch.float64)
 
 
-def last_state(study: optuna.Study) -> dict | None:
-    """The hyperparameters the latest fit of this study stored on its trial."""
-    for t in reversed(study.get_trials(deepcopy=False)):
-        if STATE_KEY in t.system_attrs:
-            return t.system_attrs[STATE_KEY]
-    return None
+def fit_quality_gp(x: torch.Tensor, y: torch.Tensor):
+    """A GP of the quality objective(s): a scaled Matérn 5/2 kernel with ARD lengthscales.
 
-
-def fit_quality_gp(x: torch.Tensor, y: torch.Tensor, start: dict | None):
-    """A GP of the quality objective(s), fitted from ``start`` hyperparameters when they fit its shape."""
+    The lengthscale prior grows with the number of inputs (Hvarfner et al. 2024, BoTorch's
+    default), so many dimensions do not make every one look relevant. Matérn 5/2 rather than RBF:
+    PEFT landscapes have plateaus and steps that a smoother kernel blurs, and it is what Optuna's
+    GPSampler uses; measured in ``benchmarks/optimizer.py``.
+    """
     from botorch.fit import fit_gpytorch_mll
     from botorch.models import SingleTaskGP
     from botorch.models.transforms.outcome import Standardize
-    from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
+    from gpytorch.kernels import MaternKernel, ScaleKernel
     from gpytorch.mlls import ExactMarginalLogLikelihood
+    from gpytorch.priors import LogNormalPrior
 
     d = x.shape[-1] - 1  # the last column (linear cost) is not a GP input
-    covar = get_covar_module_with_dim_scaled_prior(ard_num_dims=d, active_dims=list(range(d)))
+    prior = LogNormalPrior(math.sqrt(2) + 0.5 * math.log(d), math.sqrt(3))
+    covar = ScaleKernel(MaternKernel(nu=2.5, ard_num_dims=d, active_dims=list(range(d)), lengthscale_prior=prior))
     model = SingleTaskGP(x, y, covar_module=covar, outcome_transform=Standardize(m=y.shape[-1]))
-    own = dict(model.named_parameters())
-    warm = bool(start) and all(name in start and torch.Size(torch.as_tensor(start[name]).shape) == p.shape
-                               for name, p in own.items())
-    if warm:
-        with torch.no_grad():
-            for name, value in start.items():
-                value = torch.as_tensor(value, dtype=torch.float64)
-                if name in own:
-                    own[name].copy_(value)
     try:
-        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model),
-                         optimizer_kwargs={"options": {"maxiter": 25 if warm else 100}})
+        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
     except Exception:  # a failed fit keeps the starting hyperparameters, still a usable model
         pass
-    return model, {name: p.detach().tolist() for name, p in model.named_parameters()}
+    return model

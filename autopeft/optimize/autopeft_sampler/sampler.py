@@ -21,9 +21,9 @@ import torch
 from optuna.trial import TrialState
 
 from autopeft.optimize.autopeft_sampler.acquisition import exact_cost_nehvi
-from autopeft.optimize.autopeft_sampler.design import density_points, sobol
+from autopeft.optimize.autopeft_sampler.design import grid_points, sobol
 from autopeft.optimize.autopeft_sampler.discrete import hill_climb, key
-from autopeft.optimize.autopeft_sampler.model import STATE_KEY, Features, fit_quality_gp, last_state
+from autopeft.optimize.autopeft_sampler.model import Features, fit_quality_gp
 from autopeft.optimize.domain import Domain
 
 
@@ -47,7 +47,7 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
         self.max_steps = max_steps
         self._levels = np.asarray(domain.levels)
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
-        self._design = density_points(sobol(len(domain.levels) + 1, 2048, seed), self._levels)
+        self._design = grid_points(sobol(len(domain.levels), 2048, seed), self._levels)
 
     def reseed_rng(self) -> None:
         self._fallback.reseed_rng()
@@ -58,7 +58,7 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
     def sample_relative(self, study, trial, search_space) -> dict:
         if not search_space:
             return {}
-        point = self.propose(study, trial.number, trial._trial_id)
+        point = self.propose(study, trial.number)
         return {name: int(v) for name, v in zip(self.domain.names, point, strict=True) if name in search_space}
 
     def sample_independent(self, study, trial, param_name, param_distribution):
@@ -66,11 +66,11 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
 
     # -- proposing -------------------------------------------------------------------------------
 
-    def propose(self, study: optuna.Study, number: int, trial_id: int | None = None) -> np.ndarray:
+    def propose(self, study: optuna.Study, number: int) -> np.ndarray:
         """The next point (choice indices) for trial ``number``.
 
-        The GP's fitted hyperparameters are stored on the trial (``trial_id``) and the next fit
-        starts from them: cheaper, and a resumed search starts from the same state.
+        The GP is fitted afresh from the same starting hyperparameters each time, so a resumed
+        search proposes exactly what the interrupted one would have.
         """
         rng = np.random.default_rng([self.seed, number])
         seen, x_obs, y_obs, costs, pending = self._history(study)
@@ -79,7 +79,7 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
             return point if point is not None else self._random_point(rng, seen)
         with torch.random.fork_rng():
             torch.manual_seed(self.seed * 100_003 + number)
-            return self._optimise(study, trial_id, rng, seen, x_obs, y_obs, costs, pending)
+            return self._optimise(rng, seen, x_obs, y_obs, costs, pending)
 
     def _history(self, study):
         directions = study.directions
@@ -133,17 +133,15 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
         raise RuntimeError("no untried point within the budget is left in the search space")
 
     def _random(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return density_points(rng.random((n, len(self._levels) + 1)), self._levels)
+        return grid_points(rng.random((n, len(self._levels))), self._levels)
 
-    def _optimise(self, study, trial_id, rng, seen, x_obs, y_obs, costs, pending) -> np.ndarray:
+    def _optimise(self, rng, seen, x_obs, y_obs, costs, pending) -> np.ndarray:
         from botorch.utils.multi_objective.pareto import is_non_dominated
 
         floors, ceiling = self._reference(y_obs.shape[1])
         features = Features(self._levels, ceiling)
         x_feat = features(x_obs, costs)
-        model, state = fit_quality_gp(x_feat, torch.as_tensor(y_obs, dtype=torch.float64), last_state(study))
-        if trial_id is not None:
-            study._storage.set_trial_system_attr(trial_id, STATE_KEY, state)
+        model = fit_quality_gp(x_feat, torch.as_tensor(y_obs, dtype=torch.float64))
         y_all = torch.as_tensor(np.column_stack([y_obs, -costs]))
         pending_arr = np.asarray(pending) if pending else np.zeros((0, len(self._levels)), dtype=int)
         pending_arr = pending_arr[self.domain.feasible(pending_arr)]
