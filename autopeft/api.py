@@ -42,6 +42,15 @@ def read_front(job: JobSpec | str | Path) -> tuple[list[Point], Reference]:
     return pareto_front(record.finished_points()), record.reference
 
 
+def read_final(job: JobSpec | str | Path) -> tuple[list[Point], dict[str, Point]]:
+    """The front re-evaluated over seeds (mean quality and std per point) and the re-evaluated baselines;
+    empty when the job re-evaluates nothing or its re-evaluation has not run."""
+    from autopeft.record.study import StudyRecord
+
+    trials, baselines = StudyRecord.load(_job(job)).final_points()
+    return pareto_front(trials), baselines
+
+
 def read_baselines(job: JobSpec | str | Path) -> dict[str, Point]:
     """The named baselines that have finished in a job's search, by name."""
     from autopeft.record.study import StudyRecord

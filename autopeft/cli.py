@@ -18,14 +18,21 @@ from autopeft.record.pareto import PICKS, Point, Reference
 from autopeft.record.storage import StoreUnavailable
 
 
+def _quality(p: Point, width: int) -> str:
+    text = f"{p.quality:.4f}" if p.std is None else f"{p.quality:.4f} ± {p.std:.4f}"
+    return f"{text:>{width}}"
+
+
 def format_front(front: list[Point], reference: Reference, metric: str, baselines: dict[str, Point] | None = None) -> str:
-    lines = [f"{'trial':>9}  {metric:>9}  {'trainable':>10}  {'% of base':>9}  plan"]
+    """The front as a table; re-evaluated points show their mean quality ± its std over seeds."""
+    width = 18 if any(p.std is not None for p in [*front, *(baselines or {}).values()]) else 9
+    lines = [f"{'trial':>9}  {metric:>{width}}  {'trainable':>10}  {'% of base':>9}  plan"]
     for p in front:
-        lines.append(f"{p.trial:>9}  {p.quality:>9.4f}  {p.params:>10,}  {p.pct:>9.4f}  {p.plan}")
+        lines.append(f"{p.trial:>9}  {_quality(p, width)}  {p.params:>10,}  {p.pct:>9.4f}  {p.plan}")
     if baselines:
         lines.append("baselines:")
         for name, p in sorted(baselines.items(), key=lambda item: item[1].params):
-            lines.append(f"{name:>9}  {p.quality:>9.4f}  {p.params:>10,}  {p.pct:>9.4f}  {p.plan}")
+            lines.append(f"{name:>9}  {_quality(p, width)}  {p.params:>10,}  {p.pct:>9.4f}  {p.plan}")
     lines.append(f"reference point: {metric} {reference.quality:.4f}, {reference.params:,} trainable parameters")
     return "\n".join(lines)
 
@@ -51,6 +58,10 @@ def cmd_submit(args) -> int:
     print(f"\nPareto front ({len(summary.front)} points, {summary.finished} trials, {summary.failed_text()}, "
           f"hypervolume {summary.hypervolume:.4f}):")
     print(format_front(summary.front, summary.reference, job.task.metric, summary.baselines))
+    if summary.final_front:
+        print(f"\nRe-evaluated front ({job.final.seeds} new seeds per point, mean ± std; "
+              f"hypervolume {summary.final_hypervolume:.4f}):")
+        print(format_front(summary.final_front, summary.reference, job.task.metric, summary.final_baselines))
     name = args.job
     print(f"\nWatch it:   autopeft ui {name}")
     print(f"Export it:  autopeft export {name} --pick knee --out {job.name}-adapter")
@@ -61,18 +72,26 @@ def cmd_pareto(args) -> int:
     job = api.load_job(args.job)
     front, reference = api.read_front(job)
     baselines = api.read_baselines(job)
+    final, final_baselines = api.read_final(job)
     if args.json:
         print(json.dumps({"reference": reference.__dict__, "front": [p.to_dict() for p in front],
-                          "baselines": {n: p.to_dict() for n, p in baselines.items()}}, indent=2))
+                          "baselines": {n: p.to_dict() for n, p in baselines.items()},
+                          "final_front": [p.to_dict() for p in final],
+                          "final_baselines": {n: p.to_dict() for n, p in final_baselines.items()}}, indent=2))
     else:
         print(format_front(front, reference, job.task.metric, baselines))
+        if final:
+            seeds = max(p.seeds for p in final)
+            print(f"\nRe-evaluated front ({seeds} new seeds per point, mean ± std):")
+            print(format_front(final, reference, job.task.metric, final_baselines))
     return 0
 
 
 def cmd_export(args) -> int:
     exported = api.export(api.load_job(args.job), args.pick, args.out)
     p = exported.point
-    print(f"exported trial {p.trial} ({p.quality:.4f}, {p.params:,} trainable parameters, {p.plan}) to {exported.out}")
+    quality = f"{p.quality:.4f}" if p.std is None else f"{p.quality:.4f} ± {p.std:.4f} over {p.seeds} seeds"
+    print(f"exported trial {p.trial} ({quality}, {p.params:,} trainable parameters, {p.plan}) to {exported.out}")
     print("  " + "  ".join(sorted(p.name for p in exported.out.iterdir())))
     print(f"load it: {exported.load_with.replace('DIR', repr(str(exported.out)))}")
     return 0

@@ -44,7 +44,8 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
     ``autopeft_point.json`` with the point's metrics, plan and origin (job, trial, MLflow run).
     """
     record = StudyRecord.load(job)
-    front = pareto_front(record.finished_points())
+    final, _ = record.final_points()
+    front = pareto_front(final or record.finished_points())  # the re-evaluated front when there is one
     try:
         point = pick(front, how)
     except ValueError as exc:
@@ -57,7 +58,11 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
         raise UserError("--out", f"'{out}' exists and is not empty", "choose a new folder")
     shape = model_shape(job.model, record.num_labels)
     configs = [] if plan.full else peft_configs(plan, shape, base_model_name_or_path=resolve_model(job.model))
-    trained = job.layout.trial_adapter(point.trial)
+    trained, seed = job.layout.trial_adapter(point.trial), None
+    if point.seeds:  # the re-trained adapter whose quality is nearest the mean
+        seeds = record.final_seeds(f"trial:{point.trial}")
+        seed = min(seeds, key=lambda s: (abs(seeds[s] - point.quality), s))
+        trained = job.layout.final_adapter(f"trial:{point.trial}", seed)
     with_weights = (trained / WEIGHTS_FILE).is_file()
     if with_weights:
         out.mkdir(parents=True, exist_ok=True)
@@ -84,6 +89,9 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
         "pick": how,
         "metric": job.task.metric,
         "quality": point.quality,
+        "quality_std": point.std,
+        "seeds": point.seeds,
+        "adapter_seed": seed,
         "metrics": origin["metrics"],
         "trainable_params": point.params,
         "trainable_pct": point.pct,

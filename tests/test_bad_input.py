@@ -59,6 +59,7 @@ CASES = {
     "cpus beyond the machine": (lambda d: write_job(d, resources={"cpus": 1000}), ["resources.cpus", "asks for 1000 CPUs"]),
     "warm start from nothing": (lambda d: write_job(d, optimizer={"warm_start": "earlier"}),
                                 ["optimizer.warm_start", "neither an earlier job file, a run directory nor a study database"]),
+    "negative final seeds": (lambda d: write_job(d, final={"seeds": -1}), ["final.seeds", "greater than or equal to 0"]),
     "non-utf8 job file": (lambda d: (d / "job.yaml").write_bytes(b"name: t\nmodel: \xff\xfe minilm\n"), ["not UTF-8 text", "UTF-8"]),
     "empty model folder": (lambda d: ((d / "empty-model").mkdir(), write_job(d, model="./empty-model")), ["model", "cannot load"]),
     "trainer fails on import": (lambda d: ((d / "broken_trainer.py").write_text("raise RuntimeError('no GPU here')\n"),

@@ -92,6 +92,13 @@ class BudgetSpec(Strict):
     max_retries: int = Field(2, ge=0, le=100, strict=True, description="re-runs of a trial whose worker process was lost")
 
 
+class FinalSpec(Strict):
+    """Re-evaluation of the final front: each Pareto point and baseline trained again with new seeds."""
+
+    seeds: int = Field(0, ge=0, le=20, strict=True, description="new seeds per point after the search; 0: no re-evaluation")
+    epochs: float | None = Field(None, gt=0, description="epochs of each re-training; default: the fidelity's")
+
+
 class StoresSpec(Strict):
     """Where a search keeps its records; URIs may name environment variables, as ``${DB_PASSWORD}``."""
 
@@ -121,6 +128,7 @@ class JobSpec(Strict):
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     fidelity: Fidelity = Field(default_factory=Fidelity)
+    final: FinalSpec = Field(default_factory=FinalSpec)
     stores: StoresSpec = Field(default_factory=StoresSpec)
     trainer: str | None = Field(None, pattern=r"^[\w.]+:\w+$")
     baselines: list[str] = Field(default_factory=list, description="named baselines run first, shown beside the search")
@@ -132,6 +140,13 @@ class JobSpec(Strict):
             raise ValueError("budget.trials is 0 and no baselines are named: nothing would run; "
                              "set budget.trials to 1 or more, or name baselines")
         return self
+
+    @property
+    def final_fidelity(self) -> Fidelity:
+        """The fidelity the final front is re-trained at."""
+        if self.final.epochs is None:
+            return self.fidelity
+        return self.fidelity.model_copy(update={"epochs": self.final.epochs})
 
     @property
     def run_dir(self) -> Path:

@@ -36,5 +36,9 @@ class RunLayout:
     def trial_adapter(self, number: int) -> Path:
         return self.root / "trials" / f"{number:04d}" / "adapter"
 
+    def final_adapter(self, target: str, seed: int) -> Path:
+        """The adapter of a re-evaluation: ``target`` is ``trial:N`` or ``baseline:NAME``."""
+        return self.root / "final" / target.replace(":", "-") / f"seed-{seed}" / "adapter"
+
     def baseline_adapter(self, name: str) -> Path:
         return self.root / "baselines" / name / "adapter"

@@ -9,13 +9,15 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class Point:
-    """One finished trial as the front sees it."""
+    """One finished trial as the front sees it; a re-evaluated one has the mean quality of its ``seeds`` and their ``std``."""
 
     trial: int
     quality: float
     params: int
     pct: float
     plan: str = ""
+    std: float | None = None
+    seeds: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)

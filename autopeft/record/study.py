@@ -6,6 +6,9 @@ trainable-parameter count (minimised). Named baselines are kept beside the trial
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import optuna
 
 from autopeft.errors import UserError
@@ -23,6 +26,7 @@ LEASE = "driver"  # the running driver's lease (record/lease.py)
 PLAN, PLAN_SUMMARY, TRAINABLE_PCT, MLFLOW_RUN = "plan", "plan_summary", "trainable_pct", "mlflow_run_id"
 MEMORY_ESTIMATE = "memory_estimate_gb"
 SKIPPED, INTERRUPTED, ERROR, FAILURE = "skipped", "interrupted", "error", "failure"
+FINAL = "final"  # on the study: the re-evaluations of front points and baselines, by target and seed
 REQUEUED = "requeued"  # on the study: interrupted trials whose plans were queued to run again
 OUT_OF_MEMORY = "out of memory"  # a FAILURE: the trial's device or host ran out of memory
 TIMEOUT = "timeout"  # a FAILURE: the trial ran longer than the trial timeout and its worker was stopped
@@ -109,6 +113,34 @@ class StudyRecord:
         """Finished baselines as points (failed ones left out), keyed by name."""
         return {name: Point(trial=-1, quality=r["quality"], params=int(r["params"]), pct=r["pct"], plan=r["plan"])
                 for name, r in self.baselines.items() if "quality" in r}
+
+    # -- re-evaluation of the final front -----------------------------------------------------------
+
+    @property
+    def final(self) -> dict[str, dict[str, dict]]:
+        """Every re-evaluation that has run, by target (``trial:N``, ``baseline:NAME``) and seed."""
+        return dict(self.study.user_attrs.get(FINAL, {}))
+
+    def record_final(self, target: str, seed: int, record: dict) -> None:
+        final = self.final
+        self.study.set_user_attr(FINAL, {**final, target: {**final.get(target, {}), str(seed): record}})
+
+    def final_seeds(self, target: str) -> dict[int, float]:
+        """The qualities of ``target``'s finished re-evaluations, by seed."""
+        return {int(seed): r["quality"] for seed, r in self.final.get(target, {}).items() if "quality" in r}
+
+    def final_points(self) -> tuple[list[Point], dict[str, Point]]:
+        """Re-evaluated trials and baselines as points whose quality is the mean over their seeds."""
+        def averaged(point: Point, target: str) -> Point | None:
+            qualities = list(self.final_seeds(target).values())
+            if not qualities:
+                return None
+            return replace(point, quality=float(np.mean(qualities)), std=float(np.std(qualities, ddof=1 if len(qualities) > 1 else 0)),
+                           seeds=len(qualities))
+
+        trials = [averaged(p, f"trial:{p.trial}") for p in self.finished_points()]
+        baselines = {name: averaged(p, f"baseline:{name}") for name, p in self.baseline_points().items()}
+        return [p for p in trials if p is not None], {n: p for n, p in baselines.items() if p is not None}
 
     # -- trials ------------------------------------------------------------------------------------
 

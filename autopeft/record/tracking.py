@@ -174,9 +174,15 @@ class MlflowWriter:
             self.client.set_tag(run_id, "autopeft.error", why)
             self.client.set_terminated(run_id, status="KILLED")
 
-    def start_trial(self, number: int | None, params: dict[str, object], baseline: str | None = None) -> str:
-        """A nested run for a search trial (``number``) or a named baseline."""
-        if baseline is not None:
+    def start_trial(self, number: int | None, params: dict[str, object], baseline: str | None = None,
+                    final: tuple[str, int] | None = None) -> str:
+        """A nested run for a search trial (``number``), a named baseline, or a re-evaluation
+        (``final``: the target, ``trial:N`` or ``baseline:NAME``, and the seed)."""
+        if final is not None:
+            target, seed = final
+            name = f"final-{target.replace(':', '-')}-seed{seed}"
+            tags = {"autopeft.kind": "final", "autopeft.final_of": target, "autopeft.seed": str(seed)}
+        elif baseline is not None:
             name, tags = f"baseline-{baseline}", {"autopeft.kind": "baseline", "autopeft.baseline": baseline}
         else:
             name, tags = f"trial-{number:03d}", {"autopeft.kind": "trial", "autopeft.trial": str(number)}
@@ -218,6 +224,19 @@ class MlflowWriter:
         if baselines:
             artifacts["baselines.json"] = json.dumps(baselines, indent=2)
         self._log_texts(self.parent_id, artifacts)
+
+    def log_final_front(self, front: list[Point], hypervolume: float, baselines: dict[str, Point],
+                        runs: dict[str, Point]) -> None:
+        """The front re-evaluated over seeds (mean and std per point) on the parent run, and each
+        re-evaluated point's mean and std on its own run (``runs``: run id to point)."""
+        for run_id, p in runs.items():
+            self.client.log_metric(run_id, "final_quality_mean", p.quality)
+            self.client.log_metric(run_id, "final_quality_std", p.std or 0.0)
+            self.client.log_metric(run_id, "final_seeds", p.seeds)
+        self.client.log_metric(self.parent_id, "final_hypervolume", hypervolume)
+        self.client.log_metric(self.parent_id, "final_pareto_size", len(front))
+        self._log_texts(self.parent_id, {"final_front.json": json.dumps(
+            {"front": [p.to_dict() for p in front], "baselines": {n: p.to_dict() for n, p in baselines.items()}}, indent=2)})
 
     def log_chart(self, name: str, png: bytes) -> None:
         """Replace a chart of the parent run."""

@@ -50,6 +50,9 @@ class SearchSummary:
     hypervolume: float = 0.0
     baselines: dict[str, Point] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)  # failed trials by reason
+    final_front: list[Point] = field(default_factory=list)  # re-evaluated over seeds: mean quality and its std
+    final_hypervolume: float = 0.0
+    final_baselines: dict[str, Point] = field(default_factory=dict)
 
     def failed_text(self) -> str:
         """``2 failed (1 timeout, 1 out of memory)``."""
@@ -72,6 +75,7 @@ class TrialWork:
     attempts: int = 0  # re-runs after its worker was lost
     counts = True  # against the budget
     baseline = None
+    overrides = {}  # request fields other than the job's (seed, fidelity): none
 
     @property
     def trial_number(self) -> int:
@@ -110,6 +114,7 @@ class BaselineWork:
     attempts: int = 0
     counts = False
     trial_number = None
+    overrides = {}
 
     @property
     def baseline(self) -> str:
@@ -135,6 +140,43 @@ class BaselineWork:
         """A baseline that did not finish runs again on resume."""
 
 
+@dataclass
+class FinalWork:
+    """A re-evaluation of a front point or baseline (``target``: ``trial:N`` or ``baseline:NAME``) with a new seed."""
+
+    target: str
+    seed: int
+    plan: Plan
+    params: int
+    pct: float
+    memory_gb: float
+    run_id: str
+    overrides: dict
+    actor: object = None
+    started: float = 0.0
+    attempts: int = 0
+    counts = False
+    trial_number = None
+    baseline = None
+
+    @property
+    def label(self) -> str:
+        return f"re-evaluation of {self.target.replace(':', ' ')} (seed {self.seed})"
+
+    def adapter_dir(self, layout: RunLayout) -> Path:
+        return layout.final_adapter(self.target, self.seed)
+
+    def failed(self, record: StudyRecord, error: str, reason: str | None) -> None:
+        record.record_final(self.target, self.seed, {"error": error[-2000:], "reason": reason, "mlflow_run_id": self.run_id})
+
+    def finished(self, record: StudyRecord, result: TrialResult) -> None:
+        record.record_final(self.target, self.seed, {"quality": result.quality, "metrics": result.metrics,
+                                                     "train_seconds": result.train_seconds, "mlflow_run_id": self.run_id})
+
+    def stopped(self, record: StudyRecord) -> None:
+        """A re-evaluation that did not finish runs again on resume."""
+
+
 class SearchLoop:
     """Keeps every worker busy until the baselines have run and the budget of trials is spent."""
 
@@ -151,11 +193,12 @@ class SearchLoop:
         self.proposer = Proposer(record.study, domain, self.job.seed, 50 * max(1, trials), on_skip=self._skipped,
                                  trained_as=record.trained_as)
         self.bar = _progress(trials + len(prepared.baselines), self.finished + len(record.baselines), progress)
+        self.finals: list[tuple[str, int, Plan]] | None = None  # re-evaluations left, once the search is done
 
     def run(self) -> None:
         status = "FAILED"
         try:
-            while self.baselines_left or self._trials_to_start() or self.running:
+            while self.baselines_left or self._trials_to_start() or self.running or self._finals_left():
                 self.lease.renew()
                 self._fill()
                 ready = self.pool.wait(list(self.running), self._wait_time())
@@ -173,6 +216,32 @@ class SearchLoop:
             raise UserError("run", str(exc), "the other driver goes on with the search") from None
         finally:
             self._stop(status)
+
+    def _finals_left(self) -> bool:
+        """Whether re-evaluations are left to start; their list is made once the search's trials are done."""
+        if self.finals is None:
+            if self.baselines_left or self._trials_to_start() or self.running:
+                return False
+            self.finals = self._final_items()
+            if self.finals:
+                targets = len({target for target, _, _ in self.finals})
+                log.warning("re-evaluating %d points of the front and baselines: %d trainings with new seeds",
+                            targets, len(self.finals))
+                if hasattr(self.bar, "total"):
+                    self.bar.total += len(self.finals)
+                    self.bar.refresh()
+        return bool(self.finals)
+
+    def _final_items(self) -> list[tuple[str, int, Plan]]:
+        """(target, seed, plan) of every re-evaluation the front and the baselines still lack."""
+        if self.job.final.seeds == 0:
+            return []
+        front = [p for p in pareto_front(self.record.finished_points()) if p.quality > self.reference.quality]
+        targets = [(f"trial:{p.trial}", self.record.plan_of(p.trial)) for p in front]
+        targets += [(f"baseline:{name}", self.prepared.baselines[name]) for name in self.record.baseline_points()
+                    if name in self.prepared.baselines]
+        return [(target, seed, plan) for target, plan in targets for seed in range(1, self.job.final.seeds + 1)
+                if seed not in self.record.final_seeds(target)]
 
     def _trials_to_start(self) -> bool:
         searching = sum(1 for work in self.running.values() if work.counts)
@@ -200,6 +269,15 @@ class SearchLoop:
                                                              "trainable_params": params, **memory.to_dict()})
             self.record.set_run_id(trial, run_id)
             self._submit(TrialWork(trial, plan, params, pct, memory.total_gb, run_id))
+        while self.pool.idle and self.finals:
+            target, seed, plan = self.finals.pop(0)
+            params = space.count(plan)
+            memory = self.prepared.memory(plan)
+            run_id = self.tracker.start_trial(None, {"plan": plan.describe(), "trainable_params": params, "seed": seed},
+                                              final=(target, seed))
+            overrides = {"seed": self.job.seed + seed, "fidelity": self.job.final_fidelity}
+            self._submit(FinalWork(target, seed, plan, params, self.prepared.shape.pct(params), memory.total_gb, run_id,
+                                   overrides))
 
     def _skipped(self, trial: optuna.trial.Trial, reason: str) -> float:
         """A proposal that is never trained: recorded with its plan; told at its exact count."""
@@ -209,8 +287,9 @@ class SearchLoop:
         self.record.mark_skipped(trial, reason)
         return float(params)
 
-    def _submit(self, work: TrialWork | BaselineWork) -> None:
-        request = trial_request(self.prepared, work.plan, trial_number=work.trial_number, baseline=work.baseline)
+    def _submit(self, work: TrialWork | BaselineWork | FinalWork) -> None:
+        request = trial_request(self.prepared, work.plan, trial_number=work.trial_number, baseline=work.baseline,
+                                **work.overrides)
         work.actor, ref = self.pool.submit(request)
         work.started = time.monotonic()
         self.running[ref] = work
@@ -279,7 +358,7 @@ class SearchLoop:
         self._log_front()
         self.bar.update(1)
 
-    def _fail(self, work: TrialWork | BaselineWork, error: str, reason: str | None) -> None:
+    def _fail(self, work: TrialWork | BaselineWork | FinalWork, error: str, reason: str | None) -> None:
         self.tracker.fail_trial(work.run_id, error, reason)
         log.warning("%s failed%s: %s", work.label, f" ({reason})" if reason else "", error.strip().splitlines()[-1])
         if reason == OUT_OF_MEMORY:
@@ -319,7 +398,16 @@ class SearchLoop:
             return
         if points:
             self.tracker.log_chart("hypervolume.png", hypervolume_png(points, self.reference, self.job.name))
+        if status == "FINISHED" and self.job.final.seeds:
+            self._log_final_front()
         self.tracker.finish_search(status)
+
+    def _log_final_front(self) -> None:
+        trials, baselines = self.record.final_points()
+        runs = {self.record.trial_info(p.trial)["mlflow_run_id"]: p for p in trials}
+        runs.update({self.record.baselines[name].get("mlflow_run_id"): p for name, p in baselines.items()})
+        self.tracker.log_final_front(pareto_front(trials), hypervolume(trials, self.reference), baselines,
+                                     {run_id: p for run_id, p in runs.items() if run_id})
 
 
 def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = None) -> SearchSummary:
@@ -376,10 +464,12 @@ def _run_search(job: JobSpec, progress: bool, prepared: Prepared, record: StudyR
     loop = SearchLoop(prepared, record, tracker, pool, domain, lease, progress)
     loop.run()
     points = record.finished_points()
+    final, final_baselines = record.final_points()
     return SearchSummary(run_dir=job.run_dir, parent_run_id=record.parent_run_id, finished=loop.finished,
                          failed=loop.failed, reference=reference, front=pareto_front(points),
                          hypervolume=hypervolume(points, reference), baselines=record.baseline_points(),
-                         failures=record.failures())
+                         failures=record.failures(), final_front=pareto_front(final),
+                         final_hypervolume=hypervolume(final, reference), final_baselines=final_baselines)
 
 
 def zero_shot_score(prepared: Prepared, pool: WorkerPool, progress: bool) -> float:
@@ -394,8 +484,9 @@ def zero_shot_score(prepared: Prepared, pool: WorkerPool, progress: bool) -> flo
 def trial_request(prepared: Prepared, plan: Plan, **fields) -> TrialRequest:
     """What a worker needs to train and score ``plan`` under the job: its model, task, fidelity and trainer."""
     job = prepared.job
-    return TrialRequest(plan=plan, model=job.model, num_labels=prepared.data.num_labels, metric=job.task.metric,
-                        fidelity=job.fidelity, seed=job.seed, trainer=job.trainer, **fields)
+    defaults = dict(model=job.model, num_labels=prepared.data.num_labels, metric=job.task.metric, fidelity=job.fidelity,
+                    seed=job.seed, trainer=job.trainer)
+    return TrialRequest(plan=plan, **{**defaults, **fields})
 
 
 def _save_adapter(target: Path, result: TrialResult) -> Path | None:

@@ -1,0 +1,66 @@
+"""Re-evaluation of the final front: each Pareto point and baseline re-trained with new seeds after the search."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+
+from autopeft.api import export, read_final, submit
+from autopeft.cli import main
+from autopeft.record.study import StudyRecord
+from test_search import runs_of, tiny_job
+
+
+def test_the_front_and_baselines_are_retrained_with_new_seeds_once_and_export_takes_a_retrained_adapter(
+        tmp_path, tiny_bert, reviews_csv, ray_local, capsys, monkeypatch):
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 3, "parallel": 2}, baselines=["lora-r8"],
+                   objectives={"quality_floor": 0.0}, final={"seeds": 2, "epochs": 2})
+    summary = submit(job, progress=False)
+    record = StudyRecord.load(job)
+    search_front = summary.front
+    assert summary.final_front and summary.final_baselines.keys() == {"lora-r8"}
+    for p in [*summary.final_front, *summary.final_baselines.values()]:
+        assert p.seeds == 2 and p.std is not None
+
+    client, _, _ = runs_of(job)
+    experiment = client.get_experiment_by_name(job.name)
+    finals = [r for r in client.search_runs([experiment.experiment_id], max_results=1000)
+              if r.data.tags.get("autopeft.kind") == "final"]
+    targets = {f"trial:{p.trial}" for p in search_front} | {"baseline:lora-r8"}
+    assert sorted((r.data.tags["autopeft.final_of"], r.data.tags["autopeft.seed"]) for r in finals) == \
+        sorted((t, s) for t in targets for s in ("1", "2"))
+    assert all(r.info.status == "FINISHED" for r in finals)
+    # the re-training ran at final.epochs: twice the steps of the search's trial
+    first = search_front[0].trial
+    steps = {r.data.tags["autopeft.seed"]: r.data.metrics["train_steps"] for r in finals
+             if r.data.tags["autopeft.final_of"] == f"trial:{first}"}
+    assert steps == {"1": 2 * record.trial_info(first)["metrics"]["train_steps"]} | {"2": steps["1"]}
+    # new seeds are new trainings: their adapters differ
+    a, b = (job.layout.final_adapter(f"trial:{first}", s) / "adapter_model.safetensors" for s in (1, 2))
+    assert a.read_bytes() != b.read_bytes()
+
+    parent = client.get_run(summary.parent_run_id)
+    assert parent.data.metrics["final_hypervolume"] == summary.final_hypervolume
+    logged = json.loads(open(client.download_artifacts(summary.parent_run_id, "final_front.json", str(tmp_path))).read())
+    assert [row["trial"] for row in logged["front"]] == [p.trial for p in summary.final_front]
+
+    again = submit(job, progress=False)  # nothing left to re-train: no new run
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert sum(r.data.tags.get("autopeft.kind") == "final" for r in runs) == len(finals)
+    assert [(p.trial, p.quality) for p in again.final_front] == [(p.trial, p.quality) for p in summary.final_front]
+    assert len(optuna.load_study(study_name=job.name, storage=job.optuna_storage).trials) == len(record.study.trials)
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["pareto", "job.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "Re-evaluated front (2 new seeds per point, mean ± std)" in out and " ± " in out
+
+    front, _ = read_final(job)
+    exported = export(job, "best", tmp_path / "adapter")
+    best = max(front, key=lambda p: p.quality)
+    assert exported.point == best
+    info = json.loads((tmp_path / "adapter" / "autopeft_point.json").read_text())
+    assert info["seeds"] == 2 and info["quality"] == best.quality
+    chosen = job.layout.final_adapter(f"trial:{best.trial}", info["adapter_seed"]) / "adapter_model.safetensors"
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").read_bytes() == chosen.read_bytes()
