@@ -125,14 +125,19 @@ class StudyRecord:
         final = self.final
         self.study.set_user_attr(FINAL, {**final, target: {**final.get(target, {}), str(seed): record}})
 
-    def final_seeds(self, target: str) -> dict[int, float]:
-        """The qualities of ``target``'s finished re-evaluations, by seed."""
-        return {int(seed): r["quality"] for seed, r in self.final.get(target, {}).items() if "quality" in r}
+    def final_seeds(self, target: str, final: dict | None = None) -> dict[int, float]:
+        """The qualities of ``target``'s finished re-evaluations, by seed (from ``final``, read once by the caller)."""
+        final = self.final if final is None else final
+        return {int(seed): r["quality"] for seed, r in final.get(target, {}).items() if "quality" in r}
 
     def final_points(self) -> tuple[list[Point], dict[str, Point]]:
         """Re-evaluated trials and baselines as points whose quality is the mean over their seeds."""
+        final = self.final
+        if not final:
+            return [], {}
+
         def averaged(point: Point, target: str) -> Point | None:
-            qualities = list(self.final_seeds(target).values())
+            qualities = list(self.final_seeds(target, final).values())
             if not qualities:
                 return None
             return replace(point, quality=float(np.mean(qualities)), std=float(np.std(qualities, ddof=1 if len(qualities) > 1 else 0)),
