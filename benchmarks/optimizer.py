@@ -2,7 +2,6 @@
 
     python benchmarks/optimizer.py                  # the full comparison (about an hour on 2 cores)
     python benchmarks/optimizer.py --seeds 2 --budgets 10 20 --problems zdt1-grid   # a quick look
-    python benchmarks/optimizer.py --collect STUDY.db [STUDY.db ...]   # rebuild data/peft_trials.csv
 
 Problems, each a grid of module sizes and per-layer bits whose cost (trainable parameters) is
 exact and known to autopeft's sampler, while quality is a black box:
@@ -10,9 +9,14 @@ exact and known to autopeft's sampler, while quality is a black box:
 - ``zdt1-grid``, ``zdt2-grid``: BoTorch's ZDT1 and ZDT2 on a grid of 4 modules (5 sizes each) x 6
   layer bits, with a hard budget of half the largest cost. The first ZDT input is cost / budget;
   the others are each dimension's distance to a hidden target setting. Quality is -f2.
-- ``peft-surrogate``: the 37-dimension ``mixed`` space on MiniLM-L6, cost counted exactly by
-  autopeft, accuracy predicted by a random forest fitted on real trials on Rotten Tomatoes
-  (``benchmarks/data/peft_trials.csv``).
+- the real-trial benchmarks: a job's search space, cost counted exactly by autopeft, quality
+  predicted by a random forest fitted on that job's real trials (``benchmarks/data/<job>.csv``,
+  collected by ``benchmarks/collect_trials.py``):
+  - ``peft-surrogate``: the 37-dimension ``mixed`` space on MiniLM-L6 + Rotten Tomatoes
+    (``jobs/surrogate_data.yaml``);
+  - ``debates-lora``: LoRA ranks per group and half, a bit per layer and the learning rate
+    (19 dimensions) on MiniLM-L6, who speaks in the 2016 US presidential debates
+    (``jobs/debates_lora.yaml``).
 
 Each search runs to the largest budget; the hypervolume at a smaller budget is that of its first
 trials. Hypervolume is normalised by that of the best front any run found on the problem. With
@@ -46,12 +50,12 @@ from autopeft.optimize.domain import Domain, space_domain  # noqa: E402
 from autopeft.optimize.propose import Proposer  # noqa: E402
 from autopeft.optimize.registry import SAMPLERS, make_sampler  # noqa: E402
 from autopeft.record.pareto import Point, Reference, hypervolume  # noqa: E402
-from autopeft.record.study import DIRECTIONS, StudyRecord  # noqa: E402
+from autopeft.record.study import DIRECTIONS  # noqa: E402
 
 HERE = Path(__file__).parent
-DATA = HERE / "data" / "peft_trials.csv"
 OUT = HERE / "out"
-PROBLEMS = ("zdt1-grid", "zdt2-grid", "peft-surrogate")
+REAL = {"peft-surrogate": "surrogate_data.yaml", "debates-lora": "debates_lora.yaml"}  # problem: job file
+PROBLEMS = ("zdt1-grid", "zdt2-grid", *REAL)
 N_STARTUP = 10
 
 
@@ -103,24 +107,26 @@ def _feasible_sample(domain: Domain, rng: np.random.Generator, n: int = 4096) ->
     return points[domain.feasible(points)]
 
 
-def _peft_space():
+def _real_problem(name: str) -> Problem:
+    """A job's space with its exact cost, and a random forest of quality fitted on the job's real trials."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    from autopeft.job.load import load_job
     from autopeft.space.search_space import load_space
     from autopeft.workers.models import model_shape
 
-    return load_space("mixed", model_shape("minilm-l6", 2))
-
-
-def _peft_problem() -> Problem:
-    from sklearn.ensemble import RandomForestRegressor
-
-    space = _peft_space()
-    rows = list(csv.DictReader(DATA.open()))
+    job = load_job(HERE / "jobs" / REAL[name])
+    rows = list(csv.DictReader((HERE / "data" / f"{job.name}.csv").open()))
+    space = load_space(job.search_space, model_shape(job.model, int(rows[0]["num_labels"])))
     names = tuple(d.name for d in space.dimensions)
     x = np.array([[int(r[n]) for n in names] for r in rows])
-    y = np.array([float(r["accuracy"]) for r in rows])
+    y = np.array([float(r["quality"]) for r in rows])
     floor = float(rows[0]["quality_floor"])
     ceiling = space.count(space.largest_plan()) + 1
     domain = space_domain(space, None, Reference(floor, ceiling))
+    counted = domain.cost(x)
+    if not np.array_equal(counted, [float(r["trainable_params"]) for r in rows]):
+        raise SystemExit(f"{name}: the space no longer counts the collected trials' parameters; collect them again")
 
     def features(points: np.ndarray) -> np.ndarray:
         return np.column_stack([points, np.log1p(np.nan_to_num(domain.cost(points)))])
@@ -130,12 +136,12 @@ def _peft_problem() -> Problem:
     def quality(points: np.ndarray) -> np.ndarray:
         return forest.predict(features(np.asarray(points)))
 
-    return Problem("peft-surrogate", domain, quality)
+    return Problem(name, domain, quality)
 
 
 @cache
 def problem(name: str) -> Problem:
-    return _peft_problem() if name == "peft-surrogate" else _grid_problem(name)
+    return _real_problem(name) if name in REAL else _grid_problem(name)
 
 
 def _sampler(name: str, prob: Problem, seed: int) -> optuna.samplers.BaseSampler:
@@ -221,11 +227,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="samplers run only to the middle budget and one trial at a time (Optuna's GPSampler: about 1 s per ask)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--collect", type=Path, nargs="+", help="study databases of real trials to write to data/peft_trials.csv")
     args = parser.parse_args(argv)
-    if args.collect:
-        collect(args.collect)
-        return
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.out / "optimizer_runs.jsonl"
     records = {}
@@ -368,32 +370,6 @@ def _plot(args, curves: dict, path: Path) -> None:
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-
-
-def collect(databases: list[Path]) -> None:
-    """Write the finished trials of real mixed-space studies to ``data/peft_trials.csv``."""
-    space = _peft_space()
-    names = [d.name for d in space.dimensions]
-    rows = []
-    for db in databases:
-        storage = f"sqlite:///{db}"
-        for summary in optuna.get_all_study_summaries(storage):
-            record = StudyRecord(optuna.load_study(study_name=summary.study_name, storage=storage))
-            if record.job.get("search_space") != "mixed":
-                continue
-            floor = record.reference.quality
-            for t in record.completed():
-                if set(names) - set(t.params):
-                    continue
-                rows.append({**{n: t.params[n] for n in names}, "trainable_params": int(t.values[1]),
-                             "accuracy": t.values[0], "quality_floor": floor,
-                             "study": summary.study_name, "trial": t.number})
-    DATA.parent.mkdir(parents=True, exist_ok=True)
-    with DATA.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {len(rows)} trials to {DATA}")
 
 
 if __name__ == "__main__":
