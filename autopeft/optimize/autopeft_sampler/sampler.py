@@ -21,7 +21,7 @@ import torch
 from optuna.trial import TrialState
 
 from autopeft.optimize.autopeft_sampler.acquisition import exact_cost_nehvi
-from autopeft.optimize.autopeft_sampler.design import density_points, sobol
+from autopeft.optimize.autopeft_sampler.design import grid_points, sobol
 from autopeft.optimize.autopeft_sampler.discrete import hill_climb, key
 from autopeft.optimize.autopeft_sampler.model import Features, fit_quality_gp
 from autopeft.optimize.domain import Domain
@@ -47,7 +47,7 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
         self.max_steps = max_steps
         self._levels = np.asarray(domain.levels)
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
-        self._design = density_points(sobol(len(domain.levels) + 1, 2048, seed), self._levels)
+        self._design = grid_points(sobol(len(domain.levels), 2048, seed), self._levels)
 
     def reseed_rng(self) -> None:
         self._fallback.reseed_rng()
@@ -133,7 +133,7 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
         raise RuntimeError("no untried point within the budget is left in the search space")
 
     def _random(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return density_points(rng.random((n, len(self._levels) + 1)), self._levels)
+        return grid_points(rng.random((n, len(self._levels))), self._levels)
 
     def _optimise(self, rng, seen, x_obs, y_obs, costs, pending) -> np.ndarray:
         from botorch.utils.multi_objective.pareto import is_non_dominated
