@@ -7,6 +7,8 @@ import math
 import numpy as np
 import torch
 
+MAX_ITERATIONS = 50  # L-BFGS steps per fit: two fits per proposal stay under a second at 50 trials
+
 
 class Features:
     """GP inputs: each dimension's choice index scaled to [0, 1], then log cost; last, cost / ceiling.
@@ -56,7 +58,7 @@ def fit_quality_gp(x: torch.Tensor, y: torch.Tensor):
         model = SingleTaskGP(x, y, covar_module=_kernel(kind, d), outcome_transform=Standardize(m=y.shape[-1]))
         mll = ExactMarginalLogLikelihood(model.likelihood, model)
         try:
-            fit_gpytorch_mll(mll)
+            fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": MAX_ITERATIONS}})
         except Exception:  # a failed fit keeps the starting hyperparameters, still a usable model
             pass
         model.train()
