@@ -240,8 +240,9 @@ class SearchLoop:
         targets = [(f"trial:{p.trial}", self.record.plan_of(p.trial)) for p in front]
         targets += [(f"baseline:{name}", self.prepared.baselines[name]) for name in self.record.baseline_points()
                     if name in self.prepared.baselines]
+        final = self.record.final
         return [(target, seed, plan) for target, plan in targets for seed in range(1, self.job.final.seeds + 1)
-                if seed not in self.record.final_seeds(target)]
+                if seed not in self.record.final_seeds(target, final)]
 
     def _trials_to_start(self) -> bool:
         searching = sum(1 for work in self.running.values() if work.counts)
@@ -355,7 +356,8 @@ class SearchLoop:
         work.finished(self.record, result)
         if work.counts:
             self.finished += 1
-        self._log_front()
+        if not isinstance(work, FinalWork):  # a re-evaluation leaves the search's front as it was
+            self._log_front()
         self.bar.update(1)
 
     def _fail(self, work: TrialWork | BaselineWork | FinalWork, error: str, reason: str | None) -> None:
@@ -405,7 +407,8 @@ class SearchLoop:
     def _log_final_front(self) -> None:
         trials, baselines = self.record.final_points()
         runs = {self.record.trial_info(p.trial)["mlflow_run_id"]: p for p in trials}
-        runs.update({self.record.baselines[name].get("mlflow_run_id"): p for name, p in baselines.items()})
+        recorded = self.record.baselines
+        runs.update({recorded[name].get("mlflow_run_id"): p for name, p in baselines.items()})
         self.tracker.log_final_front(pareto_front(trials), hypervolume(trials, self.reference), baselines,
                                      {run_id: p for run_id, p in runs.items() if run_id})
 
