@@ -42,7 +42,7 @@ def space_of(job):
     from autopeft.workers.models import model_shape
 
     record = StudyRecord.load(job)
-    return record, load_space(job.search_space, model_shape(job.model, record.num_labels))
+    return record, load_space(job.search_space, model_shape(job.model, record.num_labels), job.fidelity.learning_rate)
 
 
 def collect(job_path: Path) -> Path:

@@ -119,7 +119,7 @@ def _real_problem(name: str) -> Problem:
 
     job = load_job(HERE / "jobs" / REAL[name])
     rows = list(csv.DictReader((HERE / "data" / f"{job.name}.csv").open()))
-    space = load_space(job.search_space, model_shape(job.model, int(rows[0]["num_labels"])))
+    space = load_space(job.search_space, model_shape(job.model, int(rows[0]["num_labels"])), job.fidelity.learning_rate)
     names = tuple(d.name for d in space.dimensions)
     x = np.array([[int(r[n]) for n in names] for r in rows])
     y = np.array([float(r["quality"]) for r in rows])

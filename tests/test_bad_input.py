@@ -26,9 +26,10 @@ def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-def space_file(tmp_path, ranks, layers="per_layer"):
+def space_file(tmp_path, ranks, layers="per_layer", learning_rate="search"):
     path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump({"name": "s", "modules": {"lora": {"groups": {"ffn_in": ranks}}}, "layers": layers}))
+    path.write_text(yaml.safe_dump({"name": "s", "modules": {"lora": {"groups": {"ffn_in": ranks}}}, "layers": layers,
+                                    "learning_rate": learning_rate}))
     return "space.yaml"
 
 
@@ -39,7 +40,10 @@ CASES = {
     "missing field": (lambda d: (d / "job.yaml").write_text(yaml.safe_dump({"name": "t", "task": {"dataset": "rotten_tomatoes"}})), ["model", "required field is missing"]),
     "missing data file": (lambda d: write_job(d, task={"train_file": "nope.csv"}), ["task.train_file", "nope.csv' does not exist"]),
     "missing label column": (lambda d: write_job(d, task={"dataset": "rotten_tomatoes", "label_column": "stars"}), ["column 'stars' is not in", "text, label"]),
-    "space without dimension": (lambda d: write_job(d, search_space=space_file(d, [8], layers="all")), ["space.yaml", "no dimension"]),
+    "space without dimension": (lambda d: write_job(d, search_space=space_file(d, [8], layers="all", learning_rate="fixed")),
+                                ["space.yaml", "no dimension"]),
+    "learning rate not a rate": (lambda d: write_job(d, search_space=space_file(d, [8], learning_rate=[0.001, 2])),
+                                 ["learning_rate", "above 0 and at most 1"]),
     "rank wider than layer": (lambda d: write_job(d, search_space=space_file(d, [0, 512])), ["modules.lora.groups.ffn_in", "rank 512 is larger than the layer width 384", "at most 384"]),
     "unknown space": (lambda d: write_job(d, search_space="loraa"), ["search_space", "no built-in space 'loraa'", "lora"]),
     "unknown sampler": (lambda d: write_job(d, optimizer={"sampler": "cmaes"}), ["optimizer.sampler", "'gp'"]),

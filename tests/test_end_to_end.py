@@ -44,6 +44,8 @@ def test_submit_pareto_export_and_reload_with_peft(tmp_path):
     assert listed.returncode == 0, listed.stderr[-3000:]
     front = json.loads(listed.stdout)["front"]
     assert front and all(0.0 <= p["quality"] <= 1.0 for p in front)
+    # the learning rate is searched by default, around the job's 0.005, and each point shows its own
+    assert all(p["plan"].rsplit(" lr ", 1)[1] in {"0.00167", "0.005", "0.015"} for p in front), front
 
     out = tmp_path / "adapter"
     exported = autopeft("export", "job.yaml", "--pick", "best", "--out", str(out), cwd=tmp_path)

@@ -27,6 +27,21 @@ def test_shipped_lora_space_has_a_rank_per_group_and_layer_half_and_a_bit_per_la
     assert names[12:] == ["layer.0", "layer.1"]
 
 
+def test_the_learning_rate_is_searched_around_the_jobs_unless_the_space_fixes_it(shape, tmp_path):
+    space = load_space("lora", shape, learning_rate=2e-3)
+    rates = {d.name: d.choices for d in space.dimensions}["learning_rate"]
+    assert rates == (6.67e-4, 2e-3, 6e-3)
+    point = {d.name: 1 for d in space.dimensions}
+    plan = space.decode({**point, "learning_rate": 2})
+    assert plan.learning_rate == 6e-3 and plan.describe().endswith(" lr 0.006")
+    entry = {"name": "s", "modules": {"lora": {"groups": {"query": [0, 8]}}}}
+    fixed = load_space(write_space(tmp_path, {**entry, "learning_rate": "fixed"}), shape, learning_rate=2e-3)
+    assert "learning_rate" not in {d.name for d in fixed.dimensions}
+    assert fixed.decode({d.name: 1 for d in fixed.dimensions}).learning_rate is None  # trains at the job's rate
+    listed = load_space(write_space(tmp_path, {**entry, "learning_rate": [1e-3, 1e-4]}), shape, learning_rate=2e-3)
+    assert {d.name: d.choices for d in listed.dimensions}["learning_rate"] == (1e-4, 1e-3)
+
+
 def test_decode_turns_ranks_and_bits_into_a_plan(shape):
     space = load_space("lora", shape)
     point = {d.name: 0 for d in space.dimensions}

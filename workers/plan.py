@@ -59,8 +59,10 @@ class Plan:
         return not self.parts
 
     def describe(self) -> str:
-        """A short human-readable summary, e.g. ``query:r8 value:r8 @ layers 0,1,2``."""
-        return " | ".join(method(type(p).method).describe(p) for p in self.parts) or "no adapter"
+        """A short human-readable summary, e.g. ``query:r8 value:r8 @ layers 0,1,2``, and the plan's
+        own learning rate where it has one (``... lr 0.006``)."""
+        text = " | ".join(method(type(p).method).describe(p) for p in self.parts) or "no adapter"
+        return text if self.learning_rate is None else f"{text} lr {self.learning_rate:g}"
 
     def to_dict(self) -> dict[str, Any]:
         data = {"modules": {type(p).method: method(type(p).method).to_dict(p) for p in self.parts},

@@ -69,7 +69,7 @@ def prepare(job: JobSpec) -> Prepared:
         raise UserError("model", str(exc), f"choose a model of one of these types: {', '.join(sorted(FAMILIES))}") from None
     if data.chat:
         _check_chat_template(job)
-    space = load_space(job.search_space, shape)
+    space = load_space(job.search_space, shape, job.fidelity.learning_rate)
     if job.trainer is not None:
         try:
             load_trainer(job.trainer)

@@ -1,5 +1,5 @@
 """A space file: YAML naming, for each PEFT method it searches, that method's entry (``modules``),
-how modules are placed on layers, and optionally the learning rates to search.
+how modules are placed on layers, and the learning rates to search.
 
 Each entry's schema is its method's (``Method.space``); dimensions come in plan order.
 """
@@ -40,9 +40,17 @@ class SpaceFile(Strict):
     description: str = ""
     modules: ModulesSpace
     layers: Literal["per_layer", "per_module", "all"] | list[int] = "per_layer"
-    learning_rate: list[float] | None = None
+    learning_rate: list[float] | Literal["search", "fixed"] = Field(
+        "search", description="search: the job's rate times 1/3, 1 and 3; fixed: the job's rate only; a list: these rates")
     method_learning_rates: int | None = Field(None, ge=2, le=9, description="search each method's learning-rate scale "
                                               "among this many choices, log-spaced over its range")
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _positive_rates(cls, rates: object) -> object:
+        if isinstance(rates, list) and any(not 0 < r <= 1 for r in rates):
+            raise ValueError("learning rates must be above 0 and at most 1")
+        return rates
 
     @field_validator("modules", mode="before")
     @classmethod

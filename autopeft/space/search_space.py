@@ -17,6 +17,7 @@ from autopeft.workers.plan import Plan
 from autopeft.workers.types import SpaceError
 
 SCALE = "learning_rate_scale."  # the dimensions of each method's learning-rate scale
+RATE_FACTORS = (1 / 3, 1.0, 3.0)  # ``learning_rate: search``: the job's rate times these
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,27 @@ class SearchSpace:
         return count_trainable(plan, self.shape)
 
 
-def load_space(name_or_path: str, shape: ModelShape) -> SearchSpace:
-    """Read a space file (built-in name or path), check it against the model and fix its dimensions."""
+def load_space(name_or_path: str, shape: ModelShape, learning_rate: float | None = None) -> SearchSpace:
+    """Read a space file (built-in name or path), check it against the model and fix its dimensions.
+
+    ``learning_rate`` is the job's: a space that searches the rate (``learning_rate: search``, the
+    default) searches it around this one; without it the rate is not a dimension.
+    """
     spec, source = read_space_file(name_or_path)
-    return build_space(spec, shape, source)
+    return build_space(spec, shape, source, learning_rate)
 
 
-def build_space(spec: SpaceFile, shape: ModelShape, source: str = "search space") -> SearchSpace:
+def searched_rates(spec: SpaceFile, learning_rate: float | None) -> tuple[float, ...]:
+    """The learning rates the space searches (none: every plan trains at the job's rate)."""
+    if isinstance(spec.learning_rate, list):
+        return tuple(sorted(spec.learning_rate))
+    if spec.learning_rate == "search" and learning_rate is not None:
+        return tuple(float(f"{learning_rate * f:.3g}") for f in RATE_FACTORS)
+    return ()
+
+
+def build_space(spec: SpaceFile, shape: ModelShape, source: str = "search space",
+                learning_rate: float | None = None) -> SearchSpace:
     dims: list[Dimension] = []
     fixed: dict[str, object] = {}
 
@@ -114,8 +129,9 @@ def build_space(spec: SpaceFile, shape: ModelShape, source: str = "search space"
             claimed[group] = name
         for dimension, choices in descriptor.dimensions(entry, shape):
             add(dimension, choices)
-    if spec.learning_rate:
-        add("learning_rate", tuple(sorted(spec.learning_rate)))
+    rates = searched_rates(spec, learning_rate)
+    if rates:
+        add("learning_rate", rates)
     if spec.method_learning_rates:
         for name in dict.fromkeys(m for n in present for m in method(n).produces(spec.modules[n])):
             add(f"{SCALE}{name}", method(name).learning_rate_choices(spec.method_learning_rates))
