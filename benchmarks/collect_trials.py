@@ -45,14 +45,19 @@ def space_of(job):
     return record, load_space(job.search_space, model_shape(job.model, record.num_labels), job.fidelity.learning_rate)
 
 
-def collect(job_path: Path) -> Path:
-    from autopeft.job.load import load_job
-
-    job = load_job(job_path)
+def write_derived(job) -> None:
+    """Write the derived data files the job reads, where they are missing."""
     for path in (job.task.train_file, job.task.validation_file):
         if path is not None and path.name in DERIVED and not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             DERIVED[path.name](path)
+
+
+def collect(job_path: Path) -> Path:
+    from autopeft.job.load import load_job
+
+    job = load_job(job_path)
+    write_derived(job)
     subprocess.run([sys.executable, "-m", "autopeft", "submit", str(job_path)], check=True)
     record, space = space_of(job)
     names = [d.name for d in space.dimensions]
