@@ -118,6 +118,72 @@ def cmd_ui(args) -> int:
         _stop_group(server)
 
 
+def _watched(target: str):
+    """The study of the search ``target`` names: a job file (or demo name), a run directory or a study database."""
+    from pathlib import Path
+
+    from autopeft.record.study import StudyRecord
+
+    path = Path(target)
+    job = None if path.is_dir() or path.suffix == ".db" else api.load_job(target)
+    try:
+        return StudyRecord.load(job) if job is not None else StudyRecord.at(path, "watch")
+    except UserError:
+        raise
+    except Exception as exc:  # the study's store cannot be reached or read
+        store = mask_uri(job.optuna_storage) if job is not None else str(path)
+        raise UserError("stores.optuna_storage", f"cannot read the study store {store}: {str(exc).strip().splitlines()[0]}",
+                        "check that the store is up and reachable from this machine") from None
+
+
+def render_snapshot(snap) -> str:
+    """A search's snapshot as the text ``autopeft watch`` shows."""
+    width = 30
+    filled = int(width * min(snap.done, snap.trials) / max(1, snap.trials))
+    best = f"best {snap.metric} {snap.best:.4f}" if snap.best is not None else f"no {snap.metric} yet"
+    lines = [f"search '{snap.name}': {snap.status}",
+             f"trials [{'#' * filled}{'.' * (width - filled)}] {snap.done}/{snap.trials}, {snap.failed} failed"
+             + (f"; baselines {snap.baselines_done}/{snap.baselines}" if snap.baselines else "")
+             + f"; {best}; front {len(snap.front)} points; hypervolume {snap.hypervolume:.4f}"]
+    if snap.devices:
+        lines.append("trained on: " + ", ".join(f"{d} ({n})" for d, n in sorted(snap.devices.items())))
+    if snap.running:
+        lines += ["", "running now:", f"{'trial':>9}  {'elapsed':>8}  plan"]
+        lines += [f"{r.trial:>9}  {r.seconds:>7.0f}s  {r.plan}" for r in snap.running]
+    if snap.failures:
+        lines += ["", "failed:", f"{'trial':>9}  reason"]
+        lines += [f"{f.trial:>9}  {f.reason}" for f in snap.failures[-10:]]
+    if snap.front:
+        lines += ["", "Pareto front:", format_front(snap.front, snap.reference, snap.metric)]
+    return "\n".join(lines)
+
+
+def cmd_watch(args) -> int:
+    import time
+
+    from autopeft.record.lease import live_driver
+    from autopeft.record.snapshot import snapshot
+
+    record = _watched(args.target)
+    live = sys.stdout.isatty() and not args.once
+    shown = None
+    while True:
+        if not record.started and live_driver(record.study) is not None:
+            text = f"search '{record.study.study_name}': starting (its reference point is being measured)"
+        else:
+            snap = snapshot(record)
+            text = render_snapshot(snap)
+        if live:
+            sys.stdout.write("\x1b[H\x1b[2J" + text + "\n")  # redraw in place
+            sys.stdout.flush()
+        elif text != shown:
+            print(text + "\n", flush=True)
+        shown = text
+        if args.once or (record.started and snap.driver is None):
+            return 0
+        time.sleep(args.interval)
+
+
 def _stop_group(process: subprocess.Popen) -> None:
     """Stop ``process`` and every process it started (a server's workers)."""
     if process.poll() is not None:
@@ -158,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pick", default="knee", help=f"which point: {PICKS} (default knee)")
     p.add_argument("--out", required=True, help="output folder (new or empty)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("watch", help="follow a search that runs elsewhere: progress, running trials, failures, front")
+    p.add_argument("target", help="the job file (or 'demo'), the run directory or the study database of the search")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between looks at the study (default 2)")
+    p.add_argument("--once", action="store_true", help="print one look and exit")
+    p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for a job's search")
     p.add_argument("job", help=job_help)

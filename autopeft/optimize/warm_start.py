@@ -47,41 +47,13 @@ def map_params(params: dict[str, int], names: Sequence[str], levels: Sequence[in
     return mapped
 
 
-def _study(source: Path):
-    """The earlier search's study: from its job file, its run directory or its study database."""
-    import optuna
-
-    from autopeft.record.layout import RunLayout
-    from autopeft.record.study import StudyRecord
-
-    if source.suffix in (".yaml", ".yml"):
-        from autopeft.job.load import load_job
-
-        return StudyRecord.load(load_job(source)).study
-    db = RunLayout(source).study_db if source.is_dir() else source
-    if not db.is_file():
-        raise UserError(FIELD, f"'{source}' is neither an earlier job file, a run directory nor a study database",
-                        "give the job file or the run directory of a search that has run")
-    storage = f"sqlite:///{db}"
-    try:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-    except Exception as exc:  # not a database Optuna can read
-        raise UserError(FIELD, f"cannot read the study database '{db}': {str(exc).splitlines()[0]}",
-                        "give the run directory of a search that has run") from None
-    name = names[0] if len(names) == 1 else source.name if source.name in names else None
-    if name is None:
-        raise UserError(FIELD, f"'{db}' holds {len(names)} searches ({', '.join(names) or 'none'})",
-                        "give the job file of the one to start from")
-    return optuna.load_study(study_name=name, storage=storage)
-
-
 def warm_points(source: Path, names: Sequence[str], levels: Sequence[int], limit: int) -> list[dict[str, int]]:
     """Up to ``limit`` points of the earlier search's front above its quality floor, mapped onto this
     space, spread from its smallest plan to its largest; the same mapped point only once."""
     from autopeft.record.pareto import pareto_front
     from autopeft.record.study import StudyRecord
 
-    record = StudyRecord(_study(source))
+    record = StudyRecord.at(source, FIELD)
     if not record.started:
         raise UserError(FIELD, f"the search in '{source}' has not started", "give a search that has finished trials")
     floor = record.reference.quality

@@ -44,6 +44,20 @@ def _alive_here(lease: dict) -> bool:
     return True
 
 
+def _live(lease: dict | None) -> bool:
+    """Whether ``lease`` belongs to a driver that still runs: a fresh heartbeat, and a process that is
+    not known to be gone."""
+    if lease is None:
+        return False
+    return time.time() - float(lease.get("heartbeat", 0)) <= STALE_AFTER and _alive_here(lease)
+
+
+def live_driver(study) -> dict | None:
+    """The lease of the driver searching ``study`` now (host, pid, since, heartbeat), None when none is."""
+    lease = study._storage.get_study_user_attrs(study._study_id).get(LEASE)
+    return lease if _live(lease) else None
+
+
 class Lease:
     """This driver's lease on ``study``."""
 
@@ -77,7 +91,7 @@ class Lease:
         if not racing and (lease.get("host"), lease.get("pid")) == (socket.gethostname(), os.getpid()):
             return  # left by an earlier search of this very process
         age = time.time() - float(lease.get("heartbeat", 0))
-        if not racing and (age > STALE_AFTER or not _alive_here(lease)):
+        if not racing and not _live(lease):
             return
         raise UserError(
             "run", f"job '{self.name}' is being searched by process {lease.get('pid')} on {lease.get('host')} "

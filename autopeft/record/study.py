@@ -7,6 +7,7 @@ trainable-parameter count (minimised). Named baselines are kept beside the trial
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -63,6 +64,33 @@ class StudyRecord:
             return cls(optuna.load_study(study_name=job.name, storage=job.optuna_storage))
         except KeyError:
             raise UserError("run", f"the study store has no search named '{job.name}'", "run 'autopeft submit' first") from None
+
+    @classmethod
+    def at(cls, source: Path, field: str) -> StudyRecord:
+        """The study of a search from its job file, its run directory or its study database;
+        a ``UserError`` on ``field`` when ``source`` is none of them."""
+        _quiet()
+        if source.suffix in (".yaml", ".yml"):
+            from autopeft.job.load import load_job
+
+            return cls.load(load_job(source))
+        from autopeft.record.layout import RunLayout
+
+        db = RunLayout(source).study_db if source.is_dir() else source
+        if not db.is_file():
+            raise UserError(field, f"'{source}' is neither a job file, a run directory nor a study database",
+                            "give the job file or the run directory of a search that has run")
+        storage = f"sqlite:///{db}"
+        try:
+            names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        except Exception as exc:  # not a database Optuna can read
+            raise UserError(field, f"cannot read the study database '{db}': {str(exc).splitlines()[0]}",
+                            "give the run directory of a search that has run") from None
+        name = names[0] if len(names) == 1 else source.name if source.name in names else None
+        if name is None:
+            raise UserError(field, f"'{db}' holds {len(names)} searches ({', '.join(names) or 'none'})",
+                            "give the job file of the one you mean")
+        return cls(optuna.load_study(study_name=name, storage=storage))
 
     # -- the search --------------------------------------------------------------------------------
 

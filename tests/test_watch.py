@@ -1,0 +1,79 @@
+"""`autopeft watch`: following a real search from another process, a last look at a finished one, bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+
+from autopeft.api import read_front
+from autopeft.cli import main
+from conftest import TINY_FIDELITY, write_job
+
+TESTS = str(Path(__file__).parent)
+
+
+def autopeft(*args, cwd, **kwargs):
+    env = {**os.environ, "PYTHONPATH": TESTS}
+    return subprocess.Popen([sys.executable, "-m", "autopeft", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_watch_follows_a_search_run_by_another_process_and_exits_when_it_finishes(tmp_path, tiny_bert, reviews_csv):
+    job_path = write_job(
+        tmp_path, model=tiny_bert, trainer="trainers:trains_slowly", fidelity=TINY_FIDELITY,
+        task={"train_file": str(reviews_csv), "text_columns": ["review"], "label_column": "sentiment", "validation_size": 100},
+        budget={"trials": 3, "parallel": 1}, optimizer={"sampler": "random"})
+    driver = autopeft("submit", "job.yaml", "--no-progress", cwd=tmp_path)
+    study_db = tmp_path / "run" / "study.db"
+    deadline = time.monotonic() + 240
+    while not study_db.is_file() and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.5)
+    assert study_db.is_file(), driver.communicate(timeout=60)
+    watcher = autopeft("watch", str(job_path), "--interval", "0.5", cwd=tmp_path)
+    out, err = watcher.communicate(timeout=600)
+    driver_out, driver_err = driver.communicate(timeout=600)
+    assert driver.returncode == 0, driver_err[-3000:]
+    assert watcher.returncode == 0, err[-3000:]
+    looks = out.split("\n\n")
+    assert "running: driver process" in out and f"process {driver.pid}" in out
+    assert "running now:" in out  # a trial seen while it trained, with its plan and elapsed time
+    running = out.split("running now:")[1].splitlines()[2]
+    assert running.split()[0].isdigit() and running.split()[1].endswith("s") and "@" in running
+    last = out[out.rindex("search 't'"):]
+    assert last.startswith("search 't': finished") and "3/3, 0 failed" in last and "running now:" not in last
+    front, _ = read_front(job_path)
+    assert [int(line.split()[0]) for line in last.split("Pareto front:")[1].splitlines()[2:2 + len(front)]] == \
+        [p.trial for p in front]
+    assert len(looks) > 2  # it looked more than once
+    assert "Pareto front (" in driver_out  # and the search itself was not disturbed
+
+
+def test_watch_gives_a_last_look_at_a_finished_search_from_its_run_directory(searched, capsys):
+    assert main(["watch", str(searched.run_dir)]) == 0
+    out = capsys.readouterr().out
+    front, reference = read_front(searched)
+    assert out.startswith(f"search '{searched.name}': finished")
+    assert "5/5, 0 failed" in out and f"front {len(front)} points" in out
+    assert f"accuracy {reference.quality:.4f}, {reference.params:,} trainable parameters" in out
+    assert "trained on: cpu (5)" in out
+
+
+def test_watch_refuses_what_holds_no_search_with_one_line_and_exit_2(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    foreign = tmp_path / "other"
+    foreign.mkdir()
+    optuna.create_study(study_name="someone-else", storage=f"sqlite:///{foreign / 'study.db'}")
+    unreachable = write_job(tmp_path, stores={"optuna_storage": "postgresql://autopeft@127.0.0.1:9/autopeft"})
+    cases = {str(empty): "is neither a job file, a run directory nor a study database",
+             str(foreign): "holds no search this version of autopeft can read",
+             str(unreachable): "cannot read the study store postgresql://***@127.0.0.1:9/autopeft"}
+    for target, words in cases.items():
+        assert main(["watch", target]) == 2, target
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1 and "Traceback" not in err, err
