@@ -65,11 +65,17 @@ def test_search_records_every_trial_the_front_and_the_hypervolume(tmp_path, tiny
     values = [m.value for m in sorted(history, key=lambda m: m.step)]
     assert values == sorted(values) and values[-1] == pytest.approx(summary.hypervolume)
     assert float(parent.data.params["reference.quality"]) == study.user_attrs["reference"]["quality"]
+    front, reference = read_front(job)
+    sizes = client.get_metric_history(parent.info.run_id, "front_size")
+    assert sorted(sizes, key=lambda m: m.step)[-1].value == len(front)
+    best = client.get_metric_history(parent.info.run_id, "best_quality")
+    assert max(m.value for m in best) == max(p.quality for p in front)
+    assert parent.data.tags["autopeft.status"] == "finished" and parent.data.tags["autopeft.sampler"] == "autopeft"
+    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
 
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"pareto.json", "pareto.csv", "pareto.png", "job.yaml", "search_space.yaml", "reference.json"} <= artifacts
     logged = json.loads(open(client.download_artifacts(parent.info.run_id, "pareto.json", str(tmp_path))).read())
-    front, reference = read_front(job)
     assert [row["trial"] for row in logged] == [p.trial for p in front]
     assert reference.params == study.user_attrs["reference"]["params"]
 
@@ -190,8 +196,9 @@ def test_a_second_driver_is_refused_while_the_first_runs_and_a_signal_stops_it_c
     study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     assert all(t.user_attrs.get("interrupted") for t in study.trials if t.state == optuna.trial.TrialState.FAIL)
-    _, _, children = runs_of(job)
+    _, parents, children = runs_of(job)
     assert children and all(c.info.status != "RUNNING" for c in children)
+    assert parents[0].info.status == "KILLED" and parents[0].data.tags["autopeft.status"] == "stopped"
 
 
 def test_custom_trainer_receives_model_plan_data_and_fidelity(tmp_path, tiny_bert, reviews_csv, ray_local):

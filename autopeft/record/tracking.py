@@ -145,15 +145,22 @@ class MlflowWriter:
         else:
             location = artifact_root.resolve().as_uri() if artifact_root is not None else None
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        # a model-training experiment: the MLflow UI opens on its runs, not on an empty GenAI overview
+        self.client.set_experiment_tag(self.experiment_id, "mlflow.experimentKind", "custom_model_development")
         self.parent_id: str | None = None
 
-    def start_search(self, name: str, params: dict[str, object], artifacts: dict[str, str], resume_id: str | None) -> str:
-        """Open (or reopen, on resume) the parent run and record the job, the space and the reference."""
+    def start_search(self, name: str, params: dict[str, object], artifacts: dict[str, str], resume_id: str | None,
+                     tags: dict[str, str] | None = None) -> str:
+        """Open (or reopen, on resume) the parent run and record the job, the space and the reference;
+        ``tags`` describe the search in the runs table (sampler, reference point)."""
+        tags = {"autopeft.kind": "search", "autopeft.status": "running", **(tags or {})}
         if resume_id is not None and self._exists(resume_id):
             self.parent_id = resume_id
             self.client.update_run(resume_id, status="RUNNING")
+            for key, value in tags.items():
+                self.client.set_tag(resume_id, key, value)
             return resume_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={"autopeft.kind": "search"})
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self.parent_id = run.info.run_id
         self._log_params(self.parent_id, params)
         self._log_texts(self.parent_id, artifacts)
@@ -213,8 +220,13 @@ class MlflowWriter:
     def log_front(self, front: list[Point], hypervolume: float, step: int, plot_png: bytes | None,
                   baselines: dict[str, dict] | None = None) -> None:
         """Replace the parent run's Pareto table and chart, and add a hypervolume point."""
-        self.client.log_metric(self.parent_id, "hypervolume", hypervolume, step=step)
-        self.client.log_metric(self.parent_id, "pareto_size", len(front), step=step)
+        from mlflow.entities import Metric
+
+        now = _now_ms()
+        metrics = {"hypervolume": hypervolume, "front_size": len(front)}
+        if front:
+            metrics["best_quality"] = max(p.quality for p in front)
+        self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
         rows = [p.to_dict() for p in front]
         header = "trial,quality,params,pct,plan\n"
         csv = header + "".join(f"{p.trial},{p.quality:.6f},{p.params},{p.pct:.6f},\"{p.plan}\"\n" for p in front)
@@ -234,7 +246,7 @@ class MlflowWriter:
             self.client.log_metric(run_id, "final_quality_std", p.std or 0.0)
             self.client.log_metric(run_id, "final_seeds", p.seeds)
         self.client.log_metric(self.parent_id, "final_hypervolume", hypervolume)
-        self.client.log_metric(self.parent_id, "final_pareto_size", len(front))
+        self.client.log_metric(self.parent_id, "final_front_size", len(front))
         self._log_texts(self.parent_id, {"final_front.json": json.dumps(
             {"front": [p.to_dict() for p in front], "baselines": {n: p.to_dict() for n, p in baselines.items()}}, indent=2)})
 
@@ -242,8 +254,10 @@ class MlflowWriter:
         """Replace a chart of the parent run."""
         self._log_texts(self.parent_id, {name: png})
 
-    def finish_search(self, status: str = "FINISHED") -> None:
+    def finish_search(self, status: str = "FINISHED", state: str = "finished") -> None:
+        """Close the parent run; ``state`` is its ``autopeft.status`` tag (finished, stopped, failed)."""
         if self.parent_id is not None:
+            self.client.set_tag(self.parent_id, "autopeft.status", state)
             self.client.set_terminated(self.parent_id, status=status)
 
     def _log_params(self, run_id: str, params: dict[str, object]) -> None:

@@ -402,7 +402,7 @@ class SearchLoop:
             self.tracker.log_chart("hypervolume.png", hypervolume_png(points, self.reference, self.job.name))
         if status == "FINISHED" and self.job.final.seeds:
             self._log_final_front()
-        self.tracker.finish_search(status)
+        self.tracker.finish_search(status, {"FINISHED": "finished", "KILLED": "stopped"}.get(status, "failed"))
 
     def _log_final_front(self) -> None:
         trials, baselines = self.record.final_points()
@@ -461,6 +461,8 @@ def _run_search(job: JobSpec, progress: bool, prepared: Prepared, record: StudyR
                    "search_space.yaml": yaml.safe_dump(prepared.space.spec.model_dump(mode="json"), sort_keys=False),
                    "reference.json": json.dumps({"quality": reference.quality, "params": reference.params})},
         resume_id=record.parent_run_id,
+        tags={"autopeft.sampler": job.optimizer.sampler,
+              "autopeft.reference": f"{job.task.metric} {reference.quality:.4f}, {reference.params:,} trainable parameters"},
     )
     for run_id in orphans:
         tracker.kill_trial(run_id, "the search stopped before this trial finished")
