@@ -184,6 +184,27 @@ def cmd_watch(args) -> int:
         time.sleep(args.interval)
 
 
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from autopeft.record.snapshot import report_page
+
+    record = _watched(args.target)
+    if args.out is not None:
+        out = Path(args.out)
+    else:
+        target = Path(args.target)
+        run_dir = target if target.is_dir() else target.parent if target.suffix == ".db" else api.load_job(args.target).run_dir
+        out = run_dir / "report.html"
+    page = report_page(record)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(page)
+    partial.replace(out)  # a reader never sees half a page
+    print(f"wrote {out} ({len(page) // 1024} KiB): open it in a browser")
+    return 0
+
+
 def _stop_group(process: subprocess.Popen) -> None:
     """Stop ``process`` and every process it started (a server's workers)."""
     if process.poll() is not None:
@@ -230,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=2.0, help="seconds between looks at the study (default 2)")
     p.add_argument("--once", action="store_true", help="print one look and exit")
     p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("report", help="write a search's charts and tables as one self-contained HTML page")
+    p.add_argument("target", help="the job file (or 'demo'), the run directory or the study database of the search")
+    p.add_argument("--out", help="the HTML file to write (default: report.html in the search's run directory)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for a job's search")
     p.add_argument("job", help=job_help)

@@ -77,3 +77,35 @@ def test_watch_refuses_what_holds_no_search_with_one_line_and_exit_2(tmp_path, c
         assert main(["watch", target]) == 2, target
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_report_writes_one_page_with_the_charts_the_front_and_every_trial(searched, tmp_path, capsys):
+    import re
+
+    from autopeft.dashboards.placement_chart import placement
+    from autopeft.record.study import StudyRecord
+    from autopeft.workers.models import model_shape
+
+    out = tmp_path / "page" / "search.html"
+    assert main(["report", str(searched.run_dir / "study.db"), "--out", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    page = out.read_text()
+    front, _ = read_front(searched)
+    assert page.count("src='data:image/png;base64,") == 3  # Pareto chart, hypervolume, placement: no file beside it
+    front_table = page.split("<h2>Pareto front")[1].split("</table>")[0]
+    assert [int(n) for n in re.findall(r"<tr><td>(\d+)</td>", front_table)] == [p.trial for p in front]
+    study = optuna.load_study(study_name=searched.name, storage=searched.optuna_storage)
+    trials = page.split(f"<h2>Every trial ({len(study.trials)})</h2>")[1]
+    assert trials.count("<td class=l>finished</td>") == 5  # skipped proposals are listed too, with their reason
+    assert trials.count("<td class=l>skipped</td>") == sum("skipped" in t.user_attrs for t in study.trials)
+
+    record = StudyRecord.load(searched)
+    plans = [record.plan_of(p.trial) for p in front]
+    shape = model_shape(searched.model, record.num_labels)
+    methods, counts, parameters = placement(plans, shape)
+    assert methods == ["lora"]
+    for layer in range(shape.num_layers):
+        assert counts[0][layer] == sum(any(layer in t.layers for t in plan["lora"].targets) for plan in plans)
+    heads = {p.params - placement([plan], shape)[2]["lora"] for p, plan in zip(front, plans, strict=True)}
+    assert len(heads) == 1 and 0 < heads.pop() < min(p.params for p in front)  # the rest is the classification head
+    assert parameters["lora"] == sum(placement([plan], shape)[2]["lora"] for plan in plans)

@@ -93,3 +93,50 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
                          (now - t.datetime_start).total_seconds() if t.datetime_start else 0.0) for t in running],
         failures=failures, front=front, reference=reference, hypervolume=hypervolume(points, reference),
         best=max((p.quality for p in points), default=None), devices=devices, driver=live_driver(record.study))
+
+
+def _trial_rows(record: StudyRecord) -> list:
+    from autopeft.dashboards.report import TrialRow
+    from autopeft.record.study import TRAIN_SECONDS
+
+    rows = []
+    for t in record.study.get_trials(deepcopy=False):
+        attrs = t.user_attrs
+        state = ("skipped" if SKIPPED in attrs else "interrupted" if INTERRUPTED in attrs else
+                 {States.COMPLETE: "finished", States.FAIL: "failed", States.RUNNING: "running"}.get(t.state, t.state.name.lower()))
+        values = t.values if state == "finished" else None
+        note = attrs[SKIPPED] if state == "skipped" else _reason(attrs) if state == "failed" else ""
+        rows.append(TrialRow(t.number, state, values[0] if values else None, int(values[1]) if values else None,
+                             attrs.get(PLAN_SUMMARY, ""), attrs.get(TRAIN_SECONDS), note))
+    return rows
+
+
+def report_page(record: StudyRecord, status: str | None = None) -> str:
+    """The search in ``record`` as one self-contained HTML page (``autopeft report``); ``status``
+    replaces the state read from the study (the driver's own, as it stops)."""
+    from autopeft.dashboards.hypervolume_chart import hypervolume_png
+    from autopeft.dashboards.pareto_chart import pareto_png
+    from autopeft.dashboards.placement_chart import placement_png
+    from autopeft.dashboards.report import ReportData, report_html
+    from autopeft.workers.models import model_shape
+
+    snap = snapshot(record)
+    points = record.finished_points()
+    baselines = record.baseline_points()
+    final_front, final_baselines = record.final_points()
+    charts = {"Quality against trainable parameters": pareto_png(points, snap.front, snap.reference, snap.name,
+                                                                   snap.metric, baselines)}
+    if points:
+        charts["Hypervolume by trial"] = hypervolume_png(points, snap.reference, snap.name)
+    try:
+        shape = model_shape(record.job["model"], record.num_labels)
+    except Exception:  # the model is not on this machine: the page goes without the placement chart
+        shape = None
+    if shape is not None and snap.front:
+        charts["Where the front trains"] = placement_png([record.plan_of(p.trial) for p in snap.front], shape, snap.name)
+    summary = (f"{snap.done} of {snap.trials} trials, {snap.failed} failed; front {len(snap.front)} points; "
+               f"hypervolume {snap.hypervolume:.4f}" + (f"; best {snap.metric} {snap.best:.4f}" if snap.best is not None else ""))
+    return report_html(ReportData(
+        name=snap.name, metric=snap.metric, status=status or snap.status, summary=summary, reference=snap.reference, points=points,
+        front=snap.front, baselines=baselines, trials=_trial_rows(record), final_front=pareto_front(final_front),
+        final_baselines=final_baselines, charts=charts))

@@ -387,6 +387,8 @@ class SearchLoop:
 
     def _stop(self, status: str | None) -> None:
         from autopeft.dashboards.hypervolume_chart import hypervolume_png
+        from autopeft.dashboards.placement_chart import placement_png
+        from autopeft.record.snapshot import report_page
 
         self.bar.close()
         try:
@@ -400,8 +402,14 @@ class SearchLoop:
             return
         if points:
             self.tracker.log_chart("hypervolume.png", hypervolume_png(points, self.reference, self.job.name))
+            front = pareto_front(points)
+            self.tracker.log_chart("placement.png", placement_png([self.record.plan_of(p.trial) for p in front],
+                                                                  self.prepared.shape, self.job.name))
         if status == "FINISHED" and self.job.final.seeds:
             self._log_final_front()
+        if points:
+            state = "finished" if status == "FINISHED" else "stopped before its budget: submit the same job again to resume it"
+            self.tracker.log_chart("report.html", report_page(self.record, state).encode())
         self.tracker.finish_search(status, {"FINISHED": "finished", "KILLED": "stopped"}.get(status, "failed"))
 
     def _log_final_front(self) -> None:

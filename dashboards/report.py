@@ -1,0 +1,94 @@
+"""A search as one self-contained HTML page: its state, the Pareto chart, the hypervolume trace, the
+placement of the front, the front (re-evaluated too), the baselines and every trial."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrialRow:
+    trial: int
+    state: str  # finished, failed, skipped, running, interrupted
+    quality: float | None
+    params: int | None
+    plan: str
+    seconds: float | None = None
+    note: str = ""
+
+
+@dataclass
+class ReportData:
+    name: str
+    metric: str
+    status: str
+    summary: str  # one line: trials done, failures, front size, hypervolume
+    reference: object
+    points: Sequence
+    front: Sequence
+    baselines: dict
+    trials: list[TrialRow]
+    final_front: Sequence = ()
+    final_baselines: dict = field(default_factory=dict)
+    charts: dict[str, bytes] = field(default_factory=dict)  # title -> PNG
+
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#212529;max-width:1100px}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}td,th{border-bottom:1px solid #dee2e6;padding:3px 8px;
+text-align:right}td.l,th.l{text-align:left}h1{margin-bottom:.2em}.muted{color:#6c757d}img{max-width:100%;margin:.5em 0}"""
+
+
+def _quality(p) -> str:
+    return f"{p.quality:.4f}" if getattr(p, "std", None) is None else f"{p.quality:.4f} ± {p.std:.4f}"
+
+
+def _points_table(rows: Sequence, metric: str, label: str = "trial", names: Sequence[str] | None = None) -> str:
+    head = f"<tr><th>{label}</th><th>{html.escape(metric)}</th><th>trainable</th><th>% of base</th><th class=l>plan</th></tr>"
+    body = "".join(
+        f"<tr><td>{html.escape(names[i]) if names else p.trial}</td><td>{_quality(p)}</td><td>{p.params:,}</td>"
+        f"<td>{p.pct:.4f}</td><td class=l>{html.escape(p.plan)}</td></tr>" for i, p in enumerate(rows))
+    return f"<table>{head}{body}</table>"
+
+
+def _trials_table(rows: list[TrialRow], metric: str) -> str:
+    head = (f"<tr><th>trial</th><th class=l>state</th><th>{html.escape(metric)}</th><th>trainable</th><th>seconds</th>"
+            "<th class=l>plan</th><th class=l>note</th></tr>")
+
+    def cell(value, fmt):
+        return "" if value is None else format(value, fmt)
+
+    body = "".join(
+        f"<tr><td>{r.trial}</td><td class=l>{r.state}</td><td>{cell(r.quality, '.4f')}</td><td>{cell(r.params, ',')}</td>"
+        f"<td>{cell(r.seconds, '.0f')}</td><td class=l>{html.escape(r.plan)}</td><td class=l>{html.escape(r.note)}</td></tr>"
+        for r in rows)
+    return f"<table>{head}{body}</table>"
+
+
+def report_html(data: ReportData) -> str:
+    """The page; charts are embedded as PNG data, so the file stands alone."""
+    parts = [f"<!doctype html><html><head><meta charset=utf-8><title>autopeft: {html.escape(data.name)}</title>"
+             f"<style>{STYLE}</style></head><body>",
+             f"<h1>autopeft search '{html.escape(data.name)}'</h1>",
+             f"<p><b>{html.escape(data.status)}</b><br>{html.escape(data.summary)}<br><span class=muted>reference point: "
+             f"{html.escape(data.metric)} {data.reference.quality:.4f}, {data.reference.params:,} trainable parameters</span></p>"]
+    for title, png in data.charts.items():
+        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
+                     f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+    parts.append(f"<h2>Pareto front ({len(data.front)} points)</h2>")
+    parts.append(_points_table(data.front, data.metric) if data.front else "<p>no finished trial yet</p>")
+    if data.final_front:
+        seeds = max(p.seeds for p in data.final_front)
+        parts.append(f"<h2>Re-evaluated front ({seeds} new seeds per point, mean ± std)</h2>")
+        parts.append(_points_table(data.final_front, data.metric))
+    for title, baselines in (("Baselines", data.baselines), ("Re-evaluated baselines", data.final_baselines)):
+        if baselines:
+            ordered = sorted(baselines.items(), key=lambda item: item[1].params)
+            parts.append(f"<h2>{title}</h2>")
+            parts.append(_points_table([p for _, p in ordered], data.metric, "baseline", [n for n, _ in ordered]))
+    parts.append(f"<h2>Every trial ({len(data.trials)})</h2>")
+    parts.append(_trials_table(data.trials, data.metric))
+    parts.append("</body></html>")
+    return "\n".join(parts)
