@@ -105,11 +105,16 @@ def cmd_ui(args) -> int:
         return 0
     if job.stores.mlflow_uri is None and not job.layout.mlflow_db.is_file():
         raise UserError("run", f"no MLflow store for job '{job.name}' yet ({job.layout.mlflow_db})", "run 'autopeft submit' first")
-    url = f"http://127.0.0.1:{args.port}"
+    from mlflow.tracking import MlflowClient
+
+    experiment = MlflowClient(tracking_uri=job.mlflow_uri).get_experiment_by_name(job.name)
+    url = f"http://127.0.0.1:{args.port}" + (f"/#/experiments/{experiment.experiment_id}/runs" if experiment else "")
     print(f"MLflow UI for '{job.name}' at {url}  (experiment '{job.name}'; Ctrl-C stops it)", flush=True)
+    # one web worker and no job runner: a local dashboard for one user, not a shared tracking server
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", job.mlflow_uri,
-               "--host", "127.0.0.1", "--port", str(args.port)]
-    server = subprocess.Popen(command, start_new_session=True)  # its own group: stopped with its workers below
+               "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = subprocess.Popen(command, env=env, start_new_session=True)  # its own group: stopped with its workers below
     try:
         return server.wait()
     except KeyboardInterrupt:
