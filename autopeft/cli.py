@@ -289,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nautopeft: interrupted; submit the same job again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (autopeft watch ... | head): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except StoreUnavailable as exc:
         print(f"autopeft: {exc}", file=sys.stderr)
         return 1
