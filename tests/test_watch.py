@@ -91,7 +91,7 @@ def test_report_writes_one_page_with_the_charts_the_front_and_every_trial(search
     assert str(out) in capsys.readouterr().out
     page = out.read_text()
     front, _ = read_front(searched)
-    assert page.count("src='data:image/png;base64,") == 3  # Pareto chart, hypervolume, placement: no file beside it
+    assert page.count("src='data:image/png;base64,") == 4  # Pareto chart, hypervolume, placement, dimensions: inline
     front_table = page.split("<h2>Pareto front")[1].split("</table>")[0]
     assert [int(n) for n in re.findall(r"<tr><td>(\d+)</td>", front_table)] == [p.trial for p in front]
     study = optuna.load_study(study_name=searched.name, storage=searched.optuna_storage)

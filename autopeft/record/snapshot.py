@@ -114,6 +114,7 @@ def _trial_rows(record: StudyRecord) -> list:
 def report_page(record: StudyRecord, status: str | None = None) -> str:
     """The search in ``record`` as one self-contained HTML page (``autopeft report``); ``status``
     replaces the state read from the study (the driver's own, as it stops)."""
+    from autopeft.dashboards.dimensions_chart import dimensions_png, trial_dimensions
     from autopeft.dashboards.hypervolume_chart import hypervolume_png
     from autopeft.dashboards.pareto_chart import pareto_png
     from autopeft.dashboards.placement_chart import placement_png
@@ -134,6 +135,8 @@ def report_page(record: StudyRecord, status: str | None = None) -> str:
         shape = None
     if shape is not None and snap.front:
         charts["Where the front trains"] = placement_png([record.plan_of(p.trial) for p in snap.front], shape, snap.name)
+    if points:
+        charts["Searched dimensions"] = dimensions_png(*trial_dimensions(record.completed()), snap.name, snap.metric)
     summary = (f"{snap.done} of {snap.trials} trials, {snap.failed} failed; front {len(snap.front)} points; "
                f"hypervolume {snap.hypervolume:.4f}" + (f"; best {snap.metric} {snap.best:.4f}" if snap.best is not None else ""))
     return report_html(ReportData(

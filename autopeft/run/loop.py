@@ -386,6 +386,7 @@ class SearchLoop:
         self.bar.set_postfix(best=f"{best:.4f}", pareto=len(front), hv=f"{volume:.4f}")
 
     def _stop(self, status: str | None) -> None:
+        from autopeft.dashboards.dimensions_chart import dimensions_png, trial_dimensions
         from autopeft.dashboards.hypervolume_chart import hypervolume_png
         from autopeft.dashboards.placement_chart import placement_png
         from autopeft.record.snapshot import report_page
@@ -405,6 +406,8 @@ class SearchLoop:
             front = pareto_front(points)
             self.tracker.log_chart("placement.png", placement_png([self.record.plan_of(p.trial) for p in front],
                                                                   self.prepared.shape, self.job.name))
+            self.tracker.log_chart("dimensions.png", dimensions_png(*trial_dimensions(self.record.completed()),
+                                                                    self.job.name, self.job.task.metric))
         if status == "FINISHED" and self.job.final.seeds:
             self._log_final_front()
         if points:
