@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import optuna
 import pytest
@@ -59,6 +60,7 @@ def test_search_records_every_trial_the_front_and_the_hypervolume(tmp_path, tiny
         assert child.data.metrics["accuracy"] == pytest.approx(t.values[0])
         assert child.data.metrics["trainable_params"] == t.values[1]
         assert child.data.params["plan"] == t.user_attrs["plan_summary"]
+        assert child.data.tags["autopeft.node"] == t.user_attrs["node"] and t.user_attrs["node"].startswith(socket.gethostname())
 
     history = client.get_metric_history(parent.info.run_id, "hypervolume")
     assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2, 3, 4]
@@ -184,7 +186,6 @@ def test_a_second_driver_is_refused_while_the_first_runs_and_a_signal_stops_it_c
             except KeyError:
                 pass
     assert running, driver.communicate(timeout=60)
-    import socket
 
     from autopeft.errors import UserError
 

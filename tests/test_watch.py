@@ -54,13 +54,17 @@ def test_watch_follows_a_search_run_by_another_process_and_exits_when_it_finishe
 
 
 def test_watch_gives_a_last_look_at_a_finished_search_from_its_run_directory(searched, capsys):
+    import re
+
     assert main(["watch", str(searched.run_dir)]) == 0
     out = capsys.readouterr().out
     front, reference = read_front(searched)
     assert out.startswith(f"search '{searched.name}': finished")
     assert "5/5, 0 failed" in out and f"front {len(front)} points" in out
     assert f"accuracy {reference.quality:.4f}, {reference.params:,} trainable parameters" in out
-    assert "trained on: cpu (5)" in out
+    import socket
+
+    assert re.search(rf"trained on: {re.escape(socket.gethostname())} \(ray node [0-9a-f]{{8}}\) cpu \(5\)", out), out
 
 
 def test_watch_refuses_what_holds_no_search_with_one_line_and_exit_2(tmp_path, capsys):

@@ -108,7 +108,23 @@ def run_trial(request: TrialRequest, data: TaskData, trainer: Callable[[TrialCon
         peak_memory_mb=peak_mb,
         device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         adapter_files=files,
+        node=_node(),
     )
+
+
+def _node() -> str:
+    """This machine's host name, and the Ray node this process runs on where it runs in Ray."""
+    import socket
+
+    name = socket.gethostname()
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return f"{name} (ray node {ray.get_runtime_context().get_node_id()[:8]})"
+    except Exception:  # no Ray here, or no runtime context: the host name says enough
+        pass
+    return name
 
 
 def checked_metrics(returned, metric: str) -> dict[str, float]:

@@ -143,3 +143,4 @@ class TrialResult:
     peak_memory_mb: float
     device: str
     adapter_files: dict[str, bytes] = field(default_factory=dict)
+    node: str = ""  # the machine it ran on: its host name, and its Ray node where it ran in Ray

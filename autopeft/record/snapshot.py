@@ -9,7 +9,7 @@ from datetime import datetime
 from autopeft.errors import UserError
 from autopeft.record.lease import live_driver
 from autopeft.record.pareto import Point, Reference, hypervolume, pareto_front
-from autopeft.record.study import DEVICE, ERROR, FAILURE, INTERRUPTED, PLAN_SUMMARY, SKIPPED, States, StudyRecord
+from autopeft.record.study import DEVICE, ERROR, FAILURE, INTERRUPTED, NODE, PLAN_SUMMARY, SKIPPED, States, StudyRecord
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Snapshot:
     reference: Reference
     hypervolume: float
     best: float | None
-    devices: dict[str, int]  # finished trials by the device they trained on
+    devices: dict[str, int]  # finished trials by the machine and device they trained on
     driver: dict | None
 
     @property
@@ -83,7 +83,7 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
     front = pareto_front(points)
     devices: dict[str, int] = {}
     for t in record.completed():
-        device = t.user_attrs.get(DEVICE, "?")
+        device = " ".join(filter(None, (t.user_attrs.get(NODE), t.user_attrs.get(DEVICE, "?"))))
         devices[device] = devices.get(device, 0) + 1
     return Snapshot(
         name=record.study.study_name, metric=job.get("task", {}).get("metric", "quality"),

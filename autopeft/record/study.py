@@ -32,7 +32,7 @@ REQUEUED = "requeued"  # on the study: interrupted trials whose plans were queue
 OUT_OF_MEMORY = "out of memory"  # a FAILURE: the trial's device or host ran out of memory
 TIMEOUT = "timeout"  # a FAILURE: the trial ran longer than the trial timeout and its worker was stopped
 WORKER_LOST = "worker lost"  # a FAILURE: the trial's worker process died on every attempt
-METRICS, TRAIN_SECONDS, PEAK_MEMORY_MB, DEVICE = "metrics", "train_seconds", "peak_memory_mb", "device"
+METRICS, TRAIN_SECONDS, PEAK_MEMORY_MB, DEVICE, NODE = "metrics", "train_seconds", "peak_memory_mb", "device", "node"
 
 
 def _quiet() -> None:
@@ -190,9 +190,9 @@ class StudyRecord:
         trial.set_user_attr(MLFLOW_RUN, run_id)
 
     def finish(self, trial: optuna.trial.Trial, quality: float, params: int, metrics: dict, train_seconds: float,
-               peak_memory_mb: float, device: str) -> None:
+               peak_memory_mb: float, device: str, node: str = "") -> None:
         for key, value in ((METRICS, metrics), (TRAIN_SECONDS, train_seconds), (PEAK_MEMORY_MB, peak_memory_mb),
-                           (DEVICE, device)):
+                           (DEVICE, device), (NODE, node)):
             trial.set_user_attr(key, value)
         self.study.tell(trial, [quality, float(params)])
 

@@ -197,11 +197,14 @@ class MlflowWriter:
         self._log_params(run.info.run_id, params)
         return run.info.run_id
 
-    def finish_trial(self, run_id: str, metrics: dict[str, float], adapter_dir: Path | None) -> None:
-        from mlflow.entities import Metric
+    def finish_trial(self, run_id: str, metrics: dict[str, float], adapter_dir: Path | None,
+                     tags: dict[str, str] | None = None) -> None:
+        """Close a trial's run with its metrics, its adapter and ``tags`` (where it ran)."""
+        from mlflow.entities import Metric, RunTag
 
         now = _now_ms()
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                              tags=[RunTag(k, v) for k, v in (tags or {}).items() if v])
         if adapter_dir is not None:
             self.client.log_artifacts(run_id, str(adapter_dir), artifact_path="adapter")
         self.client.set_terminated(run_id, status="FINISHED")

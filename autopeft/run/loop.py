@@ -93,7 +93,7 @@ class TrialWork:
 
     def finished(self, record: StudyRecord, result: TrialResult) -> None:
         record.finish(self.trial, result.quality, self.params, result.metrics, result.train_seconds,
-                      result.peak_memory_mb, result.device)
+                      result.peak_memory_mb, result.device, result.node)
 
     def stopped(self, record: StudyRecord) -> None:
         record.interrupt(self.trial, STOPPED)
@@ -352,7 +352,8 @@ class SearchLoop:
         adapter_dir = _save_adapter(work.adapter_dir(self.job.layout), result)
         self.tracker.finish_trial(work.run_id, {**result.metrics, "quality": result.quality, "trainable_params": work.params,
                                                 "trainable_pct": work.pct, "train_seconds": result.train_seconds,
-                                                "peak_memory_mb": result.peak_memory_mb}, adapter_dir)
+                                                "peak_memory_mb": result.peak_memory_mb}, adapter_dir,
+                                     {"autopeft.node": result.node, "autopeft.device": result.device})
         work.finished(self.record, result)
         if work.counts:
             self.finished += 1
