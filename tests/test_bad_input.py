@@ -62,7 +62,7 @@ CASES = {
     "gpus on a machine without": (lambda d: write_job(d, resources={"gpus": 64}), ["resources.gpus", "this machine has", "Ray cluster"]),
     "cpus beyond the machine": (lambda d: write_job(d, resources={"cpus": 1000}), ["resources.cpus", "asks for 1000 CPUs"]),
     "warm start from nothing": (lambda d: write_job(d, optimizer={"warm_start": "earlier"}),
-                                ["optimizer.warm_start", "neither an earlier job file, a run directory nor a study database"]),
+                                ["optimizer.warm_start", "is neither a job file, a run directory nor a study database"]),
     "negative final seeds": (lambda d: write_job(d, final={"seeds": -1}), ["final.seeds", "greater than or equal to 0"]),
     "non-utf8 job file": (lambda d: (d / "job.yaml").write_bytes(b"name: t\nmodel: \xff\xfe minilm\n"), ["not UTF-8 text", "UTF-8"]),
     "empty model folder": (lambda d: ((d / "empty-model").mkdir(), write_job(d, model="./empty-model")), ["model", "cannot load"]),

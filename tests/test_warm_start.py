@@ -66,7 +66,7 @@ def test_a_search_on_a_deeper_model_starts_from_an_earlier_front_mapped_layer_by
 
 
 def test_a_warm_start_without_a_search_behind_it_is_refused(tmp_path):
-    with pytest.raises(UserError, match="neither an earlier job file"):
+    with pytest.raises(UserError, match="is neither a job file, a run directory nor a study database"):
         warm_points(tmp_path / "nothing", ["lora.query.rank"], [3], 5)
     storage = f"sqlite:///{tmp_path / 'empty.db'}"
     optuna.create_study(study_name="x", storage=storage, directions=["maximize", "minimize"])
