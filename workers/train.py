@@ -116,7 +116,12 @@ class TrainingBatches:
 
 
 def train(context) -> tuple[object, list[float]]:
-    """Apply the plan and train it at the trial's fidelity; returns the model and the loss of every step."""
+    """Apply the plan and train it at the trial's fidelity; returns the model and the loss of every step it trained.
+
+    With a rung (``context.stop_at`` below 1) it trains from ``context.resume`` up to that fraction of
+    the steps and leaves a checkpoint in ``context.checkpoint``: the learning-rate schedule is the whole
+    training's, so that rungs trained one after another train exactly as one training would.
+    """
     import torch
 
     task = task_of(context)
@@ -125,6 +130,7 @@ def train(context) -> tuple[object, list[float]]:
     examples = TrainingBatches(context, task)
     steps_per_epoch = math.ceil(len(examples.subset) / fidelity.batch_size)
     total_steps = max(1, math.ceil(steps_per_epoch * fidelity.epochs))
+    stop = total_steps if context.stop_at >= 1 else min(total_steps, max(1, round(context.stop_at * total_steps)))
     warmup = int(fidelity.warmup_ratio * total_steps)
     learning_rate = context.plan.learning_rate or fidelity.learning_rate
     optimizer = torch.optim.AdamW(parameter_groups(model, context.plan, learning_rate))
@@ -137,23 +143,62 @@ def train(context) -> tuple[object, list[float]]:
     for descriptor, part in hooks:
         descriptor.before_training(model, part, total_steps)
     torch.manual_seed(context.seed)
+    start = _restore(context.resume, model, optimizer, schedule) if context.resume is not None else 0
     model.train()
-    step, losses = 0, []
-    while step < total_steps:
-        for batch in examples.epoch():
-            if step >= total_steps:
-                break
-            with autocast(context):
-                loss = model(**task.collate(context, [examples.tokens[i] for i in batch])).loss
-            loss.backward()
-            optimizer.step()
-            for descriptor, part in hooks:
-                descriptor.after_step(model, part, step)
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            step += 1
+    losses = []
+    for step, batch in enumerate(_endless(examples)):
+        if step >= stop:
+            break
+        if step < start:
+            continue
+        with autocast(context):
+            loss = model(**task.collate(context, [examples.tokens[i] for i in batch])).loss
+        loss.backward()
+        optimizer.step()
+        for descriptor, part in hooks:
+            descriptor.after_step(model, part, step)
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    if stop < total_steps:
+        context.checkpoint = _checkpoint(stop, model, optimizer, schedule)
     return model, losses
+
+
+def _endless(examples: TrainingBatches):
+    """The batches of one epoch after another, in the order a trial of this seed always sees them."""
+    while True:
+        yield from examples.epoch()
+
+
+def _checkpoint(step: int, model, optimizer, schedule) -> bytes:
+    """The trainable weights, optimizer and schedule state and random state after ``step`` steps."""
+    import io
+
+    import torch
+
+    state = {"step": step, "weights": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
+             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "rng": torch.get_rng_state()}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def _restore(checkpoint: bytes, model, optimizer, schedule) -> int:
+    """Load a checkpoint of ``_checkpoint`` into the same plan's model; returns the steps it had trained."""
+    import io
+
+    import torch
+
+    state = torch.load(io.BytesIO(checkpoint), weights_only=True)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    if set(state["weights"]) != trainable:
+        raise ValueError("the checkpoint holds the weights of another plan than this trial's")
+    model.load_state_dict(state["weights"], strict=False)
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    torch.set_rng_state(state["rng"])
+    return int(state["step"])
 
 
 def train_and_evaluate(context) -> dict[str, float]:

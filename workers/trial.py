@@ -26,6 +26,9 @@ class TrialContext:
     """What a trial function receives. Call ``apply_plan()`` to get the peft-wrapped model.
 
     ``trial_number`` is the study's trial number, None for a named baseline (``baseline``).
+    In a search with rungs (``fidelity.schedule: asha``) the trainer trains from ``resume`` (the
+    checkpoint of the rung before, or None) up to ``stop_at`` of its steps and, short of the end,
+    leaves the checkpoint of that point in ``checkpoint``.
     """
 
     model: Any
@@ -39,6 +42,9 @@ class TrialContext:
     device: Any
     trial_number: int | None = 0
     baseline: str | None = None
+    stop_at: float = 1.0
+    resume: bytes | None = None
+    checkpoint: bytes | None = field(default=None, init=False)
     peft_model: Any = field(default=None, init=False)
 
     def apply_plan(self):
@@ -75,13 +81,13 @@ def run_trial(request: TrialRequest, data: TaskData, trainer: Callable[[TrialCon
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    torch.manual_seed(request.seed)
     shape = model_shape(request.model, request.num_labels)
     tokenizer, model = load_base(request.model, request.num_labels)
+    torch.manual_seed(request.seed)  # after loading: the first load in a process draws random numbers, a cached one none
     context = TrialContext(
         model=model, tokenizer=tokenizer, plan=request.plan, shape=shape, data=data,
         fidelity=request.fidelity, metric=request.metric, seed=request.seed, device=device,
-        trial_number=request.trial_number, baseline=request.baseline,
+        trial_number=request.trial_number, baseline=request.baseline, stop_at=request.stop_at, resume=request.resume,
     )
     trainer = trainer or load_trainer(request.trainer)
     started = time.perf_counter()
@@ -97,7 +103,7 @@ def run_trial(request: TrialRequest, data: TaskData, trainer: Callable[[TrialCon
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     files: dict[str, bytes] = {}
-    if request.save_adapter and context.peft_model is not None:
+    if request.save_adapter and request.final_rung and context.peft_model is not None:
         with tempfile.TemporaryDirectory() as tmp:
             save_adapter(context.peft_model, tmp)
             files = {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
@@ -109,6 +115,7 @@ def run_trial(request: TrialRequest, data: TaskData, trainer: Callable[[TrialCon
         device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         adapter_files=files,
         node=_node(),
+        checkpoint=context.checkpoint,
     )
 
 

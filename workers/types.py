@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -56,6 +56,22 @@ class Fidelity(Strict):
     learning_rate: float = Field(2e-3, gt=0, le=1.0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, slower")
+    schedule: Literal["full", "asha"] = Field(
+        "full", description="full: every trial trains all its steps; asha: trials train in rungs and only the best go on")
+    rungs: tuple[float, ...] = Field((1 / 9, 1 / 3, 1.0), min_length=2, max_length=8,
+                                     description="asha: the fractions of the training steps after which a trial is scored")
+    reduction_factor: int = Field(3, ge=2, le=16, description="asha: the top 1/reduction_factor of a rung go on to the next")
+
+    @field_validator("rungs")
+    @classmethod
+    def _increasing_to_one(cls, rungs: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < r <= 1 for r in rungs) or list(rungs) != sorted(set(rungs)) or rungs[-1] != 1:
+            raise ValueError(f"{list(rungs)} are not increasing fractions of the training that end at 1 (for example [0.111, 0.333, 1])")
+        return rungs
+
+    @property
+    def asha(self) -> bool:
+        return self.schedule == "asha"
 
 
 LayerSizes = tuple[tuple[int, int], ...]
@@ -127,6 +143,12 @@ class TrialRequest:
     save_adapter: bool = True
     baseline: str | None = None
     zero_shot: bool = False  # score the base model as it is: no plan, no training
+    stop_at: float = 1.0  # the fraction of the fidelity's training steps to train up to (a rung)
+    resume: bytes | None = None  # the checkpoint of an earlier rung to continue from
+
+    @property
+    def final_rung(self) -> bool:
+        return self.stop_at >= 1.0
 
     @property
     def label(self) -> str:
@@ -144,3 +166,4 @@ class TrialResult:
     device: str
     adapter_files: dict[str, bytes] = field(default_factory=dict)
     node: str = ""  # the machine it ran on: its host name, and its Ray node where it ran in Ray
+    checkpoint: bytes | None = None  # a rung before the last: what the next rung continues from
