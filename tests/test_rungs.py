@@ -1,11 +1,19 @@
 """Multi-fidelity search (``fidelity.schedule: asha``): trials trained in rungs, promoted by their rank."""
 
+import optuna
 import pytest
 import torch
+from conftest import TINY_FIDELITY
 from safetensors.torch import load
+from test_search import runs_of, tiny_job
 
+from autopeft.api import submit
 from autopeft.job.data import load_task_data
 from autopeft.job.spec import TaskSpec
+from autopeft.record.pareto import Point, Reference
+from autopeft.record.study import RUNG, RUNG_QUALITY, States
+from autopeft.run.loop import SearchLoop
+from autopeft.run.rungs import RungTrial, next_promotion, ranked
 from autopeft.workers.methods.lora import Lora, LoraTarget
 from autopeft.workers.plan import Plan
 from autopeft.workers.trial import run_trial
@@ -44,3 +52,97 @@ def test_a_checkpoint_of_another_plan_is_refused(tiny_bert, reviews):
     first = run_trial(TrialRequest(0, one, tiny_bert, 2, "accuracy", fidelity, seed=0, stop_at=0.5), reviews)
     with pytest.raises(ValueError, match="another plan"):
         run_trial(TrialRequest(0, other, tiny_bert, 2, "accuracy", fidelity, seed=0, resume=first.checkpoint), reviews)
+
+
+# -- which trial goes on: ranks by non-dominated sorting, then by the hypervolume it adds -------------
+
+REFERENCE = Reference(quality=0.5, params=1000)
+
+
+def paused(trial: int, params: int, *qualities: float, sent_to: int | None = None) -> RungTrial:
+    return RungTrial(trial, params, tuple(qualities), len(qualities) - 1 if sent_to is None else sent_to, sent_to is None)
+
+
+def test_trials_rank_front_by_front_and_by_the_hypervolume_they_add():
+    points = [Point(0, 0.9, 900, 0), Point(1, 0.8, 100, 0), Point(2, 0.85, 500, 0), Point(3, 0.7, 600, 0)]
+    # front 1: trials 1, 2, 0; trial 1 adds most (0.3 x 0.4 alone), trial 0 least; trial 3 is dominated
+    assert ranked(points, REFERENCE) == [1, 2, 0, 3]
+
+
+def test_the_top_third_of_a_rung_is_sent_on_once_and_the_highest_rung_goes_first():
+    trials = [paused(n, 100 * (n + 1), 0.6 + 0.01 * n) for n in range(5)]
+    assert next_promotion(trials, 3, 3, REFERENCE) == (0, 1)  # 5 at rung 0: one goes on; the smallest adds most
+    trials[0] = paused(0, 100, 0.6, sent_to=1)  # sent on: never again from rung 0
+    assert next_promotion(trials, 3, 3, REFERENCE) is None
+    trials.append(paused(5, 50, 0.9))  # 6 at rung 0: the top two are 5 and 0; 0 went on, 5 goes now
+    assert next_promotion(trials, 3, 3, REFERENCE) == (5, 1)
+    trials += [paused(6, 60, 0.7, 0.7), paused(7, 70, 0.6, 0.6), paused(8, 80, 0.5, 0.55)]
+    assert next_promotion(trials, 3, 3, REFERENCE) == (6, 2)  # rung 1 holds three: its best goes first
+    trials[6] = paused(6, 60, 0.7, 0.7, sent_to=2)
+    assert next_promotion(trials, 3, 3, REFERENCE) == (5, 1)
+
+
+def test_a_running_or_failed_trial_is_not_sent_on():
+    trials = [paused(n, 100, 0.6 + 0.01 * n) for n in range(3)]
+    trials[2] = RungTrial(2, 100, (0.62,), 0, paused=False)
+    assert next_promotion(trials, 2, 3, REFERENCE) is None
+
+
+# -- a search with rungs, on real Ray and MLflow ------------------------------------------------------
+
+def test_a_search_with_rungs_stopped_mid_rung_resumes_that_rung_and_counts_pruned_trials(
+        tmp_path, tiny_bert, reviews_csv, ray_local, monkeypatch):
+    fidelity = {**TINY_FIDELITY, "epochs": 2, "schedule": "asha", "rungs": [0.25, 1.0], "reduction_factor": 2}
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, fidelity=fidelity, budget={"trials": 4, "parallel": 1})
+    sent_on, loops = [], []
+    send_on = SearchLoop._send_on
+
+    def send_on_then_stop(loop, number, rung):  # the driver is stopped right after it sends a trial on
+        send_on(loop, number, rung)
+        sent_on.append(number)
+        loops.append(loop)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SearchLoop, "_send_on", send_on_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        submit(job, progress=False)
+    for actor in loops[0].pool.idle + [work.actor for work in loops[0].running.values()]:
+        ray_local.kill(actor)
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    stopped = study.trials[sent_on[0]]
+    assert stopped.state == States.RUNNING and stopped.user_attrs[RUNG] == 1 and len(stopped.user_attrs[RUNG_QUALITY]) == 1
+    assert job.layout.checkpoint(stopped.number, 0).is_file()
+
+    monkeypatch.setattr(SearchLoop, "_send_on", send_on)
+    summary = submit(job, progress=False)
+    assert summary.finished == 4  # pruned trials count against the budget: 4 plans were trained, some stopped early
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    trials = study.trials
+    assert len(trials) == 4 and not [t for t in trials if t.state == States.RUNNING]
+    resumed = trials[stopped.number]
+    assert resumed.state == States.COMPLETE and resumed.user_attrs[RUNG_QUALITY] == stopped.user_attrs[RUNG_QUALITY]
+    complete = [t for t in trials if t.state == States.COMPLETE]
+    pruned = [t for t in trials if t.state == States.PRUNED]
+    assert complete and pruned and len(complete) + len(pruned) == 4  # the worst of the first rung stopped there
+    assert all(len(t.user_attrs[RUNG_QUALITY]) == 1 for t in complete + pruned)  # every rung ran once
+    assert {p.trial for p in summary.front} <= {t.number for t in complete}  # the front is full trainings only
+    assert not list(job.layout.checkpoint(0, 0).parent.iterdir())  # no checkpoint is left behind
+    assert all(job.layout.trial_adapter(t.number).is_dir() for t in complete)
+
+    client, _, children = runs_of(job)
+    runs = {c.data.tags["autopeft.trial"]: c for c in children}
+    history = client.get_metric_history(runs[str(resumed.number)].info.run_id, "rung_quality")
+    assert [m.step for m in history] == [0]  # its first rung was not trained again
+    assert runs[str(resumed.number)].info.status == "FINISHED" and "quality" in runs[str(resumed.number)].data.metrics
+    for t in pruned:
+        assert runs[str(t.number)].data.tags["autopeft.pruned"] == "after rung 1 of 2"
+        assert "quality" not in runs[str(t.number)].data.metrics
+
+
+def test_rungs_need_the_built_in_trainer(tmp_path, tiny_bert, reviews_csv):
+    from autopeft.errors import UserError
+
+    with pytest.raises(UserError, match="only the built-in trainer"):
+        tiny_job(tmp_path, tiny_bert, reviews_csv, fidelity={**TINY_FIDELITY, "schedule": "asha"}, trainer="trainers:sleeps")
+    with pytest.raises(UserError, match="not increasing fractions"):
+        tiny_job(tmp_path, tiny_bert, reviews_csv, fidelity={**TINY_FIDELITY, "schedule": "asha", "rungs": [0.5, 0.9]})

@@ -141,6 +141,13 @@ class JobSpec(Strict):
                              "set budget.trials to 1 or more, or name baselines")
         return self
 
+    @model_validator(mode="after")
+    def _rungs_with_the_built_in_trainer(self) -> JobSpec:
+        if self.fidelity.asha and self.trainer is not None:
+            raise ValueError("fidelity.schedule asha trains trials in rungs from checkpoints, which only the built-in "
+                             "trainer does; remove 'trainer' or set fidelity.schedule to full")
+        return self
+
     @property
     def final_fidelity(self) -> Fidelity:
         """The fidelity the final front is re-trained at."""

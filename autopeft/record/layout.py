@@ -40,5 +40,9 @@ class RunLayout:
         """The adapter of a re-evaluation: ``target`` is ``trial:N`` or ``baseline:NAME``."""
         return self.root / "final" / target.replace(":", "-") / f"seed-{seed}" / "adapter"
 
+    def checkpoint(self, number: int, rung: int) -> Path:
+        """Where a trial of a search with rungs waits after ``rung``: what its next rung continues from."""
+        return self.root / "checkpoints" / f"{number:04d}-rung-{rung}.pt"
+
     def baseline_adapter(self, name: str) -> Path:
         return self.root / "baselines" / name / "adapter"

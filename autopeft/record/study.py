@@ -33,6 +33,7 @@ OUT_OF_MEMORY = "out of memory"  # a FAILURE: the trial's device or host ran out
 TIMEOUT = "timeout"  # a FAILURE: the trial ran longer than the trial timeout and its worker was stopped
 WORKER_LOST = "worker lost"  # a FAILURE: the trial's worker process died on every attempt
 METRICS, TRAIN_SECONDS, PEAK_MEMORY_MB, DEVICE, NODE = "metrics", "train_seconds", "peak_memory_mb", "device", "node"
+RUNG_QUALITY, RUNG = "rung_quality", "rung"  # a search with rungs: the quality after each rung, the rung last sent to
 
 
 def _quiet() -> None:
@@ -191,6 +192,7 @@ class StudyRecord:
 
     def finish(self, trial: optuna.trial.Trial, quality: float, params: int, metrics: dict, train_seconds: float,
                peak_memory_mb: float, device: str, node: str = "") -> None:
+        train_seconds += trial.user_attrs.get(TRAIN_SECONDS, 0.0)  # and its earlier rungs'
         for key, value in ((METRICS, metrics), (TRAIN_SECONDS, train_seconds), (PEAK_MEMORY_MB, peak_memory_mb),
                            (DEVICE, device), (NODE, node)):
             trial.set_user_attr(key, value)
@@ -202,6 +204,23 @@ class StudyRecord:
         if reason is not None:
             trial.set_user_attr(FAILURE, reason)
         self.study.tell(trial, state=States.FAIL)
+
+    def record_rung(self, trial: optuna.trial.Trial, quality: float, train_seconds: float) -> None:
+        """A trial finished a rung before the last: its quality there; it waits, RUNNING, to be sent on or pruned."""
+        attrs = trial.user_attrs
+        trial.set_user_attr(RUNG_QUALITY, [*attrs.get(RUNG_QUALITY, []), quality])
+        trial.set_user_attr(TRAIN_SECONDS, attrs.get(TRAIN_SECONDS, 0.0) + train_seconds)
+
+    def send_to_rung(self, trial: optuna.trial.Trial, rung: int) -> None:
+        trial.set_user_attr(RUNG, rung)
+
+    def rung_trials(self) -> list[optuna.trial.FrozenTrial]:
+        """Trials that finished at least one rung, in every state."""
+        return [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get(RUNG_QUALITY)]
+
+    def prune(self, trial: optuna.trial.Trial) -> None:
+        """A paused trial that was not sent on before the search ended; its quality is its last rung's."""
+        self.study.tell(trial, state=States.PRUNED)
 
     def out_of_memory_estimates(self) -> list[float]:
         """The estimated memory of every trial and baseline that ran out of memory."""
@@ -220,6 +239,8 @@ class StudyRecord:
         """Trials left RUNNING by a search that was killed are marked interrupted; returns their MLflow runs."""
         runs = []
         for t in self.study.get_trials(deepcopy=False, states=(States.RUNNING,)):
+            if t.user_attrs.get(RUNG_QUALITY):  # it finished a rung: it resumes from that rung's checkpoint
+                continue
             self.interrupt(optuna.trial.Trial(self.study, t._trial_id), "the search stopped before it finished")
             if MLFLOW_RUN in t.user_attrs:
                 runs.append(t.user_attrs[MLFLOW_RUN])
@@ -251,9 +272,12 @@ class StudyRecord:
         return next((t for t in self.completed() if self._key(t.params) == key), None)
 
     def done(self) -> tuple[int, int]:
-        """(trials that count against the budget, of which failed): trained, not skipped nor interrupted."""
-        counted = [t for t in self.study.get_trials(deepcopy=False, states=(States.COMPLETE, States.FAIL))
-                   if not ({SKIPPED, INTERRUPTED} & set(t.user_attrs))]
+        """(trials that count against the budget, of which failed): trained, not skipped nor interrupted.
+
+        In a search with rungs a trial counts from its first rung on, whether it is later pruned or not.
+        """
+        counted = [t for t in self.study.get_trials(deepcopy=False) if not ({SKIPPED, INTERRUPTED} & set(t.user_attrs))
+                   and (t.state in (States.COMPLETE, States.FAIL, States.PRUNED) or t.user_attrs.get(RUNG_QUALITY))]
         return len(counted), sum(1 for t in counted if t.state == States.FAIL)
 
     def failures(self) -> dict[str, int]:

@@ -209,6 +209,19 @@ class MlflowWriter:
             self.client.log_artifacts(run_id, str(adapter_dir), artifact_path="adapter")
         self.client.set_terminated(run_id, status="FINISHED")
 
+    def log_rung(self, run_id: str, rung: int, quality: float, train_seconds: float) -> None:
+        """A trial finished a rung before the last: its quality and training seconds so far, by rung."""
+        from mlflow.entities import Metric
+
+        now = _now_ms()
+        self.client.log_batch(run_id, metrics=[Metric("rung_quality", float(quality), now, rung),
+                                               Metric("train_seconds", float(train_seconds), now, rung)])
+
+    def prune_trial(self, run_id: str, why: str) -> None:
+        """A trial that stopped at a rung before the last: it has no final quality."""
+        self.client.set_tag(run_id, "autopeft.pruned", why)
+        self.client.set_terminated(run_id, status="FINISHED")
+
     def note_retry(self, run_id: str, attempt: int, error: str) -> None:
         """A trial whose worker was lost runs again (``attempt`` re-runs so far)."""
         self.client.set_tag(run_id, "autopeft.retries", str(attempt))

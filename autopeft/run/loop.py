@@ -28,9 +28,11 @@ from autopeft.record.layout import RunLayout
 from autopeft.record.lease import HEARTBEAT, Lease, LeaseLost
 from autopeft.record.pareto import Point, Reference, hypervolume, pareto_front
 from autopeft.record.storage import StoreUnavailable
-from autopeft.record.study import OUT_OF_MEMORY, TIMEOUT, WORKER_LOST, StudyRecord
+from autopeft.record.study import (MLFLOW_RUN, OUT_OF_MEMORY, PLAN, RUNG, RUNG_QUALITY, TIMEOUT, TRAIN_SECONDS,
+                                   WORKER_LOST, States, StudyRecord)
 from autopeft.record.tracking import Tracker, flatten
 from autopeft.run.pool import WorkerPool, init_ray
+from autopeft.run.rungs import RungTrial, next_promotion
 from autopeft.run.prepare import Prepared, prepare
 from autopeft.workers.plan import Plan
 from autopeft.workers.types import TrialOutcomeError, TrialRequest, TrialResult
@@ -73,9 +75,14 @@ class TrialWork:
     actor: object = None
     started: float = 0.0  # time.monotonic() when it went to its worker
     attempts: int = 0  # re-runs after its worker was lost
-    counts = True  # against the budget
+    rung: int = 0  # in a search with rungs: the rung it trains up to
+    overrides: dict = field(default_factory=dict)  # request fields other than the job's: a rung's stop and checkpoint
     baseline = None
-    overrides = {}  # request fields other than the job's (seed, fidelity): none
+
+    @property
+    def counts(self) -> bool:
+        """Against the budget: a new trial does; a trial sent on to a later rung already did."""
+        return self.rung == 0
 
     @property
     def trial_number(self) -> int:
@@ -83,7 +90,7 @@ class TrialWork:
 
     @property
     def label(self) -> str:
-        return f"trial {self.trial.number}"
+        return f"trial {self.trial.number}" + (f" (rung {self.rung + 1})" if self.overrides else "")
 
     def adapter_dir(self, layout: RunLayout) -> Path:
         return layout.trial_adapter(self.trial.number)
@@ -96,7 +103,8 @@ class TrialWork:
                       result.peak_memory_mb, result.device, result.node)
 
     def stopped(self, record: StudyRecord) -> None:
-        record.interrupt(self.trial, STOPPED)
+        if self.rung == 0:  # a later rung runs again from its checkpoint on resume
+            record.interrupt(self.trial, STOPPED)
 
 
 @dataclass
@@ -194,11 +202,16 @@ class SearchLoop:
                                  trained_as=record.trained_as)
         self.bar = _progress(trials + len(prepared.baselines), self.finished + len(record.baselines), progress)
         self.finals: list[tuple[str, int, Plan]] | None = None  # re-evaluations left, once the search is done
+        fidelity = self.job.fidelity
+        self.rungs = fidelity.rungs if fidelity.asha else None  # trials train in rungs (MO-ASHA)
+        self.continuing = self._cut_short_rungs() if self.rungs else []  # (trial, rung) a stopped search left mid-rung
+        self._counts: dict[int, int] = {}  # trainable parameters by trial number
 
     def run(self) -> None:
         status = "FAILED"
         try:
-            while self.baselines_left or self._trials_to_start() or self.running or self._finals_left():
+            while (self.baselines_left or self._trials_to_start() or self.running or self._next_rung() is not None
+                   or self._finals_left()):
                 self.lease.renew()
                 self._fill()
                 ready = self.pool.wait(list(self.running), self._wait_time())
@@ -220,8 +233,9 @@ class SearchLoop:
     def _finals_left(self) -> bool:
         """Whether re-evaluations are left to start; their list is made once the search's trials are done."""
         if self.finals is None:
-            if self.baselines_left or self._trials_to_start() or self.running:
+            if self.baselines_left or self._trials_to_start() or self.running or self._next_rung() is not None:
                 return False
+            self._prune_paused()
             self.finals = self._final_items()
             if self.finals:
                 targets = len({target for target, _, _ in self.finals})
@@ -258,6 +272,10 @@ class SearchLoop:
             run_id = self.tracker.start_trial(None, {"plan": plan.describe(), "trainable_params": params, **memory.to_dict()},
                                               baseline=name)
             self._submit(BaselineWork(name, plan, params, self.prepared.shape.pct(params), memory.total_gb, run_id))
+        while self.pool.idle and (step := self._next_rung()) is not None:
+            if self.continuing and step == self.continuing[0]:
+                self.continuing.pop(0)
+            self._send_on(*step)
         while self.pool.idle and self._trials_to_start():
             proposal = self.proposer.next()
             trial = proposal.trial
@@ -269,7 +287,8 @@ class SearchLoop:
             run_id = self.tracker.start_trial(trial.number, {**space.values(trial.params), "plan": plan.describe(),
                                                              "trainable_params": params, **memory.to_dict()})
             self.record.set_run_id(trial, run_id)
-            self._submit(TrialWork(trial, plan, params, pct, memory.total_gb, run_id))
+            first_rung = {"stop_at": self.rungs[0]} if self.rungs else {}
+            self._submit(TrialWork(trial, plan, params, pct, memory.total_gb, run_id, overrides=first_rung))
         while self.pool.idle and self.finals:
             target, seed, plan = self.finals.pop(0)
             params = space.count(plan)
@@ -279,6 +298,70 @@ class SearchLoop:
             overrides = {"seed": self.job.seed + seed, "fidelity": self.job.final_fidelity}
             self._submit(FinalWork(target, seed, plan, params, self.prepared.shape.pct(params), memory.total_gb, run_id,
                                    overrides))
+
+    # -- rungs (fidelity.schedule: asha) -----------------------------------------------------------
+
+    def _rung_trials(self) -> list[RungTrial]:
+        return [RungTrial(trial=t.number, params=self._count(t),
+                          qualities=tuple(t.user_attrs[RUNG_QUALITY]), sent_to=t.user_attrs.get(RUNG, 0),
+                          paused=t.state == States.RUNNING and len(t.user_attrs[RUNG_QUALITY]) == t.user_attrs.get(RUNG, 0) + 1
+                          and t.number not in self._in_flight())
+                for t in self.record.rung_trials()]
+
+    def _count(self, trial: optuna.trial.FrozenTrial) -> int:
+        if trial.number not in self._counts:
+            self._counts[trial.number] = self.prepared.space.count(Plan.from_dict(trial.user_attrs[PLAN]))
+        return self._counts[trial.number]
+
+    def _in_flight(self) -> set[int]:
+        return {work.trial_number for work in self.running.values() if isinstance(work, TrialWork)}
+
+    def _next_rung(self) -> tuple[int, int] | None:
+        """(trial, rung) to train next: a rung a stopped search cut short, else the next promotion."""
+        if not self.rungs:
+            return None
+        if self.continuing:
+            return self.continuing[0]
+        return next_promotion(self._rung_trials(), len(self.rungs), self.job.fidelity.reduction_factor, self.reference)
+
+    def _cut_short_rungs(self) -> list[tuple[int, int]]:
+        """Trials sent to a later rung that a stopped search left unfinished: that rung runs again from its checkpoint."""
+        return [(t.number, t.user_attrs[RUNG]) for t in self.record.rung_trials()
+                if t.state == States.RUNNING and t.user_attrs.get(RUNG, 0) == len(t.user_attrs[RUNG_QUALITY])]
+
+    def _send_on(self, number: int, rung: int) -> None:
+        """Continue a paused trial from its checkpoint up to ``rung``."""
+        frozen = self.record.study.get_trials(deepcopy=False)[number]
+        trial = optuna.trial.Trial(self.record.study, frozen._trial_id)
+        plan = self.record.plan_of(number)
+        params = self.prepared.space.count(plan)
+        checkpoint = self.job.layout.checkpoint(number, rung - 1).read_bytes()
+        self.record.send_to_rung(trial, rung)
+        self._submit(TrialWork(trial, plan, params, self.prepared.shape.pct(params), self.prepared.memory_gb(plan),
+                               frozen.user_attrs[MLFLOW_RUN], rung=rung,
+                               overrides={"stop_at": self.rungs[rung], "resume": checkpoint}))
+
+    def _pause(self, work: TrialWork, result: TrialResult) -> None:
+        """A trial finished a rung before the last: keep its checkpoint; it waits to be sent on or pruned."""
+        path = self.job.layout.checkpoint(work.trial.number, work.rung)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        partial.write_bytes(result.checkpoint)
+        partial.replace(path)
+        self.record.record_rung(work.trial, result.quality, result.train_seconds)
+        self.job.layout.checkpoint(work.trial.number, work.rung - 1).unlink(missing_ok=True)
+        self.tracker.log_rung(work.run_id, work.rung, result.quality, work.trial.user_attrs.get(TRAIN_SECONDS, 0.0))
+
+    def _prune_paused(self) -> None:
+        """The search is over: trials still waiting at a rung stop there, with that rung's quality."""
+        for t in self.record.rung_trials():
+            if t.state != States.RUNNING:
+                continue
+            rung = len(t.user_attrs[RUNG_QUALITY]) - 1
+            self.record.prune(optuna.trial.Trial(self.record.study, t._trial_id))
+            self.job.layout.checkpoint(t.number, rung).unlink(missing_ok=True)
+            if MLFLOW_RUN in t.user_attrs:
+                self.tracker.prune_trial(t.user_attrs[MLFLOW_RUN], f"after rung {rung + 1} of {len(self.rungs)}")
 
     def _skipped(self, trial: optuna.trial.Trial, reason: str) -> float:
         """A proposal that is never trained: recorded with its plan; told at its exact count."""
@@ -349,6 +432,14 @@ class SearchLoop:
             return
         self.pool.release(work.actor, healthy=True)
         self.durations.append(time.monotonic() - work.started)
+        if isinstance(work, TrialWork) and result.checkpoint is not None:
+            self._pause(work, result)
+            if work.counts:
+                self.finished += 1
+                self.bar.update(1)
+            return
+        if isinstance(work, TrialWork) and work.rung:
+            self.job.layout.checkpoint(work.trial.number, work.rung - 1).unlink(missing_ok=True)
         adapter_dir = _save_adapter(work.adapter_dir(self.job.layout), result)
         self.tracker.finish_trial(work.run_id, {**result.metrics, "quality": result.quality, "trainable_params": work.params,
                                                 "trainable_pct": work.pct, "train_seconds": result.train_seconds,
@@ -359,7 +450,8 @@ class SearchLoop:
             self.finished += 1
         if not isinstance(work, FinalWork):  # a re-evaluation leaves the search's front as it was
             self._log_front()
-        self.bar.update(1)
+        if work.counts or not isinstance(work, TrialWork):  # a trial's later rung was counted at its first
+            self.bar.update(1)
 
     def _fail(self, work: TrialWork | BaselineWork | FinalWork, error: str, reason: str | None) -> None:
         self.tracker.fail_trial(work.run_id, error, reason)
@@ -369,10 +461,13 @@ class SearchLoop:
             log.warning("%s ran out of memory at an estimated %.2f GiB: plans estimated at that much or more "
                         "are no longer proposed", work.label, work.memory_gb)
         work.failed(self.record, error, reason)
-        if work.counts:
+        if isinstance(work, TrialWork):
             self.failed += 1
+        if work.counts:
             self.finished += 1
-        self.bar.update(1)
+            self.bar.update(1)
+        elif not isinstance(work, TrialWork):
+            self.bar.update(1)
 
     def _log_front(self) -> None:
         from autopeft.dashboards.pareto_chart import pareto_png

@@ -1,0 +1,58 @@
+"""Asynchronous successive halving over two objectives (MO-ASHA, Schmucker et al. 2021): which trial goes on.
+
+A search with ``fidelity.schedule: asha`` trains each new trial up to its first rung (a fraction of
+the fidelity's steps) and pauses it. Whenever a worker is free, the highest rung with a paused
+trial among its top ``1 / reduction_factor`` goes first: that trial continues from its checkpoint
+to the next rung. Trials rank by non-dominated sorting of (quality, trainable parameters) and,
+within one front, by the hypervolume each adds. There is no barrier between rungs; a trial is
+never promoted twice from one rung. The pure functions here decide; the search loop runs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autopeft.record.pareto import Point, Reference, hypervolume, pareto_front
+
+
+def ranked(points: list[Point], reference: Reference) -> list[int]:
+    """Trial numbers from the best to the worst: front by front, each by the hypervolume its points add."""
+    remaining, order = list(points), []
+    while remaining:
+        front = pareto_front(remaining)
+        whole = hypervolume(front, reference)
+
+        def added(point: Point) -> float:
+            return whole - hypervolume([p for p in front if p is not point], reference)
+
+        order += [p.trial for p in sorted(front, key=lambda p: (-added(p), p.params, p.trial))]
+        chosen = {id(p) for p in front}
+        remaining = [p for p in remaining if id(p) not in chosen]
+    return order
+
+
+@dataclass(frozen=True)
+class RungTrial:
+    """A trial of a search with rungs: the quality after each rung it finished, the rung it was last sent to."""
+
+    trial: int
+    params: int
+    qualities: tuple[float, ...]
+    sent_to: int
+    paused: bool  # finished the rung it was sent to and waits: neither running, failed nor pruned
+
+
+def next_promotion(trials: list[RungTrial], rungs: int, factor: int, reference: Reference) -> tuple[int, int] | None:
+    """(trial, rung) of the paused trial to send on, from the highest rung down; None while none qualifies."""
+    for rung in reversed(range(rungs - 1)):
+        reached = [t for t in trials if len(t.qualities) > rung]
+        top = len(reached) // factor
+        if top == 0:
+            continue
+        by_number = {t.trial: t for t in reached}
+        points = [Point(trial=t.trial, quality=t.qualities[rung], params=t.params, pct=0.0) for t in reached]
+        for number in ranked(points, reference)[:top]:
+            candidate = by_number[number]
+            if candidate.sent_to == rung and candidate.paused:
+                return number, rung + 1
+    return None
