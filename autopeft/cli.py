@@ -150,6 +150,8 @@ def render_snapshot(snap) -> str:
              f"trials [{'#' * filled}{'.' * (width - filled)}] {snap.done}/{snap.trials}, {snap.failed} failed"
              + (f"; baselines {snap.baselines_done}/{snap.baselines}" if snap.baselines else "")
              + f"; {best}; front {len(snap.front)} points; hypervolume {snap.hypervolume:.4f}"]
+    if snap.waiting or snap.pruned:
+        lines.append(f"rungs: {snap.waiting} trials waiting after a rung, {snap.pruned} pruned")
     if snap.devices:
         lines.append("trained on: " + ", ".join(f"{d} ({n})" for d, n in sorted(snap.devices.items())))
     if snap.running:

@@ -11,7 +11,9 @@ from autopeft.api import submit
 from autopeft.job.data import load_task_data
 from autopeft.job.spec import TaskSpec
 from autopeft.record.pareto import Point, Reference
-from autopeft.record.study import RUNG, RUNG_QUALITY, States
+from autopeft.cli import render_snapshot
+from autopeft.record.snapshot import snapshot
+from autopeft.record.study import RUNG, RUNG_QUALITY, States, StudyRecord
 from autopeft.run.loop import SearchLoop
 from autopeft.run.rungs import RungTrial, next_promotion, ranked
 from autopeft.workers.methods.lora import Lora, LoraTarget
@@ -126,6 +128,8 @@ def test_a_search_with_rungs_stopped_mid_rung_resumes_that_rung_and_counts_prune
     assert complete and pruned and len(complete) + len(pruned) == 4  # the worst of the first rung stopped there
     assert all(len(t.user_attrs[RUNG_QUALITY]) == 1 for t in complete + pruned)  # every rung ran once
     assert {p.trial for p in summary.front} <= {t.number for t in complete}  # the front is full trainings only
+    assert summary.pruned == len(pruned) and f"{len(pruned)} pruned after a rung" in summary.failed_text()
+    assert f"0 trials waiting after a rung, {len(pruned)} pruned" in render_snapshot(snapshot(StudyRecord.load(job)))
     assert not list(job.layout.checkpoint(0, 0).parent.iterdir())  # no checkpoint is left behind
     assert all(job.layout.trial_adapter(t.number).is_dir() for t in complete)
 

@@ -9,7 +9,8 @@ from datetime import datetime
 from autopeft.errors import UserError
 from autopeft.record.lease import live_driver
 from autopeft.record.pareto import Point, Reference, hypervolume, pareto_front
-from autopeft.record.study import DEVICE, ERROR, FAILURE, INTERRUPTED, NODE, PLAN_SUMMARY, SKIPPED, States, StudyRecord
+from autopeft.record.study import (DEVICE, ERROR, FAILURE, INTERRUPTED, NODE, PLAN_SUMMARY, RUNG, RUNG_QUALITY, SKIPPED,
+                                   States, StudyRecord)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class Snapshot:
     best: float | None
     devices: dict[str, int]  # finished trials by the machine and device they trained on
     driver: dict | None
+    waiting: int = 0  # a search with rungs: trials paused after a rung, to be sent on or pruned
+    pruned: int = 0
 
     @property
     def finished(self) -> bool:
@@ -74,6 +77,8 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
     job = record.job
     trials = record.study.get_trials(deepcopy=False)
     running = [t for t in trials if t.state == States.RUNNING and SKIPPED not in t.user_attrs]
+    waiting = [t for t in running if _waiting(t.user_attrs)]
+    running = [t for t in running if not _waiting(t.user_attrs)]
     now = now or datetime.now()
     failures = [Failure(t.number, _reason(t.user_attrs)) for t in trials
                 if t.state == States.FAIL and not ({SKIPPED, INTERRUPTED} & set(t.user_attrs))]
@@ -89,10 +94,20 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
         name=record.study.study_name, metric=job.get("task", {}).get("metric", "quality"),
         trials=int(job.get("budget", {}).get("trials", done)), done=done, failed=failed,
         baselines=len(job.get("baselines") or []), baselines_done=len(record.baselines),
-        running=[Running(t.number, t.user_attrs.get(PLAN_SUMMARY, "(being proposed)"),
+        running=[Running(t.number, _rung_text(t.user_attrs) + t.user_attrs.get(PLAN_SUMMARY, "(being proposed)"),
                          (now - t.datetime_start).total_seconds() if t.datetime_start else 0.0) for t in running],
         failures=failures, front=front, reference=reference, hypervolume=hypervolume(points, reference),
-        best=max((p.quality for p in points), default=None), devices=devices, driver=live_driver(record.study))
+        best=max((p.quality for p in points), default=None), devices=devices, driver=live_driver(record.study),
+        waiting=len(waiting), pruned=sum(1 for t in trials if t.state == States.PRUNED))
+
+
+def _waiting(attrs: dict) -> bool:
+    """A trial paused after a rung: it finished the rung it was sent to."""
+    return len(attrs.get(RUNG_QUALITY, [])) > attrs.get(RUNG, 0)
+
+
+def _rung_text(attrs: dict) -> str:
+    return f"(rung {attrs[RUNG] + 1}) " if attrs.get(RUNG) else ""
 
 
 def _trial_rows(record: StudyRecord) -> list:
@@ -103,9 +118,12 @@ def _trial_rows(record: StudyRecord) -> list:
     for t in record.study.get_trials(deepcopy=False):
         attrs = t.user_attrs
         state = ("skipped" if SKIPPED in attrs else "interrupted" if INTERRUPTED in attrs else
+                 "waiting" if t.state == States.RUNNING and _waiting(attrs) else
                  {States.COMPLETE: "finished", States.FAIL: "failed", States.RUNNING: "running"}.get(t.state, t.state.name.lower()))
         values = t.values if state == "finished" else None
         note = attrs[SKIPPED] if state == "skipped" else _reason(attrs) if state == "failed" else ""
+        if state in ("waiting", "pruned"):
+            note = f"after rung {len(attrs[RUNG_QUALITY])}: {attrs[RUNG_QUALITY][-1]:.4f}"
         rows.append(TrialRow(t.number, state, values[0] if values else None, int(values[1]) if values else None,
                              attrs.get(PLAN_SUMMARY, ""), attrs.get(TRAIN_SECONDS), note))
     return rows

@@ -55,11 +55,13 @@ class SearchSummary:
     final_front: list[Point] = field(default_factory=list)  # re-evaluated over seeds: mean quality and its std
     final_hypervolume: float = 0.0
     final_baselines: dict[str, Point] = field(default_factory=dict)
+    pruned: int = 0  # a search with rungs: trials stopped after a rung before the last
 
     def failed_text(self) -> str:
-        """``2 failed (1 timeout, 1 out of memory)``."""
+        """``2 failed (1 timeout, 1 out of memory)``, and ``, 40 pruned`` in a search with rungs."""
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.failures.items()))
-        return f"{self.failed} failed" + (f" ({reasons})" if reasons and self.failed else "")
+        pruned = f", {self.pruned} pruned after a rung" if self.pruned else ""
+        return f"{self.failed} failed" + (f" ({reasons})" if reasons and self.failed else "") + pruned
 
 
 @dataclass
@@ -581,7 +583,8 @@ def _run_search(job: JobSpec, progress: bool, prepared: Prepared, record: StudyR
                          failed=loop.failed, reference=reference, front=pareto_front(points),
                          hypervolume=hypervolume(points, reference), baselines=record.baseline_points(),
                          failures=record.failures(), final_front=pareto_front(final),
-                         final_hypervolume=hypervolume(final, reference), final_baselines=final_baselines)
+                         final_hypervolume=hypervolume(final, reference), final_baselines=final_baselines,
+                         pruned=len(record.study.get_trials(deepcopy=False, states=(States.PRUNED,))))
 
 
 def zero_shot_score(prepared: Prepared, pool: WorkerPool, progress: bool) -> float:

@@ -1,0 +1,104 @@
+"""Multi-fidelity search: does a search with rungs (``fidelity.schedule: asha``) reach the hypervolume a
+full-fidelity search reaches in 30 trials with at most half the training compute?
+
+    python benchmarks/multi_fidelity.py [--trials 60] [JOB.yaml ...]   # default: jobs/quality_rotten.yaml, jobs/quality_debates.yaml
+
+For each job (real training: MiniLM-L6 on two real classification tasks) it runs, or resumes, the
+job as written (its 30 full-fidelity trials; its baselines and re-evaluation are not counted) and a
+copy with rungs at 1/9, 1/3 and all of the steps (reduction factor 3), ``--trials`` new trials and
+neither baselines nor re-evaluation. Compute is the summed training seconds of every trial (each
+rung counted, pruned trials included). The table gives each search's hypervolume over its fully
+trained trials (the job's reference point), its compute, and the hypervolume the full-fidelity
+search had reached, in order of completion, once it had spent the compute of the search with rungs.
+The report also goes to ``benchmarks/out/multi_fidelity.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from autopeft import api
+from autopeft.record.pareto import Point, hypervolume
+from autopeft.record.study import TRAIN_SECONDS, States, StudyRecord
+from collect_trials import write_derived
+
+HERE = Path(__file__).parent
+JOBS = [HERE / "jobs" / "quality_rotten.yaml", HERE / "jobs" / "quality_debates.yaml"]
+FULL_TRIALS = 30
+
+
+def with_rungs(job_path: Path, trials: int) -> Path:
+    """A copy of the job that trains in rungs, with no baselines and no re-evaluation."""
+    data = yaml.safe_load(job_path.read_text())
+    data["name"] = f"{data['name']}-asha"
+    data["baselines"] = []
+    data["final"] = {"seeds": 0}
+    data["budget"]["trials"] = trials
+    data["fidelity"]["schedule"] = "asha"
+    for key in ("train_file", "validation_file"):
+        if data["task"].get(key):
+            data["task"][key] = str((job_path.parent / data["task"][key]).resolve())
+    out = HERE / "out" / "jobs" / f"{data['name']}.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def trials_of(job) -> tuple[StudyRecord, list]:
+    record = StudyRecord.load(job)
+    return record, [t for t in record.trained() if t.state != States.RUNNING]
+
+
+def run(job_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "autopeft", "submit", str(job_path), "--no-progress"], check=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("jobs", type=Path, nargs="*", default=JOBS)
+    parser.add_argument("--trials", type=int, default=60, help="new trials of the search with rungs")
+    args = parser.parse_args(argv)
+    lines = ["| task | full fidelity, 30 trials: hypervolume, compute | with rungs: trials (fully trained), "
+             "hypervolume, compute | compute ratio | full fidelity at the same compute | target |",
+             "|---|---|---|---|---|---|"]
+    for job_path in args.jobs:
+        job = api.load_job(job_path)
+        write_derived(job)
+        run(job_path)
+        asha_path = with_rungs(job_path, args.trials)
+        run(asha_path)
+        record, full = trials_of(job)
+        reference = record.reference
+        full = sorted([t for t in full if t.number < FULL_TRIALS], key=lambda t: t.datetime_complete)
+        full_points = [Point(t.number, t.values[0], int(t.values[1]), 0.0) for t in full if t.state == States.COMPLETE]
+        full_hv = hypervolume(full_points, reference)
+        full_seconds = sum(t.user_attrs.get(TRAIN_SECONDS, 0.0) for t in full)
+        _, asha = trials_of(api.load_job(asha_path))
+        complete = [Point(t.number, t.values[0], int(t.values[1]), 0.0) for t in asha if t.state == States.COMPLETE]
+        asha_hv = hypervolume(complete, reference)
+        asha_seconds = sum(t.user_attrs.get(TRAIN_SECONDS, 0.0) for t in asha)
+        spent, prefix = 0.0, []
+        for t in full:
+            spent += t.user_attrs.get(TRAIN_SECONDS, 0.0)
+            if spent > asha_seconds:
+                break
+            if t.state == States.COMPLETE:
+                prefix.append(Point(t.number, t.values[0], int(t.values[1]), 0.0))
+        ratio = asha_seconds / full_seconds
+        verdict = "met" if asha_hv >= full_hv and ratio <= 0.5 else "not met"
+        lines.append(f"| {job.name} | {full_hv:.4f}, {full_seconds:,.0f} s | {len(asha)} ({len(complete)}), {asha_hv:.4f}, "
+                     f"{asha_seconds:,.0f} s | {ratio:.2f} | {hypervolume(prefix, reference):.4f} | {verdict} |")
+    text = "\n".join(lines)
+    print(text)
+    out = HERE / "out" / "multi_fidelity.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
