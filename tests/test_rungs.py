@@ -3,15 +3,13 @@
 import optuna
 import pytest
 import torch
-from conftest import TINY_FIDELITY
 from safetensors.torch import load
-from test_search import runs_of, tiny_job
 
 from autopeft.api import submit
+from autopeft.cli import render_snapshot
 from autopeft.job.data import load_task_data
 from autopeft.job.spec import TaskSpec
 from autopeft.record.pareto import Point, Reference
-from autopeft.cli import render_snapshot
 from autopeft.record.snapshot import snapshot
 from autopeft.record.study import RUNG, RUNG_QUALITY, States, StudyRecord
 from autopeft.run.loop import SearchLoop
@@ -20,6 +18,8 @@ from autopeft.workers.methods.lora import Lora, LoraTarget
 from autopeft.workers.plan import Plan
 from autopeft.workers.trial import run_trial
 from autopeft.workers.types import Fidelity, TrialRequest
+from conftest import TINY_FIDELITY
+from test_search import runs_of, tiny_job
 
 
 @pytest.fixture(scope="module")

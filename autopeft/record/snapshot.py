@@ -9,8 +9,19 @@ from datetime import datetime
 from autopeft.errors import UserError
 from autopeft.record.lease import live_driver
 from autopeft.record.pareto import Point, Reference, hypervolume, pareto_front
-from autopeft.record.study import (DEVICE, ERROR, FAILURE, INTERRUPTED, NODE, PLAN_SUMMARY, RUNG, RUNG_QUALITY, SKIPPED,
-                                   States, StudyRecord)
+from autopeft.record.study import (
+    DEVICE,
+    ERROR,
+    FAILURE,
+    INTERRUPTED,
+    NODE,
+    PLAN_SUMMARY,
+    RUNG,
+    RUNG_QUALITY,
+    SKIPPED,
+    States,
+    StudyRecord,
+)
 
 
 @dataclass(frozen=True)

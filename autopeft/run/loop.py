@@ -28,12 +28,22 @@ from autopeft.record.layout import RunLayout
 from autopeft.record.lease import HEARTBEAT, Lease, LeaseLost
 from autopeft.record.pareto import Point, Reference, hypervolume, pareto_front
 from autopeft.record.storage import StoreUnavailable
-from autopeft.record.study import (MLFLOW_RUN, OUT_OF_MEMORY, PLAN, RUNG, RUNG_QUALITY, TIMEOUT, TRAIN_SECONDS,
-                                   WORKER_LOST, States, StudyRecord)
+from autopeft.record.study import (
+    MLFLOW_RUN,
+    OUT_OF_MEMORY,
+    PLAN,
+    RUNG,
+    RUNG_QUALITY,
+    TIMEOUT,
+    TRAIN_SECONDS,
+    WORKER_LOST,
+    States,
+    StudyRecord,
+)
 from autopeft.record.tracking import Tracker, flatten
 from autopeft.run.pool import WorkerPool, init_ray
-from autopeft.run.rungs import RungTrial, next_promotion
 from autopeft.run.prepare import Prepared, prepare
+from autopeft.run.rungs import RungTrial, next_promotion
 from autopeft.workers.plan import Plan
 from autopeft.workers.types import TrialOutcomeError, TrialRequest, TrialResult
 
