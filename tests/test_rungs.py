@@ -72,22 +72,31 @@ def test_trials_rank_front_by_front_and_by_the_hypervolume_they_add():
 
 
 def test_the_top_third_of_a_rung_is_sent_on_once_and_the_highest_rung_goes_first():
-    trials = [paused(n, 100 * (n + 1), 0.6 + 0.01 * n) for n in range(5)]
-    assert next_promotion(trials, 3, 3, REFERENCE) == (0, 1)  # 5 at rung 0: one goes on; the smallest adds most
-    trials[0] = paused(0, 100, 0.6, sent_to=1)  # sent on: never again from rung 0
-    assert next_promotion(trials, 3, 3, REFERENCE) is None
-    trials.append(paused(5, 50, 0.9))  # 6 at rung 0: the top two are 5 and 0; 0 went on, 5 goes now
-    assert next_promotion(trials, 3, 3, REFERENCE) == (5, 1)
-    trials += [paused(6, 60, 0.7, 0.7), paused(7, 70, 0.6, 0.6), paused(8, 80, 0.5, 0.55)]
-    assert next_promotion(trials, 3, 3, REFERENCE) == (6, 2)  # rung 1 holds three: its best goes first
-    trials[6] = paused(6, 60, 0.7, 0.7, sent_to=2)
-    assert next_promotion(trials, 3, 3, REFERENCE) == (5, 1)
+    trials = [paused(0, 100, 0.9)] + [paused(n, 100 * (n + 1), 0.6 + 0.01 * n) for n in range(1, 5)]
+    assert next_promotion(trials, 3, 3) == (0, 1)  # 5 at rung 0: one goes on, the one that dominates the rest
+    trials[0] = paused(0, 100, 0.9, sent_to=1)  # sent on: never again from rung 0
+    assert next_promotion(trials, 3, 3) is None
+    trials.append(paused(5, 50, 0.95))  # 6 at rung 0: the top two are 5 and 0; 0 went on, 5 goes now
+    assert next_promotion(trials, 3, 3) == (5, 1)
+    trials += [paused(6, 60, 0.99, 0.99), paused(7, 700, 0.6, 0.6), paused(8, 800, 0.5, 0.55)]
+    assert next_promotion(trials, 3, 3) == (6, 2)  # rung 1 holds three: its best goes first
+    trials[6] = paused(6, 60, 0.99, 0.99, sent_to=2)
+    assert next_promotion(trials, 3, 3) == (5, 1)
+
+
+def test_trials_that_tie_on_the_metric_go_on_by_their_validation_loss():
+    # early in training every trial predicts the majority label: the loss tells which one learns
+    losses = [0.69, 0.69, 0.69, 0.55, 0.69, 0.69]
+    trials = [RungTrial(n, 100 * (n + 1), (0.57,), 0, True, losses=(loss,)) for n, loss in enumerate(losses)]
+    assert next_promotion(trials, 2, 3) == (3, 1)  # not the smallest plan, which a tie alone would favour
+    trials[3] = RungTrial(3, 400, (0.57,), 1, False, losses=(0.55,))
+    assert next_promotion(trials, 2, 3) == (0, 1)  # then the smallest of those that tie on both
 
 
 def test_a_running_or_failed_trial_is_not_sent_on():
     trials = [paused(n, 100, 0.6 + 0.01 * n) for n in range(3)]
     trials[2] = RungTrial(2, 100, (0.62,), 0, paused=False)
-    assert next_promotion(trials, 2, 3, REFERENCE) is None
+    assert next_promotion(trials, 2, 3) is None
 
 
 # -- a search with rungs, on real Ray and MLflow ------------------------------------------------------

@@ -77,6 +77,7 @@ class Generation:
         by_length = sorted(range(n), key=lambda i: len(encoded[i][0]))
         pad = context.tokenizer.pad_token_id
         correct = total = 0
+        loss = 0.0
         generated: dict[int, str] = {}
         model.eval()
         with torch.no_grad(), autocast(context):
@@ -87,6 +88,8 @@ class Generation:
                 target = labels[:, 1:]
                 learned = target != IGNORE
                 correct += int(((logits.argmax(-1) == target) & learned).sum())
+                loss += float(torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), target, ignore_index=IGNORE,
+                                                                reduction="sum"))
                 total += int(learned.sum())
                 prompts = [encoded[i][0] for i in batch]
                 width = max(len(p) for p in prompts)
@@ -99,4 +102,5 @@ class Generation:
                 generated.update(zip(batch, texts))
         references = [data.validation_texts[i][1] for i in range(n)]
         return {"exact_match": exact_match(references, [generated[i] for i in range(n)]),
-                "token_accuracy": correct / max(1, total), "truncated_examples": float(truncated)}
+                "token_accuracy": correct / max(1, total), "eval_loss": loss / max(1, total),
+                "truncated_examples": float(truncated)}

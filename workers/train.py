@@ -79,13 +79,16 @@ class Classification:
         tokens = _tokenize(context, data.validation_texts, list(range(n)))
         by_length = sorted(range(n), key=lambda i: len(tokens[i]["input_ids"]))
         predictions: dict[int, int] = {}
+        loss = 0.0
         model.eval()
         with torch.no_grad(), autocast(context):
             for batch in batches(by_length, 2 * context.fidelity.batch_size):
                 logits = model(**_collate(context, [tokens[i] for i in batch])).logits
                 predictions.update(zip(batch, logits.argmax(dim=-1).tolist()))
+                targets = torch.tensor([data.validation_labels[i] for i in batch], device=logits.device)
+                loss += float(torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum"))
         labels = list(data.validation_labels[:n])
-        return {context.metric: score(context.metric, labels, [predictions[i] for i in range(n)])}
+        return {context.metric: score(context.metric, labels, [predictions[i] for i in range(n)]), "eval_loss": loss / n}
 
 
 def task_of(context):

@@ -34,6 +34,7 @@ TIMEOUT = "timeout"  # a FAILURE: the trial ran longer than the trial timeout an
 WORKER_LOST = "worker lost"  # a FAILURE: the trial's worker process died on every attempt
 METRICS, TRAIN_SECONDS, PEAK_MEMORY_MB, DEVICE, NODE = "metrics", "train_seconds", "peak_memory_mb", "device", "node"
 RUNG_QUALITY, RUNG = "rung_quality", "rung"  # a search with rungs: the quality after each rung, the rung last sent to
+RUNG_LOSS = "rung_eval_loss"  # and the validation loss after each rung (None where the trainer reports none)
 
 
 def _quiet() -> None:
@@ -205,10 +206,11 @@ class StudyRecord:
             trial.set_user_attr(FAILURE, reason)
         self.study.tell(trial, state=States.FAIL)
 
-    def record_rung(self, trial: optuna.trial.Trial, quality: float, train_seconds: float) -> None:
+    def record_rung(self, trial: optuna.trial.Trial, quality: float, loss: float | None, train_seconds: float) -> None:
         """A trial finished a rung before the last: its quality there; it waits, RUNNING, to be sent on or pruned."""
         attrs = trial.user_attrs
         trial.set_user_attr(RUNG_QUALITY, [*attrs.get(RUNG_QUALITY, []), quality])
+        trial.set_user_attr(RUNG_LOSS, [*attrs.get(RUNG_LOSS, []), loss])
         trial.set_user_attr(TRAIN_SECONDS, attrs.get(TRAIN_SECONDS, 0.0) + train_seconds)
 
     def send_to_rung(self, trial: optuna.trial.Trial, rung: int) -> None:

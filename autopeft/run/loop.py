@@ -33,6 +33,7 @@ from autopeft.record.study import (
     OUT_OF_MEMORY,
     PLAN,
     RUNG,
+    RUNG_LOSS,
     RUNG_QUALITY,
     TIMEOUT,
     TRAIN_SECONDS,
@@ -316,6 +317,7 @@ class SearchLoop:
     def _rung_trials(self) -> list[RungTrial]:
         return [RungTrial(trial=t.number, params=self._count(t),
                           qualities=tuple(t.user_attrs[RUNG_QUALITY]), sent_to=t.user_attrs.get(RUNG, 0),
+                          losses=tuple(t.user_attrs.get(RUNG_LOSS, ())),
                           paused=t.state == States.RUNNING and len(t.user_attrs[RUNG_QUALITY]) == t.user_attrs.get(RUNG, 0) + 1
                           and t.number not in self._in_flight())
                 for t in self.record.rung_trials()]
@@ -334,7 +336,7 @@ class SearchLoop:
             return None
         if self.continuing:
             return self.continuing[0]
-        return next_promotion(self._rung_trials(), len(self.rungs), self.job.fidelity.reduction_factor, self.reference)
+        return next_promotion(self._rung_trials(), len(self.rungs), self.job.fidelity.reduction_factor)
 
     def _cut_short_rungs(self) -> list[tuple[int, int]]:
         """Trials sent to a later rung that a stopped search left unfinished: that rung runs again from its checkpoint."""
@@ -360,7 +362,7 @@ class SearchLoop:
         partial = path.with_suffix(".partial")
         partial.write_bytes(result.checkpoint)
         partial.replace(path)
-        self.record.record_rung(work.trial, result.quality, result.train_seconds)
+        self.record.record_rung(work.trial, result.quality, result.metrics.get("eval_loss"), result.train_seconds)
         self.job.layout.checkpoint(work.trial.number, work.rung - 1).unlink(missing_ok=True)
         self.tracker.log_rung(work.run_id, work.rung, result.quality, work.trial.user_attrs.get(TRAIN_SECONDS, 0.0))
 

@@ -4,12 +4,15 @@ A search with ``fidelity.schedule: asha`` trains each new trial up to its first 
 the fidelity's steps) and pauses it. Whenever a worker is free, the highest rung with a paused
 trial among its top ``1 / reduction_factor`` goes first: that trial continues from its checkpoint
 to the next rung. Trials rank by non-dominated sorting of (quality, trainable parameters) and,
-within one front, by the hypervolume each adds. There is no barrier between rungs; a trial is
+within one front, by the hypervolume each adds (against the rung's own worst point). Early in
+training many trials tie on a coarse metric (accuracy at the majority label's rate): equal
+qualities are told apart by the validation loss. There is no barrier between rungs; a trial is
 never promoted twice from one rung. The pure functions here decide; the search loop runs them.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from autopeft.record.pareto import Point, Reference, hypervolume, pareto_front
@@ -40,9 +43,18 @@ class RungTrial:
     qualities: tuple[float, ...]
     sent_to: int
     paused: bool  # finished the rung it was sent to and waits: neither running, failed nor pruned
+    losses: tuple[float | None, ...] = ()  # the validation loss after each rung, where the trainer reports one
+
+    def rank_quality(self, rung: int) -> float:
+        """The rung's quality, less a nudge by its validation loss far below the metric's resolution."""
+        loss = self.losses[rung] if rung < len(self.losses) else None
+        return self.qualities[rung] - (LOSS_NUDGE * min(loss, 1e3) if loss is not None and math.isfinite(loss) else 0.0)
 
 
-def next_promotion(trials: list[RungTrial], rungs: int, factor: int, reference: Reference) -> tuple[int, int] | None:
+LOSS_NUDGE = 1e-7  # a loss of 1 moves the quality by 1e-7: it only orders trials whose metric ties
+
+
+def next_promotion(trials: list[RungTrial], rungs: int, factor: int) -> tuple[int, int] | None:
     """(trial, rung) of the paused trial to send on, from the highest rung down; None while none qualifies."""
     for rung in reversed(range(rungs - 1)):
         reached = [t for t in trials if len(t.qualities) > rung]
@@ -50,8 +62,10 @@ def next_promotion(trials: list[RungTrial], rungs: int, factor: int, reference: 
         if top == 0:
             continue
         by_number = {t.trial: t for t in reached}
-        points = [Point(trial=t.trial, quality=t.qualities[rung], params=t.params, pct=0.0) for t in reached]
-        for number in ranked(points, reference)[:top]:
+        points = [Point(trial=t.trial, quality=t.rank_quality(rung), params=t.params, pct=0.0) for t in reached]
+        low, high = min(p.quality for p in points), max(p.quality for p in points)
+        worst = Reference(quality=low - 0.1 * (high - low or 1e-12), params=int(1.1 * max(p.params for p in points)) + 1)
+        for number in ranked(points, worst)[:top]:
             candidate = by_number[number]
             if candidate.sent_to == rung and candidate.paused:
                 return number, rung + 1

@@ -25,7 +25,7 @@ from autopeft.optimize.autopeft_sampler.design import grid_points, sobol
 from autopeft.optimize.autopeft_sampler.discrete import hill_climb, key
 from autopeft.optimize.autopeft_sampler.model import Features, fit_quality_gp
 from autopeft.optimize.domain import Domain
-from autopeft.record.study import RUNG_QUALITY
+from autopeft.record.study import RUNG, RUNG_QUALITY
 
 
 class AutoPeftSampler(optuna.samplers.BaseSampler):
@@ -94,10 +94,9 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
                 continue
             seen.add(key(point))
             rungs = t.user_attrs.get(RUNG_QUALITY) if t.state in (TrialState.RUNNING, TrialState.PRUNED) else None
-            if rungs:  # a search with rungs: a trial short of its last rung is seen at its last rung's quality
-                x_obs.append(point)
-                y_obs.append([signs[0] * rungs[-1]])
-            elif t.state == TrialState.RUNNING:
+            if rungs and (t.state == TrialState.PRUNED or len(rungs) > t.user_attrs.get(RUNG, 0)):
+                continue  # a search with rungs: the GP learns from full trainings only; waiting and pruned trials are not
+            elif t.state == TrialState.RUNNING:  # proposed again, being in ``seen``
                 pending.append(point)
             elif t.state == TrialState.COMPLETE and t.values is not None and all(map(math.isfinite, t.values)):
                 x_obs.append(point)
