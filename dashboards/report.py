@@ -33,10 +33,10 @@ class ReportData:
     trials: list[TrialRow]
     final_front: Sequence = ()
     final_baselines: dict = field(default_factory=dict)
-    charts: dict[str, bytes] = field(default_factory=dict)  # title -> PNG
+    charts: dict[str, bytes | str] = field(default_factory=dict)  # title -> PNG, or an SVG drawn inline
 
 
-STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#212529;max-width:1100px}
+STYLE = """tr:target{background:#fff3bf}body{font-family:system-ui,sans-serif;margin:2em;color:#212529;max-width:1100px}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}td,th{border-bottom:1px solid #dee2e6;padding:3px 8px;
 text-align:right}td.l,th.l{text-align:left}h1{margin-bottom:.2em}.muted{color:#6c757d}img{max-width:100%;margin:.5em 0}"""
 
@@ -61,22 +61,22 @@ def _trials_table(rows: list[TrialRow], metric: str) -> str:
         return "" if value is None else format(value, fmt)
 
     body = "".join(
-        f"<tr><td>{r.trial}</td><td class=l>{r.state}</td><td>{cell(r.quality, '.4f')}</td><td>{cell(r.params, ',')}</td>"
+        f"<tr id=trial-{r.trial}><td>{r.trial}</td><td class=l>{r.state}</td><td>{cell(r.quality, '.4f')}</td><td>{cell(r.params, ',')}</td>"
         f"<td>{cell(r.seconds, '.0f')}</td><td class=l>{html.escape(r.plan)}</td><td class=l>{html.escape(r.note)}</td></tr>"
         for r in rows)
     return f"<table>{head}{body}</table>"
 
 
 def report_html(data: ReportData) -> str:
-    """The page; charts are embedded as PNG data, so the file stands alone."""
+    """The page; charts are embedded (PNG data, inline SVG), so the file stands alone."""
     parts = [f"<!doctype html><html><head><meta charset=utf-8><title>autopeft: {html.escape(data.name)}</title>"
              f"<style>{STYLE}</style></head><body>",
              f"<h1>autopeft search '{html.escape(data.name)}'</h1>",
              f"<p><b>{html.escape(data.status)}</b><br>{html.escape(data.summary)}<br><span class=muted>reference point: "
              f"{html.escape(data.metric)} {data.reference.quality:.4f}, {data.reference.params:,} trainable parameters</span></p>"]
-    for title, png in data.charts.items():
-        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' "
-                     f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+    for title, chart in data.charts.items():
+        parts.append(f"<h2>{html.escape(title)}</h2>" + (chart if isinstance(chart, str) else f"<img alt='{html.escape(title)}' "
+                     f"src='data:image/png;base64,{base64.b64encode(chart).decode()}'>"))
     parts.append(f"<h2>Pareto front ({len(data.front)} points)</h2>")
     parts.append(_points_table(data.front, data.metric) if data.front else "<p>no finished trial yet</p>")
     if data.final_front:

@@ -76,7 +76,7 @@ def test_search_records_every_trial_the_front_and_the_hypervolume(tmp_path, tiny
     assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
 
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"pareto.json", "pareto.csv", "pareto.png", "job.yaml", "search_space.yaml", "reference.json",
+    assert {"pareto.json", "pareto.csv", "pareto.png", "pareto.html", "job.yaml", "search_space.yaml", "reference.json",
             "hypervolume.png", "placement.png", "dimensions.png", "report.html"} <= artifacts
     page = open(client.download_artifacts(parent.info.run_id, "report.html", str(tmp_path))).read()
     assert "<b>finished</b>" in page and "Every trial (4)" in page

@@ -85,6 +85,7 @@ def test_watch_refuses_what_holds_no_search_with_one_line_and_exit_2(tmp_path, c
 
 def test_report_writes_one_page_with_the_charts_the_front_and_every_trial(searched, tmp_path, capsys):
     import re
+    from xml.etree import ElementTree
 
     from autopeft.dashboards.placement_chart import placement
     from autopeft.record.study import StudyRecord
@@ -95,10 +96,21 @@ def test_report_writes_one_page_with_the_charts_the_front_and_every_trial(search
     assert str(out) in capsys.readouterr().out
     page = out.read_text()
     front, _ = read_front(searched)
-    assert page.count("src='data:image/png;base64,") == 4  # Pareto chart, hypervolume, placement, dimensions: inline
+    assert page.count("src='data:image/png;base64,") == 3  # hypervolume, placement, dimensions: inline
     front_table = page.split("<h2>Pareto front")[1].split("</table>")[0]
     assert [int(n) for n in re.findall(r"<tr><td>(\d+)</td>", front_table)] == [p.trial for p in front]
     study = optuna.load_study(study_name=searched.name, storage=searched.optuna_storage)
+    # the Pareto chart is inline SVG: a point per finished trial, its tooltip naming trial, quality and plan, linked to its row
+    svg = ElementTree.fromstring(page[page.index("<svg"):page.index("</svg>") + 6])
+    ns = "{http://www.w3.org/2000/svg}"
+    dots = {int(d.find(f"{ns}title").text.split("\n")[0].removeprefix("trial ")): d for d in svg.iter(f"{ns}circle")}
+    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "skipped" not in t.user_attrs]
+    assert sorted(dots) == sorted(t.number for t in finished)
+    for p in front:
+        tip = dots[p.trial].find(f"{ns}title").text
+        assert f"accuracy {p.quality:.4f}" in tip and f"{p.params:,} trainable parameters" in tip and p.plan in tip
+        assert dots[p.trial].get("fill") == "#d9480f" and f"<tr id=trial-{p.trial}>" in page
+    assert {a.get("href") for a in svg.iter(f"{ns}a")} == {f"#trial-{n}" for n in dots}
     trials = page.split(f"<h2>Every trial ({len(study.trials)})</h2>")[1]
     assert trials.count("<td class=l>finished</td>") == 5  # skipped proposals are listed too, with their reason
     assert trials.count("<td class=l>skipped</td>") == sum("skipped" in t.user_attrs for t in study.trials)

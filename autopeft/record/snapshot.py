@@ -145,7 +145,7 @@ def report_page(record: StudyRecord, status: str | None = None) -> str:
     replaces the state read from the study (the driver's own, as it stops)."""
     from autopeft.dashboards.dimensions_chart import dimensions_png, trial_dimensions
     from autopeft.dashboards.hypervolume_chart import hypervolume_png
-    from autopeft.dashboards.pareto_chart import pareto_png
+    from autopeft.dashboards.pareto_chart import pareto_svg
     from autopeft.dashboards.placement_chart import placement_png
     from autopeft.dashboards.report import ReportData, report_html
     from autopeft.workers.models import model_shape
@@ -154,8 +154,8 @@ def report_page(record: StudyRecord, status: str | None = None) -> str:
     points = record.finished_points()
     baselines = record.baseline_points()
     final_front, final_baselines = record.final_points()
-    charts = {"Quality against trainable parameters": pareto_png(points, snap.front, snap.reference, snap.name,
-                                                                   snap.metric, baselines)}
+    charts: dict[str, bytes | str] = {"Quality against trainable parameters (hover a point; click it for its row)": pareto_svg(
+        points, snap.front, snap.reference, snap.name, snap.metric, baselines, link="#trial-{n}")}
     if points:
         charts["Hypervolume by trial"] = hypervolume_png(points, snap.reference, snap.name)
     try:

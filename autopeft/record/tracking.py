@@ -234,8 +234,8 @@ class MlflowWriter:
         self.client.set_terminated(run_id, status="FAILED")
 
     def log_front(self, front: list[Point], hypervolume: float, step: int, plot_png: bytes | None,
-                  baselines: dict[str, dict] | None = None) -> None:
-        """Replace the parent run's Pareto table and chart, and add a hypervolume point."""
+                  baselines: dict[str, dict] | None = None, page: str | None = None) -> None:
+        """Replace the parent run's Pareto table and charts (``page``: the interactive one), and add a hypervolume point."""
         from mlflow.entities import Metric
 
         now = _now_ms()
@@ -249,6 +249,8 @@ class MlflowWriter:
         artifacts: dict[str, str | bytes] = {"pareto.json": json.dumps(rows, indent=2), "pareto.csv": csv}
         if plot_png is not None:
             artifacts["pareto.png"] = plot_png
+        if page is not None:
+            artifacts["pareto.html"] = page
         if baselines:
             artifacts["baselines.json"] = json.dumps(baselines, indent=2)
         self._log_texts(self.parent_id, artifacts)

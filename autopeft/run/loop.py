@@ -219,6 +219,7 @@ class SearchLoop:
         self.rungs = fidelity.rungs if fidelity.asha else None  # trials train in rungs (MO-ASHA)
         self.continuing = self._cut_short_rungs() if self.rungs else []  # (trial, rung) a stopped search left mid-rung
         self._counts: dict[int, int] = {}  # trainable parameters by trial number
+        self._png_drawn = -PNG_EVERY  # when the Pareto PNG was last drawn (time.monotonic())
 
     def run(self) -> None:
         status = "FAILED"
@@ -483,15 +484,22 @@ class SearchLoop:
         elif not isinstance(work, TrialWork):
             self.bar.update(1)
 
-    def _log_front(self) -> None:
-        from autopeft.dashboards.pareto_chart import pareto_png
+    def _log_front(self, final: bool = False) -> None:
+        """The parent run's front, hypervolume and charts: the interactive chart after every trial, the
+        PNG (a slower drawing) at most every ``PNG_EVERY`` seconds and when the search stops."""
+        from autopeft.dashboards.pareto_chart import pareto_html, pareto_png, pareto_svg
 
         points = self.record.finished_points()
         front = pareto_front(points)
         volume = hypervolume(points, self.reference)
         marks = self.record.baseline_points()
-        png = pareto_png(points, front, self.reference, f"{self.job.name}: {len(points)} trials", self.job.task.metric, marks)
-        self.tracker.log_front(front, volume, self.finished, png, {name: p.to_dict() for name, p in marks.items()})
+        title = f"{self.job.name}: {len(points)} trials"
+        page = pareto_html(pareto_svg(points, front, self.reference, title, self.job.task.metric, marks), title)
+        png = None
+        if final or time.monotonic() - self._png_drawn >= PNG_EVERY:
+            png = pareto_png(points, front, self.reference, title, self.job.task.metric, marks)
+            self._png_drawn = time.monotonic()
+        self.tracker.log_front(front, volume, self.finished, png, {name: p.to_dict() for name, p in marks.items()}, page)
         best = max([p.quality for p in points] or [float("nan")])
         self.bar.set_postfix(best=f"{best:.4f}", pareto=len(front), hv=f"{volume:.4f}")
 
@@ -512,6 +520,7 @@ class SearchLoop:
         if status is None:
             return
         if points:
+            self._log_front(final=True)
             self.tracker.log_chart("hypervolume.png", hypervolume_png(points, self.reference, self.job.name))
             front = pareto_front(points)
             self.tracker.log_chart("placement.png", placement_png([self.record.plan_of(p.trial) for p in front],
@@ -628,6 +637,7 @@ def _save_adapter(target: Path, result: TrialResult) -> Path | None:
 
 
 AUTO_TIMEOUT_FLOOR = 15 * 60.0
+PNG_EVERY = 30.0  # seconds between redrawings of the Pareto PNG while a search runs
 _MEMORY_ERRORS = ("OutOfMemoryError", "MemoryError", "CUDA out of memory", "can't allocate memory", "memory pressure")
 
 
