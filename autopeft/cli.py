@@ -43,12 +43,19 @@ def _quiet() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
+def step(message: str) -> None:
+    """Say what a long command is doing now, on a terminal only (piped or logged output stays clean)."""
+    if sys.stderr.isatty():
+        print(f"autopeft: {message}...", file=sys.stderr, flush=True)
+
+
 def cmd_submit(args) -> int:
     job = api.load_job(args.job)
     if args.trials is not None and args.trials < 0:
         raise UserError("--trials", f"{args.trials} is negative", "give 0 or more trials")
     if args.trials is not None:
         job = job.model_copy(update={"budget": job.budget.model_copy(update={"trials": args.trials})})
+    step(f"checking the job: loading {job.model}, the data and the search space")
     prepared = api.prepare(job)
     print(f"autopeft: search '{job.name}': {job.budget.trials} trials, {job.budget.parallel} in parallel, "
           f"space '{prepared.space.spec.name}' ({len(prepared.space.dimensions)} dimensions), "
@@ -70,6 +77,7 @@ def cmd_submit(args) -> int:
 
 def cmd_pareto(args) -> int:
     job = api.load_job(args.job)
+    step(f"reading the study of '{job.name}'")
     front, reference = api.read_front(job)
     baselines = api.read_baselines(job)
     final, final_baselines = api.read_final(job)
@@ -88,7 +96,9 @@ def cmd_pareto(args) -> int:
 
 
 def cmd_export(args) -> int:
-    exported = api.export(api.load_job(args.job), args.pick, args.out)
+    job = api.load_job(args.job)
+    step(f"exporting the {args.pick} point of '{job.name}'")
+    exported = api.export(job, args.pick, args.out)
     p = exported.point
     quality = f"{p.quality:.4f}" if p.std is None else f"{p.quality:.4f} ± {p.std:.4f} over {p.seeds} seeds"
     print(f"exported trial {p.trial} ({quality}, {p.params:,} trainable parameters, {p.plan}) to {exported.out}")
@@ -196,6 +206,7 @@ def cmd_report(args) -> int:
 
     from autopeft.record.snapshot import report_page
 
+    step("reading the study")
     record = _watched(args.target)
     if args.out is not None:
         out = Path(args.out)
@@ -203,6 +214,7 @@ def cmd_report(args) -> int:
         target = Path(args.target)
         run_dir = target if target.is_dir() else target.parent if target.suffix == ".db" else api.load_job(args.target).run_dir
         out = run_dir / "report.html"
+    step("drawing the charts")
     page = report_page(record)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")

@@ -125,3 +125,15 @@ def test_report_writes_one_page_with_the_charts_the_front_and_every_trial(search
     heads = {p.params - placement([plan], shape)[2]["lora"] for p, plan in zip(front, plans, strict=True)}
     assert len(heads) == 1 and 0 < heads.pop() < min(p.params for p in front)  # the rest is the classification head
     assert parameters["lora"] == sum(placement([plan], shape)[2]["lora"] for plan in plans)
+
+
+def test_long_commands_say_what_they_do_on_a_terminal_and_nothing_when_piped(searched, tmp_path, capsys, monkeypatch):
+    import sys
+
+    assert main(["report", str(searched.run_dir), "--out", str(tmp_path / "a.html")]) == 0
+    assert capsys.readouterr().err == ""  # not a terminal: quiet
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["report", str(searched.run_dir), "--out", str(tmp_path / "b.html")]) == 0
+    assert capsys.readouterr().err.splitlines() == ["autopeft: reading the study...", "autopeft: drawing the charts..."]
+    assert main(["export", str(searched.run_dir.parent / "job.yaml"), "--out", str(tmp_path / "adapter")]) == 0
+    assert "autopeft: exporting the knee point of" in capsys.readouterr().err
