@@ -52,7 +52,7 @@ def test_ui_serves_the_parent_run_and_its_trials(searched, tmp_path):
         runs = json.load(urllib.request.urlopen(request, timeout=10))["runs"]
         kinds = [next(t["value"] for t in r["data"]["tags"] if t["key"] == "autopeft.kind") for r in runs]
         assert kinds.count("search") == 1 and kinds.count("trial") == 5
-        assert first_line.split()[5] == f"http://127.0.0.1:{port}/#/experiments/{experiment['experiment_id']}/runs"
+        assert first_line.split()[5] == f"http://127.0.0.1:{port}/#/experiments/{experiment['experiment_id']}/runs?viewStateShareKey=autopeft&workflowType=machine_learning"
         server = [c for c in _command_lines() if f"--port\0{port}" in c and "-m\0autopeft" not in c]  # one web worker, no job runner
         assert any("uvicorn" in c or "gunicorn" in c for c in server) and all("--workers\x001" in c for c in server)
         assert not [c for c in _command_lines() if "huey" in c and str(searched.layout.mlflow_db) in c]

@@ -17,6 +17,7 @@ from autopeft.record.pareto import Point
 
 PARENT_TAG = "mlflow.parentRunId"
 DRAIN_PATIENCE, DRAIN_EVERY = 300.0, 5.0
+VIEW_KEY = "autopeft"  # the experiment's shared view (see ``view_path``)
 RETURNS_RUN = ("start_search", "start_trial")  # MlflowWriter methods that create a run and return its id
 log = logging.getLogger("autopeft")
 
@@ -131,6 +132,26 @@ class Tracker:
             log.warning("%d MLflow records could not be written: MLflow is still failing", len(self._backlog))
 
 
+def view_path(experiment_id: str) -> str:
+    """The MLflow UI's page of a search: its runs in the shared view, in the model-training workspace."""
+    return f"/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}&workflowType=machine_learning"
+
+
+def shared_view(parent_id: str) -> dict:
+    """The MLflow UI's view of a search (a shared view, stored on the experiment): the search's run
+    expanded over its trials; quality, trainable parameters and plan as columns; and a chart of
+    quality against trainable parameters first in the chart view."""
+    columns = ["metrics.`quality`", "metrics.`trainable_params`", "metrics.`trainable_pct`", "params.`plan`",
+               "metrics.`train_seconds`", "metrics.`hypervolume`", "metrics.`front_size`"]
+    section = {"uuid": "autopeft-front", "name": "Quality against trainable parameters", "display": True,
+               "isReordered": False, "deleted": False, "isGenerated": False}
+    chart = {"uuid": "autopeft-quality-params", "type": "SCATTER", "metricSectionId": section["uuid"], "isGenerated": False,
+             "deleted": False, "runsCountToCompare": 500, "xaxis": {"key": "trainable_params", "type": "METRIC"},
+             "yaxis": {"key": "quality", "type": "METRIC"}}
+    return {"selectedColumns": columns, "columnOrder": columns, "runsExpanded": {parent_id: True}, "runsHiddenMode": "SHOW_ALL",
+            "compareRunCharts": [chart], "compareRunSections": [section], "isAccordionReordered": False}
+
+
 class MlflowWriter:
     """Writes a search to MLflow; the tracking URI is a SQLite file by default."""
 
@@ -162,6 +183,7 @@ class MlflowWriter:
             return resume_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         self.parent_id = run.info.run_id
+        self.client.set_experiment_tag(self.experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(shared_view(self.parent_id)))
         self._log_params(self.parent_id, params)
         self._log_texts(self.parent_id, artifacts)
         return self.parent_id
