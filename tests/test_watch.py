@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -44,6 +45,8 @@ def test_watch_follows_a_search_run_by_another_process_and_exits_when_it_finishe
     assert "running now:" in out  # a trial seen while it trained, with its plan and elapsed time
     running = out.split("running now:")[1].splitlines()[2]
     assert running.split()[0].isdigit() and running.split()[1].endswith("s") and "@" in running
+    seen = [part.splitlines()[2] for part in out.split("running now:")[1:]]
+    assert any(f"({socket.gethostname()} (ray node " in line for line in seen)  # and the machine it trains on
     last = out[out.rindex("search 't'"):]
     assert last.startswith("search 't': finished") and "3/3, 0 failed" in last and "running now:" not in last
     front, _ = read_front(job_path)
@@ -62,7 +65,6 @@ def test_watch_gives_a_last_look_at_a_finished_search_from_its_run_directory(sea
     assert out.startswith(f"search '{searched.name}': finished")
     assert "5/5, 0 failed" in out and f"front {len(front)} points" in out
     assert f"accuracy {reference.quality:.4f}, {reference.params:,} trainable parameters" in out
-    import socket
 
     assert re.search(rf"trained on: {re.escape(socket.gethostname())} \(ray node [0-9a-f]{{8}}\) cpu \(5\)", out), out
 

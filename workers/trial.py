@@ -164,3 +164,7 @@ class TrialWorker:
 
     def run(self, request: TrialRequest) -> TrialResult:
         return run_trial(request, self.data, self.trainer)
+
+    def node(self) -> str:
+        """The machine and Ray node this worker runs on."""
+        return _node()

@@ -29,6 +29,7 @@ class Running:
     trial: int
     plan: str
     seconds: float  # since it started
+    node: str = ""  # the machine and Ray node of its worker
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,8 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
         trials=int(job.get("budget", {}).get("trials", done)), done=done, failed=failed,
         baselines=len(job.get("baselines") or []), baselines_done=len(record.baselines),
         running=[Running(t.number, _rung_text(t.user_attrs) + t.user_attrs.get(PLAN_SUMMARY, "(being proposed)"),
-                         (now - t.datetime_start).total_seconds() if t.datetime_start else 0.0) for t in running],
+                         (now - t.datetime_start).total_seconds() if t.datetime_start else 0.0, t.user_attrs.get(NODE, ""))
+                 for t in running],
         failures=failures, front=front, reference=reference, hypervolume=hypervolume(points, reference),
         best=max((p.quality for p in points), default=None), devices=devices, driver=live_driver(record.study),
         waiting=len(waiting), pruned=sum(1 for t in trials if t.state == States.PRUNED))

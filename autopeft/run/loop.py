@@ -30,6 +30,7 @@ from autopeft.record.pareto import Point, Reference, hypervolume, pareto_front
 from autopeft.record.storage import StoreUnavailable
 from autopeft.record.study import (
     MLFLOW_RUN,
+    NODE,
     OUT_OF_MEMORY,
     PLAN,
     RUNG,
@@ -89,6 +90,7 @@ class TrialWork:
     started: float = 0.0  # time.monotonic() when it went to its worker
     attempts: int = 0  # re-runs after its worker was lost
     rung: int = 0  # in a search with rungs: the rung it trains up to
+    node: str = ""  # where its worker runs, once known
     overrides: dict = field(default_factory=dict)  # request fields other than the job's: a rung's stop and checkpoint
     baseline = None
 
@@ -229,6 +231,7 @@ class SearchLoop:
                 self.lease.renew()
                 self._fill()
                 ready = self.pool.wait(list(self.running), self._wait_time())
+                self._note_nodes()
                 if ready is None:
                     self._stop_overdue()
                 else:
@@ -390,8 +393,17 @@ class SearchLoop:
         request = trial_request(self.prepared, work.plan, trial_number=work.trial_number, baseline=work.baseline,
                                 **work.overrides)
         work.actor, ref = self.pool.submit(request)
-        work.started = time.monotonic()
+        work.started, work.node = time.monotonic(), ""
         self.running[ref] = work
+        self._note_nodes()
+
+    def _note_nodes(self) -> None:
+        """Record where each running trial runs, once its worker has said (for whoever watches the search)."""
+        for work in self.running.values():
+            if isinstance(work, TrialWork) and not work.node:
+                work.node = self.pool.node(work.actor)
+                if work.node:
+                    work.trial.set_user_attr(NODE, work.node)
 
     def trial_timeout(self) -> float | None:
         """Seconds a trial may run: the job's, else ten times the slowest finished one (at least 15 minutes)."""

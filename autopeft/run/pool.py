@@ -83,10 +83,23 @@ class WorkerPool:
             num_cpus=job.resources.cpus, num_gpus=job.resources.gpus, max_concurrency=1
         )
         self.trainer = trainer_for_workers(ray, job.trainer)
+        self.nodes: dict = {}  # actor id -> the reference of the node it runs on
         self.idle = [self._new() for _ in range(job.budget.parallel)]
 
     def _new(self):
-        return self.actor_cls.remote(self.data_ref, max(1, int(self.job.resources.cpus)), self.trainer)
+        actor = self.actor_cls.remote(self.data_ref, max(1, int(self.job.resources.cpus)), self.trainer)
+        self.nodes[actor._actor_id] = actor.node.remote()
+        return actor
+
+    def node(self, actor) -> str:
+        """Where ``actor`` runs (``host (ray node 1a2b3c4d)``); empty while it is starting (this never waits)."""
+        ref = self.nodes.get(actor._actor_id)
+        if ref is None or not self.ray.wait([ref], timeout=0)[0]:
+            return ""
+        try:
+            return self.ray.get(ref)
+        except Exception:  # a worker that died: the trial is retried or fails, and says so
+            return ""
 
     def submit(self, request: TrialRequest):
         """Start ``request`` on an idle worker; returns (worker, result reference)."""
