@@ -255,9 +255,9 @@ class MlflowWriter:
             self.client.set_tag(run_id, "autopeft.failure", reason)
         self.client.set_terminated(run_id, status="FAILED")
 
-    def log_front(self, front: list[Point], hypervolume: float, step: int, plot_png: bytes | None,
-                  baselines: dict[str, dict] | None = None, page: str | None = None) -> None:
-        """Replace the parent run's Pareto table and charts (``page``: the interactive one), and add a hypervolume point."""
+    def log_front(self, front: list[Point], hypervolume: float, step: int, page: str | None,
+                  baselines: dict[str, dict] | None = None) -> None:
+        """Replace the parent run's Pareto table and interactive chart (``page``), and add a hypervolume point."""
         from mlflow.entities import Metric
 
         now = _now_ms()
@@ -269,8 +269,6 @@ class MlflowWriter:
         header = "trial,quality,params,pct,plan\n"
         csv = header + "".join(f"{p.trial},{p.quality:.6f},{p.params},{p.pct:.6f},\"{p.plan}\"\n" for p in front)
         artifacts: dict[str, str | bytes] = {"pareto.json": json.dumps(rows, indent=2), "pareto.csv": csv}
-        if plot_png is not None:
-            artifacts["pareto.png"] = plot_png
         if page is not None:
             artifacts["pareto.html"] = page
         if baselines:

@@ -221,7 +221,7 @@ class SearchLoop:
         self.rungs = fidelity.rungs if fidelity.asha else None  # trials train in rungs (MO-ASHA)
         self.continuing = self._cut_short_rungs() if self.rungs else []  # (trial, rung) a stopped search left mid-rung
         self._counts: dict[int, int] = {}  # trainable parameters by trial number
-        self._png_drawn = -PNG_EVERY  # when the Pareto PNG was last drawn (time.monotonic())
+        self._charts_drawn = -CHARTS_EVERY  # when the PNG charts were last drawn (time.monotonic())
 
     def run(self) -> None:
         status = "FAILED"
@@ -496,10 +496,10 @@ class SearchLoop:
         elif not isinstance(work, TrialWork):
             self.bar.update(1)
 
-    def _log_front(self, final: bool = False) -> None:
+    def _log_front(self) -> None:
         """The parent run's front, hypervolume and charts: the interactive chart after every trial, the
-        PNG (a slower drawing) at most every ``PNG_EVERY`` seconds and when the search stops."""
-        from autopeft.dashboards.pareto_chart import pareto_html, pareto_png, pareto_svg
+        PNGs (slower drawings) at most every ``CHARTS_EVERY`` seconds and when the search stops."""
+        from autopeft.dashboards.pareto_chart import pareto_html, pareto_svg
 
         points = self.record.finished_points()
         front = pareto_front(points)
@@ -507,18 +507,31 @@ class SearchLoop:
         marks = self.record.baseline_points()
         title = f"{self.job.name}: {len(points)} trials"
         page = pareto_html(pareto_svg(points, front, self.reference, title, self.job.task.metric, marks), title)
-        png = None
-        if final or time.monotonic() - self._png_drawn >= PNG_EVERY:
-            png = pareto_png(points, front, self.reference, title, self.job.task.metric, marks)
-            self._png_drawn = time.monotonic()
-        self.tracker.log_front(front, volume, self.finished, png, {name: p.to_dict() for name, p in marks.items()}, page)
+        self.tracker.log_front(front, volume, self.finished, page, {name: p.to_dict() for name, p in marks.items()})
+        if points and time.monotonic() - self._charts_drawn >= CHARTS_EVERY:
+            self._log_charts(points)
         best = max([p.quality for p in points] or [float("nan")])
         self.bar.set_postfix(best=f"{best:.4f}", pareto=len(front), hv=f"{volume:.4f}")
 
-    def _stop(self, status: str | None) -> None:
+    def _log_charts(self, points: list[Point]) -> None:
+        """The PNG charts: the front, the hypervolume trace, where the front trains, the dimensions of every trial."""
         from autopeft.dashboards.dimensions_chart import dimensions_png, trial_dimensions
         from autopeft.dashboards.hypervolume_chart import hypervolume_png
+        from autopeft.dashboards.pareto_chart import pareto_png
         from autopeft.dashboards.placement_chart import placement_png
+
+        self._charts_drawn = time.monotonic()
+        front = pareto_front(points)
+        self.tracker.log_chart("pareto.png", pareto_png(points, front, self.reference, f"{self.job.name}: {len(points)} trials",
+                                                        self.job.task.metric, self.record.baseline_points()))
+
+        self.tracker.log_chart("hypervolume.png", hypervolume_png(points, self.reference, self.job.name))
+        self.tracker.log_chart("placement.png", placement_png([self.record.plan_of(p.trial) for p in front],
+                                                              self.prepared.shape, self.job.name))
+        self.tracker.log_chart("dimensions.png", dimensions_png(*trial_dimensions(self.record.completed()),
+                                                                self.job.name, self.job.task.metric))
+
+    def _stop(self, status: str | None) -> None:
         from autopeft.record.snapshot import report_page
 
         self.bar.close()
@@ -532,13 +545,7 @@ class SearchLoop:
         if status is None:
             return
         if points:
-            self._log_front(final=True)
-            self.tracker.log_chart("hypervolume.png", hypervolume_png(points, self.reference, self.job.name))
-            front = pareto_front(points)
-            self.tracker.log_chart("placement.png", placement_png([self.record.plan_of(p.trial) for p in front],
-                                                                  self.prepared.shape, self.job.name))
-            self.tracker.log_chart("dimensions.png", dimensions_png(*trial_dimensions(self.record.completed()),
-                                                                    self.job.name, self.job.task.metric))
+            self._log_charts(points)
         if status == "FINISHED" and self.job.final.seeds:
             self._log_final_front()
         if points:
@@ -649,7 +656,7 @@ def _save_adapter(target: Path, result: TrialResult) -> Path | None:
 
 
 AUTO_TIMEOUT_FLOOR = 15 * 60.0
-PNG_EVERY = 30.0  # seconds between redrawings of the Pareto PNG while a search runs
+CHARTS_EVERY = 30.0  # seconds between redrawings of the PNG charts while a search runs
 _MEMORY_ERRORS = ("OutOfMemoryError", "MemoryError", "CUDA out of memory", "can't allocate memory", "memory pressure")
 
 
