@@ -205,6 +205,24 @@ def test_a_second_driver_is_refused_while_the_first_runs_and_a_signal_stops_it_c
     assert parents[0].info.status == "KILLED" and parents[0].data.tags["autopeft.status"] == "stopped"
 
 
+def test_a_stop_between_proposing_a_trial_and_sending_it_leaves_no_trial_running(tmp_path, tiny_bert, reviews_csv,
+                                                                                 ray_local, monkeypatch):
+    from autopeft.record.tracking import MlflowWriter
+
+    def stopped_here(self, *args, **kwargs):  # Ctrl-C while the trial's MLflow run is being opened
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MlflowWriter, "start_trial", stopped_here)
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 2, "parallel": 1})
+    with pytest.raises(KeyboardInterrupt):
+        submit(job, progress=False)
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    assert len(study.trials) == 1
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL and study.trials[0].user_attrs["interrupted"]
+    _, parents, _ = runs_of(job)
+    assert parents[0].info.status == "KILLED"
+
+
 def test_custom_trainer_receives_model_plan_data_and_fidelity(tmp_path, tiny_bert, reviews_csv, ray_local):
     job = tiny_job(tmp_path, tiny_bert, reviews_csv, trainer="trainers:evaluate_untrained",
                    budget={"trials": 2, "parallel": 1})

@@ -539,6 +539,9 @@ class SearchLoop:
             for work in self.running.values():
                 self.tracker.kill_trial(work.run_id, STOPPED)
                 work.stopped(self.record)
+            if status is not None:  # a trial stopped between being proposed and being sent to a worker
+                for run_id in self.record.interrupt_orphans():
+                    self.tracker.kill_trial(run_id, STOPPED)
             points = self.record.finished_points()
         except StoreUnavailable:  # trials left running are marked interrupted when the search resumes
             points = []
