@@ -55,6 +55,8 @@ def cmd_submit(args) -> int:
         raise UserError("--trials", f"{args.trials} is negative", "give 0 or more trials")
     if args.trials is not None:
         job = job.model_copy(update={"budget": job.budget.model_copy(update={"trials": args.trials})})
+    if args.address is not None:
+        job = job.model_copy(update={"stores": job.stores.model_copy(update={"ray_address": args.address})})
     step(f"checking the job: loading {job.model}, the data and the search space")
     prepared = api.prepare(job)
     print(f"autopeft: search '{job.name}': {job.budget.trials} trials, {job.budget.parallel} in parallel, "
@@ -252,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("submit", help="run (or resume) the search a job file describes")
     p.add_argument("job", help=job_help)
     p.add_argument("--trials", type=int, help="override budget.trials")
+    p.add_argument("--address", help="the Ray cluster to run on (ray://HOST:10001 or HOST:6379); overrides stores.ray_address "
+                                      "and RAY_ADDRESS")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_submit)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,17 +59,22 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
         raise UserError("--out", f"'{out}' exists and is not empty", "choose a new folder")
     shape = model_shape(job.model, record.num_labels)
     configs = [] if plan.full else peft_configs(plan, shape, base_model_name_or_path=resolve_model(job.model))
-    trained, seed = job.layout.trial_adapter(point.trial), None
+    origin = record.trial_info(point.trial)
+    trained, seed, run_id = job.layout.trial_adapter(point.trial), None, origin["mlflow_run_id"]
     if point.seeds:  # the re-trained adapter whose quality is nearest the mean
         seeds = record.final_seeds(f"trial:{point.trial}")
         seed = min(seeds, key=lambda s: (abs(seeds[s] - point.quality), s))
         trained = job.layout.final_adapter(f"trial:{point.trial}", seed)
-    with_weights = (trained / WEIGHTS_FILE).is_file()
+        run_id = record.final[f"trial:{point.trial}"][str(seed)].get("mlflow_run_id")
+    with tempfile.TemporaryDirectory(prefix="autopeft-export-") as staging:
+        trained = _adapter_folder(job, trained, run_id, Path(staging))
+        with_weights = (trained / WEIGHTS_FILE).is_file()
+        if with_weights:
+            out.mkdir(parents=True, exist_ok=True)
+            for path in trained.iterdir():
+                if path.is_file() and path.name != "README.md":
+                    shutil.copy(path, out / path.name)
     if with_weights:
-        out.mkdir(parents=True, exist_ok=True)
-        for path in trained.iterdir():
-            if path.is_file() and path.name != "README.md":
-                shutil.copy(path, out / path.name)
         config_file = out / "adapter_config.json"
         if config_file.is_file():  # as get_peft_model builds it: trainable (from_pretrained loads it frozen)
             config = json.loads(config_file.read_text())
@@ -81,7 +87,6 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
         out.mkdir(parents=True, exist_ok=True)
         configs[0].save_pretrained(str(out))
     load_with = how_to_load(plan, [str(c.peft_type.value) for c in configs])
-    origin = record.trial_info(point.trial)
     info = {
         "job": job.name,
         "model": job.model,
@@ -106,6 +111,19 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
     }
     (out / "autopeft_point.json").write_text(json.dumps(info, indent=2))
     return Exported(out=out, point=point, plan=plan, with_weights=with_weights, load_with=load_with)
+
+
+def _adapter_folder(job: JobSpec, trained: Path, run_id: str | None, staging: Path) -> Path:
+    """The trained adapter: in the run directory, else as its MLflow run keeps it (the search ran on another
+    machine, and only the shared stores are here)."""
+    if (trained / WEIGHTS_FILE).is_file() or run_id is None:
+        return trained
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return Path(MlflowClient(tracking_uri=job.mlflow_uri).download_artifacts(run_id, "adapter", str(staging)))
+    except Exception:  # no such run or artifact: the config alone is exported, as for a trial that saved no weights
+        return trained
 
 
 def _merge_note(plan: Plan) -> str:

@@ -17,6 +17,12 @@ from autopeft.workers.trial import load_trainer
 from autopeft.workers.types import TrialRequest
 
 
+def cluster_address(job: JobSpec) -> str | None:
+    """The Ray cluster a search runs on: ``stores.ray_address`` (``--address``), else ``RAY_ADDRESS``
+    (set by ``ray job submit``); None runs Ray on this machine."""
+    return job.stores.ray_address or os.environ.get("RAY_ADDRESS") or None
+
+
 def init_ray(job: JobSpec):
     """Ray, started locally on demand or connected to the job's cluster."""
     import ray
@@ -26,8 +32,9 @@ def init_ray(job: JobSpec):
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     kwargs = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     on_sigterm = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
-    if job.stores.ray_address:
-        ray.init(address=job.stores.ray_address, runtime_env={"py_modules": [shipped_package()]}, **kwargs)
+    address = cluster_address(job)
+    if address:
+        ray.init(address=address, runtime_env={"py_modules": [shipped_package()]}, **kwargs)
     else:
         ray.init(**kwargs)
     if callable(on_sigterm):  # Ray replaces the driver's SIGTERM handler with a crash dump: keep the caller's
@@ -79,8 +86,8 @@ class WorkerPool:
         self.ray = ray
         self.job = job
         self.data_ref = data_ref
-        self.actor_cls = ray.remote(TrialWorker).options(
-            num_cpus=job.resources.cpus, num_gpus=job.resources.gpus, max_concurrency=1
+        self.actor_cls = ray.remote(TrialWorker).options(  # spread over a cluster's nodes, so that losing one costs least
+            num_cpus=job.resources.cpus, num_gpus=job.resources.gpus, max_concurrency=1, scheduling_strategy="SPREAD"
         )
         self.trainer = trainer_for_workers(ray, job.trainer)
         self.nodes: dict = {}  # actor id -> the reference of the node it runs on

@@ -13,6 +13,7 @@ from autopeft.job.data import load_task_data
 from autopeft.job.secrets import mask_uri
 from autopeft.job.spec import JobSpec
 from autopeft.record.pareto import Reference
+from autopeft.run.pool import cluster_address
 from autopeft.space.search_space import SearchSpace, load_space
 from autopeft.workers.families import FAMILIES
 from autopeft.workers.memory import MemoryEstimate, estimate_memory
@@ -112,7 +113,7 @@ def _check_run_dir(job: JobSpec) -> None:
             return
 
 
-DRIVERS = {"postgresql": "psycopg2-binary", "mysql": "pymysql"}  # the package each database's default driver is in
+DRIVERS = {"postgresql": "'psycopg[binary]'", "mysql": "pymysql"}  # the package each database's default driver is in
 
 
 def _check_stores(job: JobSpec) -> None:
@@ -139,7 +140,7 @@ def _check_stores(job: JobSpec) -> None:
 
 def _check_resources(job: JobSpec) -> None:
     """On this machine (no Ray cluster), a trial's CPUs and GPUs must exist, or Ray would wait forever."""
-    if job.stores.ray_address:
+    if cluster_address(job):
         return
     import os
 
