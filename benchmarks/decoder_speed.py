@@ -30,8 +30,8 @@ MODEL = "smollm2-135m"
 
 
 def _context(data, fidelity, plan, shape) -> TrialContext:
-    tokenizer, model = load_base(MODEL, 0)
-    return TrialContext(model=model, tokenizer=tokenizer, plan=plan, shape=shape, data=data, fidelity=fidelity,
+    base = load_base(MODEL, 0)
+    return TrialContext(load_model=lambda: base, plan=plan, shape=shape, data=data, fidelity=fidelity,
                         metric="exact_match", seed=0, device=torch.device("cpu"))
 
 

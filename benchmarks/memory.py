@@ -136,8 +136,8 @@ def measure(config: Config, steps: int, texts: list[str]) -> dict:
     estimate = estimate_memory(plan, shape, fidelity, trainable, gpu=gpu)
     before = _rss_kb("VmRSS")
     _reset_peak()
-    tokenizer, model = load_base(config.model, data.num_labels)
-    context = TrialContext(model=model, tokenizer=tokenizer, plan=plan, shape=shape, data=data, fidelity=fidelity,
+    base = load_base(config.model, data.num_labels)
+    context = TrialContext(load_model=lambda: base, plan=plan, shape=shape, data=data, fidelity=fidelity,
                            metric="accuracy" if kind == "classification" else "exact_match", seed=0, device=device)
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     _, losses = train.train(context)

@@ -205,14 +205,44 @@ def test_a_second_driver_is_refused_while_the_first_runs_and_a_signal_stops_it_c
     assert parents[0].info.status == "KILLED" and parents[0].data.tags["autopeft.status"] == "stopped"
 
 
+def test_trials_proposed_while_every_worker_is_busy_run_the_budget_exactly_with_their_runs_recorded(
+        tmp_path, tiny_bert, reviews_csv, ray_local, monkeypatch):
+    import threading
+
+    from autopeft.run import loop
+
+    monkeypatch.setattr(loop, "AHEAD_SHARE", 0.0)  # propose ahead however fast proposals are
+    threads = []
+    original = loop.SearchLoop._timed_proposal
+
+    def timed_proposal(self):
+        threads.append(threading.current_thread().name)
+        return original(self)
+
+    monkeypatch.setattr(loop.SearchLoop, "_timed_proposal", timed_proposal)
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 6, "parallel": 2})
+    summary = submit(job, progress=False)
+    assert summary.finished == 6 and summary.failed == 0
+    assert any(name.startswith("autopeft-propose") for name in threads)
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    trained = StudyRecord(study).completed()
+    assert len(trained) == 6
+    _, _, children = runs_of(job)
+    runs = {c.info.run_id: c for c in children}
+    assert len(runs) == 6 and all(c.info.status == "FINISHED" for c in children)
+    for t in trained:
+        assert runs[t.user_attrs["mlflow_run_id"]].data.tags["autopeft.trial"] == str(t.number)
+
+
 def test_a_stop_between_proposing_a_trial_and_sending_it_leaves_no_trial_running(tmp_path, tiny_bert, reviews_csv,
                                                                                  ray_local, monkeypatch):
-    from autopeft.record.tracking import MlflowWriter
+    from autopeft.run.pool import WorkerPool
 
-    def stopped_here(self, *args, **kwargs):  # Ctrl-C while the trial's MLflow run is being opened
+    def stopped_here(self, *args, **kwargs):  # Ctrl-C while the trial is being sent to its worker
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(MlflowWriter, "start_trial", stopped_here)
+    monkeypatch.setattr(WorkerPool, "submit", stopped_here)
     job = tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 2, "parallel": 1})
     with pytest.raises(KeyboardInterrupt):
         submit(job, progress=False)

@@ -25,14 +25,16 @@ BUILTIN_TRAINER = "autopeft.workers.train:train_and_evaluate"
 class TrialContext:
     """What a trial function receives. Call ``apply_plan()`` to get the peft-wrapped model.
 
+    ``model`` and ``tokenizer`` (the base model, never trained, and its tokenizer) are loaded on
+    first use by ``load_model`` (then the torch seed is set to ``seed``): a trial function that
+    never touches them costs no model copy.
+
     ``trial_number`` is the study's trial number, None for a named baseline (``baseline``).
     In a search with rungs (``fidelity.schedule: asha``) the trainer trains from ``resume`` (the
     checkpoint of the rung before, or None) up to ``stop_at`` of its steps and, short of the end,
     leaves the checkpoint of that point in ``checkpoint``.
     """
 
-    model: Any
-    tokenizer: Any
     plan: Plan
     shape: ModelShape
     data: TaskData
@@ -44,8 +46,26 @@ class TrialContext:
     baseline: str | None = None
     stop_at: float = 1.0
     resume: bytes | None = None
+    load_model: Callable[[], tuple[Any, Any]] | None = field(default=None, repr=False)  # returns (tokenizer, model)
     checkpoint: bytes | None = field(default=None, init=False)
     peft_model: Any = field(default=None, init=False)
+    _base: tuple[Any, Any] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def model(self):
+        return self._loaded()[1]
+
+    @property
+    def tokenizer(self):
+        return self._loaded()[0]
+
+    def _loaded(self) -> tuple[Any, Any]:
+        if self._base is None:
+            import torch
+
+            self._base = self.load_model()
+            torch.manual_seed(self.seed)  # after loading: the first load in a process draws random numbers, a cached one none
+        return self._base
 
     def apply_plan(self):
         """Wrap ``model`` with peft according to the plan and move it to the trial's device."""
@@ -82,16 +102,17 @@ def run_trial(request: TrialRequest, data: TaskData, trainer: Callable[[TrialCon
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     shape = model_shape(request.model, request.num_labels)
-    tokenizer, model = load_base(request.model, request.num_labels)
-    torch.manual_seed(request.seed)  # after loading: the first load in a process draws random numbers, a cached one none
+    torch.manual_seed(request.seed)
     context = TrialContext(
-        model=model, tokenizer=tokenizer, plan=request.plan, shape=shape, data=data,
+        plan=request.plan, shape=shape, data=data,
         fidelity=request.fidelity, metric=request.metric, seed=request.seed, device=device,
         trial_number=request.trial_number, baseline=request.baseline, stop_at=request.stop_at, resume=request.resume,
+        load_model=lambda: load_base(request.model, request.num_labels),
     )
     trainer = trainer or load_trainer(request.trainer)
     started = time.perf_counter()
-    metrics = checked_metrics(evaluate(context, model.to(device)) if request.zero_shot else trainer(context), request.metric)
+    metrics = checked_metrics(evaluate(context, context.model.to(device)) if request.zero_shot else trainer(context),
+                              request.metric)
     seconds = time.perf_counter() - started
     if context.peft_model is not None:
         params = count_trainable(request.plan, shape)

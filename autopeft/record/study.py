@@ -308,12 +308,12 @@ class StudyRecord:
     def plan_of(self, number: int) -> Plan:
         """The plan trial ``number`` trained (stored by this version or by autopeft 0.1)."""
         try:
-            return Plan.from_dict(self.study.trials[number].user_attrs[PLAN])
+            return Plan.from_dict(self.study.get_trials(deepcopy=False)[number].user_attrs[PLAN])
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError("run", f"trial {number} stores a plan this version cannot read ({exc})",
                             "use the autopeft version that ran the search") from None
 
     def trial_info(self, number: int) -> dict:
         """The trial's stored metrics and MLflow run id."""
-        attrs = self.study.trials[number].user_attrs
+        attrs = self.study.get_trials(deepcopy=False)[number].user_attrs
         return {"metrics": attrs.get(METRICS, {}), "mlflow_run_id": attrs.get(MLFLOW_RUN)}

@@ -6,8 +6,11 @@ import functools
 import json
 import logging
 import os
+import queue
 import tempfile
+import threading
 import time
+import traceback
 import uuid
 from pathlib import Path
 from urllib.parse import unquote
@@ -50,13 +53,17 @@ def credentials_to_environment(tracking_uri: str) -> str:
 
 
 class Tracker:
-    """Writes a search to MLflow, and outlives MLflow outages: MLflow only tracks, so its failure
-    never stops a search.
+    """Writes a search to MLflow from a background thread, and outlives MLflow outages: MLflow only
+    tracks, so neither its latency nor its failure ever holds up a search.
 
-    Every ``MlflowWriter`` method is called through a backlog: while the tracking store fails, a
-    call is kept (a run it would create gets a stand-in id, replaced when the run exists) and a
-    warning is shown once; the next call first writes the backlog, in order. ``finish_search``
-    tries one last time and says how many records could not be written.
+    Every ``MlflowWriter`` method called on the tracker is queued and returns at once; one thread
+    writes the queue in order. A method that creates a run (``start_trial``) returns a stand-in id
+    at once: later calls may name it, and ``created()`` hands out (stand-in, run id) pairs as runs
+    come to exist; ``run_id()`` resolves one. ``start_search`` waits for its run.
+
+    While the tracking store fails, a call is kept and a warning is shown once; the next call
+    first writes the backlog, in order. ``finish_search`` waits until the queue is written and
+    tries one last time, saying how many records could not be written.
     """
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None):
@@ -66,6 +73,10 @@ class Tracker:
         self._writer: MlflowWriter | None = None
         self._backlog: list[tuple[str, tuple, dict, str | None]] = []
         self._ids: dict[str, str] = {}  # stand-in run id -> the run's id once created
+        self._created: list[tuple[str, str]] = []
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
 
     @property
     def parent_id(self) -> str | None:
@@ -81,15 +92,69 @@ class Tracker:
             raise AttributeError(name)
         return functools.partial(self._call, name)
 
+    def run_id(self, stand_in: str) -> str:
+        """The run a stand-in id stands for, once it exists (else the stand-in)."""
+        with self._lock:
+            return self._ids.get(stand_in, stand_in)
+
+    def created(self) -> list[tuple[str, str]]:
+        """(stand-in, run id) of every run created since the last call."""
+        with self._lock:
+            created, self._created = self._created, []
+        return created
+
+    def flush(self) -> None:
+        """Wait until every queued call is written (or kept, while MLflow fails)."""
+        while self._queue.unfinished_tasks:
+            with self._queue.all_tasks_done:
+                self._queue.all_tasks_done.wait(0.2)
+
+    def _call(self, name: str, *args, **kwargs):
+        stand_in = f"pending-{uuid.uuid4().hex}" if name in RETURNS_RUN else None
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._work, name="autopeft-mlflow", daemon=True)
+            self._thread.start()
+        self._queue.put((name, args, kwargs, stand_in))
+        if name in ("start_search", "finish_search"):
+            self.flush()
+        return self.run_id(stand_in) if name == "start_search" else stand_in
+
+    def _work(self) -> None:
+        while True:
+            call = self._queue.get()
+            try:
+                self._handle(call)
+            except BaseException:  # a record that cannot be written is lost; the search goes on
+                log.warning("an MLflow record (%s) could not be written:\n%s", call[0], traceback.format_exc(limit=3))
+            finally:
+                self._queue.task_done()
+
+    def _handle(self, call: tuple[str, tuple, dict, str | None]) -> None:
+        name = call[0]
+        try:
+            written = self._flush()
+            if written:
+                log.warning("MLflow is back: %d kept records written", written)
+            self._write(*call)
+        except store_errors() as exc:
+            if not self._backlog:
+                log.warning("MLflow failed (%s); the search goes on, and its records are kept until MLflow is back",
+                            str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__)
+            self._backlog.append(call)
+            if name == "finish_search":
+                self._drain()
+
     def _resolve(self, value):
-        return self._ids.get(value, value) if isinstance(value, str) else value
+        return self.run_id(value) if isinstance(value, str) else value
 
     def _write(self, name: str, args: tuple, kwargs: dict, stand_in: str | None):
         if self._writer is None:
             self._writer = self._open()
         result = getattr(self._writer, name)(*map(self._resolve, args), **{k: self._resolve(v) for k, v in kwargs.items()})
         if stand_in is not None:
-            self._ids[stand_in] = result
+            with self._lock:
+                self._ids[stand_in] = result
+                self._created.append((stand_in, result))
         return result
 
     def _flush(self) -> int:
@@ -99,22 +164,6 @@ class Tracker:
             self._write(*self._backlog[0])
             self._backlog.pop(0)
         return held
-
-    def _call(self, name: str, *args, **kwargs):
-        stand_in = f"pending-{uuid.uuid4().hex}" if name in RETURNS_RUN else None
-        try:
-            written = self._flush()
-            if written:
-                log.warning("MLflow is back: %d kept records written", written)
-            return self._write(name, args, kwargs, None)
-        except store_errors() as exc:
-            if not self._backlog:
-                log.warning("MLflow failed (%s); the search goes on, and its records are kept until MLflow is back",
-                            str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__)
-            self._backlog.append((name, args, kwargs, stand_in))
-            if name == "finish_search":
-                self._drain()
-            return stand_in
 
     def _drain(self) -> None:
         """At the end of a search: wait up to ``DRAIN_PATIENCE`` seconds for MLflow to take the backlog."""

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import statistics
 import sys
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,6 +223,12 @@ class SearchLoop:
         self.rungs = fidelity.rungs if fidelity.asha else None  # trials train in rungs (MO-ASHA)
         self.continuing = self._cut_short_rungs() if self.rungs else []  # (trial, rung) a stopped search left mid-rung
         self._counts: dict[int, int] = {}  # trainable parameters by trial number
+        self._rung_table: list[RungTrial] | None = None
+        self._runs: dict[int, str] = {}  # MLflow run (or its stand-in, until it exists) of each trial started here
+        self._unrecorded: dict[str, optuna.trial.Trial] = {}  # trials whose MLflow run's id is not in the study yet
+        self._ahead: Future | None = None  # the next trial's proposal, made while every worker is busy
+        self._proposing: ThreadPoolExecutor | None = None
+        self._proposal_seconds: list[float] = []
         self._charts_drawn = -CHARTS_EVERY  # when the PNG charts were last drawn (time.monotonic())
 
     def run(self) -> None:
@@ -279,7 +287,27 @@ class SearchLoop:
         searching = sum(1 for work in self.running.values() if work.counts)
         return self.finished + searching < self.job.budget.trials
 
+    def _record_run_ids(self) -> None:
+        """Put the id of each trial's MLflow run in the study once the run exists (MLflow is written in the background)."""
+        for stand_in, run_id in self.tracker.created():
+            trial = self._unrecorded.pop(stand_in, None)
+            if trial is not None:
+                self.record.set_run_id(trial, run_id)
+                self._runs[trial.number] = run_id
+
+    def _resolve_run(self, work: TrialWork | BaselineWork | FinalWork) -> None:
+        """Before a work item records its outcome: its MLflow run's id, in the study for a trial (a stand-in while MLflow fails)."""
+        stand_in, work.run_id = work.run_id, self.tracker.run_id(work.run_id)
+        trial = self._unrecorded.pop(stand_in, None)
+        if trial is not None:
+            self.record.set_run_id(trial, work.run_id)
+            self._runs[trial.number] = work.run_id
+
+    def _run_of(self, trial: optuna.trial.FrozenTrial) -> str | None:
+        return trial.user_attrs.get(MLFLOW_RUN) or self._runs.get(trial.number)
+
     def _fill(self) -> None:
+        self._record_run_ids()
         space = self.prepared.space
         while self.pool.idle and self.baselines_left:
             name = self.baselines_left.pop(0)
@@ -294,7 +322,7 @@ class SearchLoop:
                 self.continuing.pop(0)
             self._send_on(*step)
         while self.pool.idle and self._trials_to_start():
-            proposal = self.proposer.next()
+            proposal = self._propose()
             trial = proposal.trial
             plan = space.decode(trial.params)
             params = int(proposal.cost)  # the exact count of the plan, computed by the domain
@@ -303,9 +331,10 @@ class SearchLoop:
             self.record.describe_trial(trial, plan, pct, memory.total_gb)
             run_id = self.tracker.start_trial(trial.number, {**space.values(trial.params), "plan": plan.describe(),
                                                              "trainable_params": params, **memory.to_dict()})
-            self.record.set_run_id(trial, run_id)
+            self._runs[trial.number], self._unrecorded[run_id] = run_id, trial
             first_rung = {"stop_at": self.rungs[0]} if self.rungs else {}
             self._submit(TrialWork(trial, plan, params, pct, memory.total_gb, run_id, overrides=first_rung))
+        self._propose_ahead()
         while self.pool.idle and self.finals:
             target, seed, plan = self.finals.pop(0)
             params = space.count(plan)
@@ -316,9 +345,49 @@ class SearchLoop:
             self._submit(FinalWork(target, seed, plan, params, self.prepared.shape.pct(params), memory.total_gb, run_id,
                                    overrides))
 
+    def _propose(self):
+        """The next trial's proposal: the one made ahead, else a new one."""
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            return ahead.result()
+        return self._timed_proposal()
+
+    def _timed_proposal(self):
+        started = time.perf_counter()
+        proposal = self.proposer.next()
+        self._proposal_seconds.append(time.perf_counter() - started)
+        return proposal
+
+    def _propose_ahead(self) -> None:
+        """While every worker is busy, propose the next trial in the background, so that a worker
+        that frees up starts at once. Only with several workers, and where proposing is slow next to
+        training (more than ``AHEAD_SHARE`` of a trial's time): a proposal made ahead misses the
+        result that frees its worker, which a search of long trials, or a sequential one, need not give up."""
+        if (self.job.budget.parallel < 2 or self._ahead is not None or self.pool.idle or not self._trials_to_start() or not self.durations
+                or not self._proposal_seconds):
+            return
+        if statistics.median(self._proposal_seconds[-20:]) <= AHEAD_SHARE * statistics.median(self.durations[-20:]):
+            return
+        if self._proposing is None:
+            self._proposing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="autopeft-propose")
+        self._ahead = self._proposing.submit(self._timed_proposal)
+
+    def _settle_ahead(self) -> None:
+        """A stopping search waits for a proposal in progress, so that its trial is recorded as interrupted."""
+        if self._ahead is not None:
+            wait([self._ahead])
+        if self._proposing is not None:
+            self._proposing.shutdown(wait=True)
+
     # -- rungs (fidelity.schedule: asha) -----------------------------------------------------------
 
     def _rung_trials(self) -> list[RungTrial]:
+        """Every trial that finished a rung, read once per change (a result, a trial sent on)."""
+        if self._rung_table is None:
+            self._rung_table = self._read_rung_trials()
+        return self._rung_table
+
+    def _read_rung_trials(self) -> list[RungTrial]:
         return [RungTrial(trial=t.number, params=self._count(t),
                           qualities=tuple(t.user_attrs[RUNG_QUALITY]), sent_to=t.user_attrs.get(RUNG, 0),
                           losses=tuple(t.user_attrs.get(RUNG_LOSS, ())),
@@ -349,6 +418,7 @@ class SearchLoop:
 
     def _send_on(self, number: int, rung: int) -> None:
         """Continue a paused trial from its checkpoint up to ``rung``."""
+        self._rung_table = None
         frozen = self.record.study.get_trials(deepcopy=False)[number]
         trial = optuna.trial.Trial(self.record.study, frozen._trial_id)
         plan = self.record.plan_of(number)
@@ -356,7 +426,7 @@ class SearchLoop:
         checkpoint = self.job.layout.checkpoint(number, rung - 1).read_bytes()
         self.record.send_to_rung(trial, rung)
         self._submit(TrialWork(trial, plan, params, self.prepared.shape.pct(params), self.prepared.memory_gb(plan),
-                               frozen.user_attrs[MLFLOW_RUN], rung=rung,
+                               self._run_of(frozen), rung=rung,
                                overrides={"stop_at": self.rungs[rung], "resume": checkpoint}))
 
     def _pause(self, work: TrialWork, result: TrialResult) -> None:
@@ -372,14 +442,15 @@ class SearchLoop:
 
     def _prune_paused(self) -> None:
         """The search is over: trials still waiting at a rung stop there, with that rung's quality."""
+        self._rung_table = None
         for t in self.record.rung_trials():
             if t.state != States.RUNNING:
                 continue
             rung = len(t.user_attrs[RUNG_QUALITY]) - 1
             self.record.prune(optuna.trial.Trial(self.record.study, t._trial_id))
             self.job.layout.checkpoint(t.number, rung).unlink(missing_ok=True)
-            if MLFLOW_RUN in t.user_attrs:
-                self.tracker.prune_trial(t.user_attrs[MLFLOW_RUN], f"after rung {rung + 1} of {len(self.rungs)}")
+            if self._run_of(t):
+                self.tracker.prune_trial(self._run_of(t), f"after rung {rung + 1} of {len(self.rungs)}")
 
     def _skipped(self, trial: optuna.trial.Trial, reason: str) -> float:
         """A proposal that is never trained: recorded with its plan; told at its exact count."""
@@ -433,6 +504,8 @@ class SearchLoop:
 
     def _collect(self, ref) -> None:
         work = self.running.pop(ref)
+        self._rung_table = None
+        self._resolve_run(work)
         try:
             result: TrialResult = self.pool.ray.get(ref)
         except Exception as exc:  # the trial raised or its worker died: retry a lost worker, else record it; go on
@@ -481,6 +554,8 @@ class SearchLoop:
             self.bar.update(1)
 
     def _fail(self, work: TrialWork | BaselineWork | FinalWork, error: str, reason: str | None) -> None:
+        self._rung_table = None
+        self._resolve_run(work)
         self.tracker.fail_trial(work.run_id, error, reason)
         log.warning("%s failed%s: %s", work.label, f" ({reason})" if reason else "", error.strip().splitlines()[-1])
         if reason == OUT_OF_MEMORY:
@@ -536,6 +611,9 @@ class SearchLoop:
 
         self.bar.close()
         try:
+            self._settle_ahead()
+            self.tracker.flush()
+            self._record_run_ids()
             for work in self.running.values():
                 self.tracker.kill_trial(work.run_id, STOPPED)
                 work.stopped(self.record)
@@ -659,6 +737,7 @@ def _save_adapter(target: Path, result: TrialResult) -> Path | None:
 
 
 AUTO_TIMEOUT_FLOOR = 15 * 60.0
+AHEAD_SHARE = 0.02  # proposals made ahead once a proposal takes more than this share of a trial's time
 CHARTS_EVERY = 30.0  # seconds between redrawings of the PNG charts while a search runs
 _MEMORY_ERRORS = ("OutOfMemoryError", "MemoryError", "CUDA out of memory", "can't allocate memory", "memory pressure")
 
