@@ -46,9 +46,12 @@ def run(sampler: str, workers: int, trials: int, seconds: float, root: Path) -> 
         "fidelity": {"train_examples": 8, "eval_examples": 8},
         "stores": {"run_dir": str(root / f"{sampler}-{seconds:g}")},
     })
+    import ray
+
     cpu = time.process_time()
     submit(job, progress=False)
     cpu = time.process_time() - cpu
+    ray.shutdown()  # the next search starts its own workers, which read their trial length when they start
     calls = [t.user_attrs[METRICS] for t in StudyRecord.load(job).completed()]
     first = {}
     for call in calls:

@@ -304,22 +304,24 @@ class MlflowWriter:
             self.client.set_tag(run_id, "autopeft.failure", reason)
         self.client.set_terminated(run_id, status="FAILED")
 
-    def log_front(self, front: list[Point], hypervolume: float, step: int, page: str | None,
+    def log_front(self, front: list[Point], hypervolume: float, step: int | None, page: str | None,
                   baselines: dict[str, dict] | None = None) -> None:
-        """Replace the parent run's Pareto table and interactive chart (``page``), and add a hypervolume point."""
+        """Add a hypervolume point to the parent run at ``step`` (the trials finished) and, with ``page``
+        (the interactive chart), replace its Pareto table."""
         from mlflow.entities import Metric
 
         now = _now_ms()
         metrics = {"hypervolume": hypervolume, "front_size": len(front)}
         if front:
             metrics["best_quality"] = max(p.quality for p in front)
-        self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        if step is not None:
+            self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        if page is None:
+            return
         rows = [p.to_dict() for p in front]
         header = "trial,quality,params,pct,plan\n"
         csv = header + "".join(f"{p.trial},{p.quality:.6f},{p.params},{p.pct:.6f},\"{p.plan}\"\n" for p in front)
-        artifacts: dict[str, str | bytes] = {"pareto.json": json.dumps(rows, indent=2), "pareto.csv": csv}
-        if page is not None:
-            artifacts["pareto.html"] = page
+        artifacts: dict[str, str | bytes] = {"pareto.json": json.dumps(rows, indent=2), "pareto.csv": csv, "pareto.html": page}
         if baselines:
             artifacts["baselines.json"] = json.dumps(baselines, indent=2)
         self._log_texts(self.parent_id, artifacts)

@@ -230,6 +230,9 @@ class SearchLoop:
         self._proposing: ThreadPoolExecutor | None = None
         self._proposal_seconds: list[float] = []
         self._charts_drawn = -CHARTS_EVERY  # when the PNG charts were last drawn (time.monotonic())
+        self._front_drawn = -FRONT_EVERY  # when the Pareto table and interactive chart were last written
+        self._front_due = False  # a result came in since they were
+        self._points: list[Point] | None = None  # the finished trials' points, kept as results come in
 
     def run(self) -> None:
         status = "FAILED"
@@ -240,6 +243,7 @@ class SearchLoop:
                 self._fill()
                 ready = self.pool.wait(list(self.running), self._wait_time())
                 self._note_nodes()
+                self._draw_front()
                 if ready is None:
                     self._stop_overdue()
                 else:
@@ -483,12 +487,13 @@ class SearchLoop:
         return max(AUTO_TIMEOUT_FLOOR, 10 * max(self.durations)) if self.durations else None
 
     def _wait_time(self) -> float:
-        """Until the next trial is due to time out, or the lease to be renewed."""
+        """Until the next trial is due to time out, the lease to be renewed, or the front to be drawn."""
+        cap = FRONT_EVERY if self._front_due else HEARTBEAT
         timeout = self.trial_timeout()
         if timeout is None or not self.running:
-            return HEARTBEAT
+            return cap
         now = time.monotonic()
-        return max(0.05, min(HEARTBEAT, *(work.started + timeout - now for work in self.running.values())))
+        return max(0.05, min(cap, *(work.started + timeout - now for work in self.running.values())))
 
     def _stop_overdue(self) -> None:
         timeout = self.trial_timeout()
@@ -546,6 +551,9 @@ class SearchLoop:
                                                 "peak_memory_mb": result.peak_memory_mb}, adapter_dir,
                                      {"autopeft.node": result.node, "autopeft.device": result.device})
         work.finished(self.record, result)
+        if self._points is not None and isinstance(work, TrialWork):
+            self._points.append(Point(trial=work.trial.number, quality=result.quality, params=work.params, pct=work.pct,
+                                      plan=work.plan.describe()))
         if work.counts:
             self.finished += 1
         if not isinstance(work, FinalWork):  # a re-evaluation leaves the search's front as it was
@@ -571,22 +579,41 @@ class SearchLoop:
         elif not isinstance(work, TrialWork):
             self.bar.update(1)
 
-    def _log_front(self) -> None:
-        """The parent run's front, hypervolume and charts: the interactive chart after every trial, the
-        PNGs (slower drawings) at most every ``CHARTS_EVERY`` seconds and when the search stops."""
-        from autopeft.dashboards.pareto_chart import pareto_html, pareto_svg
+    def _finished_points(self) -> list[Point]:
+        if self._points is None:
+            self._points = self.record.finished_points()
+        return self._points
 
-        points = self.record.finished_points()
+    def _log_front(self) -> None:
+        """The parent run's hypervolume after every result; its Pareto table and interactive chart at most
+        every ``FRONT_EVERY`` seconds, the PNGs (slower drawings) every ``CHARTS_EVERY``, and all when
+        the search stops."""
+        points = self._finished_points()
         front = pareto_front(points)
         volume = hypervolume(points, self.reference)
-        marks = self.record.baseline_points()
-        title = f"{self.job.name}: {len(points)} trials"
-        page = pareto_html(pareto_svg(points, front, self.reference, title, self.job.task.metric, marks), title)
-        self.tracker.log_front(front, volume, self.finished, page, {name: p.to_dict() for name, p in marks.items()})
+        self.tracker.log_front(front, volume, self.finished, None)
+        self._front_due = True
+        self._draw_front()
         if points and time.monotonic() - self._charts_drawn >= CHARTS_EVERY:
             self._log_charts(points)
         best = max([p.quality for p in points] or [float("nan")])
         self.bar.set_postfix(best=f"{best:.4f}", pareto=len(front), hv=f"{volume:.4f}")
+
+    def _draw_front(self, now: bool = False) -> None:
+        """The Pareto table and interactive chart, where a result came in since they were written and
+        ``FRONT_EVERY`` seconds have passed (``now``: at once)."""
+        from autopeft.dashboards.pareto_chart import pareto_html, pareto_svg
+
+        if not self._front_due or (not now and time.monotonic() - self._front_drawn < FRONT_EVERY):
+            return
+        self._front_drawn, self._front_due = time.monotonic(), False
+        points = self._finished_points()
+        front = pareto_front(points)
+        marks = self.record.baseline_points()
+        title = f"{self.job.name}: {len(points)} trials"
+        page = pareto_html(pareto_svg(points, front, self.reference, title, self.job.task.metric, marks), title)
+        self.tracker.log_front(front, hypervolume(points, self.reference), None, page,
+                               {name: p.to_dict() for name, p in marks.items()})
 
     def _log_charts(self, points: list[Point]) -> None:
         """The PNG charts: the front, the hypervolume trace, where the front trains, the dimensions of every trial."""
@@ -626,6 +653,7 @@ class SearchLoop:
         if status is None:
             return
         if points:
+            self._draw_front(now=True)
             self._log_charts(points)
         if status == "FINISHED" and self.job.final.seeds:
             self._log_final_front()
@@ -739,6 +767,7 @@ def _save_adapter(target: Path, result: TrialResult) -> Path | None:
 AUTO_TIMEOUT_FLOOR = 15 * 60.0
 AHEAD_SHARE = 0.02  # proposals made ahead once a proposal takes more than this share of a trial's time
 CHARTS_EVERY = 30.0  # seconds between redrawings of the PNG charts while a search runs
+FRONT_EVERY = 2.0  # seconds between rewritings of the Pareto table and interactive chart while a search runs
 _MEMORY_ERRORS = ("OutOfMemoryError", "MemoryError", "CUDA out of memory", "can't allocate memory", "memory pressure")
 
 
