@@ -33,3 +33,18 @@ def test_same_request_gives_the_same_quality(tiny_bert, reviews_csv):
     fidelity = Fidelity(train_examples=32, eval_examples=64, batch_size=16, max_seq_length=32)
     request = TrialRequest(0, plan, tiny_bert, 2, "accuracy", fidelity, seed=3)
     assert run_trial(request, data).quality == run_trial(request, data).quality
+
+
+def test_a_trial_function_that_never_touches_the_model_gets_no_copy_of_it(tiny_bert, reviews_csv, monkeypatch):
+    from autopeft.workers import trial
+
+    data = load_task_data(TaskSpec(train_file=reviews_csv, text_columns=["review"], label_column="sentiment"))
+    plan = Plan.of(Lora((LoraTarget("value", 4, 8.0, (0,)),)))
+    request = TrialRequest(0, plan, tiny_bert, 2, "accuracy", Fidelity(train_examples=32, eval_examples=32), seed=3)
+    loads = []
+    load_base = trial.load_base
+    monkeypatch.setattr(trial, "load_base", lambda *args: loads.append(args) or load_base(*args))
+    result = run_trial(request, data, lambda context: {"accuracy": 0.5, "ranks": len(context.plan.methods)})
+    assert result.quality == 0.5 and not result.adapter_files and loads == []
+    result = run_trial(request, data, lambda context: {"accuracy": float(context.model.config.num_labels)})
+    assert result.quality == 2.0 and len(loads) == 1
