@@ -128,8 +128,12 @@ def ray_env(root: Path) -> dict[str, str]:
 
 
 def start_node(root: Path, *args: str) -> subprocess.Popen:
+    """A Ray node with ports of its own: Ray's default agent ports are taken by any other Ray on this machine."""
     log = open(root / f"node-{len(list(root.glob('node-*.log')))}.log", "w")
-    return subprocess.Popen([str(BIN / "ray"), "start", "--block", "--node-ip-address", "127.0.0.1", *args],
+    ports = [arg for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
+                              "--metrics-export-port", "--node-manager-port", "--object-manager-port")
+             for arg in (flag, str(free_port()))]
+    return subprocess.Popen([str(BIN / "ray"), "start", "--block", "--node-ip-address", "127.0.0.1", *ports, *args],
                             env=ray_env(root), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
