@@ -254,7 +254,7 @@ def test_ray_job_submit_runs_a_search_on_the_cluster(tmp_path, tiny_bert, review
     cluster_job(work, tiny_bert, reviews_csv, postgres, mlflow_server, trials=2, name="ray-job",
                 budget={"trials": 2, "parallel": 1})
     deadline = time.monotonic() + 180
-    while True:  # the head's job agent takes a while to come up, and to forget the node the first test stopped
+    while True:  # the head node's job agent may still be starting
         job = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", ray_cluster["dashboard"], "--working-dir",
                               str(work), "--", "autopeft", "submit", "job.yaml", "--no-progress"],
                              env=ray_env(ray_cluster["root"]), capture_output=True, text=True, timeout=600)
