@@ -179,8 +179,7 @@ def test_a_method_that_does_not_fit_is_named_with_what_fits(tmp_path, tiny_bert,
 
 def test_a_catalogue_search_runs_every_new_baseline_records_the_choices_and_exports_a_loadable_adapter(
         tmp_path, tiny_bert, reviews_csv, ray_local):
-    from peft import PeftModel
-
+    from autopeft import load_adapter
     from autopeft.api import export, submit
     from test_export import _validation_accuracy
     from test_search import runs_of, tiny_job
@@ -195,8 +194,8 @@ def test_a_catalogue_search_runs_every_new_baseline_records_the_choices_and_expo
     searched = [r for r in children if "per_group.query" in r.data.params]
     assert len(searched) == 4
     assert all(r.data.params["per_group.query"].split(":")[0] in {"off", "lora", "loha", "lokr", "vera", "oft"} for r in searched)
-    exported = export(job, "best", tmp_path / "out")
-    loaded = PeftModel.from_pretrained(base_model(tiny_bert, 2), str(tmp_path / "out"))
+    exported = export(job, "best", tmp_path / "out")  # one peft adapter, or several methods in autopeft's composite format
+    loaded = load_adapter(base_model(tiny_bert, 2), tmp_path / "out")
     assert _validation_accuracy(loaded, job, tiny_bert) == pytest.approx(exported.point.quality, abs=1.5 / job.fidelity.eval_examples)
 
 
