@@ -294,18 +294,18 @@ class SearchLoop:
     def _record_run_ids(self) -> None:
         """Put the id of each trial's MLflow run in the study once the run exists (MLflow is written in the background)."""
         for stand_in, run_id in self.tracker.created():
-            trial = self._unrecorded.pop(stand_in, None)
-            if trial is not None:
-                self.record.set_run_id(trial, run_id)
-                self._runs[trial.number] = run_id
+            self._note_run(stand_in, run_id)
 
     def _resolve_run(self, work: TrialWork | BaselineWork | FinalWork) -> None:
-        """Before a work item records its outcome: its MLflow run's id, in the study for a trial (a stand-in while MLflow fails)."""
+        """Before a work item records its outcome: its MLflow run's id (a stand-in while MLflow fails), in the study for a trial."""
         stand_in, work.run_id = work.run_id, self.tracker.run_id(work.run_id)
+        self._note_run(stand_in, work.run_id)
+
+    def _note_run(self, stand_in: str, run_id: str) -> None:
         trial = self._unrecorded.pop(stand_in, None)
         if trial is not None:
-            self.record.set_run_id(trial, work.run_id)
-            self._runs[trial.number] = work.run_id
+            self.record.set_run_id(trial, run_id)
+            self._runs[trial.number] = run_id
 
     def _run_of(self, trial: optuna.trial.FrozenTrial) -> str | None:
         return trial.user_attrs.get(MLFLOW_RUN) or self._runs.get(trial.number)
@@ -367,8 +367,8 @@ class SearchLoop:
         that frees up starts at once. Only with several workers, and where proposing is slow next to
         training (more than ``AHEAD_SHARE`` of a trial's time): a proposal made ahead misses the
         result that frees its worker, which a search of long trials, or a sequential one, need not give up."""
-        if (self.job.budget.parallel < 2 or self._ahead is not None or self.pool.idle or not self._trials_to_start() or not self.durations
-                or not self._proposal_seconds):
+        if (self.job.budget.parallel < 2 or self._ahead is not None or self.pool.idle or not self._trials_to_start()
+                or not self.durations or not self._proposal_seconds):
             return
         if statistics.median(self._proposal_seconds[-20:]) <= AHEAD_SHARE * statistics.median(self.durations[-20:]):
             return
