@@ -297,7 +297,7 @@ class SearchLoop:
             self._note_run(stand_in, run_id)
 
     def _resolve_run(self, work: TrialWork | BaselineWork | FinalWork) -> None:
-        """Before a work item records its outcome: its MLflow run's id (a stand-in while MLflow fails), in the study for a trial."""
+        """Before a work item records its outcome: its run id (a stand-in while MLflow fails), in the study for a trial."""
         stand_in, work.run_id = work.run_id, self.tracker.run_id(work.run_id)
         self._note_run(stand_in, work.run_id)
 
