@@ -167,3 +167,57 @@ def test_drivers_that_create_one_new_study_store_at_the_same_moment_all_open_it(
             driver.join()
         assert outcomes == ["opened"] * 6, outcomes
         assert optuna.get_all_study_summaries(url) == []
+
+
+def test_a_batch_of_trial_writes_lands_in_one_transaction_in_order_and_a_failed_commit_is_retried_whole(tmp_path, monkeypatch):
+    import threading
+
+    import sqlalchemy
+    from optuna.distributions import IntDistribution
+    from optuna.storages import RDBStorage
+
+    from autopeft.record.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    storage = open_storage(url)
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(0))
+    space = {f"x{i}": IntDistribution(0, 8) for i in range(12)}
+    commits = []
+
+    def commit(connection):
+        commits.append(connection)
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", commit)
+    try:
+        study.ask(space)
+        one_by_one, commits[:] = len(commits), []
+        with storage.batched():
+            trial = study.ask(space)
+        assert one_by_one >= 12 and len(commits) <= one_by_one - 11  # the 12 parameters in one commit
+
+        original, calls = RDBStorage._set_trial_attr_without_commit, {"n": 0}
+
+        def fails_once(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise sqlalchemy.exc.OperationalError("INSERT", {}, Exception("database is locked"))
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(RDBStorage, "_set_trial_attr_without_commit", fails_once)
+        monkeypatch.setattr("autopeft.record.storage.RETRY_DELAYS", (0.1, 0.2))
+        with storage.batched():
+            trial.set_user_attr("plan", {"query": 4})
+            trial.set_user_attr("size", 12)
+            elsewhere = threading.Thread(target=lambda: storage.set_trial_user_attr(trial._trial_id, "node", "n1"))
+            elsewhere.start()
+            elsewhere.join()  # another thread's write is not held back by this one's batch
+            assert optuna.load_study(study_name=study.study_name, storage=url).trials[1].user_attrs == {"node": "n1"}
+            assert storage.get_trial(trial._trial_id).user_attrs["size"] == 12  # held writes go first
+            trial.set_user_attr("size", 13)
+            study.tell(trial, [0.5, 10.0])  # after the attributes it follows
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "commit", commit)
+    stored = optuna.load_study(study_name=study.study_name, storage=url).trials[1]
+    assert stored.params == trial.params and len(stored.params) == 12
+    assert stored.user_attrs == {"plan": {"query": 4}, "size": 13, "node": "n1"}
+    assert stored.state == optuna.trial.TrialState.COMPLETE and stored.values == [0.5, 10.0]

@@ -8,6 +8,7 @@ one proposal comes from a random sampler.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,14 +36,15 @@ class Proposer:
 
     ``trained_as(params)`` names the finished trial that already trained a plan: such a proposal
     (any sampler may make one, a resumed one especially) is skipped and told that trial's values.
+    ``batched()`` opens a block whose writes reach the study in one transaction (a proposal's parameters).
     """
 
     def __init__(self, study: optuna.Study, domain: Domain, seed: int, max_skips: int, on_skip: SkipHook | None = None,
-                 trained_as: TrainedAs | None = None):
+                 trained_as: TrainedAs | None = None, batched: Callable = contextlib.nullcontext):
         if domain.reference is None:
             raise ValueError("proposing needs the domain's reference point (the quality floor)")
         self.study, self.domain, self.seed, self.max_skips = study, domain, seed, max_skips
-        self.on_skip, self.trained_as = on_skip, trained_as
+        self.on_skip, self.trained_as, self.batched = on_skip, trained_as, batched
         self.skips = 0
         self._in_a_row = 0
 
@@ -71,10 +73,12 @@ class Proposer:
 
     def _ask(self, distributions: dict) -> optuna.trial.Trial:
         if self._in_a_row < RANDOM_AFTER:
-            return self.study.ask(distributions)
+            with self.batched():
+                return self.study.ask(distributions)
         sampler = self.study.sampler
         self.study.sampler = optuna.samplers.RandomSampler(seed=self.seed + self.skips)
         try:
-            return self.study.ask(distributions)
+            with self.batched():
+                return self.study.ask(distributions)
         finally:
             self.study.sampler = sampler

@@ -6,6 +6,7 @@ trainable-parameter count (minimised). Named baselines are kept beside the trial
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,8 +45,13 @@ def _quiet() -> None:
 class StudyRecord:
     """A search's study with typed access to what autopeft stores on it."""
 
-    def __init__(self, study: optuna.Study):
+    def __init__(self, study: optuna.Study, storage=None):
         self.study = study
+        self._storage = storage  # autopeft's own storage, where the study was opened with it
+
+    def batched(self):
+        """A block whose trial writes reach the store in one transaction."""
+        return self._storage.batched() if self._storage is not None else contextlib.nullcontext()
 
     @classmethod
     def open(cls, name: str, storage: str) -> StudyRecord:
@@ -53,8 +59,8 @@ class StudyRecord:
         _quiet()
         from autopeft.record.storage import open_storage
 
-        return cls(optuna.create_study(study_name=name, storage=open_storage(storage), directions=DIRECTIONS,
-                                       load_if_exists=True))
+        store = open_storage(storage)
+        return cls(optuna.create_study(study_name=name, storage=store, directions=DIRECTIONS, load_if_exists=True), store)
 
     @classmethod
     def load(cls, job) -> StudyRecord:
@@ -180,10 +186,11 @@ class StudyRecord:
     # -- trials ------------------------------------------------------------------------------------
 
     def describe_trial(self, trial: optuna.trial.Trial, plan: Plan, pct: float, memory_gb: float) -> None:
-        trial.set_user_attr(PLAN, plan.to_dict())
-        trial.set_user_attr(PLAN_SUMMARY, plan.describe())
-        trial.set_user_attr(TRAINABLE_PCT, pct)
-        trial.set_user_attr(MEMORY_ESTIMATE, memory_gb)
+        with self.batched():
+            trial.set_user_attr(PLAN, plan.to_dict())
+            trial.set_user_attr(PLAN_SUMMARY, plan.describe())
+            trial.set_user_attr(TRAINABLE_PCT, pct)
+            trial.set_user_attr(MEMORY_ESTIMATE, memory_gb)
 
     def mark_skipped(self, trial: optuna.trial.Trial, reason: str) -> None:
         trial.set_user_attr(SKIPPED, reason)
@@ -194,24 +201,27 @@ class StudyRecord:
     def finish(self, trial: optuna.trial.Trial, quality: float, params: int, metrics: dict, train_seconds: float,
                peak_memory_mb: float, device: str, node: str = "") -> None:
         train_seconds += trial.user_attrs.get(TRAIN_SECONDS, 0.0)  # and its earlier rungs'
-        for key, value in ((METRICS, metrics), (TRAIN_SECONDS, train_seconds), (PEAK_MEMORY_MB, peak_memory_mb),
-                           (DEVICE, device), (NODE, node)):
-            trial.set_user_attr(key, value)
-        self.study.tell(trial, [quality, float(params)])
+        with self.batched():
+            for key, value in ((METRICS, metrics), (TRAIN_SECONDS, train_seconds), (PEAK_MEMORY_MB, peak_memory_mb),
+                               (DEVICE, device), (NODE, node)):
+                trial.set_user_attr(key, value)
+            self.study.tell(trial, [quality, float(params)])
 
     def fail(self, trial: optuna.trial.Trial, error: str, reason: str | None = None) -> None:
         """A trial that raised; ``reason`` names a known cause (out of memory)."""
-        trial.set_user_attr(ERROR, error[-2000:])
-        if reason is not None:
-            trial.set_user_attr(FAILURE, reason)
-        self.study.tell(trial, state=States.FAIL)
+        with self.batched():
+            trial.set_user_attr(ERROR, error[-2000:])
+            if reason is not None:
+                trial.set_user_attr(FAILURE, reason)
+            self.study.tell(trial, state=States.FAIL)
 
     def record_rung(self, trial: optuna.trial.Trial, quality: float, loss: float | None, train_seconds: float) -> None:
         """A trial finished a rung before the last: its quality there; it waits, RUNNING, to be sent on or pruned."""
         attrs = trial.user_attrs
-        trial.set_user_attr(RUNG_QUALITY, [*attrs.get(RUNG_QUALITY, []), quality])
-        trial.set_user_attr(RUNG_LOSS, [*attrs.get(RUNG_LOSS, []), loss])
-        trial.set_user_attr(TRAIN_SECONDS, attrs.get(TRAIN_SECONDS, 0.0) + train_seconds)
+        with self.batched():
+            trial.set_user_attr(RUNG_QUALITY, [*attrs.get(RUNG_QUALITY, []), quality])
+            trial.set_user_attr(RUNG_LOSS, [*attrs.get(RUNG_LOSS, []), loss])
+            trial.set_user_attr(TRAIN_SECONDS, attrs.get(TRAIN_SECONDS, 0.0) + train_seconds)
 
     def send_to_rung(self, trial: optuna.trial.Trial, rung: int) -> None:
         trial.set_user_attr(RUNG, rung)
@@ -233,9 +243,10 @@ class StudyRecord:
 
     def interrupt(self, trial: optuna.trial.Trial, why: str) -> None:
         """Fail a trial the search stopped before it finished; it does not use up the budget."""
-        trial.set_user_attr(INTERRUPTED, True)
-        trial.set_user_attr(ERROR, f"interrupted: {why}")
-        self.study.tell(trial, state=States.FAIL)
+        with self.batched():
+            trial.set_user_attr(INTERRUPTED, True)
+            trial.set_user_attr(ERROR, f"interrupted: {why}")
+            self.study.tell(trial, state=States.FAIL)
 
     def interrupt_orphans(self) -> list[str]:
         """Trials left RUNNING by a search that was killed are marked interrupted; returns their MLflow runs."""

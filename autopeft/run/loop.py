@@ -216,7 +216,7 @@ class SearchLoop:
         self.durations: list[float] = []  # seconds of every trial and baseline that finished
         trials = self.job.budget.trials
         self.proposer = Proposer(record.study, domain, self.job.seed, 50 * max(1, trials), on_skip=self._skipped,
-                                 trained_as=record.trained_as)
+                                 trained_as=record.trained_as, batched=record.batched)
         self.bar = _progress(trials + len(prepared.baselines), self.finished + len(record.baselines), progress)
         self.finals: list[tuple[str, int, Plan]] | None = None  # re-evaluations left, once the search is done
         fidelity = self.job.fidelity
