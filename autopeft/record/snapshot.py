@@ -21,6 +21,7 @@ from autopeft.record.study import (
     SKIPPED,
     States,
     StudyRecord,
+    after_rung,
 )
 
 
@@ -89,8 +90,8 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
     job = record.job
     trials = record.study.get_trials(deepcopy=False)
     running = [t for t in trials if t.state == States.RUNNING and SKIPPED not in t.user_attrs]
-    waiting = [t for t in running if _waiting(t.user_attrs)]
-    running = [t for t in running if not _waiting(t.user_attrs)]
+    waiting = [t for t in running if after_rung(t.user_attrs)]
+    running = [t for t in running if not after_rung(t.user_attrs)]
     now = now or datetime.now()
     failures = [Failure(t.number, _reason(t.user_attrs)) for t in trials
                 if t.state == States.FAIL and not ({SKIPPED, INTERRUPTED} & set(t.user_attrs))]
@@ -114,11 +115,6 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
         waiting=len(waiting), pruned=sum(1 for t in trials if t.state == States.PRUNED))
 
 
-def _waiting(attrs: dict) -> bool:
-    """A trial paused after a rung: it finished the rung it was sent to."""
-    return len(attrs.get(RUNG_QUALITY, [])) > attrs.get(RUNG, 0)
-
-
 def _rung_text(attrs: dict) -> str:
     return f"(rung {attrs[RUNG] + 1}) " if attrs.get(RUNG) else ""
 
@@ -131,7 +127,7 @@ def _trial_rows(record: StudyRecord) -> list:
     for t in record.study.get_trials(deepcopy=False):
         attrs = t.user_attrs
         state = ("skipped" if SKIPPED in attrs else "interrupted" if INTERRUPTED in attrs else
-                 "waiting" if t.state == States.RUNNING and _waiting(attrs) else
+                 "waiting" if t.state == States.RUNNING and after_rung(attrs) else
                  {States.COMPLETE: "finished", States.FAIL: "failed", States.RUNNING: "running"}.get(t.state, t.state.name.lower()))
         values = t.values if state == "finished" else None
         note = attrs[SKIPPED] if state == "skipped" else _reason(attrs) if state == "failed" else ""

@@ -38,6 +38,12 @@ RUNG_QUALITY, RUNG = "rung_quality", "rung"  # a search with rungs: the quality 
 RUNG_LOSS = "rung_eval_loss"  # and the validation loss after each rung (None where the trainer reports none)
 
 
+def after_rung(attrs: dict) -> bool:
+    """Whether a trial (while RUNNING) waits after a rung: it finished the rung it was last sent to,
+    and is neither sent on nor pruned yet."""
+    return len(attrs.get(RUNG_QUALITY, [])) > attrs.get(RUNG, 0)
+
+
 def _quiet() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 

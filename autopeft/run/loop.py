@@ -43,6 +43,7 @@ from autopeft.record.study import (
     WORKER_LOST,
     States,
     StudyRecord,
+    after_rung,
 )
 from autopeft.record.tracking import Tracker, flatten
 from autopeft.run.pool import WorkerPool, init_ray
@@ -395,8 +396,7 @@ class SearchLoop:
         return [RungTrial(trial=t.number, params=self._count(t),
                           qualities=tuple(t.user_attrs[RUNG_QUALITY]), sent_to=t.user_attrs.get(RUNG, 0),
                           losses=tuple(t.user_attrs.get(RUNG_LOSS, ())),
-                          paused=t.state == States.RUNNING and len(t.user_attrs[RUNG_QUALITY]) == t.user_attrs.get(RUNG, 0) + 1
-                          and t.number not in self._in_flight())
+                          paused=t.state == States.RUNNING and after_rung(t.user_attrs) and t.number not in self._in_flight())
                 for t in self.record.rung_trials()]
 
     def _count(self, trial: optuna.trial.FrozenTrial) -> int:
@@ -418,7 +418,7 @@ class SearchLoop:
     def _cut_short_rungs(self) -> list[tuple[int, int]]:
         """Trials sent to a later rung that a stopped search left unfinished: that rung runs again from its checkpoint."""
         return [(t.number, t.user_attrs[RUNG]) for t in self.record.rung_trials()
-                if t.state == States.RUNNING and t.user_attrs.get(RUNG, 0) == len(t.user_attrs[RUNG_QUALITY])]
+                if t.state == States.RUNNING and not after_rung(t.user_attrs)]
 
     def _send_on(self, number: int, rung: int) -> None:
         """Continue a paused trial from its checkpoint up to ``rung``."""

@@ -25,7 +25,7 @@ from autopeft.optimize.autopeft_sampler.design import grid_points, sobol
 from autopeft.optimize.autopeft_sampler.discrete import hill_climb, key
 from autopeft.optimize.autopeft_sampler.model import Features, fit_quality_gp
 from autopeft.optimize.domain import Domain
-from autopeft.record.study import RUNG, RUNG_QUALITY
+from autopeft.record.study import after_rung
 
 
 class AutoPeftSampler(optuna.samplers.BaseSampler):
@@ -93,8 +93,7 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
             if point is None:
                 continue
             seen.add(key(point))
-            rungs = t.user_attrs.get(RUNG_QUALITY) if t.state in (TrialState.RUNNING, TrialState.PRUNED) else None
-            if rungs and (t.state == TrialState.PRUNED or len(rungs) > t.user_attrs.get(RUNG, 0)):
+            if t.state == TrialState.PRUNED or (t.state == TrialState.RUNNING and after_rung(t.user_attrs)):
                 continue  # a search with rungs: the GP learns from full trainings only; waiting and pruned trials are not
             elif t.state == TrialState.RUNNING:  # proposed again, being in ``seen``
                 pending.append(point)
