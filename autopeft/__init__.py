@@ -4,11 +4,19 @@ Importing ``autopeft`` registers its own PEFT methods with peft, so that peft lo
 The public API (``submit``, ``prepare``, ``read_front``, ``read_baselines``, ``export``,
 ``load_job``, ``load_adapter``, ``JobSpec``) loads on first use: a worker that imports
 ``autopeft.workers`` does not load the driver.
+
+autopeft reaches no network of its own accord: it turns off MLflow's telemetry and Ray's usage
+statistics, for itself and the processes it starts, unless the environment already sets them
+(``MLFLOW_DISABLE_TELEMETRY=false``, ``RAY_USAGE_STATS_ENABLED=1``).
 """
 
+import os
 from importlib import import_module
 
-import autopeft.workers.methods  # noqa: F401  (registers the bottleneck and prefix peft methods)
+for _variable, _value in (("MLFLOW_DISABLE_TELEMETRY", "true"), ("RAY_USAGE_STATS_ENABLED", "0")):
+    os.environ.setdefault(_variable, _value)
+
+import autopeft.workers.methods  # noqa: E402, F401  (registers the bottleneck and prefix peft methods)
 
 _API = {
     "JobSpec": "autopeft.job.spec",

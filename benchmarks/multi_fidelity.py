@@ -28,6 +28,7 @@ from autopeft import api
 from autopeft.record.pareto import Point, hypervolume
 from autopeft.record.study import RUNG_QUALITY, TRAIN_SECONDS, States, StudyRecord
 from collect_trials import write_derived
+from reporting import publish
 
 HERE = Path(__file__).parent
 JOBS = [HERE / "jobs" / "quality_rotten.yaml", HERE / "jobs" / "quality_debates.yaml"]
@@ -110,11 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         verdict = "met" if asha_hv >= full_hv and max(ratio, step_ratio) <= 0.5 else "not met"
         lines.append(f"| {job.name} | {full_hv:.4f}, {full_seconds:,.0f} s | {len(asha)} ({len(complete)}), {asha_hv:.4f}, "
                      f"{asha_seconds:,.0f} s | {ratio:.2f}, {step_ratio:.2f} | {hypervolume(prefix, reference):.4f} | {verdict} |")
-    text = "\n".join(lines)
-    print(text)
-    out = HERE / "out" / "multi_fidelity.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
+    publish(lines, "multi_fidelity")
 
 
 if __name__ == "__main__":

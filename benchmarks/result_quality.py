@@ -20,6 +20,7 @@ from pathlib import Path
 from autopeft import api
 from autopeft.record.pareto import dominates
 from collect_trials import write_derived
+from reporting import publish
 
 HERE = Path(__file__).parent
 JOBS = [HERE / "jobs" / "quality_rotten.yaml", HERE / "jobs" / "quality_debates.yaml"]
@@ -52,11 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         write_derived(api.load_job(job_path))
         subprocess.run([sys.executable, "-m", "autopeft", "submit", str(job_path), "--no-progress"], check=True)
         lines += report(job_path)
-    text = "\n".join(lines)
-    print(text)
-    out = HERE / "out" / "result_quality.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
+    publish(lines, "result_quality")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,13 @@ def searched(tmp_path_factory, tiny_bert, reviews_csv, ray_local):
     ))
     submit(job, progress=False)
     return job
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write_job(directory: Path, **overrides) -> Path:

@@ -5,12 +5,9 @@ Screenshots go to ``$AUTOPEFT_SCREENSHOTS`` when it is set (to look at them), el
 temporary folder.
 """
 
-import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,17 +15,13 @@ import pytest
 from mlflow import MlflowClient
 from playwright.sync_api import sync_playwright
 
-from test_ui import _free_port
+from test_ui import start_ui
 
 
 @pytest.fixture
 def ui(searched, tmp_path):
     """``autopeft ui`` on the shared search: (its printed URL, the job)."""
-    port = _free_port()
-    job_file = tmp_path / "job.yaml"
-    job_file.write_text(json.dumps(searched.model_dump(mode="json")))
-    process = subprocess.Popen([sys.executable, "-m", "autopeft", "ui", str(job_file), "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    process, _ = start_ui(searched, tmp_path)
     url = process.stdout.readline().split()[5]
     yield url, searched
     process.send_signal(signal.SIGTERM)

@@ -9,7 +9,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,16 +20,10 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY_FIDELITY, write_job
+from conftest import TINY_FIDELITY, free_port, write_job
 
 BIN = Path(sys.executable).parent
 TESTS = Path(__file__).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(check, seconds: float, what: str, every: float = 0.5):

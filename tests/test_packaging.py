@@ -52,3 +52,20 @@ def test_the_package_shipped_to_cluster_nodes_imports_on_its_own(tmp_path):
                          capture_output=True, text=True, timeout=300, cwd="/")
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.startswith(str(folder)) and run.stdout.strip().endswith("True")
+
+
+def test_autopeft_turns_off_mlflow_telemetry_and_ray_usage_stats_unless_the_user_set_them():
+    code = ("import sys; {imports}from mlflow.telemetry.utils import is_telemetry_disabled; "
+            "from ray._common.usage.usage_lib import usage_stats_enabled; "
+            "print(is_telemetry_disabled(), usage_stats_enabled())")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home())}  # outside pytest and CI, as a user runs it
+
+    def check(imports: str, **extra) -> str:
+        done = subprocess.run([sys.executable, "-c", code.format(imports=imports)], capture_output=True, text=True,
+                              timeout=300, cwd="/", env={**env, **extra})
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split()
+
+    assert check("") == ["False", "True"]  # what MLflow and Ray do on their own: they would report usage
+    assert check("import autopeft; ") == ["True", "False"]
+    assert check("import autopeft; ", MLFLOW_DISABLE_TELEMETRY="false", RAY_USAGE_STATS_ENABLED="1") == ["False", "True"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +14,8 @@ from pathlib import Path
 
 import optuna
 
+from conftest import free_port
 from test_search import tiny_job
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _api(port: int, path: str, body: dict | None = None) -> dict:
@@ -53,7 +47,7 @@ def _stop(server: subprocess.Popen) -> None:
 
 def test_a_search_goes_on_while_its_mlflow_server_is_down_and_writes_everything_when_it_is_back(
         tmp_path, tiny_bert, reviews_csv):
-    store, port = tmp_path / "mlflow-server", _free_port()
+    store, port = tmp_path / "mlflow-server", free_port()
     store.mkdir()
     server = _serve(store, port)
     job = tiny_job(tmp_path, tiny_bert, reviews_csv, trainer="trainers:trains_slowly", budget={"trials": 4, "parallel": 1},

@@ -9,11 +9,7 @@ import sys
 import time
 import urllib.request
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import free_port
 
 
 def _command_lines() -> list[str]:
@@ -26,12 +22,18 @@ def _command_lines() -> list[str]:
     return lines
 
 
-def test_ui_serves_the_parent_run_and_its_trials(searched, tmp_path):
-    port = _free_port()
+def start_ui(job, tmp_path) -> tuple[subprocess.Popen, int]:
+    """``autopeft ui`` on ``job`` (written to a job file), in a session of its own: (the process, its port)."""
+    port = free_port()
     job_file = tmp_path / "job.yaml"
-    job_file.write_text(json.dumps(searched.model_dump(mode="json")))
+    job_file.write_text(json.dumps(job.model_dump(mode="json")))
     process = subprocess.Popen([sys.executable, "-m", "autopeft", "ui", str(job_file), "--port", str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    return process, port
+
+
+def test_ui_serves_the_parent_run_and_its_trials(searched, tmp_path):
+    process, port = start_ui(searched, tmp_path)
     try:
         first_line = process.stdout.readline()
         assert f"http://127.0.0.1:{port}" in first_line
