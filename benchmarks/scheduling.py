@@ -9,7 +9,8 @@ workers spent in the trial function over workers × the steady-state wall time: 
 every worker has started its first trial (the workers' own start-up, importing torch, is left
 out) to the end of the last trial. The ideal is 100%, ``workers / seconds`` trials a second.
 "Driver CPU a trial" is the CPU the search's own process spent per trial (proposals, study and
-MLflow records, charts). The table goes to ``benchmarks/out/scheduling.md``.
+MLflow records, charts), "study commits a trial" the transactions it made on the study's
+database per trial. The table goes to ``benchmarks/out/scheduling.md``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).parent
+from reporting import publish
 
 
 def fake_trial(context) -> dict:
@@ -47,10 +48,21 @@ def run(sampler: str, workers: int, trials: int, seconds: float, root: Path) -> 
         "stores": {"run_dir": str(root / f"{sampler}-{seconds:g}")},
     })
     import ray
+    import sqlalchemy
 
+    commits = []
+
+    def commit(connection):
+        if str(connection.engine.url).endswith("study.db"):
+            commits.append(1)
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", commit)
     cpu = time.process_time()
-    submit(job, progress=False)
-    cpu = time.process_time() - cpu
+    try:
+        submit(job, progress=False)
+    finally:
+        cpu = time.process_time() - cpu
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "commit", commit)
     ray.shutdown()  # the next search starts its own workers, which read their trial length when they start
     calls = [t.user_attrs[METRICS] for t in StudyRecord.load(job).completed()]
     first = {}
@@ -62,7 +74,7 @@ def run(sampler: str, workers: int, trials: int, seconds: float, root: Path) -> 
     done = sum(1 for call in calls if call["ended_at"] > start)
     wall = end - start
     return {"per_minute": done / wall * 60, "busy": busy / (workers * wall), "wall": wall,
-            "driver_cpu": cpu / len(calls), "workers_seen": len(first)}
+            "driver_cpu": cpu / len(calls), "commits": len(commits) / len(calls), "workers_seen": len(first)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,21 +86,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     lines = [f"{args.workers} workers, {args.trials} trials a search; steady state (every worker started) to the last trial's end",
              "| sampler | trial s | trials a minute | ideal | workers busy in the trial function | driver CPU a trial, s | "
-             "steady-state wall s |",
-             "|---|---|---|---|---|---|---|"]
+             "study commits a trial | steady-state wall s |",
+             "|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         for seconds in args.seconds:
             ideal = args.workers / seconds * 60
             for sampler in args.samplers:
                 row = run(sampler, args.workers, args.trials, seconds, Path(tmp))
                 lines.append(f"| {sampler} | {seconds:g} | {row['per_minute']:,.0f} | {ideal:,.0f} | {row['busy']:.1%} | "
-                             f"{row['driver_cpu']:.3f} | {row['wall']:.0f} |")
+                             f"{row['driver_cpu']:.3f} | {row['commits']:.1f} | {row['wall']:.0f} |")
                 print(lines[-1], flush=True)
-    text = "\n".join(lines)
-    print(text)
-    out = HERE / "out" / "scheduling.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
+    publish(lines, "scheduling")
 
 
 if __name__ == "__main__":
