@@ -138,3 +138,30 @@ def test_a_sampler_without_a_reference_says_so():
     _run(study, 1)
     with pytest.raises(ValueError, match="reference point"):
         study.ask(domain.distributions())
+
+
+class _OverBudget(optuna.samplers.BaseSampler):
+    """A sampler stuck on one plan over the budget."""
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return 3 if param_name == "size" else 1
+
+
+def test_a_sampler_stuck_over_the_budget_gets_one_random_proposal_after_five_skips_and_is_kept():
+    from autopeft.optimize.propose import RANDOM_AFTER, Proposer
+
+    stuck = _OverBudget()
+    study = _study(stuck)
+    reasons = []
+    proposal = Proposer(study, DOMAIN, seed=0, max_skips=50, on_skip=lambda trial, reason: reasons.append(reason)).next()
+    assert _cost(_point(proposal.trial)[None])[0] <= BUDGET
+    assert len(reasons) >= RANDOM_AFTER and all("exceed the budget" in r for r in reasons[:RANDOM_AFTER])
+    assert study.sampler is stuck  # the random proposal did not replace the study's own sampler
+    skipped = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(skipped) == len(reasons) and all(t.values[0] == DOMAIN.reference[0] for t in skipped)

@@ -72,11 +72,9 @@ class Proposer:
                                    "raise the budget or use a space with smaller sizes")
 
     def _ask(self, distributions: dict) -> optuna.trial.Trial:
-        if self._in_a_row < RANDOM_AFTER:
-            with self.batched():
-                return self.study.ask(distributions)
         sampler = self.study.sampler
-        self.study.sampler = optuna.samplers.RandomSampler(seed=self.seed + self.skips)
+        if self._in_a_row >= RANDOM_AFTER:
+            self.study.sampler = optuna.samplers.RandomSampler(seed=self.seed + self.skips)
         try:
             with self.batched():
                 return self.study.ask(distributions)
