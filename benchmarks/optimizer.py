@@ -16,7 +16,10 @@ exact and known to autopeft's sampler, while quality is a black box:
     (``jobs/surrogate_data.yaml``);
   - ``debates-lora``: LoRA ranks per group and half, a bit per layer and the learning rate
     (19 dimensions) on MiniLM-L6, who speaks in the 2016 US presidential debates
-    (``jobs/debates_lora.yaml``).
+    (``jobs/debates_lora.yaml``);
+  - ``debates-mixed``: the shipped ``mixed`` space (LoRA, IA3, serial and parallel adapters,
+    prefix, each placed per layer, and the learning rate scaled per method: 38 dimensions) on
+    the same debates task at one epoch (``jobs/debates_mixed.yaml``).
 
 Each search runs to the largest budget; the hypervolume at a smaller budget is that of its first
 trials. Hypervolume is normalised by that of the best front any run found on the problem. With
@@ -54,7 +57,7 @@ from autopeft.record.study import DIRECTIONS  # noqa: E402
 
 HERE = Path(__file__).parent
 OUT = HERE / "out"
-REAL = {"peft-surrogate": "surrogate_data.yaml", "debates-lora": "debates_lora.yaml"}  # problem: job file
+REAL = {"peft-surrogate": "surrogate_data.yaml", "debates-lora": "debates_lora.yaml", "debates-mixed": "debates_mixed.yaml"}  # problem: job file
 PROBLEMS = ("zdt1-grid", "zdt2-grid", *REAL)
 N_STARTUP = 10
 
