@@ -1,8 +1,10 @@
 """A search warm-started from another task's search against the same search started cold, on real trials.
 
     python benchmarks/warm_start.py [--target jobs/rotten_lora.yaml] [--source jobs/debates_lora.yaml] [--seeds 1]
+    python benchmarks/warm_start.py --target benchmarks/jobs/rotten_mixed.yaml --source benchmarks/jobs/debates_mixed.yaml
 
-The source search must have run (``benchmarks/collect_trials.py`` runs debates-lora). For each
+The source search must have run (``benchmarks/collect_trials.py`` runs debates-lora and
+debates-mixed) in the directory this runs from (its run directory is found from there). For each
 seed, the target job runs twice in the same run, with the same reference point: cold, and with
 ``optimizer.warm_start`` set to the source. The table gives the hypervolume after the first 10
 and 20 trained trials and the best quality, per seed and as medians.
@@ -27,7 +29,9 @@ def run(target: Path, source: Path | None, seed: int, out: Path) -> Path:
     job["name"] = f"{job['name']}-{kind}-{seed}"
     job["seed"] = seed
     job["stores"] = {"run_dir": str((out / job["name"]).resolve())}
-    job["search_space"] = str((target.parent / job["search_space"]).resolve())
+    for section, key in ((job, "search_space"), (job["task"], "train_file"), (job["task"], "validation_file")):
+        if key in section and (target.parent / section[key]).exists():  # a file beside the job; else a built-in name
+            section[key] = str((target.parent / section[key]).resolve())
     if source:
         job["optimizer"]["warm_start"] = str(source.resolve())
     path = out / f"{job['name']}.yaml"
