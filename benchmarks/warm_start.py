@@ -24,14 +24,20 @@ HERE = Path(__file__).parent
 
 
 def run(target: Path, source: Path | None, seed: int, out: Path) -> Path:
+    from autopeft.job.load import load_job
+
     job = yaml.safe_load(target.read_text())
+    resolved = load_job(target)  # the loader's paths, relative to the target's folder: the copy lives elsewhere
     kind = "warm" if source else "cold"
     job["name"] = f"{job['name']}-{kind}-{seed}"
     job["seed"] = seed
     job["stores"] = {"run_dir": str((out / job["name"]).resolve())}
-    for section, key in ((job, "search_space"), (job["task"], "train_file"), (job["task"], "validation_file")):
-        if key in section and (target.parent / section[key]).exists():  # a file beside the job; else a built-in name
-            section[key] = str((target.parent / section[key]).resolve())
+    job["model"] = resolved.model
+    space = Path(resolved.search_space)
+    job["search_space"] = str(space.resolve()) if space.suffix in (".yaml", ".yml") else resolved.search_space
+    for key in ("train_file", "validation_file"):
+        if getattr(resolved.task, key) is not None:
+            job["task"][key] = str(getattr(resolved.task, key).resolve())
     if source:
         job["optimizer"]["warm_start"] = str(source.resolve())
     path = out / f"{job['name']}.yaml"
