@@ -10,13 +10,15 @@ every worker has started its first trial (the workers' own start-up, importing t
 out) to the end of the last trial. The ideal is 100%, ``workers / seconds`` trials a second.
 "Driver CPU a trial" is the CPU the search's own process spent per trial (proposals, study and
 MLflow records, charts), "study commits a trial" the transactions it made on the study's
-database per trial. The table goes to ``benchmarks/out/scheduling.md``.
+database per trial, "gap" the median time a worker waits between the end of one trial and the
+start of its next. The table goes to ``benchmarks/out/scheduling.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -73,8 +75,13 @@ def run(sampler: str, workers: int, trials: int, seconds: float, root: Path) -> 
     busy = sum(max(0.0, call["ended_at"] - max(call["started_at"], start)) for call in calls)
     done = sum(1 for call in calls if call["ended_at"] > start)
     wall = end - start
+    gaps = []  # from the end of a worker's trial to the start of its next one
+    for worker in first:
+        mine = sorted((call for call in calls if call["worker"] == worker), key=lambda call: call["started_at"])
+        gaps += [b["started_at"] - a["ended_at"] for a, b in zip(mine, mine[1:])]
     return {"per_minute": done / wall * 60, "busy": busy / (workers * wall), "wall": wall,
-            "driver_cpu": cpu / len(calls), "commits": len(commits) / len(calls), "workers_seen": len(first)}
+            "driver_cpu": cpu / len(calls), "commits": len(commits) / len(calls), "workers_seen": len(first),
+            "gap": statistics.median(gaps) if gaps else float("nan")}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,15 +93,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     lines = [f"{args.workers} workers, {args.trials} trials a search; steady state (every worker started) to the last trial's end",
              "| sampler | trial s | trials a minute | ideal | workers busy in the trial function | driver CPU a trial, s | "
-             "study commits a trial | steady-state wall s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "study commits a trial | gap, ms | steady-state wall s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         for seconds in args.seconds:
             ideal = args.workers / seconds * 60
             for sampler in args.samplers:
                 row = run(sampler, args.workers, args.trials, seconds, Path(tmp))
                 lines.append(f"| {sampler} | {seconds:g} | {row['per_minute']:,.0f} | {ideal:,.0f} | {row['busy']:.1%} | "
-                             f"{row['driver_cpu']:.3f} | {row['commits']:.1f} | {row['wall']:.0f} |")
+                             f"{row['driver_cpu']:.3f} | {row['commits']:.1f} | {1000 * row['gap']:.0f} | {row['wall']:.0f} |")
                 print(lines[-1], flush=True)
     publish(lines, "scheduling")
 

@@ -168,7 +168,7 @@ def test_a_batch_of_trial_writes_lands_in_one_transaction_in_order_and_a_failed_
 
     import sqlalchemy
     from optuna.distributions import IntDistribution
-    from optuna.storages import RDBStorage
+    from optuna.storages._rdb.models import TrialUserAttributeModel
 
     from autopeft.record.storage import open_storage
 
@@ -189,15 +189,16 @@ def test_a_batch_of_trial_writes_lands_in_one_transaction_in_order_and_a_failed_
             trial = study.ask(space)
         assert one_by_one >= 12 and len(commits) <= one_by_one - 11  # the 12 parameters in one commit
 
-        original, calls = RDBStorage._set_trial_attr_without_commit, {"n": 0}
+        original, main, failed = sqlalchemy.orm.Session.commit, threading.current_thread(), []
 
-        def fails_once(self, *args, **kwargs):
-            calls["n"] += 1
-            if calls["n"] == 2:
-                raise sqlalchemy.exc.OperationalError("INSERT", {}, Exception("database is locked"))
-            return original(self, *args, **kwargs)
+        def fails_once(self):  # the first commit of this thread's batch of attributes fails, after its writes were sent
+            if threading.current_thread() is main and not failed and any(isinstance(o, TrialUserAttributeModel) for o in self.new):
+                self.flush()
+                failed.append(1)
+                raise sqlalchemy.exc.OperationalError("COMMIT", {}, Exception("database is locked"))
+            return original(self)
 
-        monkeypatch.setattr(RDBStorage, "_set_trial_attr_without_commit", fails_once)
+        monkeypatch.setattr(sqlalchemy.orm.Session, "commit", fails_once)
         monkeypatch.setattr("autopeft.record.storage.RETRY_DELAYS", (0.1, 0.2))
         with storage.batched():
             trial.set_user_attr("plan", {"query": 4})
@@ -211,7 +212,46 @@ def test_a_batch_of_trial_writes_lands_in_one_transaction_in_order_and_a_failed_
             study.tell(trial, [0.5, 10.0])  # after the attributes it follows
     finally:
         sqlalchemy.event.remove(sqlalchemy.engine.Engine, "commit", commit)
+    assert failed, "the batch's commit did not fail"
     stored = optuna.load_study(study_name=study.study_name, storage=url).trials[1]
     assert stored.params == trial.params and len(stored.params) == 12
     assert stored.user_attrs == {"plan": {"query": 4}, "size": 13, "node": "n1"}
     assert stored.state == optuna.trial.TrialState.COMPLETE and stored.values == [0.5, 10.0]
+
+
+def test_the_drivers_trials_kept_in_memory_are_the_trials_in_the_database(tmp_path):
+    from optuna.distributions import IntDistribution
+    from optuna.trial import TrialState
+
+    from autopeft.record.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    storage = open_storage(url)
+    study = optuna.create_study(study_name="s", storage=storage, directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.RandomSampler(0))
+    space = {f"x{i}": IntDistribution(0, 5) for i in range(6)}
+    study.enqueue_trial({"x0": 1})
+    for i in range(12):
+        with storage.batched():
+            trial = study.ask(space)
+        with storage.batched():
+            trial.set_user_attr("plan", {"n": i})
+            trial.set_user_attr("size", i)
+            trial.set_user_attr("size", i + 100)  # the same attribute twice in one transaction
+        trial.set_user_attr("plan", {"n": -i})  # and again later, on its own
+        storage.set_trial_intermediate_value(trial._trial_id, 1, 0.1 * i)
+        if i % 3 == 0:
+            study.tell(trial, state=TrialState.FAIL)
+        elif i % 3 == 1:
+            study.tell(trial, [0.5 + 0.01 * i, float(i)])
+        if i == 6:  # another writer adds a trial: the driver reads the study again when it next creates one
+            optuna.load_study(study_name="s", storage=url).ask(space)
+
+    def fields(trials):
+        return [(t.number, t.state, t.values, t.params, t.distributions, t.user_attrs, t.system_attrs,
+                 t.intermediate_values) for t in trials]
+
+    stored = optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False)
+    assert len(stored) == 13 and stored[0].params["x0"] == 1
+    assert stored[1].user_attrs == {"plan": {"n": -1}, "size": 101}
+    assert fields(study.get_trials(deepcopy=False)) == fields(stored)
