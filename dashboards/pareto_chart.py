@@ -7,18 +7,15 @@ from collections.abc import Callable, Sequence
 
 
 def figure_png(draw: Callable, size: tuple[float, float] = (7, 4.5)) -> bytes:
-    """A PNG of one matplotlib axes that ``draw(ax)`` fills."""
-    import matplotlib
+    """A PNG of one matplotlib axes that ``draw(ax)`` fills. The figure is matplotlib's own object,
+    outside pyplot's global state, so that a search can draw its charts in a thread of their own."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=size, dpi=110)
-    draw(ax)
+    fig = Figure(figsize=size, dpi=110)
+    draw(fig.subplots())
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    plt.close(fig)
     return buffer.getvalue()
 
 

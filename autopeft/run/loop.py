@@ -231,6 +231,8 @@ class SearchLoop:
         self._proposing: ThreadPoolExecutor | None = None
         self._proposal_seconds: list[float] = []
         self._charts_drawn = -CHARTS_EVERY  # when the PNG charts were last drawn (time.monotonic())
+        self._charting: ThreadPoolExecutor | None = None
+        self._charts: Future | None = None  # the PNG charts being drawn
         self._front_drawn = -FRONT_EVERY  # when the Pareto table and interactive chart were last written
         self._front_due = False  # a result came in since they were
         self._points: list[Point] | None = None  # the finished trials' points, kept as results come in
@@ -327,18 +329,7 @@ class SearchLoop:
                 self.continuing.pop(0)
             self._send_on(*step)
         while self.pool.idle and self._trials_to_start():
-            proposal = self._propose()
-            trial = proposal.trial
-            plan = space.decode(trial.params)
-            params = int(proposal.cost)  # the exact count of the plan, computed by the domain
-            pct = self.prepared.shape.pct(params)
-            memory = self.prepared.memory(plan)
-            self.record.describe_trial(trial, plan, pct, memory.total_gb)
-            run_id = self.tracker.start_trial(trial.number, {**space.values(trial.params), "plan": plan.describe(),
-                                                             "trainable_params": params, **memory.to_dict()})
-            self._runs[trial.number], self._unrecorded[run_id] = run_id, trial
-            first_rung = {"stop_at": self.rungs[0]} if self.rungs else {}
-            self._submit(TrialWork(trial, plan, params, pct, memory.total_gb, run_id, overrides=first_rung))
+            self._start_trial(self._propose())
         self._propose_ahead()
         while self.pool.idle and self.finals:
             target, seed, plan = self.finals.pop(0)
@@ -349,6 +340,32 @@ class SearchLoop:
             overrides = {"seed": self.job.seed + seed, "fidelity": self.job.final_fidelity}
             self._submit(FinalWork(target, seed, plan, params, self.prepared.shape.pct(params), memory.total_gb, run_id,
                                    overrides))
+
+    def _start_trial(self, proposal) -> None:
+        space = self.prepared.space
+        trial = proposal.trial
+        plan = space.decode(trial.params)
+        params = int(proposal.cost)  # the exact count of the plan, computed by the domain
+        pct = self.prepared.shape.pct(params)
+        memory = self.prepared.memory(plan)
+        self.record.describe_trial(trial, plan, pct, memory.total_gb)
+        run_id = self.tracker.start_trial(trial.number, {**space.values(trial.params), "plan": plan.describe(),
+                                                         "trainable_params": params, **memory.to_dict()})
+        self._runs[trial.number], self._unrecorded[run_id] = run_id, trial
+        first_rung = {"stop_at": self.rungs[0]} if self.rungs else {}
+        self._submit(TrialWork(trial, plan, params, pct, memory.total_gb, run_id, overrides=first_rung))
+
+    def _start_next(self, done: TrialWork | BaselineWork | FinalWork) -> None:
+        """The worker that ``done`` freed starts the next trial as soon as ``done``'s result is in the
+        study, before its adapter, MLflow run and front are written, which are then off the time a
+        worker waits. Where proposals are made ahead, only one that is ready (without error) is
+        started here. Only in a search without rungs and once the baselines are out (they and
+        promotions go first, from ``_fill``), and while trials are left to start."""
+        searching = sum(1 for work in self.running.values() if work.counts) + done.counts
+        if (not self.pool.idle or self.rungs or self.baselines_left or self.finished + searching >= self.job.budget.trials
+                or (self._ahead is not None and not (self._ahead.done() and self._ahead.exception() is None))):
+            return
+        self._start_trial(self._propose())
 
     def _propose(self):
         """The next trial's proposal: the one made ahead, else a new one."""
@@ -545,12 +562,19 @@ class SearchLoop:
             return
         if isinstance(work, TrialWork) and work.rung:
             self.job.layout.checkpoint(work.trial.number, work.rung - 1).unlink(missing_ok=True)
+        work.finished(self.record, result)
+        try:
+            self._start_next(work)
+        finally:
+            self._log_result(work, result)
+
+    def _log_result(self, work: TrialWork | BaselineWork | FinalWork, result: TrialResult) -> None:
+        """What a finished work item leaves besides its record in the study: its adapter, its MLflow run, the front."""
         adapter_dir = _save_adapter(work.adapter_dir(self.job.layout), result)
         self.tracker.finish_trial(work.run_id, {**result.metrics, "quality": result.quality, "trainable_params": work.params,
                                                 "trainable_pct": work.pct, "train_seconds": result.train_seconds,
                                                 "peak_memory_mb": result.peak_memory_mb}, adapter_dir,
                                      {"autopeft.node": result.node, "autopeft.device": result.device})
-        work.finished(self.record, result)
         if self._points is not None and isinstance(work, TrialWork):
             self._points.append(Point(trial=work.trial.number, quality=result.quality, params=work.params, pct=work.pct,
                                       plan=work.plan.describe()))
@@ -615,23 +639,39 @@ class SearchLoop:
         self.tracker.log_front(front, hypervolume(points, self.reference), None, page,
                                {name: p.to_dict() for name, p in marks.items()})
 
-    def _log_charts(self, points: list[Point]) -> None:
-        """The PNG charts: the front, the hypervolume trace, where the front trains, the dimensions of every trial."""
-        from autopeft.dashboards.dimensions_chart import dimensions_png, trial_dimensions
+    def _log_charts(self, points: list[Point], wait: bool = False) -> None:
+        """The PNG charts: the front, the hypervolume trace, where the front trains, the dimensions of
+        every trial. What they show is read here; they are drawn (a second or so) in a thread of
+        their own, so that no worker waits on a drawing, one drawing at a time (``wait``: at once, and
+        wait for it)."""
+        from autopeft.dashboards.dimensions_chart import trial_dimensions
+
+        if self._charts is not None and not self._charts.done() and not wait:
+            return
+        self._charts_drawn = time.monotonic()
+        front = pareto_front(points)
+        what = (list(points), front, self.record.baseline_points(), [self.record.plan_of(p.trial) for p in front],
+                trial_dimensions(self.record.completed()))
+        if self._charting is None:
+            self._charting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="autopeft-charts")
+        self._charts = self._charting.submit(self._draw_charts, *what)
+        self._charts.add_done_callback(_warn_if_failed)
+        if wait:
+            self._charts.result()
+
+    def _draw_charts(self, points: list[Point], front: list[Point], baselines: dict[str, Point], plans: list[Plan],
+                     dimensions: tuple) -> None:
+        from autopeft.dashboards.dimensions_chart import dimensions_png
         from autopeft.dashboards.hypervolume_chart import hypervolume_png
         from autopeft.dashboards.pareto_chart import pareto_png
         from autopeft.dashboards.placement_chart import placement_png
 
-        self._charts_drawn = time.monotonic()
-        front = pareto_front(points)
-        self.tracker.log_chart("pareto.png", pareto_png(points, front, self.reference, f"{self.job.name}: {len(points)} trials",
-                                                        self.job.task.metric, self.record.baseline_points()))
-
-        self.tracker.log_chart("hypervolume.png", hypervolume_png(points, self.reference, self.job.name))
-        self.tracker.log_chart("placement.png", placement_png([self.record.plan_of(p.trial) for p in front],
-                                                              self.prepared.shape, self.job.name))
-        self.tracker.log_chart("dimensions.png", dimensions_png(*trial_dimensions(self.record.completed()),
-                                                                self.job.name, self.job.task.metric))
+        name, metric = self.job.name, self.job.task.metric
+        self.tracker.log_chart("pareto.png", pareto_png(points, front, self.reference, f"{name}: {len(points)} trials",
+                                                        metric, baselines))
+        self.tracker.log_chart("hypervolume.png", hypervolume_png(points, self.reference, name))
+        self.tracker.log_chart("placement.png", placement_png(plans, self.prepared.shape, name))
+        self.tracker.log_chart("dimensions.png", dimensions_png(*dimensions, name, metric))
 
     def _stop(self, status: str | None) -> None:
         from autopeft.record.snapshot import report_page
@@ -651,16 +691,22 @@ class SearchLoop:
         except StoreUnavailable:  # trials left running are marked interrupted when the search resumes
             points = []
         if status is None:
+            self._settle_charts()
             return
         if points:
             self._draw_front(now=True)
-            self._log_charts(points)
+            self._log_charts(points, wait=True)
         if status == "FINISHED" and self.job.final.seeds:
             self._log_final_front()
         if points:
             state = "finished" if status == "FINISHED" else "stopped before its budget: submit the same job again to resume it"
             self.tracker.log_chart("report.html", report_page(self.record, state).encode())
         self.tracker.finish_search(status, {"FINISHED": "finished", "KILLED": "stopped"}.get(status, "failed"))
+        self._settle_charts()
+
+    def _settle_charts(self) -> None:
+        if self._charting is not None:
+            self._charting.shutdown(wait=True)
 
     def _log_final_front(self) -> None:
         trials, baselines = self.record.final_points()
@@ -774,6 +820,11 @@ _MEMORY_ERRORS = ("OutOfMemoryError", "MemoryError", "CUDA out of memory", "can'
 def out_of_memory(error: str) -> bool:
     """Whether a trial's error (its traceback) is the device or the host running out of memory."""
     return any(sign in error for sign in _MEMORY_ERRORS)
+
+
+def _warn_if_failed(drawing: Future) -> None:
+    if drawing.exception() is not None:
+        log.warning("the charts could not be drawn: %s", drawing.exception())
 
 
 def _error_text(exc: Exception) -> str:
