@@ -240,6 +240,11 @@ def test_the_drivers_trials_kept_in_memory_are_the_trials_in_the_database(tmp_pa
             trial.set_user_attr("size", i + 100)  # the same attribute twice in one transaction
         trial.set_user_attr("plan", {"n": -i})  # and again later, on its own
         storage.set_trial_intermediate_value(trial._trial_id, 1, 0.1 * i)
+        if i == 9:  # a write that reached the database, but not the driver (a commit whose reply was lost), written again
+            storage._inner._backend.set_trial_user_attr(trial._trial_id, "node", "n0")
+            with storage.batched():
+                trial.set_user_attr("node", "n1")
+                trial.set_user_attr("seen", True)
         if i % 3 == 0:
             study.tell(trial, state=TrialState.FAIL)
         elif i % 3 == 1:
@@ -254,4 +259,5 @@ def test_the_drivers_trials_kept_in_memory_are_the_trials_in_the_database(tmp_pa
     stored = optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False)
     assert len(stored) == 13 and stored[0].params["x0"] == 1
     assert stored[1].user_attrs == {"plan": {"n": -1}, "size": 101}
+    assert stored[10].user_attrs["node"] == "n1" and stored[10].user_attrs["seen"] is True
     assert fields(study.get_trials(deepcopy=False)) == fields(stored)

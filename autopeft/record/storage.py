@@ -190,43 +190,53 @@ class SoleWriterStorage(BaseStorage):
         self._apply("set_trial_system_attr", (trial_id, key, value), {})
 
     def write_together(self, writes: list[tuple[str, tuple, dict]]) -> None:
-        """``HELD_BACK`` writes in one transaction, then in memory. What the database would look up
-        for each write (the trial's state, a parameter's distribution in earlier trials, whether an
-        attribute exists) is known here, so the transaction only inserts and updates."""
+        """``HELD_BACK`` writes in one transaction, then in memory."""
+        import sqlalchemy.exc
+
+        with self._lock:
+            trials = {args[0]: self._known(args[0]) for _, args, _ in writes}
+        if any(trial is None for trial in trials.values()):  # a trial of a study not read here: written one by one
+            for name, args, kwargs in writes:
+                getattr(self, name)(*args, **kwargs)
+            return
+        try:
+            self._insert_and_update(writes, trials)
+        except sqlalchemy.exc.IntegrityError:  # some of it reached the database already (a commit whose reply
+            for name, args, kwargs in writes:  # was lost): written one by one, as Optuna writes them
+                getattr(self._backend, name)(*args, **kwargs)
+        for name, args, kwargs in writes:
+            self._apply(name, args, kwargs)
+
+    def _insert_and_update(self, writes: list[tuple[str, tuple, dict]], trials: dict[int, FrozenTrial]) -> None:
+        """One transaction. What the database would look up for each write (the trial's state, a
+        parameter's distribution in earlier trials, whether an attribute exists) is known here, so
+        the transaction only inserts and updates."""
         from optuna.distributions import check_distribution_compatibility, distribution_to_json
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
 
-        with self._lock:
-            trials = {args[0]: self._known(args[0]) for _, args, _ in writes}
-        if any(trial is None for trial in trials.values()):  # a trial of another study: written one by one
+        written = set()  # attributes inserted by this transaction
+        with _create_scoped_session(self._backend.scoped_session) as session:
             for name, args, kwargs in writes:
-                getattr(self, name)(*args, **kwargs)
-        else:
-            written = set()  # attributes inserted by this transaction
-            with _create_scoped_session(self._backend.scoped_session) as session:
-                for name, args, kwargs in writes:
-                    trial = trials[args[0]]
-                    self.check_trial_is_updatable(trial._trial_id, trial.state)
-                    if name == "set_trial_param":
-                        trial_id, param, internal, distribution = _param(*args, **kwargs)
-                        previous = self._distribution(trial_id, param)
-                        if previous is not None:
-                            check_distribution_compatibility(previous, distribution)
-                        session.add(models.TrialParamModel(trial_id=trial_id, param_name=param, param_value=internal,
-                                                           distribution_json=distribution_to_json(distribution)))
-                        continue
-                    trial_id, key, value = _attr(*args, **kwargs)
-                    user = name == "set_trial_user_attr"
-                    model = models.TrialUserAttributeModel if user else models.TrialSystemAttributeModel
-                    if key in (trial.user_attrs if user else trial.system_attrs) or (model, trial_id, key) in written:
-                        session.query(model).filter(model.trial_id == trial_id, model.key == key).update(
-                            {model.value_json: json.dumps(value)})
-                    else:
-                        session.add(model(trial_id=trial_id, key=key, value_json=json.dumps(value)))
-                        written.add((model, trial_id, key))
-        for name, args, kwargs in writes:
-            self._apply(name, args, kwargs)
+                trial = trials[args[0]]
+                self.check_trial_is_updatable(trial._trial_id, trial.state)
+                if name == "set_trial_param":
+                    trial_id, param, internal, distribution = _param(*args, **kwargs)
+                    previous = self._distribution(trial_id, param)
+                    if previous is not None:
+                        check_distribution_compatibility(previous, distribution)
+                    session.add(models.TrialParamModel(trial_id=trial_id, param_name=param, param_value=internal,
+                                                       distribution_json=distribution_to_json(distribution)))
+                    continue
+                trial_id, key, value = _attr(*args, **kwargs)
+                user = name == "set_trial_user_attr"
+                model = models.TrialUserAttributeModel if user else models.TrialSystemAttributeModel
+                if key in (trial.user_attrs if user else trial.system_attrs) or (model, trial_id, key) in written:
+                    session.query(model).filter(model.trial_id == trial_id, model.key == key).update(
+                        {model.value_json: json.dumps(value)})
+                else:
+                    session.add(model(trial_id=trial_id, key=key, value_json=json.dumps(value)))
+                    written.add((model, trial_id, key))
 
     def _apply(self, name: str, args: tuple, kwargs: dict) -> None:
         if name == "set_trial_param":
