@@ -45,7 +45,7 @@ def transient_errors() -> tuple[type[BaseException], ...]:
 class RetryingStorage(BaseStorage):
     """An Optuna storage whose calls outlive a short database outage."""
 
-    def __init__(self, inner: BaseStorage):
+    def __init__(self, inner: SoleWriterStorage):
         self._inner = inner
         self._failed: str | None = None
         self._local = threading.local()  # each thread's writes held back by ``batched``
@@ -63,7 +63,7 @@ class RetryingStorage(BaseStorage):
         finally:
             held, self._local.held = self._local.held, None
             if held:
-                self._retried(lambda: write_together(self._inner, held))
+                self._retried(lambda: self._inner.write_together(held))
 
     def _call(self, name: str, *args, **kwargs):
         if self._failed is not None:
@@ -75,7 +75,7 @@ class RetryingStorage(BaseStorage):
                 return None
             if held:
                 self._local.held = []
-                self._retried(lambda: write_together(self._inner, held))
+                self._retried(lambda: self._inner.write_together(held))
         return self._retried(lambda: getattr(self._inner, name)(*args, **kwargs))
 
     def _retried(self, call):
@@ -96,16 +96,6 @@ class RetryingStorage(BaseStorage):
 
 
 HELD_BACK = frozenset({"set_trial_param", "set_trial_user_attr", "set_trial_system_attr"})
-
-
-def write_together(storage: BaseStorage, writes: list[tuple[str, tuple, dict]]) -> None:
-    """``writes`` (calls of the ``HELD_BACK`` methods) in one transaction on a ``SoleWriterStorage``;
-    one by one on any other storage."""
-    if isinstance(storage, SoleWriterStorage):
-        storage.write_together(writes)
-        return
-    for name, args, kwargs in writes:
-        getattr(storage, name)(*args, **kwargs)
 
 
 def _param(trial_id, param_name, param_value_internal, distribution):
@@ -178,31 +168,30 @@ class SoleWriterStorage(BaseStorage):
         return created._trial_id
 
     def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float, distribution) -> None:
-        self._backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
-        self._apply("set_trial_param", (trial_id, param_name, param_value_internal, distribution), {})
+        self.write_together([("set_trial_param", (trial_id, param_name, param_value_internal, distribution), {})])
 
     def set_trial_user_attr(self, trial_id: int, key: str, value) -> None:
-        self._backend.set_trial_user_attr(trial_id, key, value)
-        self._apply("set_trial_user_attr", (trial_id, key, value), {})
+        self.write_together([("set_trial_user_attr", (trial_id, key, value), {})])
 
     def set_trial_system_attr(self, trial_id: int, key: str, value) -> None:
-        self._backend.set_trial_system_attr(trial_id, key, value)
-        self._apply("set_trial_system_attr", (trial_id, key, value), {})
+        self.write_together([("set_trial_system_attr", (trial_id, key, value), {})])
 
     def write_together(self, writes: list[tuple[str, tuple, dict]]) -> None:
-        """``HELD_BACK`` writes in one transaction, then in memory."""
+        """``HELD_BACK`` writes in one transaction, then in memory. Written one by one, as Optuna
+        writes them, where a trial is not in memory (a study not read here) or where some of the
+        writes reached the database already (a commit whose reply was lost)."""
         import sqlalchemy.exc
 
         with self._lock:
             trials = {args[0]: self._known(args[0]) for _, args, _ in writes}
-        if any(trial is None for trial in trials.values()):  # a trial of a study not read here: written one by one
+        together = all(trial is not None for trial in trials.values())
+        if together:
+            try:
+                self._insert_and_update(writes, trials)
+            except sqlalchemy.exc.IntegrityError:
+                together = False
+        if not together:
             for name, args, kwargs in writes:
-                getattr(self, name)(*args, **kwargs)
-            return
-        try:
-            self._insert_and_update(writes, trials)
-        except sqlalchemy.exc.IntegrityError:  # some of it reached the database already (a commit whose reply
-            for name, args, kwargs in writes:  # was lost): written one by one, as Optuna writes them
                 getattr(self._backend, name)(*args, **kwargs)
         for name, args, kwargs in writes:
             self._apply(name, args, kwargs)

@@ -290,8 +290,9 @@ class SearchLoop:
         return [(target, seed, plan) for target, plan in targets for seed in range(1, self.job.final.seeds + 1)
                 if seed not in self.record.final_seeds(target, final)]
 
-    def _trials_to_start(self) -> bool:
-        searching = sum(1 for work in self.running.values() if work.counts)
+    def _trials_to_start(self, finishing: TrialWork | BaselineWork | FinalWork | None = None) -> bool:
+        """Whether the budget leaves a trial to start (``finishing``: a result in hand, not yet counted as finished)."""
+        searching = sum(1 for work in self.running.values() if work.counts) + bool(finishing is not None and finishing.counts)
         return self.finished + searching < self.job.budget.trials
 
     def _record_run_ids(self) -> None:
@@ -361,8 +362,7 @@ class SearchLoop:
         worker waits. Where proposals are made ahead, only one that is ready (without error) is
         started here. Only in a search without rungs and once the baselines are out (they and
         promotions go first, from ``_fill``), and while trials are left to start."""
-        searching = sum(1 for work in self.running.values() if work.counts) + done.counts
-        if (not self.pool.idle or self.rungs or self.baselines_left or self.finished + searching >= self.job.budget.trials
+        if (not self.pool.idle or self.rungs or self.baselines_left or not self._trials_to_start(done)
                 or (self._ahead is not None and not (self._ahead.done() and self._ahead.exception() is None))):
             return
         self._start_trial(self._propose())
