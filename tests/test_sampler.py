@@ -8,6 +8,7 @@ import numpy as np
 import optuna
 import pytest
 
+from autopeft.optimize.autopeft_sampler.model import Features
 from autopeft.optimize.autopeft_sampler.sampler import AutoPeftSampler
 from autopeft.optimize.domain import Domain, space_domain
 from autopeft.record.pareto import Reference
@@ -130,6 +131,23 @@ def test_real_space_cost_is_the_exact_trainable_count_and_respects_the_budget(ti
         assert not plan.is_empty and params <= budget
         assert domain.cost(np.array([[trial.params[n] for n in domain.names]]))[0] == params
         study.tell(trial, [0.5 + 0.1 * math.log1p(params) / math.log1p(budget), float(params)])
+
+
+def test_the_gp_sees_each_methods_exact_share_of_the_cost_in_a_space_of_several_methods(tiny_bert):
+    shape = model_shape(tiny_bert, num_labels=2)
+    mixed = space_domain(load_space("mixed", shape), None)
+    points = np.random.default_rng(0).integers(mixed.levels, size=(40, len(mixed.levels)))
+    points = points[mixed.feasible(points)]
+    shares = mixed.method_costs(points)
+    assert shares.shape == (len(points), 5) and (shares > 0).any(axis=0).all()
+    np.testing.assert_array_equal(shares.sum(axis=1) + shape.head_params, mixed.cost(points))
+    inputs = Features(np.asarray(mixed.levels), mixed.cost(points).max(), mixed.method_costs)(points, mixed.cost(points))
+    assert inputs.shape == (len(points), len(mixed.levels) + 5 + 2)
+    catalogue = space_domain(load_space("catalogue", shape), None)  # the method is chosen per module group
+    picks = np.random.default_rng(1).integers(catalogue.levels, size=(200, len(catalogue.levels)))
+    picks = picks[catalogue.feasible(picks)]
+    assert (catalogue.method_costs(picks) > 0).any(axis=0).tolist() == [True] * 5  # LoRA, LoHa, LoKr, VeRA, OFT
+    assert space_domain(load_space("lora", shape), None).method_costs is None  # one method: the log cost says it all
 
 
 def test_a_sampler_without_a_reference_says_so():

@@ -50,7 +50,8 @@ class Domain:
     ``cost`` maps an ``(n, d)`` array of choice indices to ``n`` costs, NaN where a point cannot be
     trained (an empty plan). ``max_cost`` is the hard budget. ``reference`` is the hypervolume
     reference point (quality floor, cost ceiling). ``memory`` maps points to their estimated peak
-    training memory in GiB, bounded by ``memory_limit``.
+    training memory in GiB, bounded by ``memory_limit``. ``method_costs``, in a space of several
+    methods, maps points to an ``(n, k)`` array: each method's share of the trainable parameters.
     """
 
     names: tuple[str, ...]
@@ -60,6 +61,7 @@ class Domain:
     reference: tuple[float, float] | None = None
     memory: CostFn | None = None
     memory_limit: MemoryLimit = field(default_factory=MemoryLimit)
+    method_costs: CostFn | None = None
 
     def distributions(self) -> dict[str, IntDistribution]:
         """Optuna's distributions of the dimensions: every dimension is a choice index."""
@@ -98,26 +100,49 @@ class Domain:
 
 def space_domain(space, max_params: int | None, reference=None, memory_gb: Callable | None = None,
                  memory_limit: MemoryLimit | None = None) -> Domain:
-    """The Domain of a ``SearchSpace``: cost is the exact trainable count of the decoded Plan;
-    ``memory_gb(plan)``, when given, its estimated peak training memory."""
-    names = tuple(d.name for d in space.dimensions)
+    """The Domain of a ``SearchSpace``: cost is the exact trainable count of the decoded Plan, split
+    by method where the space has several; ``memory_gb(plan)``, when given, its estimated peak
+    training memory."""
+    from autopeft.workers.methods import method
 
-    def per_plan(value: Callable) -> CostFn:
-        cache: dict[bytes, float] = {}
+    names = tuple(d.name for d in space.dimensions)
+    methods = _methods(space)
+
+    def per_plan(value: Callable, width: int = 1) -> Callable[[np.ndarray], np.ndarray]:
+        cache: dict[bytes, list[float]] = {}
 
         def of(points: np.ndarray) -> np.ndarray:
-            out = np.empty(len(points))
+            out = np.empty((len(points), width))
             for i, row in enumerate(np.asarray(points, dtype=np.int64)):
                 key = row.tobytes()
                 if key not in cache:
                     plan = space.decode(dict(zip(names, row.tolist(), strict=True)))
-                    cache[key] = math.nan if plan.is_empty else float(value(plan))
+                    cache[key] = [math.nan] * width if plan.is_empty else value(plan)
                 out[i] = cache[key]
             return out
 
         return of
 
+    def counts(plan) -> list[float]:
+        return [float(space.count(plan)),
+                *(float(method(m).count(plan[m], space.shape)) if m in plan.methods else 0.0 for m in methods)]
+
+    counted = per_plan(counts, 1 + len(methods))
+    estimated = None if memory_gb is None else per_plan(lambda plan: [float(memory_gb(plan))])
     ref = None if reference is None else (reference.quality, float(reference.params))
-    return Domain(names, tuple(len(d.choices) for d in space.dimensions), per_plan(space.count), max_params, ref,
-                  memory=per_plan(memory_gb) if memory_gb is not None else None,
-                  memory_limit=memory_limit or MemoryLimit())
+    return Domain(names, tuple(len(d.choices) for d in space.dimensions), lambda points: counted(points)[:, 0], max_params, ref,
+                  memory=None if estimated is None else lambda points: estimated(points)[:, 0],
+                  memory_limit=memory_limit or MemoryLimit(),
+                  method_costs=(lambda points: counted(points)[:, 1:]) if len(methods) > 1 else None)
+
+
+def _methods(space) -> tuple[str, ...]:
+    """The methods a plan of the space may hold: those of its largest plan and of every plan that
+    differs from it in one dimension (a dimension choosing the method of a module group)."""
+    largest = [len(d.choices) - 1 for d in space.dimensions]
+    found: dict[str, None] = dict.fromkeys(space.largest_plan().methods)
+    for i, dimension in enumerate(space.dimensions):
+        for choice in range(len(dimension.choices) - 1):
+            point = [*largest[:i], choice, *largest[i + 1:]]
+            found.update(dict.fromkeys(space.decode(dict(zip((d.name for d in space.dimensions), point, strict=True))).methods))
+    return tuple(found)

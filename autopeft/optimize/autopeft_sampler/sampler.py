@@ -142,7 +142,7 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
         from botorch.utils.multi_objective.pareto import is_non_dominated
 
         floors, ceiling = self._reference(y_obs.shape[1])
-        features = Features(self._levels, ceiling)
+        features = Features(self._levels, ceiling, self.domain.method_costs)
         x_feat = features(x_obs, costs)
         model = fit_quality_gp(x_feat, torch.as_tensor(y_obs, dtype=torch.float64))
         y_all = torch.as_tensor(np.column_stack([y_obs, -costs]))
