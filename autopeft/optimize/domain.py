@@ -106,7 +106,7 @@ def space_domain(space, max_params: int | None, reference=None, memory_gb: Calla
     from autopeft.workers.methods import method
 
     names = tuple(d.name for d in space.dimensions)
-    methods = _methods(space)
+    methods = space.methods
 
     def per_plan(value: Callable, width: int = 1) -> Callable[[np.ndarray], np.ndarray]:
         cache: dict[bytes, list[float]] = {}
@@ -135,14 +135,3 @@ def space_domain(space, max_params: int | None, reference=None, memory_gb: Calla
                   memory_limit=memory_limit or MemoryLimit(),
                   method_costs=(lambda points: counted(points)[:, 1:]) if len(methods) > 1 else None)
 
-
-def _methods(space) -> tuple[str, ...]:
-    """The methods a plan of the space may hold: those of its largest plan and of every plan that
-    differs from it in one dimension (a dimension choosing the method of a module group)."""
-    largest = [len(d.choices) - 1 for d in space.dimensions]
-    found: dict[str, None] = dict.fromkeys(space.largest_plan().methods)
-    for i, dimension in enumerate(space.dimensions):
-        for choice in range(len(dimension.choices) - 1):
-            point = [*largest[:i], choice, *largest[i + 1:]]
-            found.update(dict.fromkeys(space.decode(dict(zip((d.name for d in space.dimensions), point, strict=True))).methods))
-    return tuple(found)

@@ -76,6 +76,16 @@ class SearchSpace:
     def count(self, plan: Plan) -> int:
         return count_trainable(plan, self.shape)
 
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The methods a plan of the space may hold (those chosen per module group included)."""
+        return produced(self.spec)
+
+
+def produced(spec: SpaceFile) -> tuple[str, ...]:
+    """The methods whose parts the space file's entries decode into, in the order of their entries."""
+    return tuple(dict.fromkeys(m for n in spec.modules.present() for m in method(n).produces(spec.modules[n])))
+
 
 def load_space(name_or_path: str, shape: ModelShape, learning_rate: float | None = None) -> SearchSpace:
     """Read a space file (built-in name or path), check it against the model and fix its dimensions.
@@ -133,7 +143,7 @@ def build_space(spec: SpaceFile, shape: ModelShape, source: str = "search space"
     if rates:
         add("learning_rate", rates)
     if spec.method_learning_rates:
-        for name in dict.fromkeys(m for n in present for m in method(n).produces(spec.modules[n])):
+        for name in produced(spec):
             add(f"{SCALE}{name}", method(name).learning_rate_choices(spec.method_learning_rates))
     if isinstance(spec.layers, list):
         outside = [i for i in spec.layers if i < 0 or i >= shape.num_layers]
