@@ -313,6 +313,15 @@ def report(args, records: list[dict]) -> None:
                 curves[(name, sampler, parallel)] = curve
                 extra = f" (at {args.random_budget}: {cells[-1]})" if sampler == "random" and len(steps) > len(budgets) else ""
                 lines.append(f"| {name} | {sampler} | {parallel} | " + " | ".join(cells[: len(budgets)]) + f" |{extra}")
+    first = min(budgets)
+    if first > N_STARTUP:
+        lines += ["", f"Where the hypervolume at {first} trials comes from (means over seeds, one trial at a time): "
+                  f"the first {N_STARTUP} trials (every sampler's initial design), then the model's", "",
+                  f"| problem | sampler | after {N_STARTUP} trials | gained up to {first} |", "|---|---|---|---|"]
+        for (name, sampler, parallel), curve in curves.items():
+            if parallel == 1 and curve.shape[1] >= first:
+                lines.append(f"| {name} | {sampler} | {curve[:, N_STARTUP - 1].mean():.3f} | "
+                             f"{(curve[:, first - 1] - curve[:, N_STARTUP - 1]).mean():.3f} |")
     fits = [(name, problem(name).fit) for name in args.problems if problem(name).fit]
     if fits:
         lines += ["", "Real-trial surrogates: 5-fold cross-validated fit of the random forest on the trials", "",
