@@ -145,6 +145,17 @@ def test_a_hung_trial_is_stopped_at_the_timeout_and_the_search_goes_on(tmp_path,
     assert statuses["0"] == ("FAILED", "timeout") and len(statuses) == 3
 
 
+def test_a_worker_slow_to_start_does_not_count_against_the_trial_timeout(tmp_path, tiny_bert, reviews_csv, ray_local,
+                                                                         monkeypatch):
+    import trainers
+
+    monkeypatch.setattr("autopeft.workers.trial.TrialWorker", trainers.StartsSlowly)
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, trainer="trainers:scores_at_once",
+                   budget={"trials": 1, "parallel": 1, "trial_timeout": 25})
+    summary = submit(job, progress=False)
+    assert (summary.finished, summary.failed) == (1, 0)
+
+
 def test_a_trial_without_a_finite_quality_fails_with_its_reason(tmp_path, tiny_bert, reviews_csv, ray_local):
     job = tiny_job(tmp_path, tiny_bert, reviews_csv, trainer="trainers:returns_nan_on_odd_trials",
                    budget={"trials": 3, "parallel": 1})

@@ -3,6 +3,7 @@
 import os
 
 from autopeft.workers.train import evaluate, train_and_evaluate
+from autopeft.workers.trial import TrialWorker
 
 
 def fails_on_odd_trials(context):
@@ -72,3 +73,18 @@ def evaluate_untrained(context):
     """A user's own loop in its smallest form: wrap with the plan, score without training."""
     model = context.apply_plan()
     return {**evaluate(context, model), "custom": 1.0}
+
+
+def scores_at_once(context):
+    """A trial that takes no time: it scores without building a model."""
+    return {"accuracy": 0.5}
+
+
+class StartsSlowly(TrialWorker):
+    """A trial worker that takes 30 s to start (imports on a busy machine, a node still joining)."""
+
+    def __init__(self, *args):
+        import time
+
+        time.sleep(30)
+        super().__init__(*args)

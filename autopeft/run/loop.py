@@ -91,6 +91,7 @@ class TrialWork:
     run_id: str
     actor: object = None
     started: float = 0.0  # time.monotonic() when it went to its worker
+    up: float | None = None  # time.monotonic() once its worker was seen started: the trial timeout counts from then
     attempts: int = 0  # re-runs after its worker was lost
     rung: int = 0  # in a search with rungs: the rung it trains up to
     node: str = ""  # where its worker runs, once known
@@ -485,17 +486,23 @@ class SearchLoop:
         request = trial_request(self.prepared, work.plan, trial_number=work.trial_number, baseline=work.baseline,
                                 **work.overrides)
         work.actor, ref = self.pool.submit(request)
-        work.started, work.node = time.monotonic(), ""
+        work.started, work.node, work.up = time.monotonic(), "", None
         self.running[ref] = work
         self._note_nodes()
 
     def _note_nodes(self) -> None:
-        """Record where each running trial runs, once its worker has said (for whoever watches the search)."""
+        """Note when each running trial's worker is up, and record where it runs (for whoever watches the search).
+
+        A trial's timeout counts from then: a worker still starting (its process, its imports) or
+        waiting for a node to join the cluster does not eat into it.
+        """
         for work in self.running.values():
-            if isinstance(work, TrialWork) and not work.node:
+            if not work.node:
                 work.node = self.pool.node(work.actor)
                 if work.node:
-                    work.trial.set_user_attr(NODE, work.node)
+                    work.up = time.monotonic()
+                    if isinstance(work, TrialWork):
+                        work.trial.set_user_attr(NODE, work.node)
 
     def trial_timeout(self) -> float | None:
         """Seconds a trial may run: the job's, else ten times the slowest finished one (at least 15 minutes)."""
@@ -510,7 +517,9 @@ class SearchLoop:
         if timeout is None or not self.running:
             return cap
         now = time.monotonic()
-        return max(0.05, min(cap, *(work.started + timeout - now for work in self.running.values())))
+        if any(work.up is None for work in self.running.values()):
+            cap = min(cap, STARTING_POLL)
+        return max(0.05, min([cap, *(work.up + timeout - now for work in self.running.values() if work.up is not None)]))
 
     def _stop_overdue(self) -> None:
         timeout = self.trial_timeout()
@@ -518,7 +527,7 @@ class SearchLoop:
             return
         now = time.monotonic()
         for ref, work in list(self.running.items()):
-            if now - work.started >= timeout:
+            if work.up is not None and now - work.up >= timeout:
                 del self.running[ref]
                 self.pool.stop(work.actor)
                 self._fail(work, f"the trial ran longer than the trial timeout of {timeout:.0f} s; its worker was stopped",
@@ -813,6 +822,7 @@ def _save_adapter(target: Path, result: TrialResult) -> Path | None:
 AUTO_TIMEOUT_FLOOR = 15 * 60.0
 AHEAD_SHARE = 0.02  # proposals made ahead once a proposal takes more than this share of a trial's time
 CHARTS_EVERY = 30.0  # seconds between redrawings of the PNG charts while a search runs
+STARTING_POLL = 1.0  # seconds between looks at a worker still starting, for when its trial's timeout begins
 FRONT_EVERY = 2.0  # seconds between rewritings of the Pareto table and interactive chart while a search runs
 _MEMORY_ERRORS = ("OutOfMemoryError", "MemoryError", "CUDA out of memory", "can't allocate memory", "memory pressure")
 
