@@ -87,8 +87,8 @@ class BudgetSpec(Strict):
     max_trainable_params: int | None = Field(None, gt=0)
     max_memory_gb: float | None = Field(None, gt=0, description="estimated peak training memory per trial, GiB")
     trial_timeout: float | None = Field(
-        None, gt=0, description="seconds a trial may run, from when its worker is up, before the worker is stopped; default: ten times the "
-        "slowest finished trial, at least 15 minutes (no limit until one has finished)")
+        None, gt=0, description="seconds a trial may run, from when its worker is up, before the worker is stopped; "
+        "default: ten times the slowest finished trial, at least 15 minutes (no limit until one has finished)")
     max_retries: int = Field(2, ge=0, le=100, strict=True, description="re-runs of a trial whose worker process was lost")
 
 
