@@ -127,6 +127,17 @@ def searched(tmp_path_factory, tiny_bert, reviews_csv, ray_local):
     return job
 
 
+def study_being_created(name: str, storage: str):
+    """The study a search in another process is creating; None until its store and study exist."""
+    import optuna
+    import sqlalchemy.exc
+
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except (KeyError, sqlalchemy.exc.IntegrityError):  # no study yet, or its schema being written at this instant
+        return None
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on."""
     with socket.socket() as s:

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from autopeft.api import read_front, submit
 from autopeft.job.load import load_job
 from autopeft.record.study import StudyRecord
-from conftest import TINY_FIDELITY, write_job
+from conftest import TINY_FIDELITY, study_being_created, write_job
 
 
 def tiny_job(tmp_path, tiny_bert, reviews_csv, **overrides):
@@ -191,11 +191,8 @@ def test_a_second_driver_is_refused_while_the_first_runs_and_a_signal_stops_it_c
     while not running and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(2)
         if job.layout.study_db.is_file():
-            try:
-                study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
-                running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
-            except KeyError:
-                pass
+            study = study_being_created(job.name, job.optuna_storage)
+            running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING] if study else []
     assert running, driver.communicate(timeout=60)
 
     from autopeft.errors import UserError
@@ -420,11 +417,9 @@ def test_a_driver_killed_mid_trial_is_resumed_by_the_next_submit_with_nothing_lo
     while not running and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(2)
         if job.layout.study_db.is_file():
-            try:
-                running = [t for t in optuna.load_study(study_name=job.name, storage=job.optuna_storage).trials
-                           if t.state == optuna.trial.TrialState.RUNNING and "mlflow_run_id" in t.user_attrs]
-            except KeyError:
-                pass
+            study = study_being_created(job.name, job.optuna_storage)
+            running = [t for t in (study.trials if study else [])
+                       if t.state == optuna.trial.TrialState.RUNNING and "mlflow_run_id" in t.user_attrs]
     assert running
     driver.send_signal(signal.SIGKILL)  # no clean-up of any kind
     driver.wait(timeout=60)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import optuna
 
-from conftest import free_port
+from conftest import free_port, study_being_created
 from test_search import tiny_job
 
 
@@ -60,11 +60,10 @@ def test_a_search_goes_on_while_its_mlflow_server_is_down_and_writes_everything_
         while driver.poll() is None and time.monotonic() < deadline:  # the first trial finishes with MLflow up
             time.sleep(1)
             if job.layout.study_db.is_file():
-                try:
-                    trials = optuna.load_study(study_name=job.name, storage=job.optuna_storage).trials
-                except KeyError:
+                study = study_being_created(job.name, job.optuna_storage)
+                if study is None:
                     continue
-                if any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
+                if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
                     break
         _stop(server)
         time.sleep(60)  # trials go on finishing while MLflow is down
