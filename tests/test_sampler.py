@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -12,7 +13,7 @@ from autopeft.optimize.autopeft_sampler.model import Features
 from autopeft.optimize.autopeft_sampler.sampler import AutoPeftSampler
 from autopeft.optimize.domain import Domain, space_domain
 from autopeft.record.pareto import Reference
-from autopeft.record.study import DIRECTIONS
+from autopeft.record.study import DIRECTIONS, RUNG_QUALITY
 from autopeft.space.search_space import load_space
 from autopeft.workers.models import model_shape
 
@@ -183,3 +184,39 @@ def test_a_sampler_stuck_over_the_budget_gets_one_random_proposal_after_five_ski
     assert study.sampler is stuck  # the random proposal did not replace the study's own sampler
     skipped = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(skipped) == len(reasons) and all(t.values[0] == DOMAIN.reference[0] for t in skipped)
+
+
+def _pruned_at_first_rung(study, domain, quality) -> np.ndarray:
+    trial = study.ask(domain.distributions())
+    point = _point(trial)
+    trial.set_user_attr(RUNG_QUALITY, [quality(point)])
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    return point
+
+
+def test_with_rungs_the_model_learns_from_rung_results_once_they_tell_plans_apart():
+    domain = dataclasses.replace(DOMAIN, rungs=(1 / 3, 1.0))
+    # every plan at the majority label's rate after the first rung: that rung says nothing, the design goes on
+    flat = AutoPeftSampler(domain, seed=4, n_startup_trials=4)
+    study = _study(flat)
+    tried = [_pruned_at_first_rung(study, domain, lambda p: 0.5) for _ in range(6)]
+    design = [p for p in flat._design if np.isfinite(_cost(p[None])[0]) and _cost(p[None])[0] <= BUDGET]
+    np.testing.assert_array_equal(np.array(tried), np.array(design[:6]))
+    # rung results that differ between plans: after four of them, proposals come from the model
+    learning = AutoPeftSampler(domain, seed=4, n_startup_trials=4)
+    study = _study(learning)
+    for _ in range(4):
+        _pruned_at_first_rung(study, domain, lambda p: _quality(p) - 0.1)
+    _, x_obs, _, _, fractions, _ = learning._history(study)
+    assert len(x_obs) == 4 and (fractions == 1 / 3).all()
+    proposed = _point(study.ask(domain.distributions()))
+    assert not np.array_equal(proposed, design[4])
+    assert _cost(proposed[None])[0] <= BUDGET
+
+
+def test_a_fidelity_input_separates_a_rung_result_from_a_full_training():
+    features = Features(np.array([4, 2]), 100.0, rungs=(1 / 9, 1 / 3, 1.0))
+    points, costs = np.array([[1, 1], [1, 1], [1, 1]]), np.array([10.0, 10.0, 10.0])
+    x = features(points, costs, np.array([1 / 9, 1 / 3, 1.0]))
+    np.testing.assert_allclose(x[:, -2].numpy(), [0.0, 0.5, 1.0])  # log-scaled fraction, before cost / ceiling
+    np.testing.assert_allclose(features(points, costs)[:, -2].numpy(), 1.0)  # a candidate is scored as a full training

@@ -52,6 +52,7 @@ class Domain:
     reference point (quality floor, cost ceiling). ``memory`` maps points to their estimated peak
     training memory in GiB, bounded by ``memory_limit``. ``method_costs``, in a space of several
     methods, maps points to an ``(n, k)`` array: each method's share of the trainable parameters.
+    ``rungs``, in a search with rungs, the fractions of the training at which a trial is scored.
     """
 
     names: tuple[str, ...]
@@ -62,6 +63,7 @@ class Domain:
     memory: CostFn | None = None
     memory_limit: MemoryLimit = field(default_factory=MemoryLimit)
     method_costs: CostFn | None = None
+    rungs: tuple[float, ...] = ()
 
     def distributions(self) -> dict[str, IntDistribution]:
         """Optuna's distributions of the dimensions: every dimension is a choice index."""
@@ -99,10 +101,10 @@ class Domain:
 
 
 def space_domain(space, max_params: int | None, reference=None, memory_gb: Callable | None = None,
-                 memory_limit: MemoryLimit | None = None) -> Domain:
+                 memory_limit: MemoryLimit | None = None, rungs: tuple[float, ...] = ()) -> Domain:
     """The Domain of a ``SearchSpace``: cost is the exact trainable count of the decoded Plan, split
     by method where the space has several; ``memory_gb(plan)``, when given, its estimated peak
-    training memory."""
+    training memory; ``rungs``, those of a search with rungs."""
     from autopeft.workers.methods import method
 
     names = tuple(d.name for d in space.dimensions)
@@ -133,5 +135,5 @@ def space_domain(space, max_params: int | None, reference=None, memory_gb: Calla
     return Domain(names, tuple(len(d.choices) for d in space.dimensions), lambda points: counted(points)[:, 0], max_params, ref,
                   memory=None if estimated is None else lambda points: estimated(points)[:, 0],
                   memory_limit=memory_limit or MemoryLimit(),
-                  method_costs=(lambda points: counted(points)[:, 1:]) if len(methods) > 1 else None)
+                  method_costs=(lambda points: counted(points)[:, 1:]) if len(methods) > 1 else None, rungs=tuple(rungs))
 

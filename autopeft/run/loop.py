@@ -752,7 +752,8 @@ def _run_search(job: JobSpec, progress: bool, prepared: Prepared, record: StudyR
     memory_limit = MemoryLimit(job.budget.max_memory_gb)
     for estimate in record.out_of_memory_estimates():
         memory_limit.ran_out(estimate)
-    domain = space_domain(prepared.space, prepared.max_params, reference, prepared.memory_gb, memory_limit)
+    domain = space_domain(prepared.space, prepared.max_params, reference, prepared.memory_gb, memory_limit,
+                          rungs=job.fidelity.rungs if job.fidelity.asha else ())
     record.study.sampler = make_sampler(job.optimizer.sampler, job.seed, job.optimizer.n_startup_trials, domain)
     orphans = record.interrupt_orphans() if resuming else []
     if resuming:

@@ -23,7 +23,9 @@ def max_iterations(observed: int) -> int:
 
 class Features:
     """GP inputs: each dimension's choice index scaled to [0, 1], the log of each method's parameters
-    (in a space of several methods), the log cost; last, cost / ceiling.
+    (in a space of several methods), the log cost, in a search with rungs the fraction of the
+    training a quality was measured at (log-scaled: the first rung 0, a full training 1); last,
+    cost / ceiling.
 
     The GP sees log parameter counts (capacity explains much of the quality), not the linear cost
     column, which only the deterministic cost objective reads. A method's own count sums what
@@ -32,17 +34,24 @@ class Features:
     hypervolume reached in 15 to 20 trials (``benchmarks/optimizer.py``).
     """
 
-    def __init__(self, levels: np.ndarray, ceiling: float, method_costs: CostFn | None = None):
+    def __init__(self, levels: np.ndarray, ceiling: float, method_costs: CostFn | None = None,
+                 rungs: tuple[float, ...] = ()):
         self.scale = np.maximum(levels - 1, 1).astype(float)
         self.ceiling = ceiling
         self.method_costs = method_costs
+        self.first_rung = min(rungs) if rungs else None
 
-    def __call__(self, points: np.ndarray, costs: np.ndarray) -> torch.Tensor:
+    def __call__(self, points: np.ndarray, costs: np.ndarray, fractions: np.ndarray | None = None) -> torch.Tensor:
+        """The features of ``points``, their qualities measured after ``fractions`` of the training (all of it by default)."""
         grid = np.asarray(points, dtype=float) / self.scale
         log_scale = math.log1p(self.ceiling)
         per_method = [] if self.method_costs is None else [np.log1p(self.method_costs(points)) / log_scale]
-        return torch.as_tensor(np.column_stack([grid, *per_method, np.log1p(costs) / log_scale, costs / self.ceiling]),
-                               dtype=torch.float64)
+        fidelity = []
+        if self.first_rung is not None:
+            fractions = np.ones(len(grid)) if fractions is None else np.asarray(fractions, dtype=float)
+            fidelity = [1.0 + np.log(fractions) / math.log(1.0 / self.first_rung)]
+        return torch.as_tensor(np.column_stack([grid, *per_method, np.log1p(costs) / log_scale, *fidelity,
+                                                costs / self.ceiling]), dtype=torch.float64)
 
 
 def _kernel(kind: str, d: int):

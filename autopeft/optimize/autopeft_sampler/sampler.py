@@ -25,7 +25,7 @@ from autopeft.optimize.autopeft_sampler.design import grid_points, sobol
 from autopeft.optimize.autopeft_sampler.discrete import hill_climb, key
 from autopeft.optimize.autopeft_sampler.model import Features, fit_quality_gp
 from autopeft.optimize.domain import Domain
-from autopeft.record.study import after_rung
+from autopeft.record.study import RUNG_QUALITY, after_rung
 
 
 class AutoPeftSampler(optuna.samplers.BaseSampler):
@@ -74,36 +74,55 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
         search proposes exactly what the interrupted one would have.
         """
         rng = np.random.default_rng([self.seed, number])
-        seen, x_obs, y_obs, costs, pending = self._history(study)
-        if len(x_obs) < self.n_startup_trials:
+        seen, x_obs, y_obs, costs, fractions, pending = self._history(study)
+        if len({key(p) for p in x_obs}) < self.n_startup_trials:
             point = self._first_new(self._design, seen)
             return point if point is not None else self._random_point(rng, seen)
         with torch.random.fork_rng():
             torch.manual_seed(self.seed * 100_003 + number)
-            return self._optimise(rng, seen, x_obs, y_obs, costs, pending)
+            return self._optimise(rng, seen, x_obs, y_obs, costs, fractions, pending)
 
     def _history(self, study):
+        """The points tried, the observations (point, qualities, cost, fraction of the training), the pending points.
+
+        In a search with rungs every finished rung of a trial is an observation at its fraction of
+        the training, except the rungs at which every trial scored the same (early in training all
+        plans may predict the majority label): those say nothing about the plans.
+        """
         directions = study.directions
         cost_index = self.cost_index % len(directions)
         signs = [1.0 if d == optuna.study.StudyDirection.MAXIMIZE else -1.0 for d in directions]
+        qualities = [s for i, s in enumerate(signs) if i != cost_index]
+        rungs = self.domain.rungs if len(qualities) == 1 else ()
         seen: set[bytes] = set()
-        x_obs, y_obs, pending = [], [], []
+        x_obs, y_obs, fractions, pending = [], [], [], []
+        at_rung: list[list[tuple[tuple, float]]] = [[] for _ in rungs[:-1]]
         for t in study.get_trials(deepcopy=False):
             point = self._indices(t.params)
             if point is None:
                 continue
             seen.add(key(point))
+            for rung, quality in enumerate(t.user_attrs.get(RUNG_QUALITY, [])[: len(at_rung)] if rungs else []):
+                if quality is not None and math.isfinite(quality):
+                    at_rung[rung].append((point, qualities[0] * quality))
             if t.state == TrialState.PRUNED or (t.state == TrialState.RUNNING and after_rung(t.user_attrs)):
-                continue  # a search with rungs: the GP learns from full trainings only; waiting and pruned trials are not
+                continue  # waiting after a rung, or stopped at one: never proposed again
             elif t.state == TrialState.RUNNING:  # proposed again, being in ``seen``
                 pending.append(point)
             elif t.state == TrialState.COMPLETE and t.values is not None and all(map(math.isfinite, t.values)):
                 x_obs.append(point)
                 y_obs.append([s * v for i, (s, v) in enumerate(zip(signs, t.values, strict=True)) if i != cost_index])
+                fractions.append(1.0)
+        for rung, observed in enumerate(at_rung):
+            if len({q for _, q in observed}) > 1:
+                x_obs.extend(p for p, _ in observed)
+                y_obs.extend([q] for _, q in observed)
+                fractions.extend([rungs[rung]] * len(observed))
         x_obs = np.asarray(x_obs, dtype=np.int64).reshape(len(x_obs), len(self._levels))
+        y_obs = np.asarray(y_obs, dtype=float).reshape(len(x_obs), len(qualities))
         costs = self.domain.cost(x_obs)
         keep = self.domain.feasible(x_obs, costs)  # points that cannot be trained say nothing about quality
-        return seen, x_obs[keep], np.asarray(y_obs)[keep], costs[keep], pending
+        return seen, x_obs[keep], y_obs[keep], costs[keep], np.asarray(fractions, dtype=float)[keep], pending
 
     def _indices(self, params: dict) -> tuple[int, ...] | None:
         try:
@@ -138,13 +157,18 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
     def _random(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return grid_points(rng.random((n, len(self._levels))), self._levels)
 
-    def _optimise(self, rng, seen, x_obs, y_obs, costs, pending) -> np.ndarray:
+    def _optimise(self, rng, seen, x_obs, y_obs, costs, fractions, pending) -> np.ndarray:
         from botorch.utils.multi_objective.pareto import is_non_dominated
 
         floors, ceiling = self._reference(y_obs.shape[1])
-        features = Features(self._levels, ceiling, self.domain.method_costs)
+        features = Features(self._levels, ceiling, self.domain.method_costs, self.domain.rungs if y_obs.shape[1] == 1 else ())
+        model = fit_quality_gp(features(x_obs, costs, fractions), torch.as_tensor(y_obs, dtype=torch.float64))
+        # each point once, by its quality at the largest fraction of the training; the GP predicts a full training
+        order = np.argsort(-fractions, kind="stable")
+        once = order[np.unique([key(p) for p in x_obs[order]], return_index=True)[1]]
+        once.sort()
+        x_obs, y_obs, costs = x_obs[once], y_obs[once], costs[once]
         x_feat = features(x_obs, costs)
-        model = fit_quality_gp(x_feat, torch.as_tensor(y_obs, dtype=torch.float64))
         y_all = torch.as_tensor(np.column_stack([y_obs, -costs]))
         pending_arr = np.asarray(pending) if pending else np.zeros((0, len(self._levels)), dtype=int)
         pending_arr = pending_arr[self.domain.feasible(pending_arr)]
