@@ -220,3 +220,12 @@ def test_a_fidelity_input_separates_a_rung_result_from_a_full_training():
     x = features(points, costs, np.array([1 / 9, 1 / 3, 1.0]))
     np.testing.assert_allclose(x[:, -2].numpy(), [0.0, 0.5, 1.0])  # log-scaled fraction, before cost / ceiling
     np.testing.assert_allclose(features(points, costs)[:, -2].numpy(), 1.0)  # a candidate is scored as a full training
+
+
+def test_a_plan_tried_under_other_choices_is_not_proposed_again():
+    # the last layer's bit is a choice no plan uses: points that differ only there are one plan
+    domain = dataclasses.replace(DOMAIN, plan_key=lambda points: [tuple(p[:-1]) for p in np.asarray(points)])
+    study = _study(AutoPeftSampler(domain, seed=6, n_startup_trials=5))
+    proposed = _run(study, 24, parallel=2)
+    plans = [tuple(p[:-1]) for p in proposed]
+    assert len(set(plans)) == len(plans)

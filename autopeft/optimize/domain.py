@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ class Domain:
     training memory in GiB, bounded by ``memory_limit``. ``method_costs``, in a space of several
     methods, maps points to an ``(n, k)`` array: each method's share of the trainable parameters.
     ``rungs``, in a search with rungs, the fractions of the training at which a trial is scored.
+    ``plan_key`` maps points to one key per plan: points that differ only in choices the plan does
+    not use (the rank of a layer it leaves out) share one. By default each point is its own plan.
     """
 
     names: tuple[str, ...]
@@ -64,6 +67,12 @@ class Domain:
     memory_limit: MemoryLimit = field(default_factory=MemoryLimit)
     method_costs: CostFn | None = None
     rungs: tuple[float, ...] = ()
+    plan_key: Callable[[np.ndarray], list] | None = None
+
+    def plan_keys(self, points: np.ndarray) -> list:
+        """One key per point, equal for points that decode to the same plan."""
+        points = np.asarray(points, dtype=np.int64)
+        return self.plan_key(points) if self.plan_key is not None else [row.tobytes() for row in points]
 
     def distributions(self) -> dict[str, IntDistribution]:
         """Optuna's distributions of the dimensions: every dimension is a choice index."""
@@ -130,10 +139,22 @@ def space_domain(space, max_params: int | None, reference=None, memory_gb: Calla
                 *(float(method(m).count(plan[m], space.shape)) if m in plan.methods else 0.0 for m in methods)]
 
     counted = per_plan(counts, 1 + len(methods))
+    keys: dict[bytes, str] = {}
+
+    def plan_key(points: np.ndarray) -> list[str]:
+        out = []
+        for row in np.asarray(points, dtype=np.int64):
+            if row.tobytes() not in keys:
+                plan = space.decode(dict(zip(names, row.tolist(), strict=True)))
+                keys[row.tobytes()] = json.dumps(plan.to_dict(), sort_keys=True, default=str)
+            out.append(keys[row.tobytes()])
+        return out
+
     estimated = None if memory_gb is None else per_plan(lambda plan: [float(memory_gb(plan))])
     ref = None if reference is None else (reference.quality, float(reference.params))
     return Domain(names, tuple(len(d.choices) for d in space.dimensions), lambda points: counted(points)[:, 0], max_params, ref,
                   memory=None if estimated is None else lambda points: estimated(points)[:, 0],
                   memory_limit=memory_limit or MemoryLimit(),
-                  method_costs=(lambda points: counted(points)[:, 1:]) if len(methods) > 1 else None, rungs=tuple(rungs))
+                  method_costs=(lambda points: counted(points)[:, 1:]) if len(methods) > 1 else None, rungs=tuple(rungs),
+                  plan_key=plan_key)
 

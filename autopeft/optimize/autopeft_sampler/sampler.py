@@ -94,14 +94,14 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
         signs = [1.0 if d == optuna.study.StudyDirection.MAXIMIZE else -1.0 for d in directions]
         qualities = [s for i, s in enumerate(signs) if i != cost_index]
         rungs = self.domain.rungs if len(qualities) == 1 else ()
-        seen: set[bytes] = set()
+        seen: set = set()  # the plans tried or running
         x_obs, y_obs, fractions, pending = [], [], [], []
         at_rung: list[list[tuple[tuple, float]]] = [[] for _ in rungs[:-1]]
         for t in study.get_trials(deepcopy=False):
             point = self._indices(t.params)
             if point is None:
                 continue
-            seen.add(key(point))
+            seen.add(self.domain.plan_keys([point])[0])
             for rung, quality in enumerate(t.user_attrs.get(RUNG_QUALITY, [])[: len(at_rung)] if rungs else []):
                 if quality is not None and math.isfinite(quality):
                     at_rung[rung].append((point, qualities[0] * quality))
@@ -143,7 +143,7 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
     def _first_new(self, points: np.ndarray, seen: set) -> np.ndarray | None:
         costs = self.domain.cost(points)
         for point, ok in zip(points, self.domain.feasible(points, costs), strict=True):
-            if ok and key(point) not in seen:
+            if ok and self.domain.plan_keys([point])[0] not in seen:
                 return point
         return None
 
@@ -183,7 +183,7 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
             if new:
                 batch = points[new]
                 costs = self.domain.cost(batch)
-                ok = self.domain.feasible(batch, costs) & np.array([keys[i] not in seen for i in new])
+                ok = self.domain.feasible(batch, costs) & np.array([k not in seen for k in self.domain.plan_keys(batch)])
                 values = np.full(len(new), -np.inf)
                 if ok.any():
                     feats = features(batch[ok], costs[ok])
