@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,6 +118,9 @@ def space_domain(space, max_params: int | None, reference=None, memory_gb: Calla
     names = tuple(d.name for d in space.dimensions)
     methods = space.methods
 
+    def plan_of(row: np.ndarray):
+        return space.decode(dict(zip(names, row.tolist(), strict=True)))
+
     def per_plan(value: Callable, width: int = 1) -> Callable[[np.ndarray], np.ndarray]:
         cache: dict[bytes, list[float]] = {}
 
@@ -127,7 +129,7 @@ def space_domain(space, max_params: int | None, reference=None, memory_gb: Calla
             for i, row in enumerate(np.asarray(points, dtype=np.int64)):
                 key = row.tobytes()
                 if key not in cache:
-                    plan = space.decode(dict(zip(names, row.tolist(), strict=True)))
+                    plan = plan_of(row)
                     cache[key] = [math.nan] * width if plan.is_empty else value(plan)
                 out[i] = cache[key]
             return out
@@ -139,16 +141,8 @@ def space_domain(space, max_params: int | None, reference=None, memory_gb: Calla
                 *(float(method(m).count(plan[m], space.shape)) if m in plan.methods else 0.0 for m in methods)]
 
     counted = per_plan(counts, 1 + len(methods))
-    keys: dict[bytes, str] = {}
-
-    def plan_key(points: np.ndarray) -> list[str]:
-        out = []
-        for row in np.asarray(points, dtype=np.int64):
-            if row.tobytes() not in keys:
-                plan = space.decode(dict(zip(names, row.tolist(), strict=True)))
-                keys[row.tobytes()] = json.dumps(plan.to_dict(), sort_keys=True, default=str)
-            out.append(keys[row.tobytes()])
-        return out
+    def plan_key(points: np.ndarray) -> list:
+        return [plan_of(row) for row in np.asarray(points, dtype=np.int64)]  # a Plan is its own key: equal plans hash alike
 
     estimated = None if memory_gb is None else per_plan(lambda plan: [float(memory_gb(plan))])
     ref = None if reference is None else (reference.quality, float(reference.params))
