@@ -9,8 +9,11 @@ with 30 full-fidelity trials, and one with rungs at 1/9, 1/3 and all of the step
 factor 3) and ``--trials`` trials. Compute is the summed training seconds of every trial (each
 rung counted, pruned trials included), and, since seconds vary with the machine's load, also the
 optimizer steps trained (evaluations excluded). The table gives each search's hypervolume over its fully
-trained trials (the job's reference point), its compute, and the hypervolume the full-fidelity
-search had reached, in order of completion, once it had spent the compute of the search with rungs.
+trained trials (the job's reference point), its compute, the compute the search with rungs had spent
+when it first reached the full-fidelity search's hypervolume (at most: every trial started by then
+counted whole), and the hypervolume the full-fidelity search had reached, in order of completion,
+once it had spent the compute of the search with rungs. The target is met when the search with rungs
+reached that hypervolume within half the full-fidelity search's seconds and steps.
 The report also goes to ``benchmarks/out/multi_fidelity.md``.
 """
 
@@ -71,6 +74,22 @@ def trained_steps(trial, fidelity) -> int:
     return steps(fidelity, fidelity.rungs[done - 1]) if done else 0
 
 
+def compute_to_reach(asha: list, target: float, reference, fidelity) -> tuple[float, int] | None:
+    """(seconds, steps) the search with rungs had spent when its fully trained trials first reached ``target``.
+
+    An upper bound: every trial started by then counts with all it ever trained, later rungs included.
+    """
+    finished = sorted((t for t in asha if t.state == States.COMPLETE), key=lambda t: t.datetime_complete)
+    points = []
+    for trial in finished:
+        points.append(Point(trial.number, trial.values[0], int(trial.values[1]), 0.0))
+        if hypervolume(points, reference) >= target:
+            started = [t for t in asha if t.datetime_start <= trial.datetime_complete]
+            return (sum(t.user_attrs.get(TRAIN_SECONDS, 0.0) for t in started),
+                    sum(trained_steps(t, fidelity) for t in started))
+    return None
+
+
 def run(job_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "autopeft", "submit", str(job_path), "--no-progress"], check=True)
 
@@ -81,8 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=60, help="new trials of the search with rungs")
     args = parser.parse_args(argv)
     lines = ["| task | full fidelity, 30 trials: hypervolume, compute | with rungs: trials (fully trained), "
-             "hypervolume, compute | compute ratio (seconds, steps) | full fidelity at the same compute | target |",
-             "|---|---|---|---|---|---|"]
+             "hypervolume, compute | compute ratio (seconds, steps) | compute ratio with rungs on first reaching the "
+             "full-fidelity hypervolume (seconds, steps; at most) | full fidelity at the compute with rungs | target |",
+             "|---|---|---|---|---|---|---|"]
     for job_path in args.jobs:
         source = api.load_job(job_path)
         write_derived(source)
@@ -108,11 +128,15 @@ def main(argv: list[str] | None = None) -> None:
                 break
             if t.state == States.COMPLETE:
                 prefix.append(Point(t.number, t.values[0], int(t.values[1]), 0.0))
+        full_steps = steps(job.fidelity, 1.0) * len(full)
         ratio = asha_seconds / full_seconds
-        step_ratio = sum(trained_steps(t, job.fidelity) for t in asha) / (steps(job.fidelity, 1.0) * len(full))
-        verdict = "met" if asha_hv >= full_hv and max(ratio, step_ratio) <= 0.5 else "not met"
+        step_ratio = sum(trained_steps(t, job.fidelity) for t in asha) / full_steps
+        reached = compute_to_reach(asha, full_hv, reference, job.fidelity)
+        reached_text = "never" if reached is None else f"{reached[0] / full_seconds:.2f}, {reached[1] / full_steps:.2f}"
+        verdict = "met" if reached is not None and max(reached[0] / full_seconds, reached[1] / full_steps) <= 0.5 else "not met"
         lines.append(f"| {name} | {full_hv:.4f}, {full_seconds:,.0f} s | {len(asha)} ({len(complete)}), {asha_hv:.4f}, "
-                     f"{asha_seconds:,.0f} s | {ratio:.2f}, {step_ratio:.2f} | {hypervolume(prefix, reference):.4f} | {verdict} |")
+                     f"{asha_seconds:,.0f} s | {ratio:.2f}, {step_ratio:.2f} | {reached_text} | "
+                     f"{hypervolume(prefix, reference):.4f} | {verdict} |")
     publish(lines, "multi_fidelity")
 
 
