@@ -141,6 +141,7 @@ def space_domain(space, max_params: int | None, reference=None, memory_gb: Calla
                 *(float(method(m).count(plan[m], space.shape)) if m in plan.methods else 0.0 for m in methods)]
 
     counted = per_plan(counts, 1 + len(methods))
+
     def plan_key(points: np.ndarray) -> list:
         return [plan_of(row) for row in np.asarray(points, dtype=np.int64)]  # a Plan is its own key: equal plans hash alike
 
