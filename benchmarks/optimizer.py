@@ -24,8 +24,10 @@ exact and known to autopeft's sampler, while quality is a black box:
 Each search runs to the largest budget; the hypervolume at a smaller budget is that of its first
 trials. Hypervolume is normalised by that of the best front any run found on the problem. With
 4 in parallel, four trials run at a time and finish in the order they started; a sampler sees
-the other three as running trials. Proposals over the budget (or empty) are not trained and do
-not count as trials, as in ``autopeft submit``.
+the other three as running trials. Proposals over the budget (or empty), and proposals of a plan
+already trained under other choices, are not trained and do not count as trials, as in
+``autopeft submit``. The forest sees each plan in one form (the choices it does not use at their
+first level), so a plan scores the same however it was proposed, as a real training would.
 """
 
 from __future__ import annotations
@@ -49,11 +51,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
-from autopeft.optimize.domain import Domain, space_domain  # noqa: E402
+from autopeft.optimize.domain import Domain, point_key, space_domain  # noqa: E402
 from autopeft.optimize.propose import Proposer  # noqa: E402
 from autopeft.optimize.registry import SAMPLERS, make_sampler  # noqa: E402
 from autopeft.record.pareto import Point, Reference, hypervolume  # noqa: E402
-from autopeft.record.study import DIRECTIONS  # noqa: E402
+from autopeft.record.study import DIRECTIONS, StudyRecord  # noqa: E402
 
 HERE = Path(__file__).parent
 OUT = HERE / "out"
@@ -111,6 +113,29 @@ def _feasible_sample(domain: Domain, rng: np.random.Generator, n: int = 4096) ->
     return points[domain.feasible(points)]
 
 
+def _canonical(domain: Domain):
+    """Points to one point per plan: each choice the plan does not use (the rank of a group placed in
+    no layer) set to its first level, so that a surrogate scores every point of one plan alike."""
+    cache: dict[bytes, np.ndarray] = {}
+
+    def of(points: np.ndarray) -> np.ndarray:
+        out = np.array(points, dtype=np.int64)
+        for row in out:
+            key = point_key(row)
+            if key not in cache:
+                plan, same = domain.plan_keys(row[None])[0], row.copy()
+                for d in np.flatnonzero(same):
+                    trial = same.copy()
+                    trial[d] = 0
+                    if domain.plan_keys(trial[None])[0] == plan:
+                        same = trial
+                cache[key] = same
+            row[:] = cache[key]
+        return out
+
+    return of
+
+
 def _real_problem(name: str) -> Problem:
     """A job's space with its exact cost, and a random forest of quality fitted on the job's real trials."""
     from scipy.stats import spearmanr
@@ -133,8 +158,10 @@ def _real_problem(name: str) -> Problem:
     if not np.array_equal(counted, [float(r["trainable_params"]) for r in rows]):
         raise SystemExit(f"{name}: the space no longer counts the collected trials' parameters; collect them again")
 
+    canonical = _canonical(domain)
+
     def features(points: np.ndarray) -> np.ndarray:
-        return np.column_stack([points, np.log1p(np.nan_to_num(domain.cost(points)))])
+        return np.column_stack([canonical(points), np.log1p(np.nan_to_num(domain.cost(points)))])
 
     def forest_of(rows: np.ndarray) -> RandomForestRegressor:
         return RandomForestRegressor(n_estimators=200, min_samples_leaf=2, random_state=0).fit(features(x[rows]), y[rows])
@@ -168,7 +195,7 @@ def run_search(problem_name: str, sampler_name: str, seed: int, parallel: int, t
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     prob = problem(problem_name)
     study = optuna.create_study(directions=DIRECTIONS, sampler=_sampler(sampler_name, prob, seed))
-    proposer = Proposer(study, prob.domain, seed, max_skips=50 * trials)
+    proposer = Proposer(study, prob.domain, seed, max_skips=50 * trials, trained_as=StudyRecord(study).trained_as)
     running: deque = deque()
     done: list[tuple[float, float]] = []
     asks: list[tuple[int, float]] = []

@@ -186,6 +186,26 @@ def test_a_sampler_stuck_over_the_budget_gets_one_random_proposal_after_five_ski
     assert len(skipped) == len(reasons) and all(t.values[0] == DOMAIN.reference[0] for t in skipped)
 
 
+def test_a_proposal_of_a_plan_already_trained_under_other_choices_is_told_that_result_and_not_trained():
+    from autopeft.optimize.propose import Proposer
+    from autopeft.record.study import StudyRecord
+
+    # the last layer's bit is a choice no plan uses: points that differ only there are one plan
+    domain = dataclasses.replace(DOMAIN, plan_key=lambda points: [tuple(p[:-1]) for p in np.asarray(points)])
+    study = _study(optuna.samplers.RandomSampler(seed=0))
+    first = {"size": 2, "layer.0": 1, "layer.1": 0, "layer.2": 1, "layer.3": 0, "layer.4": 0}
+    other = {**first, "layer.1": 1}
+    for params in (first, {**first, "layer.4": 1}, other):
+        study.enqueue_trial(params)
+    proposer = Proposer(study, domain, seed=0, max_skips=50, trained_as=StudyRecord(study).trained_as)
+    trained = proposer.next()
+    study.tell(trained.trial, [0.71, trained.cost])
+    assert proposer.next().trial.params == other
+    assert proposer.skips == 1
+    repeat = study.trials[1]
+    assert repeat.params == {**first, "layer.4": 1} and repeat.values == [0.71, trained.cost]
+
+
 def _pruned_at_first_rung(study, domain, quality) -> np.ndarray:
     trial = study.ask(domain.distributions())
     point = _point(trial)

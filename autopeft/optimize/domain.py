@@ -12,6 +12,11 @@ from optuna.distributions import IntDistribution
 CostFn = Callable[[np.ndarray], np.ndarray]
 
 
+def point_key(point) -> bytes:
+    """A point's choice indices as a hashable key."""
+    return np.asarray(point, dtype=np.int64).tobytes()
+
+
 @dataclass
 class MemoryLimit:
     """The ceiling on a plan's estimated peak training memory, in GiB.
@@ -71,7 +76,7 @@ class Domain:
     def plan_keys(self, points: np.ndarray) -> list:
         """One key per point, equal for points that decode to the same plan."""
         points = np.asarray(points, dtype=np.int64)
-        return self.plan_key(points) if self.plan_key is not None else [row.tobytes() for row in points]
+        return self.plan_key(points) if self.plan_key is not None else [point_key(row) for row in points]
 
     def distributions(self) -> dict[str, IntDistribution]:
         """Optuna's distributions of the dimensions: every dimension is a choice index."""

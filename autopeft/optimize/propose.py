@@ -9,13 +9,13 @@ one proposal comes from a random sampler.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import numpy as np
 import optuna
 
-from autopeft.optimize.domain import Domain
+from autopeft.optimize.domain import Domain, point_key
 
 RANDOM_AFTER = 5  # skipped proposals in a row before a random one
 
@@ -27,15 +27,18 @@ class Proposal:
 
 
 SkipHook = Callable[[optuna.trial.Trial, str], "float | None"]
-TrainedAs = Callable[[dict], "optuna.trial.FrozenTrial | None"]
+PlanOf = Callable[[dict], Hashable]
+TrainedAs = Callable[[dict, PlanOf], "optuna.trial.FrozenTrial | None"]
 
 
 class Proposer:
     """Asks ``study`` for trainable points of ``domain``; ``on_skip(trial, reason)`` sees each skipped
     proposal and may return the cost to tell for it (default: its cost, 0 for an empty plan).
 
-    ``trained_as(params)`` names the finished trial that already trained a plan: such a proposal
-    (any sampler may make one, a resumed one especially) is skipped and told that trial's values.
+    ``trained_as(params, plan_of)`` names the finished trial whose parameters decode to the same plan
+    (``plan_of`` maps parameters to their plan's key): such a proposal (any sampler may make one, a
+    resumed one especially, and choices a plan does not use make many points one plan) is skipped
+    and told that trial's values.
     ``batched()`` opens a block whose writes reach the study in one transaction (a proposal's parameters).
     """
 
@@ -47,6 +50,7 @@ class Proposer:
         self.on_skip, self.trained_as, self.batched = on_skip, trained_as, batched
         self.skips = 0
         self._in_a_row = 0
+        self._plans: dict[bytes, Hashable] = {}
 
     def next(self) -> Proposal:
         distributions = self.domain.distributions()
@@ -56,7 +60,7 @@ class Proposer:
             point = self.domain.point(trial.params)
             cost = float(self.domain.cost(point)[0])
             reason = self.domain.infeasible_reason(point)
-            earlier = self.trained_as(trial.params) if self.trained_as is not None and reason is None else None
+            earlier = self.trained_as(trial.params, self._plan_of) if self.trained_as is not None and reason is None else None
             if reason is None and earlier is None:
                 self._in_a_row = 0
                 return Proposal(trial, cost)
@@ -70,6 +74,13 @@ class Proposer:
             if self.skips > self.max_skips:
                 raise RuntimeError(f"{self.skips} proposed plans were over the budget or empty (the last: {reason}); "
                                    "raise the budget or use a space with smaller sizes")
+
+    def _plan_of(self, params: dict) -> Hashable:
+        point = self.domain.point(params)
+        key = point_key(point)
+        if key not in self._plans:
+            self._plans[key] = self.domain.plan_keys(point)[0]
+        return self._plans[key]
 
     def _ask(self, distributions: dict) -> optuna.trial.Trial:
         sampler = self.study.sampler

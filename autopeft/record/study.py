@@ -7,6 +7,7 @@ trainable-parameter count (minimised). Named baselines are kept beside the trial
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Hashable
 from dataclasses import replace
 from pathlib import Path
 
@@ -285,10 +286,14 @@ class StudyRecord:
     def _key(params: dict) -> tuple:
         return tuple(sorted(params.items()))
 
-    def trained_as(self, params: dict) -> optuna.trial.FrozenTrial | None:
-        """The finished trial (not a skipped proposal) that trained the plan of ``params``, if one did."""
-        key = self._key(params)
-        return next((t for t in self.completed() if self._key(t.params) == key), None)
+    def trained_as(self, params: dict, plan_of: Callable[[dict], Hashable] | None = None) -> optuna.trial.FrozenTrial | None:
+        """The finished trial (not a skipped proposal) that trained the plan of ``params``, if one did.
+
+        ``plan_of`` maps parameters to their plan's key; without it, equal parameters are one plan.
+        """
+        plan_of = plan_of or self._key
+        key = plan_of(params)
+        return next((t for t in self.completed() if t.params.keys() == params.keys() and plan_of(t.params) == key), None)
 
     def done(self) -> tuple[int, int]:
         """(trials that count against the budget, of which failed): trained, not skipped nor interrupted.

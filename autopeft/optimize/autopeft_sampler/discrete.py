@@ -7,10 +7,6 @@ from collections.abc import Callable
 import numpy as np
 
 
-def key(point) -> bytes:
-    return np.asarray(point, dtype=np.int64).tobytes()
-
-
 def neighbours(point: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """Every point that differs from ``point`` in exactly one dimension."""
     dims = np.repeat(np.arange(len(levels)), levels)

@@ -22,9 +22,9 @@ from optuna.trial import TrialState
 
 from autopeft.optimize.autopeft_sampler.acquisition import exact_cost_nehvi
 from autopeft.optimize.autopeft_sampler.design import grid_points, sobol
-from autopeft.optimize.autopeft_sampler.discrete import hill_climb, key
+from autopeft.optimize.autopeft_sampler.discrete import hill_climb
 from autopeft.optimize.autopeft_sampler.model import Features, fit_quality_gp
-from autopeft.optimize.domain import Domain
+from autopeft.optimize.domain import Domain, point_key
 from autopeft.record.study import RUNG_QUALITY, after_rung
 
 
@@ -75,7 +75,7 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
         """
         rng = np.random.default_rng([self.seed, number])
         seen, x_obs, y_obs, costs, fractions, pending = self._history(study)
-        if len({key(p) for p in x_obs}) < self.n_startup_trials:
+        if len({point_key(p) for p in x_obs}) < self.n_startup_trials:
             point = self._first_new(self._design, seen)
             return point if point is not None else self._random_point(rng, seen)
         with torch.random.fork_rng():
@@ -165,7 +165,7 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
         model = fit_quality_gp(features(x_obs, costs, fractions), torch.as_tensor(y_obs, dtype=torch.float64))
         # each point once, by its quality at the largest fraction of the training; the GP predicts a full training
         order = np.argsort(-fractions, kind="stable")
-        once = order[np.unique([key(p) for p in x_obs[order]], return_index=True)[1]]
+        once = order[np.unique([point_key(p) for p in x_obs[order]], return_index=True)[1]]
         once.sort()
         x_obs, y_obs, costs = x_obs[once], y_obs[once], costs[once]
         x_feat = features(x_obs, costs)
@@ -178,12 +178,13 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
 
         def score(points: np.ndarray) -> np.ndarray:
             """Acquisition values of feasible untried points; -inf for every other point."""
-            keys = [key(p) for p in points]
+            keys = [point_key(p) for p in points]
             new = [i for i, k in enumerate(keys) if k not in scores]
             if new:
                 batch = points[new]
                 costs = self.domain.cost(batch)
-                ok = self.domain.feasible(batch, costs) & np.array([k not in seen for k in self.domain.plan_keys(batch)])
+                ok = self.domain.feasible(batch, costs)
+                ok[ok] = [k not in seen for k in self.domain.plan_keys(batch[ok])]
                 values = np.full(len(new), -np.inf)
                 if ok.any():
                     feats = features(batch[ok], costs[ok])
