@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -123,8 +124,12 @@ def space_domain(space, max_params: int | None, reference=None, memory_gb: Calla
     names = tuple(d.name for d in space.dimensions)
     methods = space.methods
 
+    @functools.lru_cache(maxsize=4096)  # a point's cost and plan key are asked for together: decode it once
+    def decoded(key: bytes):
+        return space.decode(dict(zip(names, np.frombuffer(key, dtype=np.int64).tolist(), strict=True)))
+
     def plan_of(row: np.ndarray):
-        return space.decode(dict(zip(names, row.tolist(), strict=True)))
+        return decoded(point_key(row))
 
     def per_plan(value: Callable, width: int = 1) -> Callable[[np.ndarray], np.ndarray]:
         cache: dict[bytes, list[float]] = {}
@@ -132,7 +137,7 @@ def space_domain(space, max_params: int | None, reference=None, memory_gb: Calla
         def of(points: np.ndarray) -> np.ndarray:
             out = np.empty((len(points), width))
             for i, row in enumerate(np.asarray(points, dtype=np.int64)):
-                key = row.tobytes()
+                key = point_key(row)
                 if key not in cache:
                     plan = plan_of(row)
                     cache[key] = [math.nan] * width if plan.is_empty else value(plan)
