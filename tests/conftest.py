@@ -134,7 +134,7 @@ def study_being_created(name: str, storage: str):
 
     try:
         return optuna.load_study(study_name=name, storage=storage)
-    except (KeyError, sqlalchemy.exc.IntegrityError):  # no study yet, or its schema being written at this instant
+    except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # no study yet, or its schema being written at this instant
         return None
 
 
