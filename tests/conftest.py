@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,9 @@ import yaml
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if "AUTOPEFT_CACHE" not in os.environ:  # models dequantised once for the whole run, in every process it starts
+    os.environ["AUTOPEFT_CACHE"] = tempfile.mkdtemp(prefix="autopeft-cache-")
+    atexit.register(shutil.rmtree, os.environ["AUTOPEFT_CACHE"], True)
 
 
 def tiny_model(tmp_path_factory, name: str, config) -> str:

@@ -190,6 +190,42 @@ def test_smollm2_is_a_built_in_llama_whose_counts_match_peft():
 
 
 @pytest.mark.integration
+def test_a_gguf_model_is_dequantised_once_into_a_cache_folder_that_loads_the_same_model():
+    import os
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from autopeft.workers.models import pretrained, resolve_model
+
+    gguf = resolve_model("smollm2-135m")
+    folder, extra = pretrained("smollm2-135m")
+    assert extra == {} and Path(folder).parent == Path(os.environ["AUTOPEFT_CACHE"]) / "dequantised"
+    written = (Path(folder) / "model.safetensors").stat().st_mtime_ns
+    assert pretrained("smollm2-135m") == (folder, {}) and (Path(folder) / "model.safetensors").stat().st_mtime_ns == written
+    assert not [p for p in Path(folder).parent.iterdir() if p.name.startswith(".partial-")]
+    source = {"pretrained_model_name_or_path": os.path.dirname(gguf), "gguf_file": os.path.basename(gguf)}
+    direct, cached = AutoModelForCausalLM.from_pretrained(**source).state_dict(), AutoModelForCausalLM.from_pretrained(folder).state_dict()
+    assert direct.keys() == cached.keys() and all(torch.equal(direct[k], cached[k]) for k in direct)
+    tokenizers = AutoTokenizer.from_pretrained(**source), AutoTokenizer.from_pretrained(folder)
+    chat = [{"role": "user", "content": "Fresh or rotten? A sly, Ünïcode-laden delight."}]
+    rendered = [t.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) for t in tokenizers]
+    assert rendered[0] == rendered[1] and tokenizers[0](rendered[0]).input_ids == tokenizers[1](rendered[1]).input_ids
+
+
+def test_a_gguf_model_is_read_directly_where_the_cache_cannot_be_written(tmp_path, monkeypatch):
+    import os
+
+    from autopeft.workers.models import pretrained, resolve_model
+
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("AUTOPEFT_CACHE", str(tmp_path / "not-a-folder"))
+    gguf = resolve_model("smollm2-135m")
+    assert pretrained("smollm2-135m") == (os.path.dirname(gguf), {"gguf_file": os.path.basename(gguf)})
+
+
+@pytest.mark.integration
 def test_a_classification_search_on_smollm2(tmp_path, ray_local):
     from autopeft.api import submit
     from autopeft.job.load import load_job

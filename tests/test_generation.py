@@ -133,16 +133,16 @@ def test_bad_generation_input_gets_one_message(tmp_path, capsys, plain_llama, in
 
 @pytest.mark.integration
 def test_the_decoder_demo_in_short_beats_the_zero_shot_model(tmp_path, ray_local):
-    """``demo-decoder`` on SmolLM2-135M with a few trials and a small fidelity."""
+    """``demo-decoder`` on SmolLM2-135M with one searched trial, a baseline and a small fidelity."""
     job = load_job("demo-decoder")
     job = job.model_copy(update={
         "stores": job.stores.model_copy(update={"run_dir": tmp_path / "run"}),
         "baselines": ["lora-r8"],
-        "budget": job.budget.model_copy(update={"trials": 2}),
+        "budget": job.budget.model_copy(update={"trials": 1}),
         "fidelity": job.fidelity.model_copy(update={"train_examples": 48, "eval_examples": 24}),
     })
     summary = submit(job, progress=False)
-    assert summary.finished == 2 and summary.failed == 0
+    assert summary.finished == 1 and summary.failed == 0
     assert summary.baselines["lora-r8"].params == 460_800
     best = max(p.quality for p in [*summary.front, *summary.baselines.values()])
     assert best >= summary.reference.quality + 0.2, (best, summary.reference.quality)

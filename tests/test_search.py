@@ -133,13 +133,13 @@ def test_a_trial_whose_worker_is_lost_runs_again_and_does_not_use_up_the_budget(
 
 def test_a_hung_trial_is_stopped_at_the_timeout_and_the_search_goes_on(tmp_path, tiny_bert, reviews_csv, ray_local):
     job = tiny_job(tmp_path, tiny_bert, reviews_csv, trainer="trainers:hangs_in_first_trial",
-                   budget={"trials": 3, "parallel": 2, "trial_timeout": 60})
+                   budget={"trials": 3, "parallel": 2, "trial_timeout": 30})
     summary = submit(job, progress=False)
     assert summary.finished == 3 and summary.failed == 1
     study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
     first = study.trials[0]
     assert first.state == optuna.trial.TrialState.FAIL and first.user_attrs["failure"] == "timeout"
-    assert "trial timeout of 60 s" in first.user_attrs["error"]
+    assert "trial timeout of 30 s" in first.user_attrs["error"]
     _, _, children = runs_of(job)
     statuses = {c.data.tags["autopeft.trial"]: (c.info.status, c.data.tags.get("autopeft.failure")) for c in children}
     assert statuses["0"] == ("FAILED", "timeout") and len(statuses) == 3

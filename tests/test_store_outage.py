@@ -66,7 +66,7 @@ def test_a_search_goes_on_while_its_mlflow_server_is_down_and_writes_everything_
                 if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
                     break
         _stop(server)
-        time.sleep(60)  # trials go on finishing while MLflow is down
+        time.sleep(30)  # trials go on finishing while MLflow is down
         server = _serve(store, port)
         out, err = driver.communicate(timeout=600)
     finally:

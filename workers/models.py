@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,11 +41,60 @@ def resolve_model(name: str) -> str:
 
 
 def pretrained(name: str) -> tuple[str, dict]:
-    """What ``from_pretrained`` takes for model ``name``: the folder or id, and ``gguf_file`` for a .gguf file."""
+    """What ``from_pretrained`` takes for model ``name``: the folder or id.
+
+    A .gguf file is dequantised once per machine into a folder of the cache (see ``dequantised``);
+    where that folder cannot be written, the .gguf file itself (``gguf_file``), dequantised at every load.
+    """
     resolved = resolve_model(name)
     if resolved.endswith(".gguf"):
-        return os.path.dirname(resolved), {"gguf_file": os.path.basename(resolved)}
+        folder = dequantised(resolved)
+        return (folder, {}) if folder else (os.path.dirname(resolved), {"gguf_file": os.path.basename(resolved)})
     return resolved, {}
+
+
+def cache_root() -> Path:
+    """Where autopeft keeps what it derives from models on this machine: ``$AUTOPEFT_CACHE``, else ~/.cache/autopeft."""
+    return Path(os.environ.get("AUTOPEFT_CACHE") or Path.home() / ".cache" / "autopeft")
+
+
+def dequantised(gguf: str) -> str | None:
+    """The folder holding ``gguf`` dequantised (fp32 safetensors, config, tokenizer), made on first use.
+
+    Reading a .gguf file parses its metadata twice and dequantises every tensor: about 20 s for
+    SmolLM2-135M on 2 cores, in every process that loads it. The folder loads in a few seconds.
+    It is keyed by the file's path, size and modification time and by the transformers version,
+    and appears whole or not at all (written aside, then renamed), so that processes converting
+    at once never read a half-written folder. None where the cache cannot be written.
+    """
+    import transformers
+
+    stat = os.stat(gguf)
+    key = hashlib.sha256(
+        f"{os.path.realpath(gguf)}|{stat.st_size}|{stat.st_mtime_ns}|{transformers.__version__}".encode()).hexdigest()[:16]
+    folder = cache_root() / "dequantised" / f"{Path(gguf).stem}-{key}"
+    if (folder / "config.json").is_file():
+        return str(folder)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        partial = tempfile.mkdtemp(prefix=".partial-", dir=folder.parent)
+        os.chmod(partial, 0o755)
+    except OSError:
+        return None
+    try:
+        source, file = os.path.dirname(gguf), os.path.basename(gguf)
+        transformers.AutoTokenizer.from_pretrained(source, gguf_file=file).save_pretrained(partial)
+        model = transformers.AutoModelForCausalLM.from_pretrained(source, gguf_file=file)
+        model.hf_quantizer = None  # its weights are plain fp32 tensors already, which save_pretrained may write
+        model.config.__dict__.pop("quantization_config", None)
+        model.save_pretrained(partial)
+        os.rename(partial, folder)
+    except OSError:
+        if not (folder / "config.json").is_file():  # not another process's folder, renamed in first
+            return None
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return str(folder)
 
 
 @dataclass(frozen=True)
