@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 
 import optuna
@@ -119,16 +120,48 @@ def test_a_worker_that_dies_is_replaced(tmp_path, tiny_bert, reviews_csv, ray_lo
 
 def test_a_trial_whose_worker_is_lost_runs_again_and_does_not_use_up_the_budget(tmp_path, tiny_bert, reviews_csv, ray_local):
     import random
+    import tempfile
+    from pathlib import Path
 
     job = tiny_job(tmp_path, tiny_bert, reviews_csv, trainer="trainers:dies_once_in_each_trial",
                    budget={"trials": 3, "parallel": 2}, seed=random.randrange(10**6))
-    summary = submit(job, progress=False)
+    try:
+        summary = submit(job, progress=False)
+    finally:
+        for marker in Path(tempfile.gettempdir()).glob(f"autopeft-test-died-{job.seed}-*"):
+            marker.unlink()
     assert summary.finished == 3 and summary.failed == 0
     study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
     trained = StudyRecord(study).trained()
     assert [t.state for t in trained] == [optuna.trial.TrialState.COMPLETE] * 3
     _, _, children = runs_of(job)
     assert len(children) == 3 and all(c.info.status == "FINISHED" and c.data.tags["autopeft.retries"] == "1" for c in children)
+
+
+def test_a_search_starts_its_own_ray_where_a_killed_ray_start_left_its_address_behind(tmp_path, tiny_bert, reviews_csv):
+    """Ray's own default joins the cluster named in ``<ray temp dir>/ray_current_cluster`` and, when that
+    cluster is dead, waits for it forever."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from conftest import free_port
+
+    tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 1, "parallel": 1})
+    ray_tmp = Path(tempfile.mkdtemp(prefix="apr-"))  # short: Ray's socket paths live under it
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
+    env.pop("RAY_ADDRESS", None)
+    try:
+        run = subprocess.run([sys.executable, "-m", "autopeft", "submit", str(tmp_path / "job.yaml"), "--no-progress"],
+                             env=env, capture_output=True, text=True, timeout=240)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Pareto front (" in run.stdout
 
 
 def test_a_hung_trial_is_stopped_at_the_timeout_and_the_search_goes_on(tmp_path, tiny_bert, reviews_csv, ray_local):

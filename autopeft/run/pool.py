@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -24,7 +25,11 @@ def cluster_address(job: JobSpec) -> str | None:
 
 
 def init_ray(job: JobSpec):
-    """Ray, started locally on demand or connected to the job's cluster."""
+    """Ray, started locally on demand or connected to the job's cluster.
+
+    With no cluster named, the search starts a Ray of its own on this machine: never one that ``ray start``
+    left running here, nor the dead one whose address a killed ``ray start`` left behind (Ray's own
+    default, which would wait for that address forever)."""
     import ray
 
     if ray.is_initialized():
@@ -36,7 +41,7 @@ def init_ray(job: JobSpec):
     if address:
         ray.init(address=address, runtime_env={"py_modules": [shipped_package()]}, **kwargs)
     else:
-        ray.init(**kwargs)
+        ray.init(address="local", **kwargs)
     if callable(on_sigterm):  # Ray replaces the driver's SIGTERM handler with a crash dump: keep the caller's
         signal.signal(signal.SIGTERM, on_sigterm)
     return ray
@@ -56,6 +61,7 @@ def shipped_package() -> str:
         return str(root)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     staging = Path(tempfile.mkdtemp(prefix="autopeft-ship-")) / "autopeft"
+    atexit.register(shutil.rmtree, staging.parent, ignore_errors=True)  # Ray uploads it at init; nothing reads it after
     shutil.copytree(root, staging, ignore=ignore)
     for sub in subpackages:
         shutil.copytree(Path(import_module(f"autopeft.{sub}").__file__).parent, staging / sub, ignore=ignore)
