@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from autopeft.cli import main
-from conftest import write_job
+from conftest import free_port, write_job
 
 
 def run_cli(capsys, *args):
@@ -74,6 +74,8 @@ CASES = {
     "unknown database driver": (lambda d: write_job(d, stores={"optuna_storage": "oracle+nosuchdriver://u:pw@h/db"}),
                                 ["stores.optuna_storage"]),
     "bad mlflow uri": (lambda d: write_job(d, stores={"mlflow_uri": "ftp://x"}), ["stores.mlflow_uri", "not an MLflow tracking URI"]),
+    "mlflow server not answering": (lambda d: write_job(d, stores={"mlflow_uri": f"http://127.0.0.1:{free_port()}"}),
+                                    ["stores.mlflow_uri", "does not answer (cannot connect)", "start the server"]),
     "job name too long": (lambda d: write_job(d, name="n" * 300), ["name", "at most 100 characters"]),
     "run dir is a file": (lambda d: ((d / "taken").write_text("x"), write_job(d, stores={"run_dir": "taken"})),
                           ["stores.run_dir", "is a file, not a folder"]),

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from autopeft.errors import UserError
 from autopeft.job.data import load_task_data
-from autopeft.job.secrets import mask_uri
+from autopeft.job.secrets import mask_uri, split_credentials
 from autopeft.job.spec import JobSpec
 from autopeft.record.pareto import Reference
 from autopeft.run.pool import cluster_address
@@ -136,6 +136,29 @@ def _check_stores(job: JobSpec) -> None:
     if uri is not None and not uri.startswith(("http://", "https://", "sqlite:///", "postgresql", "mysql", "file:", "databricks")):
         raise UserError("stores.mlflow_uri", f"'{mask_uri(uri)}' is not an MLflow tracking URI",
                         "use http(s)://host:port of an MLflow server, a database URL, or leave it out")
+    if uri is not None and uri.startswith(("http://", "https://")):
+        _check_mlflow_server(uri)
+
+
+def _check_mlflow_server(uri: str) -> None:
+    """An MLflow server that answers. Once a search runs it outlives the server's outages, but a server
+    that never answered (a wrong host or port, a server not started) is the user's to fix, now."""
+    import requests
+
+    base, _, _ = split_credentials(uri)
+    try:
+        requests.get(base.rstrip("/") + "/health", timeout=MLFLOW_CHECK_TIMEOUT)
+    except requests.exceptions.SSLError:
+        return  # a certificate MLflow's own settings (MLFLOW_TRACKING_INSECURE_TLS, ..._SERVER_CERT_PATH) may accept
+    except requests.exceptions.RequestException as exc:
+        reason = (f"no answer within {MLFLOW_CHECK_TIMEOUT:.0f} s" if isinstance(exc, requests.exceptions.Timeout)
+                  else "cannot connect" if isinstance(exc, requests.exceptions.ConnectionError) else type(exc).__name__)
+        raise UserError("stores.mlflow_uri", f"the MLflow server at {mask_uri(uri)} does not answer ({reason})",
+                        "start the server (mlflow server --host 0.0.0.0 --port 5000) or correct the address; "
+                        "leave stores.mlflow_uri out to record into the run directory") from None
+
+
+MLFLOW_CHECK_TIMEOUT = 10.0
 
 
 def _check_resources(job: JobSpec) -> None:
