@@ -132,12 +132,34 @@ def _check_stores(job: JobSpec) -> None:
         except Exception as exc:
             raise UserError("stores.optuna_storage", f"'{mask_uri(storage)}' is not a database URL: {exc}",
                             "use a SQLAlchemy URL, e.g. postgresql://user:${DB_PASSWORD}@host/db, or leave it out") from None
+        _check_study_database(storage)
     uri = job.stores.mlflow_uri
     if uri is not None and not uri.startswith(("http://", "https://", "sqlite:///", "postgresql", "mysql", "file:", "databricks")):
         raise UserError("stores.mlflow_uri", f"'{mask_uri(uri)}' is not an MLflow tracking URI",
                         "use http(s)://host:port of an MLflow server, a database URL, or leave it out")
     if uri is not None and uri.startswith(("http://", "https://")):
         _check_mlflow_server(uri)
+
+
+def _check_study_database(url: str) -> None:
+    """A database server that lets this machine in (an SQLite file is made where it is missing)."""
+    import sqlalchemy
+    import sqlalchemy.exc
+
+    if url.startswith("sqlite"):
+        return
+    connect_args = {"connect_timeout": int(STORE_CHECK_TIMEOUT)} if url.startswith("postgresql") else {}
+    engine = sqlalchemy.create_engine(url, connect_args=connect_args)
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise UserError("stores.optuna_storage", f"cannot connect to the study database {mask_uri(url)}: {reason}",
+                        "start the database server, or correct the URL, user and password; leave stores.optuna_storage "
+                        "out to keep the study in the run directory") from None
+    finally:
+        engine.dispose()
 
 
 def _check_mlflow_server(uri: str) -> None:
@@ -147,18 +169,18 @@ def _check_mlflow_server(uri: str) -> None:
 
     base, _, _ = split_credentials(uri)
     try:
-        requests.get(base.rstrip("/") + "/health", timeout=MLFLOW_CHECK_TIMEOUT)
+        requests.get(base.rstrip("/") + "/health", timeout=STORE_CHECK_TIMEOUT)
     except requests.exceptions.SSLError:
         return  # a certificate MLflow's own settings (MLFLOW_TRACKING_INSECURE_TLS, ..._SERVER_CERT_PATH) may accept
     except requests.exceptions.RequestException as exc:
-        reason = (f"no answer within {MLFLOW_CHECK_TIMEOUT:.0f} s" if isinstance(exc, requests.exceptions.Timeout)
+        reason = (f"no answer within {STORE_CHECK_TIMEOUT:.0f} s" if isinstance(exc, requests.exceptions.Timeout)
                   else "cannot connect" if isinstance(exc, requests.exceptions.ConnectionError) else type(exc).__name__)
         raise UserError("stores.mlflow_uri", f"the MLflow server at {mask_uri(uri)} does not answer ({reason})",
                         "start the server (mlflow server --host 0.0.0.0 --port 5000) or correct the address; "
                         "leave stores.mlflow_uri out to record into the run directory") from None
 
 
-MLFLOW_CHECK_TIMEOUT = 10.0
+STORE_CHECK_TIMEOUT = 10.0  # seconds a store has to answer the first call of a search
 
 
 def _check_resources(job: JobSpec) -> None:
