@@ -79,6 +79,8 @@ CASES = {
     "study database not answering": (lambda d: write_job(d, stores={"optuna_storage": f"postgresql://u:pw@127.0.0.1:{free_port()}/db"}),
                                      ["stores.optuna_storage", "cannot connect to the study database postgresql://***@127.0.0.1",
                                       "Connection refused", "start the database server"]),
+    "ray cluster not answering": (lambda d: write_job(d, stores={"ray_address": f"ray://127.0.0.1:{free_port()}"}),
+                                  ["stores.ray_address", "no Ray cluster answers at ray://127.0.0.1", "ray start --head"]),
     "job name too long": (lambda d: write_job(d, name="n" * 300), ["name", "at most 100 characters"]),
     "run dir is a file": (lambda d: ((d / "taken").write_text("x"), write_job(d, stores={"run_dir": "taken"})),
                           ["stores.run_dir", "is a file, not a folder"]),

@@ -13,6 +13,7 @@ import threading
 from importlib import import_module
 from pathlib import Path
 
+from autopeft.errors import UserError
 from autopeft.job.spec import JobSpec
 from autopeft.workers.trial import load_trainer
 from autopeft.workers.types import TrialRequest
@@ -39,7 +40,11 @@ def init_ray(job: JobSpec):
     on_sigterm = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     address = cluster_address(job)
     if address:
-        ray.init(address=address, runtime_env={"py_modules": [shipped_package()]}, **kwargs)
+        try:
+            ray.init(address=address, runtime_env={"py_modules": [shipped_package()]}, **kwargs)
+        except ConnectionError as exc:  # something answers at the address, but not a Ray cluster's head
+            raise UserError("stores.ray_address" if job.stores.ray_address else "RAY_ADDRESS", str(exc).splitlines()[0],
+                            "give the head's Ray address: ray://HOST:10001 (Ray client) or HOST:6379 (GCS)") from None
     else:
         ray.init(address="local", **kwargs)
     if callable(on_sigterm):  # Ray replaces the driver's SIGTERM handler with a crash dump: keep the caller's

@@ -183,9 +183,36 @@ def _check_mlflow_server(uri: str) -> None:
 STORE_CHECK_TIMEOUT = 10.0  # seconds a store has to answer the first call of a search
 
 
+def _check_cluster(job: JobSpec) -> None:
+    """A Ray cluster address where something listens: Ray itself would wait for a dead one forever."""
+    import socket
+    from urllib.parse import urlsplit
+
+    address = cluster_address(job)
+    if not address or address in ("auto", "local"):
+        return
+    field = "stores.ray_address" if job.stores.ray_address else "RAY_ADDRESS"
+    try:
+        parts = urlsplit(address if "://" in address else f"ray://{address}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise UserError(field, f"'{mask_uri(address)}' is not a Ray cluster address", "use ray://HOST:10001 or HOST:6379")
+    try:
+        with socket.create_connection((host, port), timeout=STORE_CHECK_TIMEOUT):
+            pass
+    except OSError as exc:
+        reason = f"no answer within {STORE_CHECK_TIMEOUT:.0f} s" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+        raise UserError(field, f"no Ray cluster answers at {mask_uri(address)} ({reason})",
+                        "start the cluster's head (ray start --head) or correct the address; leave it out to run on "
+                        "this machine") from None
+
+
 def _check_resources(job: JobSpec) -> None:
     """On this machine (no Ray cluster), a trial's CPUs and GPUs must exist, or Ray would wait forever."""
     if cluster_address(job):
+        _check_cluster(job)
         return
     import os
 
