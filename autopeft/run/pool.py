@@ -25,6 +25,11 @@ def cluster_address(job: JobSpec) -> str | None:
     return job.stores.ray_address or os.environ.get("RAY_ADDRESS") or None
 
 
+def cluster_field(job: JobSpec) -> str:
+    """Where the cluster address comes from, as a message names it."""
+    return "stores.ray_address" if job.stores.ray_address else "RAY_ADDRESS"
+
+
 def init_ray(job: JobSpec):
     """Ray, started locally on demand or connected to the job's cluster.
 
@@ -43,7 +48,7 @@ def init_ray(job: JobSpec):
         try:
             ray.init(address=address, runtime_env={"py_modules": [shipped_package()]}, **kwargs)
         except ConnectionError as exc:  # something answers at the address, but not a Ray cluster's head
-            raise UserError("stores.ray_address" if job.stores.ray_address else "RAY_ADDRESS", str(exc).splitlines()[0],
+            raise UserError(cluster_field(job), str(exc).splitlines()[0],
                             "give the head's Ray address: ray://HOST:10001 (Ray client) or HOST:6379 (GCS)") from None
     else:
         ray.init(address="local", **kwargs)

@@ -13,7 +13,7 @@ from autopeft.job.data import load_task_data
 from autopeft.job.secrets import mask_uri, split_credentials
 from autopeft.job.spec import JobSpec
 from autopeft.record.pareto import Reference
-from autopeft.run.pool import cluster_address
+from autopeft.run.pool import cluster_address, cluster_field
 from autopeft.space.search_space import SearchSpace, load_space
 from autopeft.workers.families import FAMILIES
 from autopeft.workers.memory import MemoryEstimate, estimate_memory
@@ -191,13 +191,15 @@ def _check_cluster(job: JobSpec) -> None:
     address = cluster_address(job)
     if not address or address in ("auto", "local"):
         return
-    field = "stores.ray_address" if job.stores.ray_address else "RAY_ADDRESS"
+    field = cluster_field(job)
+    if "://" in address and not address.startswith("ray://"):
+        return  # another client scheme: Ray's to check
     try:
-        parts = urlsplit(address if "://" in address else f"ray://{address}")
-        host, port = parts.hostname, parts.port
+        parts = urlsplit(address if "://" in address else f"gcs://{address}")
+        host, port = parts.hostname, parts.port or (10001 if parts.scheme == "ray" else 6379)
     except ValueError:
-        host, port = None, None
-    if not host or not port:
+        host = None
+    if not host:
         raise UserError(field, f"'{mask_uri(address)}' is not a Ray cluster address", "use ray://HOST:10001 or HOST:6379")
     try:
         with socket.create_connection((host, port), timeout=STORE_CHECK_TIMEOUT):
