@@ -52,3 +52,15 @@ def test_missing_column_names_the_column_and_the_columns_there(reviews_csv):
         load_task_data(TaskSpec(train_file=reviews_csv, text_columns=["review"], label_column="stars"))
     assert "column 'stars' is not in" in str(info.value)
     assert "review, sentiment" in str(info.value)
+
+
+def test_rows_without_a_label_are_left_out_and_the_user_is_told_how_many(tmp_path, caplog):
+    frame = pd.DataFrame({"review": [f"review {i}" for i in range(30)],
+                          "stars": ["good", "bad", None] * 10})
+    path = tmp_path / "reviews.csv"
+    frame.to_csv(path, index=False)
+    with caplog.at_level("WARNING", logger="autopeft"):
+        data = load_task_data(TaskSpec(train_file=path, text_columns=["review"], label_column="stars", validation_size=5))
+    assert data.label_names == ("bad", "good")  # a missing label is not a class of its own
+    assert len(data.train_labels) + len(data.validation_labels) == 20
+    assert "task.train_file: 10 of 30 rows have no stars and are left out" in caplog.text

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
 
 from autopeft.errors import UserError
 from autopeft.workers.types import TaskData
+
+log = logging.getLogger("autopeft")
 
 
 def rotten_tomatoes() -> pd.DataFrame:
@@ -103,11 +106,20 @@ def _frames(task, columns: list[str], field: str, train: pd.DataFrame | None = N
     return frame, validation
 
 
+def _complete(frame: pd.DataFrame, required: list[str], what: str) -> pd.DataFrame:
+    """``frame`` without its rows that miss a ``required`` value; a warning says how many were left out."""
+    kept = frame.dropna(subset=required)
+    if len(kept) < len(frame):
+        log.warning("%s: %d of %d rows have no %s and are left out", what, len(frame) - len(kept), len(frame),
+                    " or ".join(required))
+    return kept
+
+
 def _split(task, frame: pd.DataFrame, validation: pd.DataFrame | None, required: list[str]):
     """(train, validation): rows missing a ``required`` value dropped; a seeded split without a validation file."""
-    frame = frame.dropna(subset=required)
+    frame = _complete(frame, required, "task.train_file" if task.train_file is not None else f"dataset '{task.dataset}'")
     if validation is not None:
-        return frame, validation.dropna(subset=required)
+        return frame, _complete(validation, required, "task.validation_file")
     shuffled = frame.sample(frac=1.0, random_state=task.split_seed).reset_index(drop=True)
     size = task.validation_size
     n_val = int(round(size * len(shuffled))) if isinstance(size, float) and size < 1 else int(size)
