@@ -211,22 +211,42 @@ def _check_cluster(job: JobSpec) -> None:
                         "this machine") from None
 
 
+def _local_cpus() -> int:
+    """The CPUs the local Ray will offer: its own count (container limits included) where it can tell."""
+    try:
+        from ray._private.utils import get_num_cpus
+
+        return int(get_num_cpus())
+    except Exception:  # a Ray without that helper: the machine's count
+        import os
+
+        return os.cpu_count() or 1
+
+
 def _check_resources(job: JobSpec) -> None:
-    """On this machine (no Ray cluster), a trial's CPUs and GPUs must exist, or Ray would wait forever."""
+    """On this machine (no Ray cluster), a trial's CPUs and GPUs must exist, and the ``budget.parallel`` trial
+    workers must fit at once: Ray would wait forever for a worker that cannot start, and its trial with it."""
     if cluster_address(job):
         _check_cluster(job)
         return
-    import os
-
     import torch
 
-    cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count()
+    cpus, gpus = _local_cpus(), torch.cuda.device_count()
     if job.resources.cpus > cpus:
         raise UserError("resources.cpus", f"a trial asks for {job.resources.cpus:g} CPUs; this machine has {cpus}",
                         f"use at most {cpus}, or run on a Ray cluster (stores.ray_address)")
     if job.resources.gpus > gpus:
         raise UserError("resources.gpus", f"a trial asks for {job.resources.gpus:g} GPUs; this machine has {gpus}",
                         f"use at most {gpus}, or run on a Ray cluster (stores.ray_address)")
+    parallel = job.budget.parallel
+    for kind, each, have in (("CPUs", job.resources.cpus, cpus), ("GPUs", job.resources.gpus, gpus)):
+        fit = int(have / each + 1e-9) if each > 0 else parallel
+        if fit < parallel:
+            field = "resources.cpus" if kind == "CPUs" else "resources.gpus"
+            raise UserError("budget.parallel", f"{parallel} trials at a time need {parallel * each:g} {kind} "
+                            f"({field} {each:g} each); this machine has {have}",
+                            f"use budget.parallel {fit} or less, a smaller {field} (trials then share them), "
+                            "or run on a Ray cluster (stores.ray_address)")
 
 
 def _check_memory(job: JobSpec, shape: ModelShape, space: SearchSpace) -> None:
