@@ -13,6 +13,7 @@ import warnings
 
 from autopeft import api
 from autopeft.errors import UserError
+from autopeft.job.load import BUILTIN_JOBS
 from autopeft.job.secrets import mask_uri
 from autopeft.record.pareto import PICKS, Point, Reference
 from autopeft.record.storage import StoreUnavailable
@@ -57,6 +58,10 @@ def cmd_submit(args) -> int:
         job = job.model_copy(update={"budget": job.budget.model_copy(update={"trials": args.trials})})
     if args.address is not None:
         job = job.model_copy(update={"stores": job.stores.model_copy(update={"ray_address": args.address})})
+    if args.job in BUILTIN_JOBS:  # a demo runs as it is wherever it is run: as many trials at once as the machine holds
+        from autopeft.run.prepare import parallel_that_fits
+
+        job = job.model_copy(update={"budget": job.budget.model_copy(update={"parallel": parallel_that_fits(job)})})
     step(f"checking the job: loading {job.model}, the data and the search space")
     prepared = api.prepare(job)
     print(f"autopeft: search '{job.name}': {job.budget.trials} trials, {job.budget.parallel} in parallel, "

@@ -162,3 +162,17 @@ def test_a_module_in_the_current_folder_never_shadows_an_installed_package(tmp_p
         run = subprocess.run([*command, "pareto", "job.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert "current folder ran" not in run.stderr + run.stdout
         assert run.returncode == 2 and "no search has run" in run.stderr
+
+
+def test_on_a_one_cpu_machine_a_job_asking_two_workers_is_refused_and_the_demo_runs_one(monkeypatch):
+    from autopeft.job.load import load_job
+    from autopeft.run import prepare
+
+    monkeypatch.setattr(prepare, "_local_cpus", lambda: 1)
+    demo = load_job("demo")
+    assert demo.budget.parallel == 2 and prepare.parallel_that_fits(demo) == 1
+    with pytest.raises(prepare.UserError, match="budget.parallel 1 or less"):
+        prepare._check_resources(demo)
+    halves = demo.model_copy(update={"resources": demo.resources.model_copy(update={"cpus": 0.5})})
+    assert prepare.parallel_that_fits(halves) == 2
+    prepare._check_resources(halves)

@@ -223,6 +223,22 @@ def _local_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def _fitting(each: float, have: int, parallel: int) -> int:
+    """How many workers asking ``each`` of a resource fit in ``have`` of it (``parallel`` when they ask none)."""
+    return int(have / each + 1e-9) if each > 0 else parallel
+
+
+def parallel_that_fits(job: JobSpec) -> int:
+    """``budget.parallel``, or fewer where this machine cannot hold that many trial workers at once (no cluster)."""
+    if cluster_address(job):
+        return job.budget.parallel
+    import torch
+
+    fits = [_fitting(job.resources.cpus, _local_cpus(), job.budget.parallel),
+            _fitting(job.resources.gpus, torch.cuda.device_count(), job.budget.parallel)]
+    return max(1, min(job.budget.parallel, *fits))
+
+
 def _check_resources(job: JobSpec) -> None:
     """On this machine (no Ray cluster), a trial's CPUs and GPUs must exist, and the ``budget.parallel`` trial
     workers must fit at once: Ray would wait forever for a worker that cannot start, and its trial with it."""
@@ -240,7 +256,7 @@ def _check_resources(job: JobSpec) -> None:
                         f"use at most {gpus}, or run on a Ray cluster (stores.ray_address)")
     parallel = job.budget.parallel
     for kind, each, have in (("CPUs", job.resources.cpus, cpus), ("GPUs", job.resources.gpus, gpus)):
-        fit = int(have / each + 1e-9) if each > 0 else parallel
+        fit = _fitting(each, have, parallel)
         if fit < parallel:
             field = "resources.cpus" if kind == "CPUs" else "resources.gpus"
             raise UserError("budget.parallel", f"{parallel} trials at a time need {parallel * each:g} {kind} "
