@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the decoder demo instead: SmolLM2-135M answers 'fresh or rotten?', LoRA and IA3 placements")
     p.add_argument("--trials", type=int, help="override the demo's number of trials")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_submit)
+    p.set_defaults(func=cmd_submit, address=None)
 
     p = sub.add_parser("pareto", help="print the Pareto front of a job's search")
     p.add_argument("job", help=job_help)

@@ -82,3 +82,10 @@ def _reload_and_score(out: Path, info: dict, job: dict):
         predictions = model(**batch).logits.argmax(-1).tolist()
     accuracy = sum(int(p == y) for p, y in zip(predictions, data.validation_labels[:n])) / n
     assert accuracy == pytest.approx(info["quality"], abs=1.5 / n)
+
+
+def test_the_demo_command_runs_a_real_search(tmp_path):
+    run = autopeft("demo", "--trials", "1", "--no-progress", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "autopeft: search 'demo': 1 trials" in run.stdout and "Pareto front (1 points, 1 trials, 0 failed" in run.stdout
+    assert (tmp_path / "autopeft_runs" / "demo" / "study.db").is_file()
