@@ -62,6 +62,7 @@ def prepare(job: JobSpec) -> Prepared:
         raise UserError("model", f"cannot load '{job.model}': {str(exc).strip().splitlines()[0]}", MODEL_FIX) from None
     _check_run_dir(job)
     _check_stores(job)
+    _check_cluster(job)
     _check_resources(job)
     data = load_task_data(job.task)
     try:
@@ -223,45 +224,42 @@ def _local_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _fitting(each: float, have: int, parallel: int) -> int:
-    """How many workers asking ``each`` of a resource fit in ``have`` of it (``parallel`` when they ask none)."""
-    return int(have / each + 1e-9) if each > 0 else parallel
+def _local_fits(job: JobSpec) -> list[tuple[str, str, float, int, int]]:
+    """Per resource of this machine: (kind, setting, what a trial asks, what the machine has, how many
+    trial workers fit at once: ``budget.parallel`` where a trial asks none)."""
+    import torch
+
+    parallel = job.budget.parallel
+    rows = []
+    for kind, setting, each, have in (("CPUs", "resources.cpus", job.resources.cpus, _local_cpus()),
+                                      ("GPUs", "resources.gpus", job.resources.gpus, torch.cuda.device_count())):
+        rows.append((kind, setting, each, have, int(have / each + 1e-9) if each > 0 else parallel))
+    return rows
 
 
 def parallel_that_fits(job: JobSpec) -> int:
     """``budget.parallel``, or fewer where this machine cannot hold that many trial workers at once (no cluster)."""
     if cluster_address(job):
         return job.budget.parallel
-    import torch
-
-    fits = [_fitting(job.resources.cpus, _local_cpus(), job.budget.parallel),
-            _fitting(job.resources.gpus, torch.cuda.device_count(), job.budget.parallel)]
-    return max(1, min(job.budget.parallel, *fits))
+    return max(1, min(job.budget.parallel, *(fit for *_, fit in _local_fits(job))))
 
 
 def _check_resources(job: JobSpec) -> None:
     """On this machine (no Ray cluster), a trial's CPUs and GPUs must exist, and the ``budget.parallel`` trial
     workers must fit at once: Ray would wait forever for a worker that cannot start, and its trial with it."""
     if cluster_address(job):
-        _check_cluster(job)
         return
-    import torch
-
-    cpus, gpus = _local_cpus(), torch.cuda.device_count()
-    if job.resources.cpus > cpus:
-        raise UserError("resources.cpus", f"a trial asks for {job.resources.cpus:g} CPUs; this machine has {cpus}",
-                        f"use at most {cpus}, or run on a Ray cluster (stores.ray_address)")
-    if job.resources.gpus > gpus:
-        raise UserError("resources.gpus", f"a trial asks for {job.resources.gpus:g} GPUs; this machine has {gpus}",
-                        f"use at most {gpus}, or run on a Ray cluster (stores.ray_address)")
     parallel = job.budget.parallel
-    for kind, each, have in (("CPUs", job.resources.cpus, cpus), ("GPUs", job.resources.gpus, gpus)):
-        fit = _fitting(each, have, parallel)
+    rows = _local_fits(job)
+    for kind, setting, each, have, _ in rows:
+        if each > have:
+            raise UserError(setting, f"a trial asks for {each:g} {kind}; this machine has {have}",
+                            f"use at most {have}, or run on a Ray cluster (stores.ray_address)")
+    for kind, setting, each, have, fit in rows:
         if fit < parallel:
-            field = "resources.cpus" if kind == "CPUs" else "resources.gpus"
             raise UserError("budget.parallel", f"{parallel} trials at a time need {parallel * each:g} {kind} "
-                            f"({field} {each:g} each); this machine has {have}",
-                            f"use budget.parallel {fit} or less, a smaller {field} (trials then share them), "
+                            f"({setting} {each:g} each); this machine has {have}",
+                            f"use budget.parallel {fit} or less, a smaller {setting} (trials then share them), "
                             "or run on a Ray cluster (stores.ray_address)")
 
 
