@@ -121,6 +121,8 @@ def test_bad_job_exits_2_with_one_message_and_writes_nothing(tmp_path, capsys, c
 def test_missing_job_file(tmp_path, capsys):
     code, err = run_cli(capsys, "submit", "absent.yaml")
     assert code == 2 and "job file does not exist" in err
+    code, err = run_cli(capsys, "submit", str(tmp_path))
+    assert code == 2 and "is a folder, not a job file" in err and "job YAML file" in err
 
 
 def test_pareto_and_export_before_any_search(tmp_path, capsys):
