@@ -65,6 +65,9 @@ CASES = {
                                 ["optimizer.warm_start", "is neither a job file, a run directory nor a study database"]),
     "negative final seeds": (lambda d: write_job(d, final={"seeds": -1}), ["final.seeds", "greater than or equal to 0"]),
     "non-utf8 job file": (lambda d: (d / "job.yaml").write_bytes(b"name: t\nmodel: \xff\xfe minilm\n"), ["not UTF-8 text", "UTF-8"]),
+    "key given twice": (lambda d: (d / "job.yaml").write_text("name: t\nmodel: minilm-l6\ntask:\n  dataset: rotten_tomatoes\n"
+                                                             "search_space: lora\ntask:\n  dataset: sst2\n"),
+                        ["key 'task' is given twice at line 6", "keep one"]),
     "empty model folder": (lambda d: ((d / "empty-model").mkdir(), write_job(d, model="./empty-model")), ["model", "cannot load"]),
     "trainer fails on import": (lambda d: ((d / "broken_trainer.py").write_text("raise RuntimeError('no GPU here')\n"),
                                            write_job(d, trainer="broken_trainer:train")),

@@ -15,14 +15,37 @@ from autopeft.job.spec import JobSpec
 BUILTIN_JOBS = ("demo", "demo-decoder")
 
 
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    pass
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error: YAML would keep
+    the last one silently, and a job would run without the settings of the first."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:  # the mapping's own keys: a merged ``<<`` key may be overridden
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise _DuplicateKey(None, None, f"key '{key}' is given twice", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(text: str, source: str) -> object:
-    """Parse YAML ``text``; a syntax error becomes a ``UserError`` naming ``source`` and the line."""
+    """Parse YAML ``text``; a syntax error or a key given twice becomes a ``UserError`` naming ``source`` and the line."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = re.sub(r"\s+", " ", str(getattr(exc, "problem", None) or exc))
+        if isinstance(exc, _DuplicateKey):
+            raise UserError(source, f"{problem}{where}", "keep one of its entries (merge their settings)") from None
         raise UserError(source, f"YAML syntax error{where}: {problem}", "fix the YAML syntax there") from None
 
 
