@@ -41,14 +41,16 @@ def how_to_load(plan: Plan, peft_types: list[str]) -> str:
 def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
     """Write ``adapter_config.json`` (and the trained weights) for the point ``how`` picks.
 
-    ``how`` is ``best``, ``knee`` or ``smallest-above=<quality>``; also written:
+    ``how`` is ``best``, ``knee``, ``smallest-above=<quality>`` or ``trial=<number>``; also written:
     ``autopeft_point.json`` with the point's metrics, plan and origin (job, trial, MLflow run).
     """
     record = StudyRecord.load(job)
     final, _ = record.final_points()
-    front = pareto_front(final or record.finished_points())  # the re-evaluated front when there is one
+    finished = record.finished_points()
+    front = pareto_front(final or finished)  # the re-evaluated front when there is one
+    evaluated = {p.trial for p in final}
     try:
-        point = pick(front, how)
+        point = pick(front, how, [*final, *(p for p in finished if p.trial not in evaluated)])
     except ValueError as exc:
         raise UserError("--pick", str(exc), "choose another point (see 'autopeft pareto')") from None
     plan = record.plan_of(point.trial)

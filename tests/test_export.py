@@ -63,6 +63,22 @@ def test_smallest_above_picks_the_cheapest_point_that_reaches_the_quality(search
     assert all(p.params >= exported.point.params for p in front if p.quality >= target)
 
 
+def test_any_finished_trial_is_exported_by_its_number_with_the_quality_it_recorded(searched, tmp_path):
+    from autopeft.record.study import StudyRecord
+
+    front, _ = read_front(searched)
+    finished = StudyRecord.load(searched).finished_points()
+    chosen = next((p for p in finished if p.trial not in {f.trial for f in front}), finished[0])
+    exported = export(searched, f"trial={chosen.trial}", tmp_path / "out")
+    info = json.loads((tmp_path / "out" / "autopeft_point.json").read_text())
+    assert exported.point.trial == info["trial"] == chosen.trial
+    assert info["quality"] == chosen.quality and info["trainable_params"] == chosen.params
+    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+    with pytest.raises(UserError, match="trial 999 has no finished result"):
+        export(searched, "trial=999", tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+
+
 def test_export_refuses_unreachable_quality_and_non_empty_folders(searched, tmp_path):
     with pytest.raises(UserError, match="no point reaches quality 1.5"):
         export(searched, "smallest-above=1.5", tmp_path / "a")

@@ -45,6 +45,11 @@ def test_picks():
         pick(front, "smallest-above=0.9")
     with pytest.raises(ValueError, match="unknown pick"):
         pick(front, "largest")
+    assert pick(front, "trial=3").trial == 3
+    dominated = next(p for p in POINTS if p not in front)
+    assert pick(front, f"trial={dominated.trial}", POINTS) == dominated
+    with pytest.raises(ValueError, match="trial 99 has no finished result; the front's trials are"):
+        pick(front, "trial=99", POINTS)
 
 
 def test_hypervolume_trace_grows_trial_by_trial_to_the_final_hypervolume():

@@ -75,11 +75,12 @@ def knee(front: Sequence[Point]) -> Point:
     return max(front, key=distance)
 
 
-PICKS = "best | knee | smallest-above=<quality>"
+PICKS = "best | knee | smallest-above=<quality> | trial=<number>"
 
 
-def pick(front: Sequence[Point], how: str) -> Point:
-    """Choose a point of the front: ``best`` quality, the ``knee``, or ``smallest-above=Q``."""
+def pick(front: Sequence[Point], how: str, points: Sequence[Point] | None = None) -> Point:
+    """Choose a point of the front: ``best`` quality, the ``knee``, ``smallest-above=Q``, or
+    ``trial=N``: trial N, on the front or among ``points`` (every finished point)."""
     if not front:
         raise ValueError("the front is empty: no trial has finished yet")
     if how == "best":
@@ -94,4 +95,12 @@ def pick(front: Sequence[Point], how: str) -> Point:
             best = max(p.quality for p in front)
             raise ValueError(f"no point reaches quality {floor}; the best is {best:.4f}")
         return min(above, key=lambda p: (p.params, -p.quality))
+    match = re.fullmatch(r"trial=(\d+)", how)
+    if match:
+        number = int(match.group(1))
+        for point in [*front, *(points or ())]:
+            if point.trial == number:
+                return point
+        raise ValueError(f"trial {number} has no finished result; the front's trials are "
+                         f"{', '.join(str(p.trial) for p in sorted(front, key=lambda p: p.trial))}")
     raise ValueError(f"unknown pick '{how}'; use {PICKS}")
