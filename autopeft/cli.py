@@ -108,7 +108,7 @@ def cmd_export(args) -> int:
     exported = api.export(job, args.pick, args.out)
     p = exported.point
     quality = f"{p.quality:.4f}" if p.std is None else f"{p.quality:.4f} ± {p.std:.4f} over {p.seeds} seeds"
-    print(f"exported trial {p.trial} ({quality}, {p.params:,} trainable parameters, {p.plan}) to {exported.out}")
+    print(f"exported {exported.source} ({quality}, {p.params:,} trainable parameters, {p.plan}) to {exported.out}")
     print("  " + "  ".join(sorted(p.name for p in exported.out.iterdir())))
     print(f"load it: {exported.load_with.replace('DIR', repr(str(exported.out)))}")
     return 0

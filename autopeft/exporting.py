@@ -14,7 +14,7 @@ from autopeft.job.spec import JobSpec
 from autopeft.record.pareto import Point, pareto_front, pick
 from autopeft.record.study import StudyRecord
 from autopeft.workers.build import WEIGHTS_FILE, peft_configs
-from autopeft.workers.methods import method
+from autopeft.workers.methods import baseline_plan, method
 from autopeft.workers.methods.peft_registry import OWN_TYPES
 from autopeft.workers.models import model_shape, resolve_model
 from autopeft.workers.plan import Plan
@@ -27,6 +27,7 @@ class Exported:
     plan: Plan
     with_weights: bool
     load_with: str
+    source: str  # what was exported: "trial 3", "baseline lora-r8"
 
 
 def how_to_load(plan: Plan, peft_types: list[str]) -> str:
@@ -41,33 +42,44 @@ def how_to_load(plan: Plan, peft_types: list[str]) -> str:
 def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
     """Write ``adapter_config.json`` (and the trained weights) for the point ``how`` picks.
 
-    ``how`` is ``best``, ``knee``, ``smallest-above=<quality>`` or ``trial=<number>``; also written:
-    ``autopeft_point.json`` with the point's metrics, plan and origin (job, trial, MLflow run).
+    ``how`` is ``best``, ``knee``, ``smallest-above=<quality>``, ``trial=<number>`` or
+    ``baseline=<name>``; also written: ``autopeft_point.json`` with the point's metrics, plan and
+    origin (job, trial or baseline, MLflow run).
     """
     record = StudyRecord.load(job)
-    final, _ = record.final_points()
-    finished = record.finished_points()
-    front = pareto_front(final or finished)  # the re-evaluated front when there is one
-    evaluated = {p.trial for p in final}
-    try:
-        point = pick(front, how, [*final, *(p for p in finished if p.trial not in evaluated)])
-    except ValueError as exc:
-        raise UserError("--pick", str(exc), "choose another point (see 'autopeft pareto')") from None
-    plan = record.plan_of(point.trial)
+    final, final_baselines = record.final_points()
+    shape = model_shape(job.model, record.num_labels)
+    if how.startswith("baseline="):
+        name = how.split("=", 1)[1]
+        point = final_baselines.get(name) or record.baseline_points().get(name)
+        if point is None:
+            ran = sorted(record.baseline_points())
+            raise UserError("--pick", f"no baseline '{name}' has finished in this search",
+                            f"use one of {', '.join(ran)}" if ran else "name baselines in the job file and resubmit it")
+        plan, target, origin = baseline_plan(name, shape), f"baseline:{name}", record.baselines[name]
+        trained = job.layout.baseline_adapter(name)
+    else:
+        finished = record.finished_points()
+        front = pareto_front(final or finished)  # the re-evaluated front when there is one
+        evaluated = {p.trial for p in final}
+        try:
+            point = pick(front, how, [*final, *(p for p in finished if p.trial not in evaluated)])
+        except ValueError as exc:
+            raise UserError("--pick", str(exc), "choose another point (see 'autopeft pareto')") from None
+        plan, target, origin = record.plan_of(point.trial), f"trial:{point.trial}", record.trial_info(point.trial)
+        trained = job.layout.trial_adapter(point.trial)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError("--out", f"'{out}' is a file", "give a new folder")
     if out.exists() and any(out.iterdir()):
         raise UserError("--out", f"'{out}' exists and is not empty", "choose a new folder")
-    shape = model_shape(job.model, record.num_labels)
     configs = [] if plan.full else peft_configs(plan, shape, base_model_name_or_path=resolve_model(job.model))
-    origin = record.trial_info(point.trial)
-    trained, seed, run_id = job.layout.trial_adapter(point.trial), None, origin["mlflow_run_id"]
+    seed, run_id = None, origin.get("mlflow_run_id")
     if point.seeds:  # the re-trained adapter whose quality is nearest the mean
-        seeds = record.final_seeds(f"trial:{point.trial}")
+        seeds = record.final_seeds(target)
         seed = min(seeds, key=lambda s: (abs(seeds[s] - point.quality), s))
-        trained = job.layout.final_adapter(f"trial:{point.trial}", seed)
-        run_id = record.final[f"trial:{point.trial}"][str(seed)].get("mlflow_run_id")
+        trained = job.layout.final_adapter(target, seed)
+        run_id = record.final[target][str(seed)].get("mlflow_run_id")
     with tempfile.TemporaryDirectory(prefix="autopeft-export-") as staging:
         trained = _adapter_folder(job, trained, run_id, Path(staging))
         with_weights = (trained / WEIGHTS_FILE).is_file()
@@ -84,7 +96,7 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
             config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
     else:
         if len(configs) != 1:
-            raise UserError("--pick", f"trial {point.trial} saved no weights and needs {len(configs)} peft configs",
+            raise UserError("--pick", f"{target.replace(':', ' ')} saved no weights and needs {len(configs)} peft configs",
                             "export a point whose trial saved its adapter")
         out.mkdir(parents=True, exist_ok=True)
         configs[0].save_pretrained(str(out))
@@ -92,19 +104,20 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
     info = {
         "job": job.name,
         "model": job.model,
-        "trial": point.trial,
+        "trial": point.trial if target.startswith("trial:") else None,
+        "baseline": target.split(":", 1)[1] if target.startswith("baseline:") else None,
         "pick": how,
         "metric": job.task.metric,
         "quality": point.quality,
         "quality_std": point.std,
         "seeds": point.seeds,
         "adapter_seed": seed,
-        "metrics": origin["metrics"],
+        "metrics": origin.get("metrics", {}),
         "trainable_params": point.params,
         "trainable_pct": point.pct,
         "plan": plan.to_dict(),
         "plan_summary": plan.describe(),
-        "mlflow_run_id": origin["mlflow_run_id"],
+        "mlflow_run_id": origin.get("mlflow_run_id"),
         "mlflow_tracking_uri": mask_uri(job.mlflow_uri),
         "methods": list(plan.methods),
         "mergeable": {m: method(m).mergeable for m in plan.methods},
@@ -112,7 +125,8 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
         "load_with": load_with,
     }
     (out / "autopeft_point.json").write_text(json.dumps(info, indent=2))
-    return Exported(out=out, point=point, plan=plan, with_weights=with_weights, load_with=load_with)
+    return Exported(out=out, point=point, plan=plan, with_weights=with_weights, load_with=load_with,
+                    source=target.replace(":", " "))
 
 
 def _adapter_folder(job: JobSpec, trained: Path, run_id: str | None, staging: Path) -> Path:

@@ -64,3 +64,15 @@ def test_the_front_and_baselines_are_retrained_with_new_seeds_once_and_export_ta
     assert info["seeds"] == 2 and info["quality"] == best.quality
     chosen = job.layout.final_adapter(f"trial:{best.trial}", info["adapter_seed"]) / "adapter_model.safetensors"
     assert (tmp_path / "adapter" / "adapter_model.safetensors").read_bytes() == chosen.read_bytes()
+
+    # a named baseline exports too: its re-trained adapter, with the mean over its seeds
+    exported = export(job, "baseline=lora-r8", tmp_path / "baseline")
+    info = json.loads((tmp_path / "baseline" / "autopeft_point.json").read_text())
+    assert exported.source == "baseline lora-r8" and info["baseline"] == "lora-r8" and info["trial"] is None
+    assert info["quality"] == summary.final_baselines["lora-r8"].quality and info["seeds"] == 2
+    assert info["trainable_params"] == summary.final_baselines["lora-r8"].params
+    retrained = job.layout.final_adapter("baseline:lora-r8", info["adapter_seed"]) / "adapter_model.safetensors"
+    assert (tmp_path / "baseline" / "adapter_model.safetensors").read_bytes() == retrained.read_bytes()
+    assert main(["export", str(tmp_path / "job.yaml"), "--pick", "baseline=ia3", "--out", str(tmp_path / "none")]) == 2
+    assert "no baseline 'ia3' has finished in this search. Fix: use one of lora-r8" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()

@@ -75,7 +75,7 @@ def knee(front: Sequence[Point]) -> Point:
     return max(front, key=distance)
 
 
-PICKS = "best | knee | smallest-above=<quality> | trial=<number>"
+PICKS = "best | knee | smallest-above=<quality> | trial=<number> | baseline=<name>"
 
 
 def pick(front: Sequence[Point], how: str, points: Sequence[Point] | None = None) -> Point:
