@@ -91,8 +91,8 @@ def load_job(path: str | Path) -> JobSpec:
         return parse_job(read_yaml(text, source), source, Path.cwd())
     path = Path(path)
     if not path.is_file():
-        problem = "is a folder, not a job file" if path.is_dir() else "job file does not exist" if not path.exists() else \
-            "is not a regular file"
+        problem = ("job file does not exist" if not path.exists() else
+                   "is a folder, not a job file" if path.is_dir() else "is not a regular file")
         raise UserError(str(path), problem, f"give the path of a job YAML file (or one of {', '.join(BUILTIN_JOBS)})")
     try:
         text = path.read_text(encoding="utf-8")
