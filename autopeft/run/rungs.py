@@ -3,14 +3,10 @@
 A search with ``fidelity.schedule: asha`` trains each new trial up to its first rung (a fraction of
 the fidelity's steps) and pauses it. Whenever a worker is free, the highest rung with a paused
 trial among its top ``1 / reduction_factor`` goes first: that trial continues from its checkpoint
-to the next rung. A rung never sends on more than ``1 / reduction_factor`` of the trials that
-reached it: without that cap, a trial in the top third of a rung's first few results goes on and
-stays gone when later ones outrank it, and a search of 60 trials trains 8 to 13 of them to the
-end instead of 6 (a third more compute for the same best trial, in 20 simulated searches).
-Trials rank by non-dominated sorting of (quality, trainable parameters) and, within one front, by
-the hypervolume each adds (against the rung's own worst point). Early in training many trials tie
-on a coarse metric (accuracy at the majority label's rate): equal qualities are told apart by the
-validation loss. There is no barrier between rungs; a trial is
+to the next rung. Trials rank by non-dominated sorting of (quality, trainable parameters) and,
+within one front, by the hypervolume each adds (against the rung's own worst point). Early in
+training many trials tie on a coarse metric (accuracy at the majority label's rate): equal
+qualities are told apart by the validation loss. There is no barrier between rungs; a trial is
 never promoted twice from one rung. The pure functions here decide; the search loop runs them.
 """
 
@@ -59,14 +55,11 @@ LOSS_NUDGE = 1e-7  # a loss of 1 moves the quality by 1e-7: it only orders trial
 
 
 def next_promotion(trials: list[RungTrial], rungs: int, factor: int) -> tuple[int, int] | None:
-    """(trial, rung) of the paused trial to send on, from the highest rung down; None while none qualifies.
-
-    A rung whose trials sent on already number ``len(reached) // factor`` sends on no more until more reach it.
-    """
+    """(trial, rung) of the paused trial to send on, from the highest rung down; None while none qualifies."""
     for rung in reversed(range(rungs - 1)):
         reached = [t for t in trials if len(t.qualities) > rung]
         top = len(reached) // factor
-        if sum(t.sent_to > rung for t in reached) >= top:
+        if top == 0:
             continue
         by_number = {t.trial: t for t in reached}
         points = [Point(trial=t.trial, quality=t.rank_quality(rung), params=t.params, pct=0.0) for t in reached]
