@@ -38,6 +38,17 @@ def format_front(front: list[Point], reference: Reference, metric: str, baseline
     return "\n".join(lines)
 
 
+def silent_rungs_text(silent: list[tuple[int, int, float]], rungs: tuple[float, ...]) -> str:
+    """What a search with rungs should know about rungs that told no plan apart, and what to change."""
+    told = " ".join(f"Rung {r + 1} of {len(rungs)}, at {rungs[r]:.3g} of the training, told no plan apart: all {n} "
+                    f"trials scored {q:.4f} there." for r, n, q in silent)
+    kept = [f"{f:.3g}" for i, f in enumerate(rungs) if i not in {r for r, _, _ in silent}]
+    fix = (f"leave it out (fidelity.rungs: [{', '.join(kept)}]) or train longer (fidelity.epochs)" if len(kept) > 1 else
+           "train longer (fidelity.epochs) or train every trial to the end (fidelity.schedule: full)")
+    return (f"{told} The optimizer learned nothing from {'them' if len(silent) > 1 else 'it'}, and promotions went "
+            f"by the validation loss alone. Fix: {fix}.")
+
+
 def _quiet() -> None:
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -72,6 +83,8 @@ def cmd_submit(args) -> int:
     print(f"\nPareto front ({len(summary.front)} points, {summary.finished} trials, {summary.failed_text()}, "
           f"hypervolume {summary.hypervolume:.4f}):")
     print(format_front(summary.front, summary.reference, job.task.metric, summary.baselines))
+    if summary.silent_rungs:
+        print("\n" + silent_rungs_text(summary.silent_rungs, job.fidelity.rungs))
     if summary.final_front:
         print(f"\nRe-evaluated front ({job.final.seeds} new seeds per point, mean ± std; "
               f"hypervolume {summary.final_hypervolume:.4f}):")

@@ -6,14 +6,14 @@ import torch
 from safetensors.torch import load
 
 from autopeft.api import submit
-from autopeft.cli import render_snapshot
+from autopeft.cli import render_snapshot, silent_rungs_text
 from autopeft.job.data import load_task_data
 from autopeft.job.spec import TaskSpec
 from autopeft.record.pareto import Point, Reference
 from autopeft.record.snapshot import snapshot
 from autopeft.record.study import RUNG, RUNG_QUALITY, States, StudyRecord
 from autopeft.run.loop import SearchLoop
-from autopeft.run.rungs import RungTrial, next_promotion, ranked
+from autopeft.run.rungs import RungTrial, next_promotion, ranked, silent_rungs
 from autopeft.workers.methods.lora import Lora, LoraTarget
 from autopeft.workers.plan import Plan
 from autopeft.workers.trial import run_trial
@@ -99,6 +99,18 @@ def test_a_running_or_failed_trial_is_not_sent_on():
     assert next_promotion(trials, 2, 3) is None
 
 
+def test_a_rung_at_which_every_trial_scored_the_same_is_named_with_what_to_change():
+    # as on Rotten Tomatoes at 7 of 63 steps: every plan still predicts the majority label
+    qualities = [[0.57, 0.61], [0.57, 0.74], [0.57], [0.57], [0.57, 0.57]]
+    assert silent_rungs(qualities, least=3) == [(0, 5, 0.57)]  # rung 2 tells plans apart
+    assert silent_rungs(qualities, least=6) == []  # too few trials to say
+    assert silent_rungs([[0.5], [0.6], [0.5]], least=3) == []
+    text = silent_rungs_text([(0, 5, 0.57)], (1 / 9, 1 / 3, 1.0))
+    assert "Rung 1 of 3" in text and "all 5 trials scored 0.5700" in text and "fidelity.rungs: [0.333, 1]" in text
+    both = silent_rungs_text([(0, 5, 0.57), (1, 3, 0.57)], (1 / 9, 1 / 3, 1.0))
+    assert "Rung 2 of 3" in both and "fidelity.rungs" not in both and "fidelity.schedule: full" in both
+
+
 # -- a search with rungs, on real Ray and MLflow ------------------------------------------------------
 
 def test_a_search_with_rungs_stopped_mid_rung_resumes_that_rung_and_counts_pruned_trials(
@@ -138,6 +150,7 @@ def test_a_search_with_rungs_stopped_mid_rung_resumes_that_rung_and_counts_prune
     assert all(len(t.user_attrs[RUNG_QUALITY]) == 1 for t in complete + pruned)  # every rung ran once
     assert {p.trial for p in summary.front} <= {t.number for t in complete}  # the front is full trainings only
     assert summary.pruned == len(pruned) and f"{len(pruned)} pruned after a rung" in summary.failed_text()
+    assert summary.silent_rungs == silent_rungs([t.user_attrs[RUNG_QUALITY] for t in complete + pruned], 2)
     assert f"0 trials waiting after a rung, {len(pruned)} pruned" in render_snapshot(snapshot(StudyRecord.load(job)))
     assert not list(job.layout.checkpoint(0, 0).parent.iterdir())  # no checkpoint is left behind
     assert all(job.layout.trial_adapter(t.number).is_dir() for t in complete)

@@ -39,6 +39,12 @@ RUNG_QUALITY, RUNG = "rung_quality", "rung"  # a search with rungs: the quality 
 RUNG_LOSS = "rung_eval_loss"  # and the validation loss after each rung (None where the trainer reports none)
 
 
+def tells_plans_apart(qualities) -> bool:
+    """Whether the qualities at a rung differ at all. Early in training every plan may score the
+    majority label's rate, which says nothing about the plans."""
+    return len(set(qualities)) > 1
+
+
 def after_rung(attrs: dict) -> bool:
     """Whether a trial (while RUNNING) waits after a rung: it finished the rung it was last sent to,
     and is neither sent on nor pruned yet."""

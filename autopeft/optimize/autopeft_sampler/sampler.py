@@ -25,7 +25,7 @@ from autopeft.optimize.autopeft_sampler.design import grid_points, sobol
 from autopeft.optimize.autopeft_sampler.discrete import hill_climb
 from autopeft.optimize.autopeft_sampler.model import Features, fit_quality_gp
 from autopeft.optimize.domain import Domain, point_key
-from autopeft.record.study import RUNG_QUALITY, after_rung
+from autopeft.record.study import RUNG_QUALITY, after_rung, tells_plans_apart
 
 
 class AutoPeftSampler(optuna.samplers.BaseSampler):
@@ -114,7 +114,7 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
                 y_obs.append([s * v for i, (s, v) in enumerate(zip(signs, t.values, strict=True)) if i != cost_index])
                 fractions.append(1.0)
         for rung, observed in enumerate(at_rung):
-            if len({q for _, q in observed}) > 1:
+            if tells_plans_apart(q for _, q in observed):
                 x_obs.extend(p for p, _ in observed)
                 y_obs.extend([q] for _, q in observed)
                 fractions.extend([rungs[rung]] * len(observed))
