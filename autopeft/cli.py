@@ -190,6 +190,8 @@ def render_snapshot(snap) -> str:
              + f"; {best}; front {len(snap.front)} points; hypervolume {snap.hypervolume:.4f}"]
     if snap.waiting or snap.pruned:
         lines.append(f"rungs: {snap.waiting} trials waiting after a rung, {snap.pruned} pruned")
+    if snap.silent_rungs:
+        lines.append(silent_rungs_text(snap.silent_rungs, snap.rungs))
     if snap.devices:
         lines.append("trained on: " + ", ".join(f"{d} ({n})" for d, n in sorted(snap.devices.items())))
     if snap.running:

@@ -11,9 +11,9 @@ from autopeft.job.data import load_task_data
 from autopeft.job.spec import TaskSpec
 from autopeft.record.pareto import Point, Reference
 from autopeft.record.snapshot import snapshot
-from autopeft.record.study import RUNG, RUNG_QUALITY, States, StudyRecord
+from autopeft.record.study import RUNG, RUNG_QUALITY, States, StudyRecord, silent_rungs
 from autopeft.run.loop import SearchLoop
-from autopeft.run.rungs import RungTrial, next_promotion, ranked, silent_rungs
+from autopeft.run.rungs import RungTrial, next_promotion, ranked
 from autopeft.workers.methods.lora import Lora, LoraTarget
 from autopeft.workers.plan import Plan
 from autopeft.workers.trial import run_trial
@@ -151,7 +151,9 @@ def test_a_search_with_rungs_stopped_mid_rung_resumes_that_rung_and_counts_prune
     assert {p.trial for p in summary.front} <= {t.number for t in complete}  # the front is full trainings only
     assert summary.pruned == len(pruned) and f"{len(pruned)} pruned after a rung" in summary.failed_text()
     assert summary.silent_rungs == silent_rungs([t.user_attrs[RUNG_QUALITY] for t in complete + pruned], 2)
-    assert f"0 trials waiting after a rung, {len(pruned)} pruned" in render_snapshot(snapshot(StudyRecord.load(job)))
+    watched = render_snapshot(snapshot(StudyRecord.load(job)))
+    assert f"0 trials waiting after a rung, {len(pruned)} pruned" in watched
+    assert ("told no plan apart" in watched) == bool(summary.silent_rungs)
     assert not list(job.layout.checkpoint(0, 0).parent.iterdir())  # no checkpoint is left behind
     assert all(job.layout.trial_adapter(t.number).is_dir() for t in complete)
 

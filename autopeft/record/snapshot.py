@@ -3,7 +3,7 @@ that reaches the study's store, without touching the search."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from autopeft.errors import UserError
@@ -61,6 +61,8 @@ class Snapshot:
     driver: dict | None
     waiting: int = 0  # a search with rungs: trials paused after a rung, to be sent on or pruned
     pruned: int = 0
+    rungs: tuple[float, ...] = ()  # a search with rungs: its fractions of the training
+    silent_rungs: list[tuple[int, int, float]] = field(default_factory=list)  # rungs so far that told no plan apart
 
     @property
     def finished(self) -> bool:
@@ -88,6 +90,8 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
         raise UserError("watch", f"the study '{record.study.study_name}' holds no search this version of autopeft can read",
                         "watch it with the autopeft version that started it")
     job = record.job
+    fidelity = job.get("fidelity") or {}
+    rungs = tuple(fidelity.get("rungs") or ()) if fidelity.get("schedule") == "asha" else ()
     trials = record.study.get_trials(deepcopy=False)
     running = [t for t in trials if t.state == States.RUNNING and SKIPPED not in t.user_attrs]
     waiting = [t for t in running if after_rung(t.user_attrs)]
@@ -112,7 +116,8 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
                  for t in running],
         failures=failures, front=front, reference=reference, hypervolume=hypervolume(points, reference),
         best=max((p.quality for p in points), default=None), devices=devices, driver=live_driver(record.study),
-        waiting=len(waiting), pruned=sum(1 for t in trials if t.state == States.PRUNED))
+        waiting=len(waiting), pruned=sum(1 for t in trials if t.state == States.PRUNED), rungs=rungs,
+        silent_rungs=record.rungs_told_nothing(int(fidelity.get("reduction_factor", 3))) if rungs else [])
 
 
 def _rung_text(attrs: dict) -> str:

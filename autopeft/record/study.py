@@ -7,6 +7,7 @@ trainable-parameter count (minimised). Named baselines are kept beside the trial
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Hashable
 from dataclasses import replace
 from pathlib import Path
@@ -43,6 +44,20 @@ def tells_plans_apart(qualities) -> bool:
     """Whether the qualities at a rung differ at all. Early in training every plan may score the
     majority label's rate, which says nothing about the plans."""
     return len(set(qualities)) > 1
+
+
+def silent_rungs(qualities: list[list[float]], least: int) -> list[tuple[int, int, float]]:
+    """(rung, trials, their one quality) for each rung at which at least ``least`` trials scored and all scored the same.
+
+    ``qualities`` holds each trial's quality after each rung before the last. Such a rung told no
+    plan apart: the optimizer leaves it out, and promotions from it go by the validation loss alone.
+    """
+    silent = []
+    for rung in range(max(map(len, qualities), default=0)):
+        scores = [q[rung] for q in qualities if len(q) > rung and q[rung] is not None and math.isfinite(q[rung])]
+        if len(scores) >= least and not tells_plans_apart(scores):
+            silent.append((rung, len(scores), scores[0]))
+    return silent
 
 
 def after_rung(attrs: dict) -> bool:
@@ -242,6 +257,10 @@ class StudyRecord:
     def rung_trials(self) -> list[optuna.trial.FrozenTrial]:
         """Trials that finished at least one rung, in every state."""
         return [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get(RUNG_QUALITY)]
+
+    def rungs_told_nothing(self, least: int) -> list[tuple[int, int, float]]:
+        """The rungs so far at which every trial scored the same (``silent_rungs``)."""
+        return silent_rungs([t.user_attrs[RUNG_QUALITY] for t in self.rung_trials()], least)
 
     def prune(self, trial: optuna.trial.Trial) -> None:
         """A paused trial that was not sent on before the search ended; its quality is its last rung's."""

@@ -48,7 +48,7 @@ from autopeft.record.study import (
 from autopeft.record.tracking import Tracker, flatten
 from autopeft.run.pool import WorkerPool, init_ray
 from autopeft.run.prepare import Prepared, prepare
-from autopeft.run.rungs import RungTrial, next_promotion, silent_rungs
+from autopeft.run.rungs import RungTrial, next_promotion
 from autopeft.workers.plan import Plan
 from autopeft.workers.types import TrialOutcomeError, TrialRequest, TrialResult
 
@@ -71,7 +71,7 @@ class SearchSummary:
     final_hypervolume: float = 0.0
     final_baselines: dict[str, Point] = field(default_factory=dict)
     pruned: int = 0  # a search with rungs: trials stopped after a rung before the last
-    silent_rungs: list[tuple[int, int, float]] = field(default_factory=list)  # rungs that told no plan apart (rungs.silent_rungs)
+    silent_rungs: list[tuple[int, int, float]] = field(default_factory=list)  # rungs that told no plan apart (study.silent_rungs)
 
     def failed_text(self) -> str:
         """``2 failed (1 timeout, 1 out of memory)``, and ``, 40 pruned`` in a search with rungs."""
@@ -791,8 +791,7 @@ def _run_search(job: JobSpec, progress: bool, prepared: Prepared, record: StudyR
                          failures=record.failures(), final_front=pareto_front(final),
                          final_hypervolume=hypervolume(final, reference), final_baselines=final_baselines,
                          pruned=len(record.study.get_trials(deepcopy=False, states=(States.PRUNED,))),
-                         silent_rungs=silent_rungs([t.user_attrs[RUNG_QUALITY] for t in record.rung_trials()],
-                                                   job.fidelity.reduction_factor) if job.fidelity.asha else [])
+                         silent_rungs=record.rungs_told_nothing(job.fidelity.reduction_factor) if job.fidelity.asha else [])
 
 
 def zero_shot_score(prepared: Prepared, pool: WorkerPool, progress: bool) -> float:

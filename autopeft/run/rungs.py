@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass
 
 from autopeft.record.pareto import Point, Reference, hypervolume, pareto_front
-from autopeft.record.study import tells_plans_apart
 
 
 def ranked(points: list[Point], reference: Reference) -> list[int]:
@@ -72,16 +71,3 @@ def next_promotion(trials: list[RungTrial], rungs: int, factor: int) -> tuple[in
                 return number, rung + 1
     return None
 
-
-def silent_rungs(qualities: list[list[float]], least: int) -> list[tuple[int, int, float]]:
-    """(rung, trials, their one quality) for each rung at which at least ``least`` trials scored and all scored the same.
-
-    ``qualities`` holds each trial's quality after each rung before the last. Such a rung told no
-    plan apart: the optimizer leaves it out, and promotions from it went by the validation loss alone.
-    """
-    silent = []
-    for rung in range(max(map(len, qualities), default=0)):
-        scores = [q[rung] for q in qualities if len(q) > rung and q[rung] is not None and math.isfinite(q[rung])]
-        if len(scores) >= least and not tells_plans_apart(scores):
-            silent.append((rung, len(scores), scores[0]))
-    return silent
