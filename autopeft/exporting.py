@@ -68,6 +68,7 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
             raise UserError("--pick", str(exc), "choose another point (see 'autopeft pareto')") from None
         plan, target, origin = record.plan_of(point.trial), f"trial:{point.trial}", record.trial_info(point.trial)
         trained = job.layout.trial_adapter(point.trial)
+    source = target.replace(":", " ")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError("--out", f"'{out}' is a file", "give a new folder")
@@ -96,7 +97,7 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
             config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
     else:
         if len(configs) != 1:
-            raise UserError("--pick", f"{target.replace(':', ' ')} saved no weights and needs {len(configs)} peft configs",
+            raise UserError("--pick", f"{source} saved no weights and needs {len(configs)} peft configs",
                             "export a point whose trial saved its adapter")
         out.mkdir(parents=True, exist_ok=True)
         configs[0].save_pretrained(str(out))
@@ -126,7 +127,7 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
     }
     (out / "autopeft_point.json").write_text(json.dumps(info, indent=2))
     return Exported(out=out, point=point, plan=plan, with_weights=with_weights, load_with=load_with,
-                    source=target.replace(":", " "))
+                    source=source)
 
 
 def _adapter_folder(job: JobSpec, trained: Path, run_id: str | None, staging: Path) -> Path:

@@ -117,7 +117,7 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
         failures=failures, front=front, reference=reference, hypervolume=hypervolume(points, reference),
         best=max((p.quality for p in points), default=None), devices=devices, driver=live_driver(record.study),
         waiting=len(waiting), pruned=sum(1 for t in trials if t.state == States.PRUNED), rungs=rungs,
-        silent_rungs=record.rungs_told_nothing(int(fidelity.get("reduction_factor", 3))) if rungs else [])
+        silent_rungs=record.rungs_told_nothing(fidelity["reduction_factor"]) if rungs else [])
 
 
 def _rung_text(attrs: dict) -> str:

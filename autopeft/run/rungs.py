@@ -70,4 +70,3 @@ def next_promotion(trials: list[RungTrial], rungs: int, factor: int) -> tuple[in
             if candidate.sent_to == rung and candidate.paused:
                 return number, rung + 1
     return None
-
