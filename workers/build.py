@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from .methods import METHODS, method
-from .models import ModelShape, head_modules
+from .models import POOLER, ModelShape, head_modules, pooler_modules
 from .plan import Plan
 
 COMPOSITE_FILE = "autopeft_adapter.json"
@@ -23,16 +23,20 @@ PEFT_CONFIG_FILE = "adapter_config.json"
 
 
 def count_trainable(plan: Plan, shape: ModelShape) -> int:
-    """Exact number of parameters the plan trains: its modules plus the classification head."""
+    """Exact number of parameters the plan trains: its modules plus the classification head (and the
+    pooler, where the plan trains it)."""
     if plan.full:
         return shape.base_params
-    return shape.head_params + sum(method(name).count(plan[name], shape) for name in plan.methods)
+    head = shape.head_params + (shape.pooler_params if plan.pooler else 0)
+    return head + sum(method(name).count(plan[name], shape) for name in plan.methods)
 
 
 def peft_configs(plan: Plan, shape: ModelShape, base_model_name_or_path: str | None = None) -> list:
     """One peft config per peft type the plan's methods use, in plan order.
 
-    Methods that share a peft type (serial and parallel adapters) fill one config together.
+    Methods that share a peft type (serial and parallel adapters) fill one config together. A plan
+    that trains the pooler with one config names it in ``modules_to_save``, as peft does the
+    classifier (several configs train it in place: ``_compose``).
     """
     from peft import TaskType
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
@@ -50,11 +54,14 @@ def peft_configs(plan: Plan, shape: ModelShape, base_model_name_or_path: str | N
             merged[key] = value
     task_type = TaskType.SEQ_CLS if shape.num_labels else TaskType.CAUSAL_LM
     common = {"task_type": task_type, "base_model_name_or_path": base_model_name_or_path}
+    if plan.pooler and len(fields) == 1:
+        common["modules_to_save"] = [POOLER]
     return [PEFT_TYPE_TO_CONFIG_MAPPING[PeftType[peft_type]](**common, **kwargs) for peft_type, kwargs in fields.items()]
 
 
-def _compose(model, configs: list):
-    """Inject every config into ``model``; train only the adapters and the classification head."""
+def _compose(model, configs: list, pooler: bool = False):
+    """Inject every config into ``model``; train only the adapters and the classification head (and
+    the pooler with ``pooler``)."""
     from peft import inject_adapter_in_model
     from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 
@@ -66,7 +73,7 @@ def _compose(model, configs: list):
                 tuner(model, config, adapter_name="default")
             else:
                 inject_adapter_in_model(config, model, adapter_name="default")
-    heads = head_modules(model)
+    heads = head_modules(model) | (pooler_modules(model) if pooler else set())
     prefixes = tuple({m.parameter_prefix for m in METHODS.values() if m.parameter_prefix})
     for name, parameter in model.named_parameters():
         in_head = any(name.startswith(h + ".") for h in heads)
@@ -106,7 +113,7 @@ def apply_plan(model, plan: Plan, shape: ModelShape):
     if not configs:
         raise ValueError("the plan has no adapter module")
     with _peft_quiet():
-        model = get_peft_model(model, configs[0]) if len(configs) == 1 else _compose(model, configs)
+        model = get_peft_model(model, configs[0]) if len(configs) == 1 else _compose(model, configs, plan.pooler)
     model.autopeft_plan = plan
     for name in plan.methods:
         method(name).after_build(model, plan[name])

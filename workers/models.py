@@ -118,6 +118,7 @@ class ModelShape:
     group_dims: dict[str, tuple[int, int]]
     head_params: int
     base_params: int
+    pooler_params: int = 0  # the pooler's (``pooler_modules``), 0 where the classifier has none
     norms: dict[str, int] = field(default_factory=dict)  # path within a layer -> parameters, for each norm module
     group_biases: tuple[str, ...] = ()  # module groups whose layers have a bias
 
@@ -187,6 +188,7 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
                               for key in ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")),
         group_dims=group_dims,
         head_params=sum(p.numel() for name in head_modules(model) for p in modules[name].parameters()) if num_labels else 0,
+        pooler_params=sum(p.numel() for name in pooler_modules(model) for p in modules[name].parameters()) if num_labels else 0,
         base_params=sum(p.numel() for p in model.parameters()),
         norms=norms,
         group_biases=tuple(g for g, sub in family.groups.items() if getattr(modules[first + sub], "bias", None) is not None),
@@ -212,6 +214,15 @@ def head_modules(model) -> set[str]:
     """
     heads = sorted(n for n, _ in model.named_modules() if n and n.split(".")[-1].endswith(HEAD_MODULES))
     return {n for n in heads if not any(n.startswith(other + ".") for other in heads if other != n)}
+
+
+POOLER = "pooler"
+
+
+def pooler_modules(model) -> set[str]:
+    """The pooler between the encoder and the classifier (a BERT's dense layer with tanh on the first
+    token), which peft leaves frozen unless a plan trains it (``Plan.pooler``); none in most models."""
+    return {n for n, m in model.named_modules() if n.split(".")[-1] == POOLER and any(True for _ in m.parameters())}
 
 
 _MODEL_CACHE: dict[tuple[str, int], tuple[object, object]] = {}

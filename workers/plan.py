@@ -14,23 +14,27 @@ class Plan:
 
     Build one with ``Plan.of(part, ...)``; a ``None`` part (nothing trains) is left out.
     ``learning_rate`` overrides the job's fidelity for this plan; ``learning_rate_scales`` overrides
-    methods' own scales of it (method name -> scale).
+    methods' own scales of it (method name -> scale). With ``pooler`` the model's pooler (a BERT's
+    dense layer on the first token, between the encoder and the classifier) trains with the head.
     """
 
     parts: tuple = ()
     learning_rate: float | None = None
     learning_rate_scales: tuple[tuple[str, float], ...] = ()
+    pooler: bool = False
 
     def __post_init__(self):
         by_name = {type(p).method: p for p in self.parts if p is not None}
         object.__setattr__(self, "parts", tuple(by_name[n] for n in ordered(by_name)))
 
     @classmethod
-    def of(cls, *parts, learning_rate: float | None = None, learning_rate_scales: dict[str, float] | None = None) -> Plan:
+    def of(cls, *parts, learning_rate: float | None = None, learning_rate_scales: dict[str, float] | None = None,
+           pooler: bool = False) -> Plan:
         parts = tuple(p for p in parts if p is not None)
         present = {type(p).method for p in parts}
         scales = tuple(sorted((n, float(s)) for n, s in (learning_rate_scales or {}).items() if n in present))
-        return cls(parts=parts, learning_rate=learning_rate, learning_rate_scales=scales)
+        return cls(parts=parts, learning_rate=learning_rate, learning_rate_scales=scales,
+                   pooler=bool(pooler) and "full" not in present)
 
     def learning_rate_scale(self, name: str) -> float:
         """The multiple of the plan's learning rate that method ``name`` trains at."""
@@ -60,8 +64,9 @@ class Plan:
 
     def describe(self) -> str:
         """A short human-readable summary, e.g. ``query:r8 value:r8 @ layers 0,1,2``, and the plan's
-        own learning rate where it has one (``... lr 0.006``)."""
+        own learning rate where it has one (``... lr 0.006``); ``+ pooler`` when the pooler trains."""
         text = " | ".join(method(type(p).method).describe(p) for p in self.parts) or "no adapter"
+        text += " + pooler" if self.pooler else ""
         return text if self.learning_rate is None else f"{text} lr {self.learning_rate:g}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,6 +74,8 @@ class Plan:
                 "learning_rate": self.learning_rate}
         if self.learning_rate_scales:
             data["learning_rate_scales"] = dict(self.learning_rate_scales)
+        if self.pooler:
+            data["pooler"] = True
         return data
 
     @classmethod
@@ -81,4 +88,5 @@ class Plan:
             if unknown:
                 raise ValueError(f"the plan uses unknown methods {sorted(unknown)}; known: {', '.join(METHODS)}")
             parts = [method(n).from_dict(fields) for n, fields in data["modules"].items()]
-        return cls.of(*parts, learning_rate=data.get("learning_rate"), learning_rate_scales=data.get("learning_rate_scales"))
+        return cls.of(*parts, learning_rate=data.get("learning_rate"), learning_rate_scales=data.get("learning_rate_scales"),
+                      pooler=bool(data.get("pooler", False)))

@@ -44,6 +44,9 @@ class SpaceFile(Strict):
         "search", description="search: the job's rate times 1/3, 1 and 3; fixed: the job's rate only; a list: these rates")
     method_learning_rates: int | None = Field(None, ge=2, le=9, description="search each method's learning-rate scale "
                                               "among this many choices, log-spaced over its range")
+    pooler: bool | Literal["search"] = Field(
+        False, description="train the model's pooler with the classifier (BERT-family classifiers): true, false, "
+                           "or search (both, a dimension)")
 
     @field_validator("learning_rate")
     @classmethod

@@ -12,7 +12,7 @@ from autopeft.errors import UserError
 from autopeft.space.file import SpaceFile, read_space_file
 from autopeft.workers.build import count_trainable
 from autopeft.workers.methods import method, searchable
-from autopeft.workers.models import ModelShape
+from autopeft.workers.models import POOLER, ModelShape
 from autopeft.workers.plan import Plan
 from autopeft.workers.types import SpaceError
 
@@ -57,7 +57,8 @@ class SearchSpace:
             part = method(name).decode(modules[name], value, self._layers(value, name), self.shape)
             parts.extend(part if isinstance(part, tuple) else [part])
         scales = {k[len(SCALE):]: v for k, v in value.items() if k.startswith(SCALE)}
-        return Plan.of(*parts, learning_rate=value.get("learning_rate"), learning_rate_scales=scales)
+        return Plan.of(*parts, learning_rate=value.get("learning_rate"), learning_rate_scales=scales,
+                       pooler=bool(value.get(POOLER, False)))
 
     def smallest_plan(self, top: bool = False) -> Plan:
         """The cheapest plan that still trains something: one module at its least size in as few layers as
@@ -68,7 +69,7 @@ class SearchSpace:
         few = one if layers in ("per_layer", "per_module") else tuple(range(n)) if layers == "all" else tuple(layers)
         modules = self.spec.modules
         parts = [method(name).smallest(modules[name], self.shape, few) for name in modules.present()]
-        return min((Plan.of(p) for p in parts if p is not None), key=self.count)
+        return min((Plan.of(p, pooler=self.spec.pooler is True) for p in parts if p is not None), key=self.count)
 
     def largest_plan(self) -> Plan:
         return self.decode({d.name: len(d.choices) - 1 for d in self.dimensions})
@@ -142,6 +143,11 @@ def build_space(spec: SpaceFile, shape: ModelShape, source: str = "search space"
     rates = searched_rates(spec, learning_rate)
     if rates:
         add("learning_rate", rates)
+    if spec.pooler is not False:
+        if not shape.pooler_params:
+            raise UserError(f"{source}: pooler", f"{shape.model_type} models have no pooler between the encoder and the "
+                            "classifier (or the task is generation)", "leave pooler out of the space file")
+        add(POOLER, (0, 1) if spec.pooler == "search" else (1,))
     if spec.method_learning_rates:
         for name in produced(spec):
             add(f"{SCALE}{name}", method(name).learning_rate_choices(spec.method_learning_rates))

@@ -1,0 +1,83 @@
+"""``pooler`` in a space file: a BERT-family classifier's pooler trains with the head when a plan says
+so, counted exactly, saved in the adapter and reloaded by peft; a model without one is refused."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from autopeft.errors import UserError
+from autopeft.space.search_space import load_space
+from autopeft.workers.build import apply_plan, count_trainable, save_adapter
+from autopeft.workers.models import model_shape
+from autopeft.workers.plan import Plan
+from conftest import base_model
+from test_catalogue import _reloads_identically
+
+
+def _space(tmp_path, pooler, modules=None) -> str:
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({"name": "p", "modules": modules or {"lora": {"groups": {"query": [0, 4], "value": [0, 4]}}},
+                                    "pooler": pooler}))
+    return str(path)
+
+
+def test_a_searched_pooler_is_one_dimension_counted_exactly_and_reloaded_alone_and_beside_other_methods(tiny_bert, tmp_path):
+    model_dir = tiny_bert
+    shape = model_shape(model_dir, num_labels=3)
+    hidden = shape.hidden_size
+    assert shape.pooler_params == hidden * hidden + hidden
+    for modules in ({"lora": {"groups": {"query": [0, 4], "value": [0, 4]}}},
+                    {"lora": {"groups": {"query": [0, 4]}}, "serial": {"sizes": [0, 8]}}):
+        space = load_space(_space(tmp_path, "search", modules), shape)
+        assert "pooler" in [d.name for d in space.dimensions]
+        top = {d.name: len(d.choices) - 1 for d in space.dimensions}
+        with_pooler, without = space.decode(top), space.decode({**top, "pooler": 0})
+        assert with_pooler.pooler and not without.pooler and with_pooler.describe().endswith("+ pooler")
+        assert space.count(with_pooler) - space.count(without) == shape.pooler_params
+        assert Plan.from_dict(with_pooler.to_dict()) == with_pooler
+        assert Plan.from_dict(without.to_dict()) == without and "pooler" not in without.to_dict()
+        _reloads_identically(model_dir, with_pooler, shape, tmp_path / f"reload-{len(modules)}")
+
+
+def test_the_pooler_trains_only_where_the_plan_says_and_its_weights_are_in_the_adapter(tiny_bert, tmp_path):
+    shape = model_shape(tiny_bert, num_labels=3)
+    space = load_space(_space(tmp_path, "search"), shape)
+    top = {d.name: len(d.choices) - 1 for d in space.dimensions}
+    for on in (0, 1):
+        plan = space.decode({**top, "pooler": on})
+        model = apply_plan(base_model(tiny_bert), plan, shape)
+        trained = {n for n, p in model.named_parameters() if p.requires_grad}
+        assert any("pooler" in n for n in trained) == bool(on)
+        assert sum(p.numel() for p in model.parameters() if p.requires_grad) == count_trainable(plan, shape)
+        save_adapter(model, tmp_path / f"adapter-{on}")
+        from safetensors.torch import load_file
+
+        saved = load_file(str(tmp_path / f"adapter-{on}" / "adapter_model.safetensors"))
+        assert any("pooler" in k for k in saved) == bool(on)
+
+
+def test_a_fixed_pooler_trains_in_every_plan_and_the_smallest_plan_includes_it(tiny_bert, tmp_path):
+    shape = model_shape(tiny_bert, num_labels=3)
+    space = load_space(_space(tmp_path, True), shape)
+    assert "pooler" not in [d.name for d in space.dimensions]
+    assert space.smallest_plan().pooler and space.largest_plan().pooler
+    assert load_space(_space(tmp_path, False), shape).smallest_plan().pooler is False
+
+
+@pytest.mark.parametrize("encoder", ["tiny_distilbert", "tiny_mpnet"])  # their classifiers hold their own dense layer
+def test_a_model_without_a_pooler_refuses_it_naming_the_field_and_the_fix(encoder, request, tmp_path):
+    shape = model_shape(request.getfixturevalue(encoder), num_labels=3)
+    assert shape.pooler_params == 0
+    with pytest.raises(UserError) as error:
+        load_space(_space(tmp_path, "search"), shape)
+    assert "pooler" in str(error.value) and "leave pooler out" in str(error.value)
+
+
+def test_full_fine_tuning_never_counts_the_pooler_twice(tiny_bert):
+    shape = model_shape(tiny_bert, num_labels=3)
+    from autopeft.workers.methods import baseline_plan
+
+    full = baseline_plan("full", shape)
+    assert not Plan.of(*full.parts, pooler=True).pooler
+    assert count_trainable(full, shape) == shape.base_params
