@@ -81,3 +81,9 @@ def test_full_fine_tuning_never_counts_the_pooler_twice(tiny_bert):
     full = baseline_plan("full", shape)
     assert not Plan.of(*full.parts, pooler=True).pooler
     assert count_trainable(full, shape) == shape.base_params
+
+
+def test_a_pooler_value_other_than_true_false_or_search_is_refused_with_the_choices(tiny_bert, tmp_path):
+    with pytest.raises(UserError) as error:
+        load_space(_space(tmp_path, "maybe"), model_shape(tiny_bert, num_labels=3))
+    assert "pooler is true, false or search" in str(error.value)

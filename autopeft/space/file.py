@@ -48,6 +48,13 @@ class SpaceFile(Strict):
         False, description="train the model's pooler with the classifier (BERT-family classifiers): true, false, "
                            "or search (both, a dimension)")
 
+    @field_validator("pooler", mode="before")
+    @classmethod
+    def _pooler_choice(cls, value: object) -> object:
+        if value is not True and value is not False and value != "search":
+            raise ValueError(f"pooler is true, false or search, not {value!r}")
+        return value
+
     @field_validator("learning_rate")
     @classmethod
     def _positive_rates(cls, rates: object) -> object:
