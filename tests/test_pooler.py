@@ -87,3 +87,21 @@ def test_a_pooler_value_other_than_true_false_or_search_is_refused_with_the_choi
     with pytest.raises(UserError) as error:
         load_space(_space(tmp_path, "maybe"), model_shape(tiny_bert, num_labels=3))
     assert "pooler is true, false or search" in str(error.value)
+
+
+def test_a_baseline_name_with_plus_pooler_is_the_same_plan_with_its_pooler_trained(tiny_bert, tiny_distilbert, tmp_path):
+    from autopeft.run.prepare import baseline_plans
+    from autopeft.workers.methods import baseline_plan
+
+    shape = model_shape(tiny_bert, num_labels=3)
+    plans = baseline_plans(["lora-r8", "lora-r8+pooler", "houlsby+pooler"], shape)
+    assert plans["lora-r8+pooler"] == Plan.of(*plans["lora-r8"].parts, pooler=True)
+    assert count_trainable(plans["lora-r8+pooler"], shape) - count_trainable(plans["lora-r8"], shape) == shape.pooler_params
+    assert plans["houlsby+pooler"].describe().endswith("+ pooler")
+    _reloads_identically(tiny_bert, baseline_plan("houlsby+pooler", shape), shape, tmp_path / "houlsby")
+    for name, model_dir, says in (("full+pooler", tiny_bert, "trains the pooler already"),
+                                  ("lora-r8+pooler", tiny_distilbert, "no pooler"),
+                                  ("lora-r9+pooler", tiny_bert, "unknown baseline")):
+        with pytest.raises(UserError) as error:
+            baseline_plans([name], model_shape(model_dir, num_labels=3))
+        assert says in str(error.value) and "baselines" in str(error.value)

@@ -324,11 +324,13 @@ def test_mixed_space_search_with_named_baselines(tmp_path, tiny_bert, reviews_cs
     from autopeft.api import read_baselines
 
     job = tiny_job(tmp_path, tiny_bert, reviews_csv, search_space="mixed", budget={"trials": 3, "parallel": 2},
-                   baselines=["lora-r8", "houlsby", "ia3", "mam", "full"])
+                   baselines=["lora-r8", "houlsby", "ia3", "mam", "full", "lora-r8+pooler"])
     summary = submit(job, progress=False)
     assert summary.finished == 3
-    assert set(summary.baselines) == {"lora-r8", "houlsby", "ia3", "mam", "full"}
+    assert set(summary.baselines) == {"lora-r8", "houlsby", "ia3", "mam", "full", "lora-r8+pooler"}
     assert summary.baselines["full"].params > summary.baselines["mam"].params > summary.baselines["ia3"].params
+    hidden = 32  # the tiny BERT's pooler: one dense layer, trained where the plan says
+    assert summary.baselines["lora-r8+pooler"].params - summary.baselines["lora-r8"].params == hidden * hidden + hidden
     study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
     trained = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "skipped" not in t.user_attrs]
     assert len(trained) == 3  # baselines stay out of the study

@@ -17,7 +17,7 @@ from autopeft.run.pool import cluster_address, cluster_field
 from autopeft.space.search_space import SearchSpace, load_space
 from autopeft.workers.families import FAMILIES
 from autopeft.workers.memory import MemoryEstimate, estimate_memory
-from autopeft.workers.methods import baseline_plan, every_baseline, method
+from autopeft.workers.methods import POOLED, baseline_plan, every_baseline, method
 from autopeft.workers.metrics import majority_score
 from autopeft.workers.models import ModelNotFound, ModelShape, model_shape, pretrained
 from autopeft.workers.plan import Plan
@@ -303,9 +303,15 @@ def baseline_plans(names: list[str], shape: ModelShape) -> dict[str, Plan]:
     plans = {n: baseline_plan(n, shape) for n in owners}
     fitting = [n for n, plan in plans.items() if all(method(m).fits(shape.family, plan[m]) for m in plan.methods)]
     for name in names:
-        if name not in owners:
-            raise UserError("baselines", f"unknown baseline '{name}'", f"use some of {', '.join(owners)}")
-        if name not in fitting:
-            raise UserError("baselines", f"'{name}' does not fit {shape.family.name} models ('{shape.model_type}')",
+        base = name.removesuffix(POOLED)
+        if base not in owners:
+            raise UserError("baselines", f"unknown baseline '{name}'",
+                            f"use some of {', '.join(owners)} (any of them{POOLED} to train a BERT's pooler too)")
+        if base not in fitting:
+            raise UserError("baselines", f"'{base}' does not fit {shape.family.name} models ('{shape.model_type}')",
                             f"use {', '.join(fitting)} with this model")
-    return {name: plans[name] for name in names}
+        if base != name and (not shape.pooler_params or plans[base].full):
+            why = "full fine-tuning trains the pooler already" if plans[base].full else \
+                f"{shape.model_type} models have no pooler between the encoder and the classifier"
+            raise UserError("baselines", f"'{name}': {why}", f"use '{base}'")
+    return {name: baseline_plan(name, shape) for name in names}

@@ -202,8 +202,13 @@ def every_baseline() -> dict[str, Method]:
     return {name: m for m in (METHODS[n] for n in ordered(METHODS)) for name in m.baselines}
 
 
+POOLED = "+pooler"  # a baseline's name with this suffix: the same plan, its pooler trained with the head
+
+
 def baseline_plan(name: str, shape: ModelShape) -> Plan:
-    """The plan of a named baseline for this model (each method's parameters train at its own rate)."""
+    """The plan of a named baseline for this model (each method's parameters train at its own rate);
+    ``<name>+pooler`` trains the model's pooler with the head as well."""
     from ..plan import Plan
 
-    return Plan.of(*every_baseline()[name].baselines[name](shape))
+    base = name.removesuffix(POOLED)
+    return Plan.of(*every_baseline()[base].baselines[base](shape), pooler=base != name)
