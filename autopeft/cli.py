@@ -27,13 +27,14 @@ def _quality(p: Point, width: int) -> str:
 def format_front(front: list[Point], reference: Reference, metric: str, baselines: dict[str, Point] | None = None) -> str:
     """The front as a table; re-evaluated points show their mean quality ± its std over seeds."""
     width = 18 if any(p.std is not None for p in [*front, *(baselines or {}).values()]) else 9
-    lines = [f"{'trial':>9}  {metric:>{width}}  {'trainable':>10}  {'% of base':>9}  plan"]
+    first = max([9, *map(len, baselines or {})])  # the trial number, or a baseline's name
+    lines = [f"{'trial':>{first}}  {metric:>{width}}  {'trainable':>10}  {'% of base':>9}  plan"]
     for p in front:
-        lines.append(f"{p.trial:>9}  {_quality(p, width)}  {p.params:>10,}  {p.pct:>9.4f}  {p.plan}")
+        lines.append(f"{p.trial:>{first}}  {_quality(p, width)}  {p.params:>10,}  {p.pct:>9.4f}  {p.plan}")
     if baselines:
         lines.append("baselines:")
         for name, p in sorted(baselines.items(), key=lambda item: item[1].params):
-            lines.append(f"{name:>9}  {_quality(p, width)}  {p.params:>10,}  {p.pct:>9.4f}  {p.plan}")
+            lines.append(f"{name:>{first}}  {_quality(p, width)}  {p.params:>10,}  {p.pct:>9.4f}  {p.plan}")
     lines.append(f"reference point: {metric} {reference.quality:.4f}, {reference.params:,} trainable parameters")
     return "\n".join(lines)
 
