@@ -204,3 +204,33 @@ def check_counts(model_dir: str, space_name: str, n_points: int, seed: int = 0):
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         assert count_trainable(plan, shape) == trainable, plan.describe()
         checked += 1
+
+
+def as_if_trained(model) -> None:
+    import torch
+
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:  # most methods start as the identity: move them so the output changes
+                parameter.add_(torch.randn_like(parameter) * 0.05)
+
+
+def reloads_identically(model_dir: str, plan, shape, directory) -> None:
+    """The plan counts what peft trains, changes the output once trained, and reloads with identical logits."""
+    import torch
+
+    from autopeft.workers.build import apply_plan, count_trainable, load_adapter, save_adapter
+
+    torch.manual_seed(0)
+    model = apply_plan(base_model(model_dir), plan, shape)
+    assert count_trainable(plan, shape) == sum(p.numel() for p in model.parameters() if p.requires_grad), plan.describe()
+    as_if_trained(model)
+    inputs = {"input_ids": torch.randint(1, 1000, (1, 9)), "attention_mask": torch.ones(1, 9, dtype=torch.long)}
+    model.eval()
+    with torch.no_grad():
+        expected = model(**inputs).logits
+        assert not torch.allclose(base_model(model_dir).eval()(**inputs).logits, expected, atol=1e-4), plan.describe()
+    save_adapter(model, directory)
+    reloaded = load_adapter(base_model(model_dir), directory).eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**inputs).logits, expected, atol=1e-5), plan.describe()

@@ -5,17 +5,16 @@ and reload, the learning rate each method trains at, and what does not fit."""
 from __future__ import annotations
 
 import pytest
-import torch
 import yaml
 
 from autopeft.errors import UserError
 from autopeft.space.search_space import load_space
-from autopeft.workers.build import apply_plan, count_trainable, load_adapter, parameter_groups, save_adapter
+from autopeft.workers.build import apply_plan, count_trainable, parameter_groups
 from autopeft.workers.methods import baseline_plan, method
 from autopeft.workers.methods.ranked import RankTarget
 from autopeft.workers.models import model_shape
 from autopeft.workers.plan import Plan
-from conftest import base_model, check_counts, tiny_model
+from conftest import base_model, check_counts, reloads_identically, tiny_model
 from test_families import DECODERS
 
 NEW_BASELINES = ["dora-r8", "loha-r8", "lokr-r8", "vera-r256", "oft", "adalora"]
@@ -31,36 +30,13 @@ def model_dir(request, tmp_path_factory) -> str:
     return tiny_model(tmp_path_factory, f"tiny-{request.param}", DECODERS[request.param](transformers))
 
 
-def _as_if_trained(model) -> None:
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.requires_grad:  # most methods start as the identity: move them so the output changes
-                parameter.add_(torch.randn_like(parameter) * 0.05)
-
-
-def _reloads_identically(model_dir: str, plan, shape, directory) -> None:
-    torch.manual_seed(0)
-    model = apply_plan(base_model(model_dir), plan, shape)
-    assert count_trainable(plan, shape) == sum(p.numel() for p in model.parameters() if p.requires_grad), plan.describe()
-    _as_if_trained(model)
-    inputs = {"input_ids": torch.randint(1, 1000, (1, 9)), "attention_mask": torch.ones(1, 9, dtype=torch.long)}
-    model.eval()
-    with torch.no_grad():
-        expected = model(**inputs).logits
-        assert not torch.allclose(base_model(model_dir).eval()(**inputs).logits, expected, atol=1e-4), plan.describe()
-    save_adapter(model, directory)
-    reloaded = load_adapter(base_model(model_dir), directory).eval()
-    with torch.no_grad():
-        assert torch.allclose(reloaded(**inputs).logits, expected, atol=1e-5), plan.describe()
-
-
 def test_each_new_baseline_counts_what_peft_trains_and_reloads_with_identical_logits(model_dir, tmp_path):
     shape = model_shape(model_dir, num_labels=3)
     ran = []
     for name in NEW_BASELINES:
         plan = baseline_plan(name, shape)
         if all(method(m).fits(shape.family, plan[m]) for m in plan.methods):
-            _reloads_identically(model_dir, plan, shape, tmp_path / name)
+            reloads_identically(model_dir, plan, shape, tmp_path / name)
             ran.append(name)
     if "query" in shape.family.groups:
         assert ran == NEW_BASELINES
@@ -71,12 +47,12 @@ def test_each_new_baseline_counts_what_peft_trains_and_reloads_with_identical_lo
 def test_ln_tuning_bitfit_and_prompts_count_what_peft_trains_and_reload_alone_and_beside_other_methods(model_dir, tmp_path):
     shape = model_shape(model_dir, num_labels=3)
     assert shape.norms and all(count > 0 for count in shape.norms.values())
-    _reloads_identically(model_dir, baseline_plan("ln-tuning", shape), shape, tmp_path / "ln")
-    _reloads_identically(model_dir, baseline_plan("prompt-20", shape), shape, tmp_path / "prompt")
+    reloads_identically(model_dir, baseline_plan("ln-tuning", shape), shape, tmp_path / "ln")
+    reloads_identically(model_dir, baseline_plan("prompt-20", shape), shape, tmp_path / "prompt")
     bitfit = baseline_plan("bitfit", shape)
     assert method("bitfit").fits(shape.family, bitfit["bitfit"]) == bool(shape.group_biases)
     if shape.group_biases:
-        _reloads_identically(model_dir, bitfit, shape, tmp_path / "bitfit")
+        reloads_identically(model_dir, bitfit, shape, tmp_path / "bitfit")
     biased = [g for g in shape.family.groups if g in shape.group_biases][:1]
     lora = [g for g in shape.family.groups if g not in biased][:2]
     modules = {"ln_tuning": {}, "lora": {"groups": {g: [0, 4] for g in lora}}}
@@ -87,7 +63,7 @@ def test_ln_tuning_bitfit_and_prompts_count_what_peft_trains_and_reload_alone_an
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump({"name": "t", "modules": modules, "layers": "per_module"}))
     check_counts(model_dir, str(path), 6)
-    _reloads_identically(model_dir, load_space(str(path), shape).largest_plan(), shape, tmp_path / "together")
+    reloads_identically(model_dir, load_space(str(path), shape).largest_plan(), shape, tmp_path / "together")
 
 
 def test_the_catalogue_space_counts_exactly_and_its_largest_plan_reloads(model_dir, tmp_path):
@@ -95,7 +71,7 @@ def test_the_catalogue_space_counts_exactly_and_its_largest_plan_reloads(model_d
     check_counts(model_dir, "catalogue", 6)
     space = load_space("catalogue", shape)
     largest = space.largest_plan()
-    _reloads_identically(model_dir, largest, shape, tmp_path / "largest")
+    reloads_identically(model_dir, largest, shape, tmp_path / "largest")
     chosen = {d.name: d.choices for d in space.dimensions if d.name.startswith("per_group.") and "variant" not in d.name}
     assert set(chosen) >= {f"per_group.{g}" for g in shape.family.groups}
     for options in chosen.values():
@@ -112,9 +88,9 @@ def test_lora_variants_count_exactly_and_reload_alone_and_beside_other_methods(m
     groups = list(shape.family.groups)
     last = shape.num_layers - 1
     alone = method("lora").part(tuple(RankTarget(g, 4, 8.0, (0, last)) for g in groups[:2]), variant)
-    _reloads_identically(model_dir, Plan.of(alone), shape, tmp_path / "alone")
+    reloads_identically(model_dir, Plan.of(alone), shape, tmp_path / "alone")
     beside = Plan.of(alone, method("vera").part((groups[-1],), 16, (last,)))
-    _reloads_identically(model_dir, beside, shape, tmp_path / "beside")
+    reloads_identically(model_dir, beside, shape, tmp_path / "beside")
 
 
 def test_a_point_that_mixes_methods_per_group_becomes_one_plan_with_each(tiny_bert):

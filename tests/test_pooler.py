@@ -11,8 +11,7 @@ from autopeft.space.search_space import load_space
 from autopeft.workers.build import apply_plan, count_trainable, save_adapter
 from autopeft.workers.models import model_shape
 from autopeft.workers.plan import Plan
-from conftest import base_model
-from test_catalogue import _reloads_identically
+from conftest import base_model, reloads_identically
 
 
 def _space(tmp_path, pooler, modules=None) -> str:
@@ -37,7 +36,7 @@ def test_a_searched_pooler_is_one_dimension_counted_exactly_and_reloaded_alone_a
         assert space.count(with_pooler) - space.count(without) == shape.pooler_params
         assert Plan.from_dict(with_pooler.to_dict()) == with_pooler
         assert Plan.from_dict(without.to_dict()) == without and "pooler" not in without.to_dict()
-        _reloads_identically(model_dir, with_pooler, shape, tmp_path / f"reload-{len(modules)}")
+        reloads_identically(model_dir, with_pooler, shape, tmp_path / f"reload-{len(modules)}")
 
 
 def test_the_pooler_trains_only_where_the_plan_says_and_its_weights_are_in_the_adapter(tiny_bert, tmp_path):
@@ -98,7 +97,7 @@ def test_a_baseline_name_with_plus_pooler_is_the_same_plan_with_its_pooler_train
     assert plans["lora-r8+pooler"] == Plan.of(*plans["lora-r8"].parts, pooler=True)
     assert count_trainable(plans["lora-r8+pooler"], shape) - count_trainable(plans["lora-r8"], shape) == shape.pooler_params
     assert plans["houlsby+pooler"].describe().endswith("+ pooler")
-    _reloads_identically(tiny_bert, baseline_plan("houlsby+pooler", shape), shape, tmp_path / "houlsby")
+    reloads_identically(tiny_bert, baseline_plan("houlsby+pooler", shape), shape, tmp_path / "houlsby")
     for name, model_dir, says in (("full+pooler", tiny_bert, "trains the pooler already"),
                                   ("lora-r8+pooler", tiny_distilbert, "no pooler"),
                                   ("lora-r9+pooler", tiny_bert, "unknown baseline")):
