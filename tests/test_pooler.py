@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from safetensors.torch import load_file
 
 from autopeft.errors import UserError
+from autopeft.run.prepare import baseline_plans
 from autopeft.space.search_space import load_space
-from autopeft.workers.build import apply_plan, count_trainable, save_adapter
+from autopeft.workers.build import WEIGHTS_FILE, apply_plan, count_trainable, save_adapter
+from autopeft.workers.methods import baseline_plan
 from autopeft.workers.models import model_shape
 from autopeft.workers.plan import Plan
 from conftest import base_model, reloads_identically
@@ -22,8 +25,7 @@ def _space(tmp_path, pooler, modules=None) -> str:
 
 
 def test_a_searched_pooler_is_one_dimension_counted_exactly_and_reloaded_alone_and_beside_other_methods(tiny_bert, tmp_path):
-    model_dir = tiny_bert
-    shape = model_shape(model_dir, num_labels=3)
+    shape = model_shape(tiny_bert, num_labels=3)
     hidden = shape.hidden_size
     assert shape.pooler_params == hidden * hidden + hidden
     for modules in ({"lora": {"groups": {"query": [0, 4], "value": [0, 4]}}},
@@ -36,7 +38,7 @@ def test_a_searched_pooler_is_one_dimension_counted_exactly_and_reloaded_alone_a
         assert space.count(with_pooler) - space.count(without) == shape.pooler_params
         assert Plan.from_dict(with_pooler.to_dict()) == with_pooler
         assert Plan.from_dict(without.to_dict()) == without and "pooler" not in without.to_dict()
-        reloads_identically(model_dir, with_pooler, shape, tmp_path / f"reload-{len(modules)}")
+        reloads_identically(tiny_bert, with_pooler, shape, tmp_path / f"reload-{len(modules)}")
 
 
 def test_the_pooler_trains_only_where_the_plan_says_and_its_weights_are_in_the_adapter(tiny_bert, tmp_path):
@@ -50,9 +52,7 @@ def test_the_pooler_trains_only_where_the_plan_says_and_its_weights_are_in_the_a
         assert any("pooler" in n for n in trained) == bool(on)
         assert sum(p.numel() for p in model.parameters() if p.requires_grad) == count_trainable(plan, shape)
         save_adapter(model, tmp_path / f"adapter-{on}")
-        from safetensors.torch import load_file
-
-        saved = load_file(str(tmp_path / f"adapter-{on}" / "adapter_model.safetensors"))
+        saved = load_file(str(tmp_path / f"adapter-{on}" / WEIGHTS_FILE))
         assert any("pooler" in k for k in saved) == bool(on)
 
 
@@ -75,8 +75,6 @@ def test_a_model_without_a_pooler_refuses_it_naming_the_field_and_the_fix(encode
 
 def test_full_fine_tuning_never_counts_the_pooler_twice(tiny_bert):
     shape = model_shape(tiny_bert, num_labels=3)
-    from autopeft.workers.methods import baseline_plan
-
     full = baseline_plan("full", shape)
     assert not Plan.of(*full.parts, pooler=True).pooler
     assert count_trainable(full, shape) == shape.base_params
@@ -89,9 +87,6 @@ def test_a_pooler_value_other_than_true_false_or_search_is_refused_with_the_choi
 
 
 def test_a_baseline_name_with_plus_pooler_is_the_same_plan_with_its_pooler_trained(tiny_bert, tiny_distilbert, tmp_path):
-    from autopeft.run.prepare import baseline_plans
-    from autopeft.workers.methods import baseline_plan
-
     shape = model_shape(tiny_bert, num_labels=3)
     plans = baseline_plans(["lora-r8", "lora-r8+pooler", "houlsby+pooler"], shape)
     assert plans["lora-r8+pooler"] == Plan.of(*plans["lora-r8"].parts, pooler=True)
