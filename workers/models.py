@@ -225,6 +225,11 @@ def pooler_modules(model) -> set[str]:
     return {n for n, m in model.named_modules() if n.split(".")[-1] == POOLER and any(True for _ in m.parameters())}
 
 
+def no_pooler(shape: ModelShape) -> str:
+    """Why a plan cannot train the pooler of a model without one."""
+    return f"{shape.model_type} models have no pooler between the encoder and the classifier"
+
+
 _MODEL_CACHE: dict[tuple[str, int], tuple[object, object]] = {}
 
 

@@ -19,7 +19,7 @@ from autopeft.workers.families import FAMILIES
 from autopeft.workers.memory import MemoryEstimate, estimate_memory
 from autopeft.workers.methods import POOLED, baseline_plan, every_baseline, method
 from autopeft.workers.metrics import majority_score
-from autopeft.workers.models import ModelNotFound, ModelShape, model_shape, pretrained
+from autopeft.workers.models import ModelNotFound, ModelShape, model_shape, no_pooler, pretrained
 from autopeft.workers.plan import Plan
 from autopeft.workers.trial import load_trainer
 from autopeft.workers.types import TaskData
@@ -311,7 +311,6 @@ def baseline_plans(names: list[str], shape: ModelShape) -> dict[str, Plan]:
             raise UserError("baselines", f"'{base}' does not fit {shape.family.name} models ('{shape.model_type}')",
                             f"use {', '.join(fitting)} with this model")
         if base != name and (not shape.pooler_params or plans[base].full):
-            why = "full fine-tuning trains the pooler already" if plans[base].full else \
-                f"{shape.model_type} models have no pooler between the encoder and the classifier"
+            why = "full fine-tuning trains the pooler already" if plans[base].full else no_pooler(shape)
             raise UserError("baselines", f"'{name}': {why}", f"use '{base}'")
     return {name: baseline_plan(name, shape) for name in names}

@@ -12,7 +12,7 @@ from autopeft.errors import UserError
 from autopeft.space.file import SpaceFile, read_space_file
 from autopeft.workers.build import count_trainable
 from autopeft.workers.methods import method, searchable
-from autopeft.workers.models import POOLER, ModelShape
+from autopeft.workers.models import POOLER, ModelShape, no_pooler
 from autopeft.workers.plan import Plan
 from autopeft.workers.types import SpaceError
 
@@ -145,8 +145,8 @@ def build_space(spec: SpaceFile, shape: ModelShape, source: str = "search space"
         add("learning_rate", rates)
     if spec.pooler is not False:
         if not shape.pooler_params:
-            raise UserError(f"{source}: pooler", f"{shape.model_type} models have no pooler between the encoder and the "
-                            "classifier (or the task is generation)", "leave pooler out of the space file")
+            raise UserError(f"{source}: pooler", f"{no_pooler(shape)} (or the task is generation)",
+                            "leave pooler out of the space file")
         add(POOLER, (0, 1) if spec.pooler == "search" else (1,))
     if spec.method_learning_rates:
         for name in produced(spec):
