@@ -22,6 +22,8 @@ PARENT_TAG = "mlflow.parentRunId"
 DRAIN_PATIENCE, DRAIN_EVERY = 300.0, 5.0
 VIEW_KEY = "autopeft"  # the experiment's shared view (see ``view_path``)
 RETURNS_RUN = ("start_search", "start_trial")  # MlflowWriter methods that create a run and return its id
+STAND_IN = "pending-"  # how a run id handed out before its run exists begins
+SETTLE_PATIENCE = 30.0
 log = logging.getLogger("autopeft")
 
 
@@ -34,6 +36,15 @@ def store_errors() -> tuple[type[BaseException], ...]:
 
     return MlflowException, OSError, requests.RequestException, sqlalchemy.exc.SQLAlchemyError
 
+
+def missing_run(exc: BaseException) -> bool:
+    """Whether the tracking store answered that a run does not exist: writing again will not help."""
+    return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+
+
+def lasting(run_id: str | None) -> str | None:
+    """The run id to keep in the study: none for a stand-in, whose run does not exist yet."""
+    return None if run_id is None or run_id.startswith(STAND_IN) else run_id
 
 
 def _quiet_mlflow() -> None:
@@ -97,6 +108,16 @@ class Tracker:
         with self._lock:
             return self._ids.get(stand_in, stand_in)
 
+    def settle(self, stand_in: str, patience: float = SETTLE_PATIENCE) -> str:
+        """The run a stand-in id stands for, waiting up to ``patience`` seconds for a working MLflow to
+        create it (a trial can finish before its run exists); at once the stand-in while MLflow fails."""
+        deadline = time.monotonic() + patience
+        while lasting(run_id := self.run_id(stand_in)) is None and not self._backlog and time.monotonic() < deadline:
+            if not self._queue.unfinished_tasks:
+                break
+            time.sleep(0.05)
+        return run_id
+
     def created(self) -> list[tuple[str, str]]:
         """(stand-in, run id) of every run created since the last call."""
         with self._lock:
@@ -135,7 +156,7 @@ class Tracker:
             written = self._flush()
             if written:
                 log.warning("MLflow is back: %d kept records written", written)
-            self._write(*call)
+            self._write_or_drop(call)
         except store_errors() as exc:
             if not self._backlog:
                 log.warning("MLflow failed (%s); the search goes on, and its records are kept until MLflow is back",
@@ -145,7 +166,14 @@ class Tracker:
                 self._drain()
 
     def _resolve(self, value):
-        return self.run_id(value) if isinstance(value, str) else value
+        """``value`` with every stand-in id in it replaced by its run's id, in mappings and lists too."""
+        if isinstance(value, str):
+            return self.run_id(value)
+        if isinstance(value, dict):
+            return {self._resolve(k): self._resolve(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(map(self._resolve, value))
+        return value
 
     def _write(self, name: str, args: tuple, kwargs: dict, stand_in: str | None):
         if self._writer is None:
@@ -157,11 +185,21 @@ class Tracker:
                 self._created.append((stand_in, result))
         return result
 
+    def _write_or_drop(self, call: tuple[str, tuple, dict, str | None]) -> None:
+        """Write a call; one that names a run the store does not have is dropped with a warning, since
+        writing it again will not help (other store errors propagate: the call is kept)."""
+        try:
+            self._write(*call)
+        except store_errors() as exc:
+            if not missing_run(exc):
+                raise
+            log.warning("an MLflow record (%s) could not be written: %s", call[0], str(exc).strip().splitlines()[0][:300])
+
     def _flush(self) -> int:
         """Write the backlog in order (a store error leaves the rest kept); the number it held."""
         held = len(self._backlog)
         while self._backlog:
-            self._write(*self._backlog[0])
+            self._write_or_drop(self._backlog[0])
             self._backlog.pop(0)
         return held
 

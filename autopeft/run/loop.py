@@ -45,7 +45,7 @@ from autopeft.record.study import (
     StudyRecord,
     after_rung,
 )
-from autopeft.record.tracking import Tracker, flatten
+from autopeft.record.tracking import Tracker, flatten, lasting
 from autopeft.run.pool import WorkerPool, init_ray
 from autopeft.run.prepare import Prepared, prepare
 from autopeft.run.rungs import RungTrial, next_promotion
@@ -157,12 +157,12 @@ class BaselineWork:
 
     def failed(self, record: StudyRecord, error: str, reason: str | None) -> None:
         record.record_baseline(self.name, {"error": error[-2000:], "reason": reason, "plan": self.plan.describe(),
-                                           "memory_estimate_gb": self.memory_gb, "mlflow_run_id": self.run_id})
+                                           "memory_estimate_gb": self.memory_gb, "mlflow_run_id": lasting(self.run_id)})
 
     def finished(self, record: StudyRecord, result: TrialResult) -> None:
         record.record_baseline(self.name, {"quality": result.quality, "params": self.params, "pct": self.pct,
                                            "plan": self.plan.describe(), "metrics": result.metrics,
-                                           "mlflow_run_id": self.run_id})
+                                           "mlflow_run_id": lasting(self.run_id)})
 
     def stopped(self, record: StudyRecord) -> None:
         """A baseline that did not finish runs again on resume."""
@@ -195,11 +195,11 @@ class FinalWork:
         return layout.final_adapter(self.target, self.seed)
 
     def failed(self, record: StudyRecord, error: str, reason: str | None) -> None:
-        record.record_final(self.target, self.seed, {"error": error[-2000:], "reason": reason, "mlflow_run_id": self.run_id})
+        record.record_final(self.target, self.seed, {"error": error[-2000:], "reason": reason, "mlflow_run_id": lasting(self.run_id)})
 
     def finished(self, record: StudyRecord, result: TrialResult) -> None:
         record.record_final(self.target, self.seed, {"quality": result.quality, "metrics": result.metrics,
-                                                     "train_seconds": result.train_seconds, "mlflow_run_id": self.run_id})
+                                                     "train_seconds": result.train_seconds, "mlflow_run_id": lasting(self.run_id)})
 
     def stopped(self, record: StudyRecord) -> None:
         """A re-evaluation that did not finish runs again on resume."""
@@ -304,14 +304,17 @@ class SearchLoop:
 
     def _resolve_run(self, work: TrialWork | BaselineWork | FinalWork) -> None:
         """Before a work item records its outcome: its run id (a stand-in while MLflow fails), in the study for a trial."""
-        stand_in, work.run_id = work.run_id, self.tracker.run_id(work.run_id)
+        stand_in, work.run_id = work.run_id, self.tracker.settle(work.run_id)
         self._note_run(stand_in, work.run_id)
 
     def _note_run(self, stand_in: str, run_id: str) -> None:
+        """Keep a trial's run id in the study; a stand-in (MLflow failing) is kept only in memory, where
+        the tracker still resolves it when the run comes to exist."""
         trial = self._unrecorded.pop(stand_in, None)
         if trial is not None:
-            self.record.set_run_id(trial, run_id)
             self._runs[trial.number] = run_id
+            if lasting(run_id) is not None:
+                self.record.set_run_id(trial, run_id)
 
     def _run_of(self, trial: optuna.trial.FrozenTrial) -> str | None:
         return trial.user_attrs.get(MLFLOW_RUN) or self._runs.get(trial.number)
