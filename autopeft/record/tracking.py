@@ -69,8 +69,10 @@ class Tracker:
 
     Every ``MlflowWriter`` method called on the tracker is queued and returns at once; one thread
     writes the queue in order. A method that creates a run (``start_trial``) returns a stand-in id
-    at once: later calls may name it, and ``created()`` hands out (stand-in, run id) pairs as runs
-    come to exist; ``run_id()`` resolves one. ``start_search`` waits for its run.
+    at once: later calls may name it anywhere in their arguments (as a key of a mapping too), and
+    ``created()`` hands out (stand-in, run id) pairs as runs come to exist; ``run_id()`` resolves
+    one, ``settle()`` waits a little for it. ``start_search`` waits for its run. A call that names a
+    run the store does not have is dropped with a warning: that is no outage.
 
     While the tracking store fails, a call is kept and a warning is shown once; the next call
     first writes the backlog, in order. ``finish_search`` waits until the queue is written and
