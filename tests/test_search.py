@@ -11,6 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from autopeft.api import read_front, submit
+from autopeft.cli import main
 from autopeft.job.load import load_job
 from autopeft.record.study import StudyRecord
 from conftest import TINY_FIDELITY, study_being_created, write_job
@@ -318,6 +319,44 @@ def test_resubmitting_resumes_the_same_study_and_parent_run(tmp_path, tiny_bert,
     assert len(parents) == 1 and len(children) == 3  # the interrupted trial did not use up the budget
     steps = [m.step for m in client.get_metric_history(parents[0].info.run_id, "hypervolume")]
     assert sorted(steps) == [1, 2, 3]
+
+
+def test_a_job_changed_in_what_its_trials_mean_is_refused_on_resume_and_one_changed_in_how_much_resumes(
+        tmp_path, tiny_bert, reviews_csv, ray_local, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text("name: small\nmodules:\n  lora:\n    groups:\n      query: [0, 2, 4]\n      value: [0, 2, 4]\nlayers: all\n")
+    fields = dict(model=tiny_bert, search_space=str(space), fidelity=TINY_FIDELITY, budget={"trials": 2, "parallel": 2},
+                  task={"train_file": str(reviews_csv), "text_columns": ["review"], "label_column": "sentiment",
+                        "validation_size": 100})
+    job = load_job(write_job(tmp_path, **fields))
+    submit(job, progress=False)
+    trials = len(StudyRecord.load(job).study.trials)
+    runs = len(runs_of(job)[2])
+
+    def resubmit(**changes) -> tuple[int, str]:
+        code = main(["submit", str(write_job(tmp_path, **{**fields, **changes})), "--no-progress"])
+        return code, capsys.readouterr().err
+
+    for changes, words in [
+        ({"fidelity": {**TINY_FIDELITY, "epochs": 3}}, ["fidelity.epochs: 1.0", "this job file has 3"]),
+        ({"fidelity": {**TINY_FIDELITY, "learning_rate": 0.001}}, ["fidelity.learning_rate"]),
+        ({"objectives": {"quality_floor": 0.3}}, ["objectives.quality_floor: None", "0.3"]),
+        ({"task": {**fields["task"], "split_seed": 1}}, ["task.split_seed: 0"]),
+    ]:
+        code, err = resubmit(**changes)
+        assert code == 2 and all(w in err for w in words), err
+        assert "was started with" in err and "or give the job a new name to start another search" in err
+    space.write_text(space.read_text().replace("query: [0, 2, 4]", "query: [0, 4, 8]"))  # the space file edited in place
+    code, err = resubmit()
+    assert code == 2 and "search_space" in err and "dimension lora.query.rank" in err, err
+    assert len(StudyRecord.load(job).study.trials) == trials and len(runs_of(job)[2]) == runs  # nothing written
+
+    space.write_text(space.read_text().replace("query: [0, 4, 8]", "query: [0, 2, 4]"))
+    code, err = resubmit(budget={"trials": 3, "parallel": 1}, baselines=["lora-r8"], optimizer={"sampler": "random"})
+    assert code == 0, err
+    record = StudyRecord.load(job)
+    assert len(record.study.trials) == trials + 1 and "lora-r8" in record.baselines
+    assert len(runs_of(job)[1]) == 1  # the same search, resumed
 
 
 def test_mixed_space_search_with_named_baselines(tmp_path, tiny_bert, reviews_csv, ray_local):

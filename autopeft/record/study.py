@@ -25,6 +25,7 @@ States = optuna.trial.TrialState
 # on the study
 REFERENCE, JOB, NUM_LABELS, LABEL_NAMES, PARENT_RUN, BASELINES = (
     "reference", "job", "num_labels", "label_names", "mlflow_parent_run_id", "baselines")
+SPACE = "space"  # the searched dimensions and fixed settings the search started with
 LEASE = "driver"  # the running driver's lease (record/lease.py)
 # on each trial
 PLAN, PLAN_SUMMARY, TRAINABLE_PCT, MLFLOW_RUN = "plan", "plan_summary", "trainable_pct", "mlflow_run_id"
@@ -134,12 +135,14 @@ class StudyRecord:
     def started(self) -> bool:
         return REFERENCE in self.study.user_attrs
 
-    def start(self, job_data: dict, reference: Reference, label_names: tuple[str, ...]) -> None:
-        """Store what a resumed search and an export need: the job, the reference point, the labels."""
-        self.study.set_user_attr(REFERENCE, {"quality": reference.quality, "params": reference.params})
+    def start(self, job_data: dict, reference: Reference, label_names: tuple[str, ...], space: dict) -> None:
+        """Store what a resumed search and an export need: the job, the labels, the space and, last (it
+        marks the search as started), the reference point."""
         self.study.set_user_attr(JOB, job_data)
         self.study.set_user_attr(NUM_LABELS, len(label_names))
         self.study.set_user_attr(LABEL_NAMES, list(label_names))
+        self.study.set_user_attr(SPACE, space)
+        self.study.set_user_attr(REFERENCE, {"quality": reference.quality, "params": reference.params})
 
     @property
     def reference(self) -> Reference:
@@ -150,6 +153,15 @@ class StudyRecord:
     def job(self) -> dict:
         """The job the search was started with, as stored."""
         return self.study.user_attrs.get(JOB, {})
+
+    @property
+    def label_names(self) -> list[str] | None:
+        return self.study.user_attrs.get(LABEL_NAMES)
+
+    @property
+    def space(self) -> dict | None:
+        """The space the search started with (see ``start``); none for a search started before it was kept."""
+        return self.study.user_attrs.get(SPACE)
 
     @property
     def num_labels(self) -> int:

@@ -47,7 +47,7 @@ from autopeft.record.study import (
 )
 from autopeft.record.tracking import Tracker, flatten, lasting
 from autopeft.run.pool import WorkerPool, init_ray
-from autopeft.run.prepare import Prepared, prepare
+from autopeft.run.prepare import Prepared, check_resume, prepare
 from autopeft.run.rungs import RungTrial, next_promotion
 from autopeft.workers.plan import Plan
 from autopeft.workers.types import TrialOutcomeError, TrialRequest, TrialResult
@@ -735,6 +735,7 @@ def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = 
     prepared = prepared or prepare(job)
     job.layout.root.mkdir(parents=True, exist_ok=True)
     record = StudyRecord.open(job.name, job.optuna_storage)
+    check_resume(record, job, prepared)
     lease = Lease(record.study, job.name)
     lease.acquire()
     try:
@@ -765,7 +766,7 @@ def _run_search(job: JobSpec, progress: bool, prepared: Prepared, record: StudyR
         if requeued:
             log.warning("trials %s were interrupted: their plans run again first", ", ".join(map(str, requeued)))
     else:
-        record.start(job.public_dict(), reference, prepared.data.label_names)
+        record.start(job.public_dict(), reference, prepared.data.label_names, prepared.space.summary())
         for params in prepared.warm_start:
             record.study.enqueue_trial(params, skip_if_exists=True)
     embedded = job.stores.mlflow_uri is None  # a tracking server keeps artifacts in its own store

@@ -13,6 +13,8 @@ from autopeft.job.data import load_task_data
 from autopeft.job.secrets import mask_uri, split_credentials
 from autopeft.job.spec import JobSpec
 from autopeft.record.pareto import Reference
+from autopeft.record.study import StudyRecord
+from autopeft.record.tracking import flatten
 from autopeft.run.pool import cluster_address, cluster_field
 from autopeft.space.search_space import SearchSpace, load_space
 from autopeft.workers.families import FAMILIES
@@ -104,6 +106,41 @@ def prepare(job: JobSpec) -> Prepared:
                            [len(d.choices) for d in space.dimensions], job.optimizer.n_startup_trials)
     return Prepared(job, shape, space, data, Reference(quality=floor, params=ceiling + 1), max_params, baselines, zero_shot,
                     warm)
+
+
+RESUMED_AS_STARTED = ("model", "task", "search_space", "objectives", "budget.max_trainable_pct",
+                      "budget.max_trainable_params", "fidelity", "trainer")  # what a trial's result means
+MOVABLE = ("task.train_file", "task.validation_file")  # a data file may move; its labels are compared instead
+
+
+def check_resume(record: StudyRecord, job: JobSpec, prepared: Prepared) -> None:
+    """A job submitted again resumes its search only if it describes the same search: the same model,
+    data, space, objectives, budget and training (``RESUMED_AS_STARTED``), and the same re-training
+    once re-evaluations exist. The trial count, parallelism, sampler, baselines and stores may change."""
+    if not record.started:
+        return
+    fix = f"put it back to resume the search '{job.name}', or give the job a new name to start another search"
+    fixed = RESUMED_AS_STARTED + (("final.epochs",) if record.final else ())
+    before, now = flatten(record.job), flatten(job.public_dict())
+    for key in sorted(before.keys() & now.keys()):
+        if before[key] != now[key] and _under(key, fixed) and not _under(key, MOVABLE):
+            raise UserError(key, f"the search '{job.name}' was started with {key}: {before[key]!r}, and this job "
+                                 f"file has {now[key]!r}", fix)
+    labels = record.label_names
+    if labels is not None and labels != list(prepared.data.label_names):
+        raise UserError("task", f"the search '{job.name}' was started on data labelled {labels}, "
+                                 f"and this job's data is labelled {list(prepared.data.label_names)}", fix)
+    started, space = record.space, prepared.space.summary()
+    if started is not None and started != space:
+        changed = sorted(k for k in started["dimensions"].keys() | space["dimensions"].keys()
+                         if started["dimensions"].get(k) != space["dimensions"].get(k))
+        what = f"dimension {changed[0]}" if changed else "its fixed settings"
+        raise UserError("search_space", f"the space '{job.search_space}' has changed since the search '{job.name}' "
+                                        f"started ({what} differs)", fix)
+
+
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
 def _check_run_dir(job: JobSpec) -> None:

@@ -6,6 +6,7 @@ module size of 0 turns that module off and a layer bit of 0 turns that layer off
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from autopeft.errors import UserError
@@ -34,6 +35,12 @@ class SearchSpace:
     shape: ModelShape
     dimensions: tuple[Dimension, ...]
     fixed: dict[str, object]
+
+    def summary(self) -> dict:
+        """What a point of the space means, as JSON: each dimension's choices and the fixed settings.
+        A search resumes only in a space with the same summary (``run.prepare.check_resume``)."""
+        return json.loads(json.dumps({"dimensions": {d.name: list(d.choices) for d in self.dimensions},
+                                      "fixed": self.fixed}, default=str))
 
     def values(self, point: dict[str, int]) -> dict[str, object]:
         """Human-readable values of a point (ranks, sizes, bits), fixed settings included."""
