@@ -108,15 +108,16 @@ def prepare(job: JobSpec) -> Prepared:
                     warm)
 
 
+# what a trial's result means; not the trainer, whose code may change under the same name anyway
 RESUMED_AS_STARTED = ("model", "task", "search_space", "objectives", "budget.max_trainable_pct",
-                      "budget.max_trainable_params", "fidelity", "trainer")  # what a trial's result means
+                      "budget.max_trainable_params", "fidelity")
 MOVABLE = ("task.train_file", "task.validation_file")  # a data file may move; its labels are compared instead
 
 
 def check_resume(record: StudyRecord, job: JobSpec, prepared: Prepared) -> None:
     """A job submitted again resumes its search only if it describes the same search: the same model,
     data, space, objectives, budget and training (``RESUMED_AS_STARTED``), and the same re-training
-    once re-evaluations exist. The trial count, parallelism, sampler, baselines and stores may change."""
+    once re-evaluations exist. The trial count, parallelism, sampler, baselines, trainer and stores may change."""
     if not record.started:
         return
     fix = f"put it back to resume the search '{job.name}', or give the job a new name to start another search"
