@@ -7,6 +7,7 @@ import shutil
 import socket
 
 import optuna
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -346,13 +347,22 @@ def test_a_job_changed_in_what_its_trials_mean_is_refused_on_resume_and_one_chan
         code, err = resubmit(**changes)
         assert code == 2 and all(w in err for w in words), err
         assert "was started with" in err and "or give the job a new name to start another search" in err
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    relabelled = pd.read_csv(reviews_csv)
+    relabelled["sentiment"] = relabelled["sentiment"].map({"rotten": "negative", "fresh": "positive"})
+    relabelled.to_csv(moved / "relabelled.csv", index=False)
+    code, err = resubmit(task={**fields["task"], "train_file": str(moved / "relabelled.csv")})
+    assert code == 2 and "was started on data labelled" in err and "'negative', 'positive'" in err, err
     space.write_text(space.read_text().replace("query: [0, 2, 4]", "query: [0, 4, 8]"))  # the space file edited in place
     code, err = resubmit()
     assert code == 2 and "search_space" in err and "dimension lora.query.rank" in err, err
     assert len(StudyRecord.load(job).study.trials) == trials and len(runs_of(job)[2]) == runs  # nothing written
 
     space.write_text(space.read_text().replace("query: [0, 4, 8]", "query: [0, 2, 4]"))
-    code, err = resubmit(budget={"trials": 3, "parallel": 1}, baselines=["lora-r8"], optimizer={"sampler": "random"})
+    shutil.copy(reviews_csv, moved / "reviews.csv")  # the same data, moved
+    code, err = resubmit(task={**fields["task"], "train_file": str(moved / "reviews.csv")}, budget={"trials": 3, "parallel": 1},
+                         baselines=["lora-r8"], optimizer={"sampler": "random"})
     assert code == 0, err
     record = StudyRecord.load(job)
     assert len(record.study.trials) == trials + 1 and "lora-r8" in record.baselines
