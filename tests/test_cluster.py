@@ -257,5 +257,57 @@ def test_ray_job_submit_runs_a_search_on_the_cluster(tmp_path, tiny_bert, review
     assert "Pareto front" in job.stdout
     study = optuna.load_study(study_name="ray-job", storage=f"{postgres[0]}/optuna")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
-    assert all(ray_cluster["head_id"][:8] in t.user_attrs["node"] for t in study.trials)
+    cluster_nodes = (ray_cluster["head_id"][:8], ray_cluster["second_id"][:8])  # not a Ray the driver started itself
+    assert all(any(node in t.user_attrs["node"] for node in cluster_nodes) for t in study.trials)
     assert postgres[1] not in job.stdout + job.stderr
+
+
+SESSION_FAILED = ("Initialization failure from server:\nTraceback (most recent call last):\n  File \"proxier.py\", line 766\n"
+                  "RuntimeError: Starting Ray client server failed. See ray_client_server_23001.err for detailed logs.\n")
+
+
+def flaky_head(monkeypatch, failures: int) -> list[dict]:
+    """A Ray client head that answers, then fails to start the client's session ``failures`` times."""
+    import ray
+
+    from autopeft.run import pool
+
+    calls: list[dict] = []
+
+    def init(**kwargs):
+        calls.append(kwargs)
+        if len(calls) <= failures:
+            raise ConnectionAbortedError(SESSION_FAILED)
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(pool, "CLUSTER_SESSION_RETRIES", (0.0, 0.0, 0.0))
+    return calls
+
+
+def test_a_head_that_fails_to_start_the_session_at_first_is_tried_again(monkeypatch, capsys):
+    from autopeft.job.load import parse_job
+    from autopeft.run.pool import init_ray
+
+    calls = flaky_head(monkeypatch, failures=2)
+    init_ray(parse_job({"name": "t", "model": "minilm-l6", "task": {"dataset": "rotten_tomatoes"},
+                        "stores": {"ray_address": "ray://head:10001"}}))
+    assert len(calls) == 3 and {c["address"] for c in calls} == {"ray://head:10001"}
+    assert len({c["runtime_env"]["py_modules"][0] for c in calls}) == 1  # the package is staged once
+    err = capsys.readouterr().err
+    assert err.count("trying again") == 2 and "Starting Ray client server failed" in err
+
+
+def test_a_head_that_never_starts_the_session_is_one_clear_message(monkeypatch):
+    from autopeft.errors import UserError
+    from autopeft.job.load import parse_job
+    from autopeft.run.pool import init_ray
+
+    calls = flaky_head(monkeypatch, failures=99)
+    with pytest.raises(UserError) as raised:
+        init_ray(parse_job({"name": "t", "model": "minilm-l6", "task": {"dataset": "rotten_tomatoes"},
+                            "stores": {"ray_address": "ray://head:10001"}}))
+    assert len(calls) == 4
+    message = str(raised.value)
+    assert "stores.ray_address" in message and "could not start a session" in message
+    assert "Starting Ray client server failed" in message and "ray job submit" in message

@@ -10,10 +10,12 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from importlib import import_module
 from pathlib import Path
 
 from autopeft.errors import UserError
+from autopeft.job.secrets import mask_uri
 from autopeft.job.spec import JobSpec
 from autopeft.workers.trial import load_trainer
 from autopeft.workers.types import TrialRequest
@@ -45,16 +47,41 @@ def init_ray(job: JobSpec):
     on_sigterm = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     address = cluster_address(job)
     if address:
-        try:
-            ray.init(address=address, runtime_env={"py_modules": [shipped_package()]}, **kwargs)
-        except ConnectionError as exc:  # something answers at the address, but not a Ray cluster's head
-            raise UserError(cluster_field(job), str(exc).splitlines()[0],
-                            "give the head's Ray address: ray://HOST:10001 (Ray client) or HOST:6379 (GCS)") from None
+        connect_cluster(ray, job, address, kwargs)
     else:
         ray.init(address="local", **kwargs)
     if callable(on_sigterm):  # Ray replaces the driver's SIGTERM handler with a crash dump: keep the caller's
         signal.signal(signal.SIGTERM, on_sigterm)
     return ray
+
+
+CLUSTER_SESSION_RETRIES = (5.0, 10.0, 20.0)  # seconds between tries when the head cannot yet start a client's session
+
+
+def connect_cluster(ray, job: JobSpec, address: str, kwargs: dict) -> None:
+    """Join the cluster at ``address`` as a driver, with the ``autopeft`` package shipped to its nodes.
+
+    A Ray client head that answers but fails to start this client's session (its runtime-env agent or the
+    session's server not up yet: a head that has just started, or one under load) is tried again a few times;
+    the message names the head's own reason when it keeps failing."""
+    modules = shipped_package()
+    for wait in (*CLUSTER_SESSION_RETRIES, None):
+        try:
+            ray.init(address=address, runtime_env={"py_modules": [modules]}, **kwargs)
+            return
+        except ConnectionAbortedError as exc:  # the head answered, then failed to set up this client's session
+            reason = next((line.strip() for line in reversed(str(exc).splitlines()) if line.strip()), "no reason given")
+            if wait is None:
+                raise UserError(cluster_field(job), f"the Ray head at {mask_uri(address)} could not start a session for "
+                                f"this search, {len(CLUSTER_SESSION_RETRIES) + 1} tries: {reason}",
+                                "see ray_client_server*.err in the head's Ray logs (session_latest/logs), or submit with "
+                                "'ray job submit' (RAY_ADDRESS) instead of the Ray client") from None
+            print(f"autopeft: the Ray head could not start a session yet ({reason}); trying again in {wait:.0f} s",
+                  file=sys.stderr, flush=True)
+            time.sleep(wait)
+        except ConnectionError as exc:  # something answers at the address, but not a Ray cluster's head
+            raise UserError(cluster_field(job), str(exc).splitlines()[0],
+                            "give the head's Ray address: ray://HOST:10001 (Ray client) or HOST:6379 (GCS)") from None
 
 
 def shipped_package() -> str:
