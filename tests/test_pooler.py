@@ -1,5 +1,6 @@
 """``pooler`` in a space file: a BERT-family classifier's pooler trains with the head when a plan says
-so, counted exactly, saved in the adapter and reloaded by peft; a model without one is refused."""
+so, whole or through a LoRA on its dense layer, counted exactly, saved in the adapter and reloaded by
+peft; a model without one is refused."""
 
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def test_full_fine_tuning_never_counts_the_pooler_twice(tiny_bert):
 def test_a_pooler_value_other_than_true_false_or_search_is_refused_with_the_choices(tiny_bert, tmp_path):
     with pytest.raises(UserError) as error:
         load_space(_space(tmp_path, "maybe"), model_shape(tiny_bert, num_labels=3))
-    assert "pooler is true, false or search" in str(error.value)
+    assert "pooler is true, false, search or a list such as [0, 8, full]" in str(error.value)
 
 
 def test_a_baseline_name_with_plus_pooler_is_the_same_plan_with_its_pooler_trained(tiny_bert, tiny_distilbert, tmp_path):
@@ -99,3 +100,61 @@ def test_a_baseline_name_with_plus_pooler_is_the_same_plan_with_its_pooler_train
         with pytest.raises(UserError) as error:
             baseline_plans([name], model_shape(model_dir, num_labels=3))
         assert says in str(error.value) and "baselines" in str(error.value)
+
+
+def test_listed_pooler_choices_put_a_lora_on_the_pooler_counted_exactly_and_reloaded(tiny_bert, tmp_path):
+    shape = model_shape(tiny_bert, num_labels=3)
+    hidden = shape.hidden_size
+    assert shape.pooler_linears == {"pooler.dense": (hidden, hidden)}
+    for modules in ({"lora": {"groups": {"query": [0, 4], "value": [0, 4]}, "variants": ["plain", "dora"]}},
+                    {"ia3": {"groups": ["ffn_out"]}}):
+        space = load_space(_space(tmp_path, ["full", 8, 0, 2], modules), shape)
+        assert dict((d.name, d.choices) for d in space.dimensions)["pooler"] == (0, 2, 8, "full")  # cheapest first
+        top = {d.name: len(d.choices) - 1 for d in space.dimensions}
+        frozen = space.decode({**top, "pooler": 0})
+        for index, rank in ((1, 2), (2, 8)):
+            plan = space.decode({**top, "pooler": index})
+            assert plan.pooler_rank == rank and not plan.pooler and plan.describe().endswith(f"+ pooler:r{rank}")
+            magnitude = hidden if "lora" in plan and plan["lora"].variant == "dora" else 0
+            assert space.count(plan) - space.count(frozen) == rank * 2 * hidden + magnitude
+            assert Plan.from_dict(plan.to_dict()) == plan
+            model = apply_plan(base_model(tiny_bert), plan, shape)
+            assert {n for n, p in model.named_parameters() if p.requires_grad and "pooler" in n} and all(
+                "lora_" in n for n, p in model.named_parameters() if p.requires_grad and "pooler" in n)
+            reloads_identically(tiny_bert, plan, shape, tmp_path / f"reload-{len(plan.methods)}-{rank}-{plan.methods[0]}")
+        assert space.decode({**top, "pooler": 3}).pooler and space.decode({**top, "pooler": 3}).pooler_rank == 0
+    assert load_space(_space(tmp_path, [4, 8]), shape).smallest_plan().pooler_rank == 4  # no frozen choice listed
+
+
+def test_a_lora_on_the_pooler_exports_as_one_plain_peft_lora_adapter(tiny_bert, tmp_path):
+    from peft import LoraConfig, PeftModel
+
+    shape = model_shape(tiny_bert, num_labels=3)
+    plan = baseline_plan("lora-r8+pooler-r4", shape)
+    assert plan == Plan.of(*baseline_plan("lora-r8", shape).parts, pooler_rank=4)
+    model = apply_plan(base_model(tiny_bert), plan, shape)
+    save_adapter(model, tmp_path / "adapter")
+    loaded = PeftModel.from_pretrained(base_model(tiny_bert), str(tmp_path / "adapter"))
+    assert isinstance(loaded.peft_config["default"], LoraConfig)
+    assert any(n.endswith("pooler.dense.lora_A.default.weight") for n, _ in loaded.named_parameters())
+
+
+@pytest.mark.parametrize("pooler, says", [([0, 0], "distinct"), (["half"], "full, not"), ([-1, 8], "whole numbers"),
+                                          ([True, 8], "whole numbers"), ([], "a list of pooler choices")])
+def test_a_list_of_pooler_choices_that_is_not_ranks_or_full_is_refused(tiny_bert, tmp_path, pooler, says):
+    with pytest.raises(UserError) as error:
+        load_space(_space(tmp_path, pooler), model_shape(tiny_bert, num_labels=3))
+    assert "pooler" in str(error.value) and says in str(error.value)
+
+
+def test_a_pooler_rank_wider_than_the_pooler_is_refused_in_a_space_and_in_a_baseline(tiny_bert, tmp_path):
+    shape = model_shape(tiny_bert, num_labels=3)
+    wide = shape.hidden_size + 1
+    with pytest.raises(UserError) as error:
+        load_space(_space(tmp_path, [0, wide]), shape)
+    assert f"LoRA rank {wide} is larger than the pooler's width {shape.hidden_size}" in str(error.value)
+    with pytest.raises(UserError) as error:
+        baseline_plans([f"ia3+pooler-r{wide}"], shape)
+    assert "baselines" in str(error.value) and f"at most {shape.hidden_size}" in str(error.value)
+    plans = baseline_plans(["ia3+pooler-r4"], shape)
+    assert count_trainable(plans["ia3+pooler-r4"], shape) - count_trainable(baseline_plan("ia3", shape), shape) == 4 * 2 * shape.hidden_size

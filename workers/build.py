@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import warnings
 from pathlib import Path
 
 from .methods import METHODS, method
-from .models import POOLER, ModelShape, head_modules, pooler_modules
+from .models import POOLER, ModelShape, head_modules, no_pooler, pooler_modules
 from .plan import Plan
 
 COMPOSITE_FILE = "autopeft_adapter.json"
@@ -24,11 +25,39 @@ PEFT_CONFIG_FILE = "adapter_config.json"
 
 def count_trainable(plan: Plan, shape: ModelShape) -> int:
     """Exact number of parameters the plan trains: its modules plus the classification head (and the
-    pooler, where the plan trains it)."""
+    pooler, or a LoRA on it, where the plan trains one)."""
     if plan.full:
         return shape.base_params
     head = shape.head_params + (shape.pooler_params if plan.pooler else 0)
-    return head + sum(method(name).count(plan[name], shape) for name in plan.methods)
+    pooler_lora = sum(_pooler_lora_module(plan, shape, fan_in, fan_out) for fan_in, fan_out in shape.pooler_linears.values())
+    return head + pooler_lora + sum(method(name).count(plan[name], shape) for name in plan.methods)
+
+
+def _pooler_lora_module(plan: Plan, shape: ModelShape, fan_in: int, fan_out: int) -> int:
+    """Parameters of the plan's LoRA on one of the pooler's linear layers (0 without one); it shares the
+    plan's LoRA variant (a DoRA magnitude too) when the plan has a LoRA part."""
+    if not plan.pooler_rank:
+        return 0
+    lora = method("lora")
+    return lora.per_module(plan.pooler_rank, fan_in, fan_out, plan["lora"] if "lora" in plan else lora.part(()))
+
+
+def _pooler_lora(plan: Plan, shape: ModelShape, fields: dict[str, dict]) -> None:
+    """Add the plan's LoRA on the pooler to its LoRA config's fields, or as a LoRA config of its own."""
+    if not plan.pooler_rank:
+        return
+    if not shape.pooler_linears:
+        raise ValueError(f"the plan puts a LoRA on the pooler, but {no_pooler(shape)}")
+    pattern = "|".join(re.escape(name) for name in shape.pooler_linears)
+    rank, alpha = plan.pooler_rank, 2.0 * plan.pooler_rank
+    lora = fields.get("LORA")
+    if lora is None:
+        fields["LORA"] = {"target_modules": rf"(?:.*\.)?(?:{pattern})", "r": rank, "lora_alpha": alpha,
+                          "lora_dropout": 0.0}
+        return
+    lora["target_modules"] = lora["target_modules"][:-1] + f"|{pattern})"
+    lora["rank_pattern"] = {**lora.get("rank_pattern", {}), pattern: rank}
+    lora["alpha_pattern"] = {**lora.get("alpha_pattern", {}), pattern: alpha}
 
 
 def peft_configs(plan: Plan, shape: ModelShape, base_model_name_or_path: str | None = None) -> list:
@@ -52,6 +81,7 @@ def peft_configs(plan: Plan, shape: ModelShape, base_model_name_or_path: str | N
             if key in merged and merged[key] != value:
                 raise ValueError(f"methods of peft type {descriptor.peft_type} disagree on '{key}'")
             merged[key] = value
+    _pooler_lora(plan, shape, fields)
     task_type = TaskType.SEQ_CLS if shape.num_labels else TaskType.CAUSAL_LM
     common = {"task_type": task_type, "base_model_name_or_path": base_model_name_or_path}
     if plan.pooler and len(fields) == 1:

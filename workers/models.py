@@ -119,12 +119,18 @@ class ModelShape:
     head_params: int
     base_params: int
     pooler_params: int = 0  # the pooler's (``pooler_modules``), 0 where the classifier has none
+    pooler_linears: dict[str, tuple[int, int]] = field(default_factory=dict)  # e.g. pooler.dense -> (fan in, fan out)
     norms: dict[str, int] = field(default_factory=dict)  # path within a layer -> parameters, for each norm module
     group_biases: tuple[str, ...] = ()  # module groups whose layers have a bias
 
     @property
     def family(self) -> Family:
         return BY_NAME[self.family_name]
+
+    @property
+    def pooler_rank_limit(self) -> int:
+        """The largest LoRA rank the pooler's linear layers take (0 without a pooler)."""
+        return min((min(dims) for dims in self.pooler_linears.values()), default=0)
 
     def pct(self, params: int) -> float:
         """``params`` as a percentage of the base model's parameters."""
@@ -189,6 +195,7 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
         group_dims=group_dims,
         head_params=sum(p.numel() for name in head_modules(model) for p in modules[name].parameters()) if num_labels else 0,
         pooler_params=sum(p.numel() for name in pooler_modules(model) for p in modules[name].parameters()) if num_labels else 0,
+        pooler_linears=pooler_linears(model) if num_labels else {},
         base_params=sum(p.numel() for p in model.parameters()),
         norms=norms,
         group_biases=tuple(g for g, sub in family.groups.items() if getattr(modules[first + sub], "bias", None) is not None),
@@ -223,6 +230,17 @@ def pooler_modules(model) -> set[str]:
     """The pooler between the encoder and the classifier (a BERT's dense layer with tanh on the first
     token), which peft leaves frozen unless a plan trains it (``Plan.pooler``); none in most models."""
     return {n for n, m in model.named_modules() if n.split(".")[-1] == POOLER and any(True for _ in m.parameters())}
+
+
+def pooler_linears(model) -> dict[str, tuple[int, int]]:
+    """The pooler's linear layers, by their names from the pooler on (``pooler.dense``): where a plan's
+    LoRA on the pooler goes (``Plan.pooler_rank``)."""
+    found = {}
+    for name in pooler_modules(model):
+        for sub, module in model.get_submodule(name).named_modules():
+            if type(module).__name__ == "Linear":
+                found[f"{POOLER}.{sub}"] = _in_out(module)
+    return found
 
 
 def no_pooler(shape: ModelShape) -> str:

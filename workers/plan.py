@@ -15,13 +15,15 @@ class Plan:
     Build one with ``Plan.of(part, ...)``; a ``None`` part (nothing trains) is left out.
     ``learning_rate`` overrides the job's fidelity for this plan; ``learning_rate_scales`` overrides
     methods' own scales of it (method name -> scale). With ``pooler`` the model's pooler (a BERT's
-    dense layer on the first token, between the encoder and the classifier) trains with the head.
+    dense layer on the first token, between the encoder and the classifier) trains with the head;
+    with ``pooler_rank`` instead, a LoRA of that rank (alpha twice the rank) on its linear layers.
     """
 
     parts: tuple = ()
     learning_rate: float | None = None
     learning_rate_scales: tuple[tuple[str, float], ...] = ()
     pooler: bool = False
+    pooler_rank: int = 0
 
     def __post_init__(self):
         by_name = {type(p).method: p for p in self.parts if p is not None}
@@ -29,12 +31,13 @@ class Plan:
 
     @classmethod
     def of(cls, *parts, learning_rate: float | None = None, learning_rate_scales: dict[str, float] | None = None,
-           pooler: bool = False) -> Plan:
+           pooler: bool = False, pooler_rank: int = 0) -> Plan:
         parts = tuple(p for p in parts if p is not None)
         present = {type(p).method for p in parts}
         scales = tuple(sorted((n, float(s)) for n, s in (learning_rate_scales or {}).items() if n in present))
-        return cls(parts=parts, learning_rate=learning_rate, learning_rate_scales=scales,
-                   pooler=bool(pooler) and "full" not in present)
+        pooler = bool(pooler) and "full" not in present
+        return cls(parts=parts, learning_rate=learning_rate, learning_rate_scales=scales, pooler=pooler,
+                   pooler_rank=0 if pooler or "full" in present or not parts else int(pooler_rank))
 
     def learning_rate_scale(self, name: str) -> float:
         """The multiple of the plan's learning rate that method ``name`` trains at."""
@@ -64,9 +67,10 @@ class Plan:
 
     def describe(self) -> str:
         """A short human-readable summary, e.g. ``query:r8 value:r8 @ layers 0,1,2``, and the plan's
-        own learning rate where it has one (``... lr 0.006``); ``+ pooler`` when the pooler trains."""
+        own learning rate where it has one (``... lr 0.006``); ``+ pooler`` when the pooler trains,
+        ``+ pooler:r8`` for a LoRA on it."""
         text = " | ".join(method(type(p).method).describe(p) for p in self.parts) or "no adapter"
-        text += " + pooler" if self.pooler else ""
+        text += " + pooler" if self.pooler else f" + pooler:r{self.pooler_rank}" if self.pooler_rank else ""
         return text if self.learning_rate is None else f"{text} lr {self.learning_rate:g}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,6 +80,8 @@ class Plan:
             data["learning_rate_scales"] = dict(self.learning_rate_scales)
         if self.pooler:
             data["pooler"] = True
+        if self.pooler_rank:
+            data["pooler_rank"] = self.pooler_rank
         return data
 
     @classmethod
@@ -89,4 +95,4 @@ class Plan:
                 raise ValueError(f"the plan uses unknown methods {sorted(unknown)}; known: {', '.join(METHODS)}")
             parts = [method(n).from_dict(fields) for n, fields in data["modules"].items()]
         return cls.of(*parts, learning_rate=data.get("learning_rate"), learning_rate_scales=data.get("learning_rate_scales"),
-                      pooler=bool(data.get("pooler", False)))
+                      pooler=bool(data.get("pooler", False)), pooler_rank=int(data.get("pooler_rank", 0)))

@@ -19,7 +19,7 @@ from autopeft.run.pool import cluster_address, cluster_field
 from autopeft.space.search_space import SearchSpace, load_space
 from autopeft.workers.families import FAMILIES
 from autopeft.workers.memory import MemoryEstimate, estimate_memory
-from autopeft.workers.methods import POOLED, baseline_plan, every_baseline, method
+from autopeft.workers.methods import POOLED, baseline_plan, every_baseline, method, split_pooled
 from autopeft.workers.metrics import majority_score
 from autopeft.workers.models import ModelNotFound, ModelShape, model_shape, no_pooler, pretrained
 from autopeft.workers.plan import Plan
@@ -341,14 +341,18 @@ def baseline_plans(names: list[str], shape: ModelShape) -> dict[str, Plan]:
     plans = {n: baseline_plan(n, shape) for n in owners}
     fitting = [n for n, plan in plans.items() if all(method(m).fits(shape.family, plan[m]) for m in plan.methods)]
     for name in names:
-        base = name.removesuffix(POOLED)
+        base, pooler = split_pooled(name)
         if base not in owners:
             raise UserError("baselines", f"unknown baseline '{name}'",
-                            f"use some of {', '.join(owners)} (any of them{POOLED} to train a BERT's pooler too)")
+                            f"use some of {', '.join(owners)} (any of them{POOLED} to train a BERT's pooler too, or "
+                            f"{POOLED}-r8 for a LoRA of rank 8 on it)")
         if base not in fitting:
             raise UserError("baselines", f"'{base}' does not fit {shape.family.name} models ('{shape.model_type}')",
                             f"use {', '.join(fitting)} with this model")
-        if base != name and (not shape.pooler_params or plans[base].full):
+        if pooler and (not shape.pooler_params or plans[base].full):
             why = "full fine-tuning trains the pooler already" if plans[base].full else no_pooler(shape)
             raise UserError("baselines", f"'{name}': {why}", f"use '{base}'")
+        if pooler.get("pooler_rank", 0) > shape.pooler_rank_limit:
+            raise UserError("baselines", f"'{name}': LoRA rank {pooler['pooler_rank']} is larger than the pooler's "
+                            f"width {shape.pooler_rank_limit}", f"use a rank of at most {shape.pooler_rank_limit}")
     return {name: baseline_plan(name, shape) for name in names}

@@ -18,6 +18,7 @@ from autopeft.workers.methods import method, searchable
 from autopeft.workers.types import Strict
 
 SPACES_PACKAGE = "autopeft.search_spaces"
+FULL_POOLER = "full"  # a pooler choice: the whole pooler trains with the head
 
 
 class _Modules(Strict):
@@ -44,16 +45,31 @@ class SpaceFile(Strict):
         "search", description="search: the job's rate times 1/3, 1 and 3; fixed: the job's rate only; a list: these rates")
     method_learning_rates: int | None = Field(None, ge=2, le=9, description="search each method's learning-rate scale "
                                               "among this many choices, log-spaced over its range")
-    pooler: bool | Literal["search"] = Field(
+    pooler: bool | Literal["search"] | list[int | Literal["full"]] = Field(
         False, description="train the model's pooler with the classifier (BERT-family classifiers): true, false, "
-                           "or search (both, a dimension)")
+                           "search (both, a dimension), or a list of choices among 0 (frozen), LoRA ranks on its "
+                           "dense layer and full")
 
     @field_validator("pooler", mode="before")
     @classmethod
     def _pooler_choice(cls, value: object) -> object:
+        if isinstance(value, list):
+            if not value or any(v != "full" and (type(v) is not int or v < 0) for v in value) or len(set(value)) != len(value):
+                raise ValueError(f"a list of pooler choices holds distinct 0 (frozen), LoRA ranks (whole numbers above 0) "
+                                 f"and full, not {value!r}")
+            return value
         if value is not True and value is not False and value != "search":
-            raise ValueError(f"pooler is true, false or search, not {value!r}")
+            raise ValueError(f"pooler is true, false, search or a list such as [0, 8, full], not {value!r}")
         return value
+
+    def pooler_choices(self) -> tuple:
+        """What the pooler may do in a plan, cheapest first: 0 (frozen), LoRA ranks, "full" (trained whole)."""
+        if self.pooler is False:
+            return ()
+        if self.pooler is True:
+            return (FULL_POOLER,)
+        listed = [0, FULL_POOLER] if self.pooler == "search" else self.pooler
+        return tuple(sorted(listed, key=lambda v: (v == FULL_POOLER, 0 if v == FULL_POOLER else v)))
 
     @field_validator("learning_rate")
     @classmethod

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 
 from autopeft.errors import UserError
-from autopeft.space.file import SpaceFile, read_space_file
+from autopeft.space.file import FULL_POOLER, SpaceFile, read_space_file
 from autopeft.workers.build import count_trainable
 from autopeft.workers.methods import method, searchable
 from autopeft.workers.models import POOLER, ModelShape, no_pooler
@@ -65,7 +65,7 @@ class SearchSpace:
             parts.extend(part if isinstance(part, tuple) else [part])
         scales = {k[len(SCALE):]: v for k, v in value.items() if k.startswith(SCALE)}
         return Plan.of(*parts, learning_rate=value.get("learning_rate"), learning_rate_scales=scales,
-                       pooler=bool(value.get(POOLER, False)))
+                       **pooler_fields(value.get(POOLER, 0)))
 
     def smallest_plan(self, top: bool = False) -> Plan:
         """The cheapest plan that still trains something: one module at its least size in as few layers as
@@ -76,7 +76,8 @@ class SearchSpace:
         few = one if layers in ("per_layer", "per_module") else tuple(range(n)) if layers == "all" else tuple(layers)
         modules = self.spec.modules
         parts = [method(name).smallest(modules[name], self.shape, few) for name in modules.present()]
-        return min((Plan.of(p, pooler=self.spec.pooler is True) for p in parts if p is not None), key=self.count)
+        pooler = pooler_fields(next(iter(self.spec.pooler_choices()), 0))
+        return min((Plan.of(p, **pooler) for p in parts if p is not None), key=self.count)
 
     def largest_plan(self) -> Plan:
         return self.decode({d.name: len(d.choices) - 1 for d in self.dimensions})
@@ -103,6 +104,13 @@ def load_space(name_or_path: str, shape: ModelShape, learning_rate: float | None
     """
     spec, source = read_space_file(name_or_path)
     return build_space(spec, shape, source, learning_rate)
+
+
+def pooler_fields(choice: object) -> dict:
+    """A pooler choice of a space (0, a LoRA rank or "full") as ``Plan`` fields."""
+    if choice == FULL_POOLER:
+        return {"pooler": True}
+    return {"pooler_rank": int(choice)}
 
 
 def searched_rates(spec: SpaceFile, learning_rate: float | None) -> tuple[float, ...]:
@@ -154,7 +162,12 @@ def build_space(spec: SpaceFile, shape: ModelShape, source: str = "search space"
         if not shape.pooler_params:
             raise UserError(f"{source}: pooler", f"{no_pooler(shape)} (or the task is generation)",
                             "leave pooler out of the space file")
-        add(POOLER, (0, 1) if spec.pooler == "search" else (1,))
+        widest = shape.pooler_rank_limit
+        too_wide = [r for r in spec.pooler_choices() if r != FULL_POOLER and r > widest]
+        if too_wide:
+            raise UserError(f"{source}: pooler", f"LoRA rank {too_wide[0]} is larger than the pooler's width {widest}",
+                            f"use ranks of at most {widest}")
+        add(POOLER, spec.pooler_choices())
     if spec.method_learning_rates:
         for name in produced(spec):
             add(f"{SCALE}{name}", method(name).learning_rate_choices(spec.method_learning_rates))

@@ -10,6 +10,7 @@ space file through the Plan, MLflow and the export.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -203,12 +204,22 @@ def every_baseline() -> dict[str, Method]:
 
 
 POOLED = "+pooler"  # a baseline's name with this suffix: the same plan, its pooler trained with the head
+_POOLED = re.compile(r"^(?P<base>.+?)\+pooler(?:-r(?P<rank>[1-9][0-9]*))?$")
+
+
+def split_pooled(name: str) -> tuple[str, dict]:
+    """A baseline's name as (its base baseline, the ``Plan`` fields of its pooler): ``<name>+pooler`` trains
+    the whole pooler with the head, ``<name>+pooler-r8`` a LoRA of rank 8 on it."""
+    match = _POOLED.match(name)
+    if match is None:
+        return name, {}
+    return match["base"], {"pooler_rank": int(match["rank"])} if match["rank"] else {"pooler": True}
 
 
 def baseline_plan(name: str, shape: ModelShape) -> Plan:
     """The plan of a named baseline for this model (each method's parameters train at its own rate);
-    ``<name>+pooler`` trains the model's pooler with the head as well."""
+    ``<name>+pooler`` trains the model's pooler with the head as well, ``<name>+pooler-r8`` a LoRA on it."""
     from ..plan import Plan
 
-    base = name.removesuffix(POOLED)
-    return Plan.of(*every_baseline()[base].baselines[base](shape), pooler=base != name)
+    base, pooler = split_pooled(name)
+    return Plan.of(*every_baseline()[base].baselines[base](shape), **pooler)
