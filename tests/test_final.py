@@ -8,6 +8,7 @@ import optuna
 
 from autopeft.api import export, read_final, submit
 from autopeft.cli import main
+from autopeft.record.pareto import pareto_front
 from autopeft.record.study import StudyRecord
 from test_search import runs_of, tiny_job
 
@@ -50,6 +51,22 @@ def test_the_front_and_baselines_are_retrained_with_new_seeds_once_and_export_ta
     assert sum(r.data.tags.get("autopeft.kind") == "final" for r in runs) == len(finals)
     assert [(p.trial, p.quality) for p in again.final_front] == [(p.trial, p.quality) for p in summary.final_front]
     assert len(optuna.load_study(study_name=job.name, storage=job.optuna_storage).trials) == len(record.study.trials)
+
+    # final.fronts: 3 on resume re-trains the fronts below the first as well (three trials lie on at most three),
+    # and none of the points already re-trained again
+    wider = tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 3, "parallel": 2}, baselines=["lora-r8"],
+                     objectives={"quality_floor": 0.0}, final={"seeds": 2, "epochs": 2, "fronts": 3})
+    widened = submit(wider, progress=False)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    retrained = sorted((r.data.tags["autopeft.final_of"], r.data.tags["autopeft.seed"]) for r in runs
+                       if r.data.tags.get("autopeft.kind") == "final")
+    every = {f"trial:{p.trial}" for p in record.finished_points()} | {"baseline:lora-r8"}
+    assert retrained == sorted((t, s) for t in every for s in ("1", "2"))
+    points, _ = StudyRecord.load(wider).final_points()
+    assert sorted(p.trial for p in points) == sorted(p.trial for p in record.finished_points())
+    assert [p.trial for p in widened.final_front] == [p.trial for p in pareto_front(points)]
+    kept = {p.trial: p.quality for p in points}
+    assert all(kept[p.trial] == p.quality for p in summary.final_front)
 
     monkeypatch.chdir(tmp_path)
     assert main(["pareto", "job.yaml"]) == 0

@@ -1,6 +1,6 @@
 import pytest
 
-from autopeft.record.pareto import Point, Reference, hypervolume, knee, pareto_front, pick
+from autopeft.record.pareto import Point, Reference, dominates, hypervolume, knee, nondominated_fronts, pareto_front, pick
 
 
 def P(trial, quality, params):
@@ -13,6 +13,16 @@ POINTS = [P(0, 0.70, 100), P(1, 0.80, 300), P(2, 0.75, 400), P(3, 0.85, 900), P(
 def test_front_keeps_only_non_dominated_points_smallest_first():
     front = pareto_front(POINTS)
     assert [p.trial for p in front] == [4, 0, 1, 3]  # 2 is dominated by 1; 5 ties 1 and comes later
+
+
+def test_non_dominated_sorting_peels_one_front_after_another():
+    fronts = nondominated_fronts(POINTS)
+    assert [[p.trial for p in f] for f in fronts] == [[4, 0, 1, 3], [5], [2]]  # 5 ties 1 and waits a front; 5 dominates 2
+    assert sorted(p.trial for f in fronts for p in f) == sorted(p.trial for p in POINTS)
+    for better, worse in zip(fronts, fronts[1:]):
+        assert all(any(dominates(q, p) or (q.quality, q.params) == (p.quality, p.params) for q in better) for p in worse)
+    assert nondominated_fronts(POINTS, 1) == [pareto_front(POINTS)]
+    assert nondominated_fronts(POINTS, 5) == fronts and nondominated_fronts([], 2) == []
 
 
 def test_hypervolume_is_the_dominated_area_in_normalised_units():

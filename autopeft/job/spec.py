@@ -97,6 +97,8 @@ class FinalSpec(Strict):
 
     seeds: int = Field(0, ge=0, le=20, strict=True, description="new seeds per point after the search; 0: no re-evaluation")
     epochs: float | None = Field(None, gt=0, description="epochs of each re-training; default: the fidelity's")
+    fronts: int = Field(1, ge=1, le=10, strict=True, description="non-dominated fronts of the search whose points are "
+                        "re-evaluated: 1, the Pareto front; 2, also the front of the trials it dominates; and so on")
 
 
 class StoresSpec(Strict):

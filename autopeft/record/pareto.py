@@ -45,6 +45,17 @@ def pareto_front(points: Iterable[Point]) -> list[Point]:
     return front
 
 
+def nondominated_fronts(points: Iterable[Point], count: int | None = None) -> list[list[Point]]:
+    """Non-dominated sorting: the front, then the front of what is left, and so on (the first ``count`` of them)."""
+    remaining, fronts = list(points), []
+    while remaining and (count is None or len(fronts) < count):
+        front = pareto_front(remaining)
+        chosen = {id(p) for p in front}
+        remaining = [p for p in remaining if id(p) not in chosen]
+        fronts.append(front)
+    return fronts
+
+
 def hypervolume(points: Iterable[Point], reference: Reference) -> float:
     """Area dominated by ``points`` in (quality, params / reference.params) and bounded by ``reference``.
 

@@ -28,7 +28,7 @@ from autopeft.optimize.propose import Proposer
 from autopeft.optimize.registry import make_sampler
 from autopeft.record.layout import RunLayout
 from autopeft.record.lease import HEARTBEAT, Lease, LeaseLost
-from autopeft.record.pareto import Point, Reference, hypervolume, pareto_front
+from autopeft.record.pareto import Point, Reference, hypervolume, nondominated_fronts, pareto_front
 from autopeft.record.storage import StoreUnavailable
 from autopeft.record.study import (
     MLFLOW_RUN,
@@ -273,19 +273,21 @@ class SearchLoop:
             self.finals = self._final_items()
             if self.finals:
                 targets = len({target for target, _, _ in self.finals})
-                log.warning("re-evaluating %d points of the front and baselines: %d trainings with new seeds",
-                            targets, len(self.finals))
+                fronts = "front" if self.job.final.fronts == 1 else f"first {self.job.final.fronts} non-dominated fronts"
+                log.warning("re-evaluating %d points of the search's %s and baselines: %d trainings with new seeds",
+                            targets, fronts, len(self.finals))
                 if hasattr(self.bar, "total"):
                     self.bar.total += len(self.finals)
                     self.bar.refresh()
         return bool(self.finals)
 
     def _final_items(self) -> list[tuple[str, int, Plan]]:
-        """(target, seed, plan) of every re-evaluation the front and the baselines still lack."""
+        """(target, seed, plan) of every re-evaluation the first ``final.fronts`` fronts and the baselines still lack."""
         if self.job.final.seeds == 0:
             return []
-        front = [p for p in pareto_front(self.record.finished_points()) if p.quality > self.reference.quality]
-        targets = [(f"trial:{p.trial}", self.record.plan_of(p.trial)) for p in front]
+        fronts = nondominated_fronts(self.record.finished_points(), self.job.final.fronts)
+        candidates = [p for front in fronts for p in front if p.quality > self.reference.quality]
+        targets = [(f"trial:{p.trial}", self.record.plan_of(p.trial)) for p in candidates]
         targets += [(f"baseline:{name}", self.prepared.baselines[name]) for name in self.record.baseline_points()
                     if name in self.prepared.baselines]
         final = self.record.final

@@ -15,22 +15,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from autopeft.record.pareto import Point, Reference, hypervolume, pareto_front
+from autopeft.record.pareto import Point, Reference, hypervolume, nondominated_fronts
 
 
 def ranked(points: list[Point], reference: Reference) -> list[int]:
     """Trial numbers from the best to the worst: front by front, each by the hypervolume its points add."""
-    remaining, order = list(points), []
-    while remaining:
-        front = pareto_front(remaining)
+    order = []
+    for front in nondominated_fronts(points):
         whole = hypervolume(front, reference)
 
         def added(point: Point) -> float:
             return whole - hypervolume([p for p in front if p is not point], reference)
 
         order += [p.trial for p in sorted(front, key=lambda p: (-added(p), p.params, p.trial))]
-        chosen = {id(p) for p in front}
-        remaining = [p for p in remaining if id(p) not in chosen]
     return order
 
 
