@@ -79,7 +79,8 @@ def test_a_search_goes_on_while_its_mlflow_server_is_down_and_writes_everything_
         experiment = _api(port, f"experiments/get-by-name?experiment_name={job.name}")["experiment"]
         runs = _api(port, "runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})["runs"]
         kinds = {r["info"]["run_name"]: r["info"]["status"] for r in runs}
-        assert kinds == {job.name: "FINISHED", **{f"trial-{n:03d}": "FINISHED" for n in range(4)}}
+        assert len(runs) == 5 and kinds == {job.name: "FINISHED", **{f"trial-{n:03d}": "FINISHED" for n in range(4)}}, \
+            (sorted((r["info"]["run_name"], r["info"]["status"]) for r in runs), err[-3000:])
         parent = next(r for r in runs if r["info"]["run_name"] == job.name)["info"]["run_id"]
         history = _api(port, f"metrics/get-history?run_id={parent}&metric_key=hypervolume")["metrics"]
         assert sorted(m["step"] for m in history) == [1, 2, 3, 4]

@@ -57,3 +57,30 @@ def test_a_record_naming_a_run_mlflow_does_not_have_is_dropped_and_the_rest_is_w
     client = MlflowClient(tracking_uri=uri)
     assert client.get_run(tracker.run_id(trial)).data.metrics["quality"] == 0.6
     assert client.get_run(parent).info.status == "FINISHED"
+
+
+def test_a_run_whose_creation_mlflow_failed_part_way_is_not_created_twice(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "part-way", tmp_path / "artifacts")
+    tracker.start_search("part-way", {}, {}, None)
+    original, calls = MlflowWriter._log_params, []
+
+    def fails_once(self, run_id, params):  # MLflow goes down between creating a trial's run and logging its params
+        calls.append(run_id)
+        if len(calls) == 1:
+            raise OSError("connection refused")
+        return original(self, run_id, params)
+
+    monkeypatch.setattr(MlflowWriter, "_log_params", fails_once)
+    trial = tracker.start_trial(0, {"rank": 4})
+    tracker.flush()
+    assert tracker.backlog == 1  # kept: MLflow failed
+    tracker.finish_trial(trial, {"quality": 0.7}, None)  # written once MLflow answers, after the kept start
+    tracker.finish_search()
+    assert tracker.backlog == 0
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("part-way")
+    runs = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name == "trial-000"]
+    assert len(runs) == 1 and runs[0].info.run_id == tracker.run_id(trial) == calls[0]
+    assert runs[0].info.status == "FINISHED" and runs[0].data.params["rank"] == "4" and runs[0].data.metrics["quality"] == 0.7

@@ -23,6 +23,7 @@ DRAIN_PATIENCE, DRAIN_EVERY = 300.0, 5.0
 VIEW_KEY = "autopeft"  # the experiment's shared view (see ``view_path``)
 RETURNS_RUN = ("start_search", "start_trial")  # MlflowWriter methods that create a run and return its id
 STAND_IN = "pending-"  # how a run id handed out before its run exists begins
+RECORD_TAG = "autopeft.record"  # on each run: the id the tracker handed out for it, so that a retry finds it
 SETTLE_PATIENCE = 30.0
 log = logging.getLogger("autopeft")
 
@@ -180,7 +181,8 @@ class Tracker:
     def _write(self, name: str, args: tuple, kwargs: dict, stand_in: str | None):
         if self._writer is None:
             self._writer = self._open()
-        result = getattr(self._writer, name)(*map(self._resolve, args), **{k: self._resolve(v) for k, v in kwargs.items()})
+        kwargs = {k: self._resolve(v) for k, v in kwargs.items()} | ({"record": stand_in} if stand_in is not None else {})
+        result = getattr(self._writer, name)(*map(self._resolve, args), **kwargs)
         if stand_in is not None:
             with self._lock:
                 self._ids[stand_in] = result
@@ -258,9 +260,10 @@ class MlflowWriter:
         # a model-training experiment: the MLflow UI opens on its runs, not on an empty GenAI overview
         self.client.set_experiment_tag(self.experiment_id, "mlflow.experimentKind", "custom_model_development")
         self.parent_id: str | None = None
+        self._tried: set[str] = set()  # records whose run creation was attempted
 
     def start_search(self, name: str, params: dict[str, object], artifacts: dict[str, str], resume_id: str | None,
-                     tags: dict[str, str] | None = None) -> str:
+                     tags: dict[str, str] | None = None, record: str | None = None) -> str:
         """Open (or reopen, on resume) the parent run and record the job, the space and the reference;
         ``tags`` describe the search in the runs table (sampler, reference point)."""
         tags = {"autopeft.kind": "search", "autopeft.status": "running", **(tags or {})}
@@ -270,12 +273,25 @@ class MlflowWriter:
             for key, value in tags.items():
                 self.client.set_tag(resume_id, key, value)
             return resume_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        self.parent_id = run.info.run_id
+        self.parent_id = self._create_run(name, tags, record)
         self.client.set_experiment_tag(self.experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(shared_view(self.parent_id)))
         self._log_params(self.parent_id, params)
         self._log_texts(self.parent_id, artifacts)
         return self.parent_id
+
+    def _create_run(self, name: str, tags: dict[str, str], record: str | None) -> str:
+        """Create a run once per ``record`` (the id the tracker handed out for it). A call written again
+        after MLflow failed part-way takes the run its first attempt created, if MLflow has it, rather
+        than leave that run RUNNING beside a second one."""
+        if record is not None and record in self._tried:
+            found = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{RECORD_TAG}` = '{record}'",
+                                            max_results=1)
+            if found:
+                return found[0].info.run_id
+        if record is not None:
+            self._tried.add(record)
+            tags = {**tags, RECORD_TAG: record}
+        return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
 
     def _exists(self, run_id: str) -> bool:
         from mlflow.exceptions import MlflowException
@@ -293,7 +309,7 @@ class MlflowWriter:
             self.client.set_terminated(run_id, status="KILLED")
 
     def start_trial(self, number: int | None, params: dict[str, object], baseline: str | None = None,
-                    final: tuple[str, int] | None = None) -> str:
+                    final: tuple[str, int] | None = None, record: str | None = None) -> str:
         """A nested run for a search trial (``number``), a named baseline, or a re-evaluation
         (``final``: the target, ``trial:N`` or ``baseline:NAME``, and the seed)."""
         if final is not None:
@@ -304,9 +320,9 @@ class MlflowWriter:
             name, tags = f"baseline-{baseline}", {"autopeft.kind": "baseline", "autopeft.baseline": baseline}
         else:
             name, tags = f"trial-{number:03d}", {"autopeft.kind": "trial", "autopeft.trial": str(number)}
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={PARENT_TAG: self.parent_id, **tags})
-        self._log_params(run.info.run_id, params)
-        return run.info.run_id
+        run_id = self._create_run(name, {PARENT_TAG: self.parent_id, **tags}, record)
+        self._log_params(run_id, params)
+        return run_id
 
     def finish_trial(self, run_id: str, metrics: dict[str, float], adapter_dir: Path | None,
                      tags: dict[str, str] | None = None) -> None:
