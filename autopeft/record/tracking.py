@@ -134,7 +134,7 @@ class Tracker:
                 self._queue.all_tasks_done.wait(0.2)
 
     def _call(self, name: str, *args, **kwargs):
-        stand_in = f"pending-{uuid.uuid4().hex}" if name in RETURNS_RUN else None
+        stand_in = STAND_IN + uuid.uuid4().hex if name in RETURNS_RUN else None
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._work, name="autopeft-mlflow", daemon=True)
             self._thread.start()
