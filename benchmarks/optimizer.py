@@ -344,11 +344,12 @@ def report(args, records: list[dict]) -> None:
     if first > N_STARTUP:
         lines += ["", f"Where the hypervolume at {first} trials comes from (means over seeds, one trial at a time): "
                   f"the first {N_STARTUP} trials (every sampler's initial design), then the model's", "",
-                  f"| problem | sampler | after {N_STARTUP} trials | gained up to {first} |", "|---|---|---|---|"]
+                  f"| problem | sampler | after {N_STARTUP} trials | gained up to {first} | "
+                  f"of which trial {N_STARTUP + 1} | of which trials {N_STARTUP + 2} to {first} |", "|---|---|---|---|---|---|"]
         for (name, sampler, parallel), curve in curves.items():
             if parallel == 1 and curve.shape[1] >= first:
-                lines.append(f"| {name} | {sampler} | {curve[:, N_STARTUP - 1].mean():.3f} | "
-                             f"{(curve[:, first - 1] - curve[:, N_STARTUP - 1]).mean():.3f} |")
+                design, next_one, end = (curve[:, i].mean() for i in (N_STARTUP - 1, N_STARTUP, first - 1))
+                lines.append(f"| {name} | {sampler} | {design:.3f} | {end - design:.3f} | {next_one - design:.3f} | {end - next_one:.3f} |")
     fits = [(name, problem(name).fit) for name in args.problems if problem(name).fit]
     if fits:
         lines += ["", "Real-trial surrogates: 5-fold cross-validated fit of the random forest on the trials", "",
