@@ -93,6 +93,25 @@ def test_trials_that_tie_on_the_metric_go_on_by_their_validation_loss():
     assert next_promotion(trials, 2, 3) == (0, 1)  # then the smallest of those that tie on both
 
 
+def test_a_cheap_trial_still_at_the_quality_floor_goes_on_after_every_trial_above_it():
+    # as on Rotten Tomatoes at a third of 500 steps: the cheapest plan still predicts the majority label
+    # (0.57, the search's floor); alone it sits on the rung's first front, yet it adds nothing to the search's
+    trials = [paused(0, 100, 0.6, 0.57), paused(1, 1040, 0.6, 0.72), paused(2, 1030, 0.6, 0.70),
+              paused(3, 1020, 0.6, 0.69), paused(4, 1010, 0.6, 0.68), paused(5, 1000, 0.6, 0.66)]
+    assert next_promotion(trials, 3, 3) == (0, 2)  # without the floor, the cheapest goes on first
+    assert next_promotion(trials, 3, 3, floor=0.57) == (1, 2)
+    trials[1] = paused(1, 1040, 0.6, 0.72, sent_to=2)
+    second, rung = next_promotion(trials, 3, 3, floor=0.57)  # the top two are both above the floor
+    assert second != 0 and rung == 2
+    trials[second] = paused(second, trials[second].params, *trials[second].qualities, sent_to=2)
+    assert next_promotion(trials, 3, 3, floor=0.57) is None
+    # when the rung's quota is larger than the trials above the floor, those at it fill it, ranked as before
+    at_floor = [paused(n, 100 * (n + 1), 0.57) for n in range(5)] + [paused(5, 600, 0.61)]
+    assert next_promotion(at_floor, 2, 3, floor=0.57) == (5, 1)
+    at_floor[5] = paused(5, 600, 0.61, sent_to=1)
+    assert next_promotion(at_floor, 2, 3, floor=0.57) == (0, 1)
+
+
 def test_a_running_or_failed_trial_is_not_sent_on():
     trials = [paused(n, 100, 0.6 + 0.01 * n) for n in range(3)]
     trials[2] = RungTrial(2, 100, (0.62,), 0, paused=False)

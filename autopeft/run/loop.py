@@ -437,7 +437,8 @@ class SearchLoop:
             return None
         if self.continuing:
             return self.continuing[0]
-        return next_promotion(self._rung_trials(), len(self.rungs), self.job.fidelity.reduction_factor)
+        return next_promotion(self._rung_trials(), len(self.rungs), self.job.fidelity.reduction_factor,
+                              self.reference.quality)
 
     def _cut_short_rungs(self) -> list[tuple[int, int]]:
         """Trials sent to a later rung that a stopped search left unfinished: that rung runs again from its checkpoint."""

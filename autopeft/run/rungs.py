@@ -4,10 +4,13 @@ A search with ``fidelity.schedule: asha`` trains each new trial up to its first 
 the fidelity's steps) and pauses it. Whenever a worker is free, the highest rung with a paused
 trial among its top ``1 / reduction_factor`` goes first: that trial continues from its checkpoint
 to the next rung. Trials rank by non-dominated sorting of (quality, trainable parameters) and,
-within one front, by the hypervolume each adds (against the rung's own worst point). Early in
-training many trials tie on a coarse metric (accuracy at the majority label's rate): equal
-qualities are told apart by the validation loss. There is no barrier between rungs; a trial is
-never promoted twice from one rung. The pure functions here decide; the search loop runs them.
+within one front, by the hypervolume each adds (against the rung's own worst point). A trial still
+at or under the search's quality floor (the reference point's: the majority label's rate, a base
+model's zero-shot score) ranks after every trial above it: however cheap, it adds nothing to the
+search's front, and a cheap one would otherwise sit on the rung's first front. Early in training
+many trials tie on a coarse metric (accuracy at the majority label's rate): equal qualities are
+told apart by the validation loss. There is no barrier between rungs; a trial is never promoted
+twice from one rung. The pure functions here decide; the search loop runs them.
 """
 
 from __future__ import annotations
@@ -51,19 +54,31 @@ class RungTrial:
 LOSS_NUDGE = 1e-7  # a loss of 1 moves the quality by 1e-7: it only orders trials whose metric ties
 
 
-def next_promotion(trials: list[RungTrial], rungs: int, factor: int) -> tuple[int, int] | None:
-    """(trial, rung) of the paused trial to send on, from the highest rung down; None while none qualifies."""
+def next_promotion(trials: list[RungTrial], rungs: int, factor: int, floor: float = -math.inf) -> tuple[int, int] | None:
+    """(trial, rung) of the paused trial to send on, from the highest rung down; None while none qualifies.
+
+    ``floor`` is the search's quality floor: the trials of a rung at or under it rank after the others.
+    """
     for rung in reversed(range(rungs - 1)):
         reached = [t for t in trials if len(t.qualities) > rung]
         top = len(reached) // factor
         if top == 0:
             continue
         by_number = {t.trial: t for t in reached}
-        points = [Point(trial=t.trial, quality=t.rank_quality(rung), params=t.params, pct=0.0) for t in reached]
-        low, high = min(p.quality for p in points), max(p.quality for p in points)
-        worst = Reference(quality=low - 0.1 * (high - low or 1e-12), params=int(1.1 * max(p.params for p in points)) + 1)
-        for number in ranked(points, worst)[:top]:
+        above = [t for t in reached if t.qualities[rung] > floor]
+        order = _ranked_at(above, rung) + _ranked_at([t for t in reached if t.qualities[rung] <= floor], rung)
+        for number in order[:top]:
             candidate = by_number[number]
             if candidate.sent_to == rung and candidate.paused:
                 return number, rung + 1
     return None
+
+
+def _ranked_at(trials: list[RungTrial], rung: int) -> list[int]:
+    """``ranked`` over the trials' qualities at ``rung``, against the worst of them."""
+    if not trials:
+        return []
+    points = [Point(trial=t.trial, quality=t.rank_quality(rung), params=t.params, pct=0.0) for t in trials]
+    low, high = min(p.quality for p in points), max(p.quality for p in points)
+    worst = Reference(quality=low - 0.1 * (high - low or 1e-12), params=int(1.1 * max(p.params for p in points)) + 1)
+    return ranked(points, worst)
