@@ -1,7 +1,7 @@
 """Multi-fidelity search: does a search with rungs (``fidelity.schedule: asha``) reach the hypervolume a
 full-fidelity search reaches in 30 trials with at most half the training compute?
 
-    python benchmarks/multi_fidelity.py [--trials 60] [--seed N] [JOB.yaml ...]   # default: jobs/quality_rotten.yaml, jobs/quality_debates.yaml
+    python benchmarks/multi_fidelity.py [--trials 60] [JOB.yaml ...]   # default: jobs/quality_rotten.yaml, jobs/quality_debates.yaml
 
 For each job (real training: MiniLM-L6 on two real classification tasks) it runs, or resumes, two
 copies of the job with neither baselines nor re-evaluation, so that each search trains alone: one
@@ -38,15 +38,10 @@ JOBS = [HERE / "jobs" / "quality_rotten.yaml", HERE / "jobs" / "quality_debates.
 FULL_TRIALS = 30
 
 
-def search_only(job_path: Path, trials: int, schedule: str, seed: int | None = None) -> Path:
-    """A copy of the job with ``trials`` trials trained on ``schedule`` (full or asha), no baselines and no re-evaluation.
-
-    With ``seed`` the copy searches and trains with that seed instead of the job's own.
-    """
+def search_only(job_path: Path, trials: int, schedule: str) -> Path:
+    """A copy of the job with ``trials`` trials trained on ``schedule`` (full or asha), no baselines and no re-evaluation."""
     data = yaml.safe_load(job_path.read_text())
-    data["name"] = f"{data['name']}-{schedule}" if seed is None else f"{data['name']}-seed{seed}-{schedule}"
-    if seed is not None:
-        data["seed"] = seed
+    data["name"] = f"{data['name']}-{schedule}"
     data["baselines"] = []
     data["final"] = {"seeds": 0}
     data["budget"]["trials"] = trials
@@ -103,7 +98,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("jobs", type=Path, nargs="*", default=JOBS)
     parser.add_argument("--trials", type=int, default=60, help="new trials of the search with rungs")
-    parser.add_argument("--seed", type=int, default=None, help="the seed of both searches (default: the job's own)")
     args = parser.parse_args(argv)
     lines = ["| task | full fidelity, 30 trials: hypervolume, compute | with rungs: trials (fully trained), "
              "hypervolume, compute | compute ratio (seconds, steps) | compute ratio with rungs on first reaching the "
@@ -112,9 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     for job_path in args.jobs:
         source = api.load_job(job_path)
         write_derived(source)
-        name = source.name if args.seed is None else f"{source.name} (seed {args.seed})"
-        full_path = search_only(job_path, FULL_TRIALS, "full", args.seed)
-        asha_path = search_only(job_path, args.trials, "asha", args.seed)
+        name = source.name
+        full_path, asha_path = search_only(job_path, FULL_TRIALS, "full"), search_only(job_path, args.trials, "asha")
         run(full_path)
         run(asha_path)
         job = api.load_job(full_path)
