@@ -80,6 +80,11 @@ def scores_at_once(context):
     return {"accuracy": 0.5}
 
 
+def reports_its_niceness(context):
+    """A trial that scores at once and reports the niceness of the process it ran in."""
+    return {"accuracy": 0.5, "niceness": os.nice(0)}
+
+
 class StartsSlowly(TrialWorker):
     """A trial worker that takes 30 s to start (imports on a busy machine, a node still joining)."""
 

@@ -32,6 +32,12 @@ def cluster_field(job: JobSpec) -> str:
     return "stores.ray_address" if job.stores.ray_address else "RAY_ADDRESS"
 
 
+# Ray runs its workers at niceness 15 (its raylet and stores first); a search's workers are its whole work, so they
+# run at the driver's priority: at 15, any other process on the machine (a second search, a build, the sampler's
+# own fitting) takes nearly all of the CPU from them, and trials crawl or time out.
+WORKER_NICENESS = "RAY_worker_niceness"
+
+
 def init_ray(job: JobSpec):
     """Ray, started locally on demand or connected to the job's cluster.
 
@@ -43,6 +49,7 @@ def init_ray(job: JobSpec):
     if ray.is_initialized():
         return ray
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    os.environ.setdefault(WORKER_NICENESS, "0")  # for the workers of the Ray it starts here
     kwargs = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     on_sigterm = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     address = cluster_address(job)
@@ -67,7 +74,8 @@ def connect_cluster(ray, job: JobSpec, address: str, kwargs: dict) -> None:
     modules = shipped_package()
     for wait in (*CLUSTER_SESSION_RETRIES, None):
         try:
-            ray.init(address=address, runtime_env={"py_modules": [modules]}, **kwargs)
+            ray.init(address=address, runtime_env={"py_modules": [modules], "env_vars": {WORKER_NICENESS: "0"}},
+                     **kwargs)
             return
         except ConnectionAbortedError as exc:  # the head answered, then failed to set up this client's session
             reason = next((line.strip() for line in reversed(str(exc).splitlines()) if line.strip()), "no reason given")
