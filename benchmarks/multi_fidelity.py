@@ -10,8 +10,8 @@ factor 3) and ``--trials`` trials. Compute is the summed training seconds of eve
 rung counted, pruned trials included), and, since seconds vary with the machine's load, also the
 optimizer steps trained (evaluations excluded). The table gives each search's hypervolume over its fully
 trained trials (the job's reference point), its compute, the compute the search with rungs had spent
-when it first reached the full-fidelity search's hypervolume (at most: every trial started by then
-counted whole), and the hypervolume the full-fidelity search had reached, in order of completion,
+when it first reached the full-fidelity search's hypervolume (each rung counted for the part of it
+trained by then), and the hypervolume the full-fidelity search had reached, in order of completion,
 once it had spent the compute of the search with rungs. The target is met when the search with rungs
 reached that hypervolume within half the full-fidelity search's seconds and steps.
 The report also goes to ``benchmarks/out/multi_fidelity.md``.
@@ -29,7 +29,7 @@ import yaml
 
 from autopeft import api
 from autopeft.record.pareto import Point, hypervolume
-from autopeft.record.study import RUNG_QUALITY, TRAIN_SECONDS, States, StudyRecord
+from autopeft.record.study import RUNG_FINISHED, RUNG_QUALITY, RUNG_SECONDS, TRAIN_SECONDS, States, StudyRecord
 from collect_trials import write_derived
 from reporting import publish
 
@@ -74,19 +74,31 @@ def trained_steps(trial, fidelity) -> int:
     return steps(fidelity, fidelity.rungs[done - 1]) if done else 0
 
 
-def compute_to_reach(asha: list, target: float, reference, fidelity) -> tuple[float, int] | None:
+def pieces(trial, fidelity) -> list[tuple[float, float, int]]:
+    """(seconds, when it ended, steps) of each rung a trial of the search with rungs trained."""
+    seconds, ended = trial.user_attrs.get(RUNG_SECONDS, []), trial.user_attrs.get(RUNG_FINISHED, [])
+    bounds = [0] + [steps(fidelity, fidelity.rungs[i]) for i in range(len(seconds))]
+    result = [(s, e, bounds[i + 1] - bounds[i]) for i, (s, e) in enumerate(zip(seconds, ended))]
+    if trial.state == States.COMPLETE:
+        result.append((trial.user_attrs.get(TRAIN_SECONDS, 0.0) - sum(seconds), trial.datetime_complete.timestamp(),
+                       steps(fidelity, 1.0) - bounds[-1]))
+    return result
+
+
+def compute_to_reach(asha: list, target: float, reference, fidelity) -> tuple[float, float] | None:
     """(seconds, steps) the search with rungs had spent when its fully trained trials first reached ``target``.
 
-    An upper bound: every trial started by then counts with all it ever trained, later rungs included.
+    Each rung counts for the part of it trained by then (a rung runs from its end less its seconds).
     """
     finished = sorted((t for t in asha if t.state == States.COMPLETE), key=lambda t: t.datetime_complete)
     points = []
     for trial in finished:
         points.append(Point(trial.number, trial.values[0], int(trial.values[1]), 0.0))
         if hypervolume(points, reference) >= target:
-            started = [t for t in asha if t.datetime_start <= trial.datetime_complete]
-            return (sum(t.user_attrs.get(TRAIN_SECONDS, 0.0) for t in started),
-                    sum(trained_steps(t, fidelity) for t in started))
+            now = trial.datetime_complete.timestamp()
+            spent = [(piece, min(1.0, max(0.0, (now - piece[1] + piece[0]) / piece[0])) if piece[0] > 0 else 0.0)
+                     for t in asha for piece in pieces(t, fidelity)]
+            return sum(p[0] * share for p, share in spent), sum(p[2] * share for p, share in spent)
     return None
 
 
@@ -101,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     lines = ["| task | full fidelity, 30 trials: hypervolume, compute | with rungs: trials (fully trained), "
              "hypervolume, compute | compute ratio (seconds, steps) | compute ratio with rungs on first reaching the "
-             "full-fidelity hypervolume (seconds, steps; at most) | full fidelity at the compute with rungs | target |",
+             "full-fidelity hypervolume (seconds, steps) | full fidelity at the compute with rungs | target |",
              "|---|---|---|---|---|---|---|"]
     for job_path in args.jobs:
         source = api.load_job(job_path)

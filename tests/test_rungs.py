@@ -11,7 +11,8 @@ from autopeft.job.data import load_task_data
 from autopeft.job.spec import TaskSpec
 from autopeft.record.pareto import Point, Reference
 from autopeft.record.snapshot import snapshot
-from autopeft.record.study import RUNG, RUNG_QUALITY, States, StudyRecord, silent_rungs
+from autopeft.record.study import (RUNG, RUNG_FINISHED, RUNG_QUALITY, RUNG_SECONDS, TRAIN_SECONDS, States, StudyRecord,
+                                   silent_rungs)
 from autopeft.run.loop import SearchLoop
 from autopeft.run.rungs import RungTrial, next_promotion, ranked
 from autopeft.workers.methods.lora import Lora, LoraTarget
@@ -167,6 +168,11 @@ def test_a_search_with_rungs_stopped_mid_rung_resumes_that_rung_and_counts_prune
     pruned = [t for t in trials if t.state == States.PRUNED]
     assert complete and pruned and len(complete) + len(pruned) == 4  # the worst of the first rung stopped there
     assert all(len(t.user_attrs[RUNG_QUALITY]) == 1 for t in complete + pruned)  # every rung ran once
+    assert resumed.user_attrs[RUNG_SECONDS] == stopped.user_attrs[RUNG_SECONDS]  # and its seconds count once
+    for t in complete + pruned:  # each rung's seconds and end, for the compute a search spent up to any moment
+        first_rung = t.user_attrs[RUNG_SECONDS][0]
+        assert len(t.user_attrs[RUNG_FINISHED]) == 1 and t.user_attrs[RUNG_FINISHED][0] >= t.datetime_start.timestamp()
+        assert (first_rung < t.user_attrs[TRAIN_SECONDS]) if t.state == States.COMPLETE else (first_rung == t.user_attrs[TRAIN_SECONDS])
     assert {p.trial for p in summary.front} <= {t.number for t in complete}  # the front is full trainings only
     assert summary.pruned == len(pruned) and f"{len(pruned)} pruned after a rung" in summary.failed_text()
     assert summary.silent_rungs == silent_rungs([t.user_attrs[RUNG_QUALITY] for t in complete + pruned], 2)

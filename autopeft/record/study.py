@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import replace
 from pathlib import Path
@@ -39,6 +40,7 @@ WORKER_LOST = "worker lost"  # a FAILURE: the trial's worker process died on eve
 METRICS, TRAIN_SECONDS, PEAK_MEMORY_MB, DEVICE, NODE = "metrics", "train_seconds", "peak_memory_mb", "device", "node"
 RUNG_QUALITY, RUNG = "rung_quality", "rung"  # a search with rungs: the quality after each rung, the rung last sent to
 RUNG_LOSS = "rung_eval_loss"  # and the validation loss after each rung (None where the trainer reports none)
+RUNG_SECONDS, RUNG_FINISHED = "rung_train_seconds", "rung_finished_at"  # each rung's seconds, and when it ended (Unix time)
 
 
 def tells_plans_apart(qualities) -> bool:
@@ -262,6 +264,8 @@ class StudyRecord:
             trial.set_user_attr(RUNG_QUALITY, [*attrs.get(RUNG_QUALITY, []), quality])
             trial.set_user_attr(RUNG_LOSS, [*attrs.get(RUNG_LOSS, []), loss])
             trial.set_user_attr(TRAIN_SECONDS, attrs.get(TRAIN_SECONDS, 0.0) + train_seconds)
+            trial.set_user_attr(RUNG_SECONDS, [*attrs.get(RUNG_SECONDS, []), train_seconds])
+            trial.set_user_attr(RUNG_FINISHED, [*attrs.get(RUNG_FINISHED, []), time.time()])
 
     def send_to_rung(self, trial: optuna.trial.Trial, rung: int) -> None:
         trial.set_user_attr(RUNG, rung)
