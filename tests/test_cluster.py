@@ -208,6 +208,7 @@ def test_a_search_spreads_over_two_nodes_and_survives_losing_one(tmp_path, tiny_
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     nodes = {t.user_attrs["node"].split("ray node ")[1].rstrip(")") for t in trained}
     assert nodes == {ray_cluster["head_id"][:8], second}  # spread over both nodes
+    assert {t.user_attrs["metrics"]["niceness"] for t in trained} == {os.nice(0)}  # at the nodes' priority, not Ray's 15
     retried = study.trials[lost.number]
     assert ray_cluster["head_id"][:8] in retried.user_attrs["node"]  # the lost trial ran again on the head
 
