@@ -13,7 +13,7 @@ from autopeft.optimize.autopeft_sampler.model import Features
 from autopeft.optimize.autopeft_sampler.sampler import AutoPeftSampler
 from autopeft.optimize.domain import Domain, space_domain
 from autopeft.record.pareto import Reference
-from autopeft.record.study import DIRECTIONS, RUNG_QUALITY
+from autopeft.record.study import DIRECTIONS, RUNG, RUNG_QUALITY
 from autopeft.space.search_space import load_space
 from autopeft.workers.models import model_shape
 
@@ -228,10 +228,33 @@ def test_with_rungs_the_model_learns_from_rung_results_once_they_tell_plans_apar
     for _ in range(4):
         _pruned_at_first_rung(study, domain, lambda p: _quality(p) - 0.1)
     _, x_obs, _, _, fractions, _ = learning._history(study)
-    assert len(x_obs) == 4 and (fractions == 1 / 3).all()
+    assert len(x_obs) == 8 and sorted(fractions) == [1 / 3] * 4 + [1.0] * 4  # pruned: also taken to end there
     proposed = _point(study.ask(domain.distributions()))
     assert not np.array_equal(proposed, design[4])
     assert _cost(proposed[None])[0] <= BUDGET
+
+
+def test_a_trial_stopped_or_left_waiting_at_a_rung_is_taken_to_end_there_and_one_sent_on_is_not():
+    domain = dataclasses.replace(DOMAIN, rungs=(1 / 9, 1 / 3, 1.0))
+    sampler = AutoPeftSampler(domain, seed=3, n_startup_trials=4)
+    study = _study(sampler)
+    states = {"pruned": ([0.61, 0.64], 2, optuna.trial.TrialState.PRUNED),
+              "waiting": ([0.55], 0, None),  # finished its first rung, not sent on
+              "sent on": ([0.7], 1, None),  # training towards its second rung
+              "complete": ([0.66, 0.72], 2, optuna.trial.TrialState.COMPLETE)}
+    points = {}
+    for name, (qualities, rung, state) in states.items():
+        trial = study.ask(domain.distributions())
+        points[name] = tuple(_point(trial))
+        trial.set_user_attr(RUNG_QUALITY, qualities)
+        trial.set_user_attr(RUNG, rung)
+        if state is not None:
+            study.tell(trial, [0.8, float(_cost(np.array([points[name]]))[0])] if name == "complete" else None, state=state)
+    _, x_obs, y_obs, _, fractions, pending = sampler._history(study)
+    full = {tuple(p): y[0] for p, y, f in zip(x_obs, y_obs, fractions, strict=True) if f == 1.0}
+    # the search trains the pruned and the waiting trial no further: each is expected to end at its last rung
+    assert full == {points["pruned"]: 0.64, points["waiting"]: 0.55, points["complete"]: 0.8}
+    assert [tuple(p) for p in pending] == [points["sent on"]]
 
 
 def test_a_fidelity_input_separates_a_rung_result_from_a_full_training():

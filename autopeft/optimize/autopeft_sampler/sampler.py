@@ -87,7 +87,11 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
 
         In a search with rungs every finished rung of a trial is an observation at its fraction of
         the training, except the rungs at which every trial scored the same (early in training all
-        plans may predict the majority label): those say nothing about the plans.
+        plans may predict the majority label): those say nothing about the plans. A trial waiting
+        at a rung (the search sends on every one that qualifies before it asks for a new plan) or
+        stopped at one is also taken to end there: its last rung's quality is also an observation
+        of a full training. The search trains it no further, so the model must not go on
+        expecting more of plans like it, proposing them again and again to be stopped early.
         """
         directions = study.directions
         cost_index = self.cost_index % len(directions)
@@ -97,15 +101,21 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
         seen: set = set()  # the plans tried or running
         x_obs, y_obs, fractions, pending = [], [], [], []
         at_rung: list[list[tuple[tuple, float]]] = [[] for _ in rungs[:-1]]
+        stopped: list[set] = [set() for _ in rungs[:-1]]  # per rung, where in ``at_rung`` the trials that stop there are
         for t in study.get_trials(deepcopy=False):
             point = self._indices(t.params)
             if point is None:
                 continue
             seen.add(self.domain.plan_keys([point])[0])
+            last = None  # the rung and index in ``at_rung`` of the trial's last finished rung
             for rung, quality in enumerate(t.user_attrs.get(RUNG_QUALITY, [])[: len(at_rung)] if rungs else []):
+                last = None
                 if quality is not None and math.isfinite(quality):
                     at_rung[rung].append((point, qualities[0] * quality))
+                    last = rung, len(at_rung[rung]) - 1
             if t.state == TrialState.PRUNED or (t.state == TrialState.RUNNING and after_rung(t.user_attrs)):
+                if last is not None:
+                    stopped[last[0]].add(last[1])
                 continue  # waiting after a rung, or stopped at one: never proposed again
             elif t.state == TrialState.RUNNING:  # proposed again, being in ``seen``
                 pending.append(point)
@@ -115,9 +125,10 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
                 fractions.append(1.0)
         for rung, observed in enumerate(at_rung):
             if tells_plans_apart(q for _, q in observed):
-                x_obs.extend(p for p, _ in observed)
-                y_obs.extend([q] for _, q in observed)
-                fractions.extend([rungs[rung]] * len(observed))
+                ending = [observed[i] for i in sorted(stopped[rung])]
+                x_obs.extend(p for p, _ in observed + ending)
+                y_obs.extend([q] for _, q in observed + ending)
+                fractions.extend([rungs[rung]] * len(observed) + [1.0] * len(ending))
         x_obs = np.asarray(x_obs, dtype=np.int64).reshape(len(x_obs), len(self._levels))
         y_obs = np.asarray(y_obs, dtype=float).reshape(len(x_obs), len(qualities))
         costs = self.domain.cost(x_obs)
