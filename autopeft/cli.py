@@ -216,7 +216,8 @@ def cmd_watch(args) -> int:
     live = sys.stdout.isatty() and not args.once
     shown = None
     while True:
-        if not record.started and live_driver(record.study) is not None:
+        started = record.started  # read once per pass: the search may start between two reads
+        if not started and live_driver(record.study) is not None:
             text = f"search '{record.study.study_name}': starting (its reference point is being measured)"
         else:
             snap = snapshot(record)
@@ -227,7 +228,7 @@ def cmd_watch(args) -> int:
         elif text != shown:
             print(text + "\n", flush=True)
         shown = text
-        if args.once or (record.started and snap.driver is None):
+        if args.once or (started and snap.driver is None):
             return 0
         time.sleep(args.interval)
 

@@ -71,6 +71,22 @@ def test_watch_gives_a_last_look_at_a_finished_search_from_its_run_directory(sea
     assert re.search(rf"trained on: {re.escape(socket.gethostname())} \(ray node [0-9a-f]{{8}}\) cpu \(5\)", out), out
 
 
+def test_watch_that_sees_the_search_start_between_two_looks_shows_it_and_exits_once_it_ends(searched, capsys, monkeypatch):
+    """The store is live: the reference point may land after ``watch`` saw a starting search and before it decided
+    whether to stop. It must show the search, not crash."""
+    from autopeft.record import lease
+    from autopeft.record.study import StudyRecord
+
+    reads = iter([False, True])
+    monkeypatch.setattr(StudyRecord, "started", property(lambda self: next(reads, True)))
+    drivers = iter(["driver-on-another-host"])
+    monkeypatch.setattr(lease, "live_driver", lambda study: next(drivers, None))
+    assert main(["watch", str(searched.run_dir), "--interval", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"search '{searched.name}': starting (its reference point is being measured)")
+    assert f"search '{searched.name}': finished" in out and "5/5, 0 failed" in out
+
+
 def test_watch_refuses_what_holds_no_search_with_one_line_and_exit_2(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
