@@ -100,22 +100,18 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
         rungs = self.domain.rungs if len(qualities) == 1 else ()
         seen: set = set()  # the plans tried or running
         x_obs, y_obs, fractions, pending = [], [], [], []
-        at_rung: list[list[tuple[tuple, float]]] = [[] for _ in rungs[:-1]]
-        stopped: list[set] = [set() for _ in rungs[:-1]]  # per rung, where in ``at_rung`` the trials that stop there are
+        at_rung: list[list[tuple[tuple, float, bool]]] = [[] for _ in rungs[:-1]]  # (point, quality, the trial ends there)
         for t in study.get_trials(deepcopy=False):
             point = self._indices(t.params)
             if point is None:
                 continue
             seen.add(self.domain.plan_keys([point])[0])
-            last = None  # the rung and index in ``at_rung`` of the trial's last finished rung
-            for rung, quality in enumerate(t.user_attrs.get(RUNG_QUALITY, [])[: len(at_rung)] if rungs else []):
-                last = None
+            listed = t.user_attrs.get(RUNG_QUALITY, [])[: len(at_rung)] if rungs else []
+            ends = t.state == TrialState.PRUNED or (t.state == TrialState.RUNNING and after_rung(t.user_attrs))
+            for rung, quality in enumerate(listed):
                 if quality is not None and math.isfinite(quality):
-                    at_rung[rung].append((point, qualities[0] * quality))
-                    last = rung, len(at_rung[rung]) - 1
-            if t.state == TrialState.PRUNED or (t.state == TrialState.RUNNING and after_rung(t.user_attrs)):
-                if last is not None:
-                    stopped[last[0]].add(last[1])
+                    at_rung[rung].append((point, qualities[0] * quality, ends and rung == len(listed) - 1))
+            if ends:
                 continue  # waiting after a rung, or stopped at one: never proposed again
             elif t.state == TrialState.RUNNING:  # proposed again, being in ``seen``
                 pending.append(point)
@@ -124,10 +120,11 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
                 y_obs.append([s * v for i, (s, v) in enumerate(zip(signs, t.values, strict=True)) if i != cost_index])
                 fractions.append(1.0)
         for rung, observed in enumerate(at_rung):
-            if tells_plans_apart(q for _, q in observed):
-                ending = [observed[i] for i in sorted(stopped[rung])]
-                x_obs.extend(p for p, _ in observed + ending)
-                y_obs.extend([q] for _, q in observed + ending)
+            if tells_plans_apart(q for _, q, _ in observed):
+                ending = [(p, q) for p, q, last in observed if last]
+                both = [(p, q) for p, q, _ in observed] + ending
+                x_obs.extend(p for p, _ in both)
+                y_obs.extend([q] for _, q in both)
                 fractions.extend([rungs[rung]] * len(observed) + [1.0] * len(ending))
         x_obs = np.asarray(x_obs, dtype=np.int64).reshape(len(x_obs), len(self._levels))
         y_obs = np.asarray(y_obs, dtype=float).reshape(len(x_obs), len(qualities))
