@@ -1,5 +1,8 @@
 """Multi-fidelity search (``fidelity.schedule: asha``): trials trained in rungs, promoted by their rank."""
 
+import dataclasses
+from collections import Counter
+
 import optuna
 import pytest
 import torch
@@ -11,10 +14,10 @@ from autopeft.job.data import load_task_data
 from autopeft.job.spec import TaskSpec
 from autopeft.record.pareto import Point, Reference
 from autopeft.record.snapshot import snapshot
-from autopeft.record.study import (RUNG, RUNG_FINISHED, RUNG_QUALITY, RUNG_SECONDS, TRAIN_SECONDS, States, StudyRecord,
+from autopeft.record.study import (BRACKET, RUNG, RUNG_FINISHED, RUNG_QUALITY, RUNG_SECONDS, TRAIN_SECONDS, States, StudyRecord,
                                    silent_rungs)
 from autopeft.run.loop import SearchLoop
-from autopeft.run.rungs import RungTrial, next_promotion, ranked
+from autopeft.run.rungs import RungTrial, bracket_of, next_promotion, ranked
 from autopeft.workers.methods.lora import Lora, LoraTarget
 from autopeft.workers.plan import Plan
 from autopeft.workers.trial import run_trial
@@ -113,6 +116,34 @@ def test_a_cheap_trial_still_at_the_quality_floor_goes_on_after_every_trial_abov
     assert next_promotion(at_floor, 2, 3, floor=0.57) == (0, 1)
 
 
+def test_a_trial_of_a_later_bracket_goes_on_unranked_below_it_and_is_ranked_from_it():
+    # a plan at a low learning rate still at the floor after the first rung: ranked there, it would wait
+    slow = dataclasses.replace(paused(9, 100, 0.5), bracket=2)
+    ranked_only = [paused(n, 100 * (n + 1), 0.7 + 0.01 * n) for n in range(3)]
+    best = next_promotion(ranked_only, 3, 3, floor=0.5)
+    assert next_promotion([*ranked_only, dataclasses.replace(slow, bracket=0)], 3, 3, floor=0.5) == best != (9, 1)
+    assert next_promotion([*ranked_only, slow], 3, 3, floor=0.5) == (9, 1)  # it goes first, unranked
+    slow = dataclasses.replace(slow, sent_to=1, paused=False)
+    assert next_promotion([*ranked_only, slow], 3, 3, floor=0.5) == best
+    assert next_promotion([*ranked_only[:2], slow], 3, 3, floor=0.5) is None  # nor does it count towards the top third
+    # from rung 1 on a trial of bracket 1 is ranked with the rest; one of bracket 2 goes on to the end
+    middle = [dataclasses.replace(paused(n, 100, 0.7, 0.6 + 0.01 * n), bracket=1) for n in range(3)]
+    assert next_promotion(middle, 3, 3) == (2, 2)
+    slow = dataclasses.replace(paused(9, 100, 0.5, 0.55), bracket=2)
+    assert next_promotion([*middle[:2], slow], 3, 3) == (9, 2)
+    assert next_promotion([*middle[:2], dataclasses.replace(slow, bracket=1)], 3, 3) == (1, 2)
+
+
+def test_new_trials_are_spread_over_the_brackets_in_hyperbands_shares_at_every_length():
+    assert {bracket_of(n, 1, 3, 3) for n in range(100)} == {0}
+    for length in (17, 60, 1700):
+        counts = Counter(bracket_of(n, 3, 3, 3) for n in range(length))
+        for bracket, share in enumerate((9, 5, 3)):  # 9 + 5 + 3 trials per round of Hyperband, rungs 1/9, 1/3, 1
+            assert abs(counts[bracket] - length * share / 17) <= 1.5, (length, counts)
+    assert Counter(bracket_of(n, 2, 3, 3) for n in range(1400)) == {0: 900, 1: 500}  # the brackets that train longest left out
+    assert abs(Counter(bracket_of(n, 2, 2, 2) for n in range(400))[1] - 200) <= 1.5  # two rungs: half and half
+
+
 def test_a_running_or_failed_trial_is_not_sent_on():
     trials = [paused(n, 100, 0.6 + 0.01 * n) for n in range(3)]
     trials[2] = RungTrial(2, 100, (0.62,), 0, paused=False)
@@ -135,7 +166,7 @@ def test_a_rung_at_which_every_trial_scored_the_same_is_named_with_what_to_chang
 
 def test_a_search_with_rungs_stopped_mid_rung_resumes_that_rung_and_counts_pruned_trials(
         tmp_path, tiny_bert, reviews_csv, ray_local, monkeypatch):
-    fidelity = {**TINY_FIDELITY, "epochs": 2, "schedule": "asha", "rungs": [0.25, 1.0], "reduction_factor": 2}
+    fidelity = {**TINY_FIDELITY, "epochs": 2, "schedule": "asha", "rungs": [0.25, 1.0], "reduction_factor": 2, "brackets": 2}
     job = tiny_job(tmp_path, tiny_bert, reviews_csv, fidelity=fidelity, budget={"trials": 4, "parallel": 1})
     sent_on, loops = [], []
     send_on = SearchLoop._send_on
@@ -167,6 +198,9 @@ def test_a_search_with_rungs_stopped_mid_rung_resumes_that_rung_and_counts_prune
     complete = [t for t in trials if t.state == States.COMPLETE]
     pruned = [t for t in trials if t.state == States.PRUNED]
     assert complete and pruned and len(complete) + len(pruned) == 4  # the worst of the first rung stopped there
+    # two brackets: trials of bracket 1 go on unranked; the two of bracket 0 are ranked, and the worse one stops
+    assert {t.number: t.user_attrs[BRACKET] for t in trials} == {n: bracket_of(n, 2, 2, 2) for n in range(4)}
+    assert sorted(t.user_attrs[BRACKET] for t in complete) == [0, 1, 1] and [t.user_attrs[BRACKET] for t in pruned] == [0]
     assert all(len(t.user_attrs[RUNG_QUALITY]) == 1 for t in complete + pruned)  # every rung ran once
     assert resumed.user_attrs[RUNG_SECONDS] == stopped.user_attrs[RUNG_SECONDS]  # and its seconds count once
     for t in complete + pruned:  # each rung's seconds and end, for the compute a search spent up to any moment
@@ -199,3 +233,5 @@ def test_rungs_need_the_built_in_trainer(tmp_path, tiny_bert, reviews_csv):
         tiny_job(tmp_path, tiny_bert, reviews_csv, fidelity={**TINY_FIDELITY, "schedule": "asha"}, trainer="trainers:sleeps")
     with pytest.raises(UserError, match="not increasing fractions"):
         tiny_job(tmp_path, tiny_bert, reviews_csv, fidelity={**TINY_FIDELITY, "schedule": "asha", "rungs": [0.5, 0.9]})
+    with pytest.raises(UserError, match="brackets 3 is more than the 2 rungs"):
+        tiny_job(tmp_path, tiny_bert, reviews_csv, fidelity={**TINY_FIDELITY, "schedule": "asha", "rungs": [0.5, 1], "brackets": 3})

@@ -13,7 +13,7 @@ from autopeft.optimize.autopeft_sampler.model import Features
 from autopeft.optimize.autopeft_sampler.sampler import AutoPeftSampler
 from autopeft.optimize.domain import Domain, space_domain
 from autopeft.record.pareto import Reference
-from autopeft.record.study import DIRECTIONS, RUNG, RUNG_QUALITY
+from autopeft.record.study import BRACKET, DIRECTIONS, RUNG, RUNG_QUALITY
 from autopeft.space.search_space import load_space
 from autopeft.workers.models import model_shape
 
@@ -241,6 +241,7 @@ def test_a_trial_stopped_or_left_waiting_at_a_rung_is_taken_to_end_there_and_one
     states = {"pruned": ([0.61, 0.64], 2, optuna.trial.TrialState.PRUNED),
               "waiting": ([0.55], 0, None),  # finished its first rung, not sent on
               "sent on": ([0.7], 1, None),  # training towards its second rung
+              "unranked": ([0.5], 0, None),  # finished its first rung in bracket 2: it goes on whatever it scored
               "complete": ([0.66, 0.72], 2, optuna.trial.TrialState.COMPLETE)}
     points = {}
     for name, (qualities, rung, state) in states.items():
@@ -248,13 +249,14 @@ def test_a_trial_stopped_or_left_waiting_at_a_rung_is_taken_to_end_there_and_one
         points[name] = tuple(_point(trial))
         trial.set_user_attr(RUNG_QUALITY, qualities)
         trial.set_user_attr(RUNG, rung)
+        trial.set_user_attr(BRACKET, 2 if name == "unranked" else 0)
         if state is not None:
             study.tell(trial, [0.8, float(_cost(np.array([points[name]]))[0])] if name == "complete" else None, state=state)
     _, x_obs, y_obs, _, fractions, pending = sampler._history(study)
     full = {tuple(p): y[0] for p, y, f in zip(x_obs, y_obs, fractions, strict=True) if f == 1.0}
     # the search trains the pruned and the waiting trial no further: each is expected to end at its last rung
     assert full == {points["pruned"]: 0.64, points["waiting"]: 0.55, points["complete"]: 0.8}
-    assert [tuple(p) for p in pending] == [points["sent on"]]
+    assert [tuple(p) for p in pending] == [points["sent on"], points["unranked"]]
 
 
 def test_a_fidelity_input_separates_a_rung_result_from_a_full_training():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -61,6 +61,8 @@ class Fidelity(Strict):
     rungs: tuple[float, ...] = Field((1 / 9, 1 / 3, 1.0), min_length=2, max_length=8,
                                      description="asha: the fractions of the training steps after which a trial is scored")
     reduction_factor: int = Field(3, ge=2, le=16, description="asha: the top 1/reduction_factor of a rung go on to the next")
+    brackets: int = Field(1, ge=1, le=8, description="asha: 1 ranks every trial from the first rung on; n spreads new trials over "
+                          "n brackets, as Hyperband does: a trial of bracket b trains past the first b rungs unranked")
 
     @field_validator("rungs")
     @classmethod
@@ -68,6 +70,13 @@ class Fidelity(Strict):
         if any(not 0 < r <= 1 for r in rungs) or list(rungs) != sorted(set(rungs)) or rungs[-1] != 1:
             raise ValueError(f"{list(rungs)} are not increasing fractions of the training that end at 1 (for example [0.111, 0.333, 1])")
         return rungs
+
+    @model_validator(mode="after")
+    def _brackets_within_rungs(self) -> Fidelity:
+        if self.brackets > len(self.rungs):
+            raise ValueError(f"brackets {self.brackets} is more than the {len(self.rungs)} rungs: a bracket is the rung from "
+                             f"which its trials are ranked; give brackets between 1 and {len(self.rungs)}")
+        return self
 
     @property
     def asha(self) -> bool:

@@ -39,6 +39,7 @@ TIMEOUT = "timeout"  # a FAILURE: the trial ran longer than the trial timeout an
 WORKER_LOST = "worker lost"  # a FAILURE: the trial's worker process died on every attempt
 METRICS, TRAIN_SECONDS, PEAK_MEMORY_MB, DEVICE, NODE = "metrics", "train_seconds", "peak_memory_mb", "device", "node"
 RUNG_QUALITY, RUNG = "rung_quality", "rung"  # a search with rungs: the quality after each rung, the rung last sent to
+BRACKET = "bracket"  # and the rung from which the trial is ranked (its bracket; 0 where the search has one bracket)
 RUNG_LOSS = "rung_eval_loss"  # and the validation loss after each rung (None where the trainer reports none)
 RUNG_SECONDS, RUNG_FINISHED = "rung_train_seconds", "rung_finished_at"  # each rung's seconds, and when it ended (Unix time)
 
@@ -67,6 +68,12 @@ def after_rung(attrs: dict) -> bool:
     """Whether a trial (while RUNNING) waits after a rung: it finished the rung it was last sent to,
     and is neither sent on nor pruned yet."""
     return len(attrs.get(RUNG_QUALITY, [])) > attrs.get(RUNG, 0)
+
+
+def ranked_where_it_waits(attrs: dict) -> bool:
+    """Whether a trial's last finished rung is one at which it is ranked: a trial of bracket b goes
+    on past the first b rungs unranked."""
+    return len(attrs.get(RUNG_QUALITY, [])) > attrs.get(BRACKET, 0)
 
 
 def _quiet() -> None:
@@ -266,6 +273,9 @@ class StudyRecord:
             trial.set_user_attr(TRAIN_SECONDS, attrs.get(TRAIN_SECONDS, 0.0) + train_seconds)
             trial.set_user_attr(RUNG_SECONDS, [*attrs.get(RUNG_SECONDS, []), train_seconds])
             trial.set_user_attr(RUNG_FINISHED, [*attrs.get(RUNG_FINISHED, []), time.time()])
+
+    def place_in_bracket(self, trial: optuna.trial.Trial, bracket: int) -> None:
+        trial.set_user_attr(BRACKET, bracket)
 
     def send_to_rung(self, trial: optuna.trial.Trial, rung: int) -> None:
         trial.set_user_attr(RUNG, rung)

@@ -31,6 +31,7 @@ from autopeft.record.lease import HEARTBEAT, Lease, LeaseLost
 from autopeft.record.pareto import Point, Reference, hypervolume, nondominated_fronts, pareto_front
 from autopeft.record.storage import StoreUnavailable
 from autopeft.record.study import (
+    BRACKET,
     MLFLOW_RUN,
     NODE,
     OUT_OF_MEMORY,
@@ -48,7 +49,7 @@ from autopeft.record.study import (
 from autopeft.record.tracking import Tracker, flatten, lasting
 from autopeft.run.pool import WorkerPool, init_ray
 from autopeft.run.prepare import Prepared, check_resume, prepare
-from autopeft.run.rungs import RungTrial, next_promotion
+from autopeft.run.rungs import RungTrial, bracket_of, next_promotion
 from autopeft.workers.plan import Plan
 from autopeft.workers.types import TrialOutcomeError, TrialRequest, TrialResult
 
@@ -360,7 +361,12 @@ class SearchLoop:
         run_id = self.tracker.start_trial(trial.number, {**space.values(trial.params), "plan": plan.describe(),
                                                          "trainable_params": params, **memory.to_dict()})
         self._runs[trial.number], self._unrecorded[run_id] = run_id, trial
-        first_rung = {"stop_at": self.rungs[0]} if self.rungs else {}
+        first_rung = {}
+        if self.rungs:
+            fidelity = self.job.fidelity
+            self.record.place_in_bracket(trial, bracket_of(trial.number, fidelity.brackets, len(self.rungs),
+                                                           fidelity.reduction_factor))
+            first_rung = {"stop_at": self.rungs[0]}
         self._submit(TrialWork(trial, plan, params, pct, memory.total_gb, run_id, overrides=first_rung))
 
     def _start_next(self, done: TrialWork | BaselineWork | FinalWork) -> None:
@@ -419,7 +425,7 @@ class SearchLoop:
     def _read_rung_trials(self) -> list[RungTrial]:
         return [RungTrial(trial=t.number, params=self._count(t),
                           qualities=tuple(t.user_attrs[RUNG_QUALITY]), sent_to=t.user_attrs.get(RUNG, 0),
-                          losses=tuple(t.user_attrs.get(RUNG_LOSS, ())),
+                          losses=tuple(t.user_attrs.get(RUNG_LOSS, ())), bracket=t.user_attrs.get(BRACKET, 0),
                           paused=t.state == States.RUNNING and after_rung(t.user_attrs) and t.number not in self._in_flight())
                 for t in self.record.rung_trials()]
 

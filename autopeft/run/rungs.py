@@ -11,6 +11,13 @@ search's front, and a cheap one would otherwise sit on the rung's first front. E
 many trials tie on a coarse metric (accuracy at the majority label's rate): equal qualities are
 told apart by the validation loss. There is no barrier between rungs; a trial is never promoted
 twice from one rung. The pure functions here decide; the search loop runs them.
+
+Short trainings favour plans that learn fast: a plan at a low learning rate may still score the
+majority label's rate at the first rung and be stopped there, however well it would train to the
+end. With ``fidelity.brackets: n`` new trials are spread over n brackets in Hyperband's shares (Li
+et al. 2018): a trial of bracket b goes on past the first b rungs unranked, and is ranked, among
+the trials ranked there, from rung b on; with as many brackets as rungs, some trials train to the
+end whatever their first rungs said. Every rung a trial finishes is still scored and recorded.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ class RungTrial:
     sent_to: int
     paused: bool  # finished the rung it was sent to and waits: neither running, failed nor pruned
     losses: tuple[float | None, ...] = ()  # the validation loss after each rung, where the trainer reports one
+    bracket: int = 0  # ranked from this rung on; sent on unranked from the rungs before it
 
     def rank_quality(self, rung: int) -> float:
         """The rung's quality, less a nudge by its validation loss far below the metric's resolution."""
@@ -60,7 +68,10 @@ def next_promotion(trials: list[RungTrial], rungs: int, factor: int, floor: floa
     ``floor`` is the search's quality floor: the trials of a rung at or under it rank after the others.
     """
     for rung in reversed(range(rungs - 1)):
-        reached = [t for t in trials if len(t.qualities) > rung]
+        for t in trials:
+            if t.bracket > rung and t.sent_to == rung and t.paused:
+                return t.trial, rung + 1
+        reached = [t for t in trials if len(t.qualities) > rung and t.bracket <= rung]
         top = len(reached) // factor
         if top == 0:
             continue
@@ -82,3 +93,26 @@ def _ranked_at(trials: list[RungTrial], rung: int) -> list[int]:
     low, high = min(p.quality for p in points), max(p.quality for p in points)
     worst = Reference(quality=low - 0.1 * (high - low or 1e-12), params=int(1.1 * max(p.params for p in points)) + 1)
     return ranked(points, worst)
+
+
+GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+def bracket_of(number: int, brackets: int, rungs: int, factor: int) -> int:
+    """The bracket of trial ``number``: the rung from which it is ranked.
+
+    Bracket b holds Hyperband's share of the new trials, ceil((R + 1) * factor**s / (s + 1)) for
+    s = R - b, R = rungs - 1 (9, 5 and 3 in 17 for three rungs and factor 3). Trial numbers are
+    spread over the shares by the golden ratio's sequence: evenly at every length of a search, and
+    the same on every resume.
+    """
+    if brackets <= 1:
+        return 0
+    top = rungs - 1
+    shares = [math.ceil((top + 1) * factor ** (top - b) / (top - b + 1)) for b in range(brackets)]
+    at = ((number + 0.5) * GOLDEN) % 1.0 * sum(shares)
+    for bracket, share in enumerate(shares):
+        if at < share:
+            return bracket
+        at -= share
+    return brackets - 1

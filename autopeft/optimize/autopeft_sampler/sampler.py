@@ -25,7 +25,12 @@ from autopeft.optimize.autopeft_sampler.design import grid_points, sobol
 from autopeft.optimize.autopeft_sampler.discrete import hill_climb
 from autopeft.optimize.autopeft_sampler.model import Features, fit_quality_gp
 from autopeft.optimize.domain import Domain, point_key
-from autopeft.record.study import RUNG_QUALITY, after_rung, tells_plans_apart
+from autopeft.record.study import (
+    RUNG_QUALITY,
+    after_rung,
+    ranked_where_it_waits,
+    tells_plans_apart,
+)
 
 
 class AutoPeftSampler(optuna.samplers.BaseSampler):
@@ -91,7 +96,8 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
         at a rung (the search sends on every one that qualifies before it asks for a new plan) or
         stopped at one is also taken to end there: its last rung's quality is also an observation
         of a full training. The search trains it no further, so the model must not go on
-        expecting more of plans like it, proposing them again and again to be stopped early.
+        expecting more of plans like it, proposing them again and again to be stopped early. A trial
+        waiting at a rung below its bracket goes on unranked: it is pending.
         """
         directions = study.directions
         cost_index = self.cost_index % len(directions)
@@ -107,7 +113,8 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
                 continue
             seen.add(self.domain.plan_keys([point])[0])
             listed = t.user_attrs.get(RUNG_QUALITY, [])[: len(at_rung)] if rungs else []
-            ends = t.state == TrialState.PRUNED or (t.state == TrialState.RUNNING and after_rung(t.user_attrs))
+            ends = t.state == TrialState.PRUNED or (t.state == TrialState.RUNNING and after_rung(t.user_attrs)
+                                                    and ranked_where_it_waits(t.user_attrs))
             for rung, quality in enumerate(listed):
                 if quality is not None and math.isfinite(quality):
                     at_rung[rung].append((point, qualities[0] * quality, ends and rung == len(listed) - 1))
