@@ -1,13 +1,13 @@
 """Multi-fidelity search: does a search with rungs (``fidelity.schedule: asha``) reach the hypervolume a
 full-fidelity search reaches in 30 trials with at most half the training compute?
 
-    python benchmarks/multi_fidelity.py [--trials 60] [--brackets 1] [JOB.yaml ...]   # default: jobs/quality_rotten.yaml, jobs/quality_debates.yaml
+    python benchmarks/multi_fidelity.py [--trials 60] [--brackets N] [--seed N] [JOB.yaml ...]   # default: jobs/quality_rotten.yaml, jobs/quality_debates.yaml
 
 For each job (real training: MiniLM-L6 on two real classification tasks) it runs, or resumes, two
 copies of the job with neither baselines nor re-evaluation, so that each search trains alone: one
 with 30 full-fidelity trials, and one with rungs at 1/9, 1/3 and all of the steps (reduction
-factor 3) and ``--trials`` trials, in ``--brackets`` brackets (``fidelity.brackets``; its run
-directory then ends in ``-asha-bN``). Compute is the summed training seconds of every trial (each
+factor 3) and ``--trials`` trials, in ``--brackets`` brackets (``fidelity.brackets``, by default
+as many as the rungs; its run directory ends in ``-asha-bN``, and ``-sN`` with ``--seed``). Compute is the summed training seconds of every trial (each
 rung counted, pruned trials included), and, since seconds vary with the machine's load, also the
 optimizer steps trained (evaluations excluded). The table gives each search's hypervolume over its fully
 trained trials (the job's reference point), its compute, the compute the search with rungs had spent
@@ -34,6 +34,7 @@ import yaml
 from autopeft import api
 from autopeft.record.pareto import Point, hypervolume
 from autopeft.record.study import RUNG_FINISHED, RUNG_QUALITY, RUNG_SECONDS, TRAIN_SECONDS, States, StudyRecord
+from autopeft.workers.types import Fidelity
 from collect_trials import write_derived
 from reporting import publish
 
@@ -43,13 +44,18 @@ FULL_TRIALS = 30
 EARLY = 0.9  # a share of the full-fidelity hypervolume: how soon each search gets most of the way
 
 
-def search_only(job_path: Path, trials: int, schedule: str, brackets: int = 1) -> Path:
+def search_only(job_path: Path, trials: int, schedule: str, brackets: int | None = None, seed: int | None = None) -> Path:
     """A copy of the job with ``trials`` trials trained on ``schedule`` (full or asha, in ``brackets``
-    brackets), no baselines and no re-evaluation."""
+    brackets, with the job's seed or ``seed``, both named in its run directory), no baselines and no
+    re-evaluation."""
     data = yaml.safe_load(job_path.read_text())
-    data["name"] = f"{data['name']}-{schedule}" + (f"-b{brackets}" if brackets > 1 else "")
-    if brackets > 1:
-        data["fidelity"]["brackets"] = brackets
+    data["name"] = f"{data['name']}-{schedule}"
+    if schedule == "asha":
+        data["fidelity"]["brackets"] = brackets or len(data["fidelity"].get("rungs") or Fidelity().rungs)
+        data["name"] += f"-b{data['fidelity']['brackets']}"
+        if seed is not None:
+            data["seed"] = seed
+            data["name"] += f"-s{seed}"
     data["baselines"] = []
     data["final"] = {"seeds": 0}
     data["budget"]["trials"] = trials
@@ -130,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("jobs", type=Path, nargs="*", default=JOBS)
     parser.add_argument("--trials", type=int, default=60, help="new trials of the search with rungs")
-    parser.add_argument("--brackets", type=int, default=1, help="the search with rungs' fidelity.brackets")
+    parser.add_argument("--brackets", type=int, help="the search with rungs' fidelity.brackets (default: as many as the rungs)")
+    parser.add_argument("--seed", type=int, help="the search with rungs' seed (default: the job's)")
     args = parser.parse_args(argv)
     lines = ["| task | full fidelity, 30 trials: hypervolume, compute | with rungs: trials (fully trained), "
              "hypervolume, compute | compute ratio (seconds, steps) | compute ratio with rungs on first reaching the "
@@ -142,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         source = api.load_job(job_path)
         write_derived(source)
         name = source.name
-        full_path, asha_path = search_only(job_path, FULL_TRIALS, "full"), search_only(job_path, args.trials, "asha", args.brackets)
+        full_path, asha_path = search_only(job_path, FULL_TRIALS, "full"), search_only(job_path, args.trials, "asha", args.brackets, args.seed)
         run(full_path)
         run(asha_path)
         job = api.load_job(full_path)

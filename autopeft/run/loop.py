@@ -364,7 +364,7 @@ class SearchLoop:
         first_rung = {}
         if self.rungs:
             fidelity = self.job.fidelity
-            self.record.place_in_bracket(trial, bracket_of(trial.number, fidelity.brackets, len(self.rungs),
+            self.record.place_in_bracket(trial, bracket_of(trial.number, fidelity.bracket_count, len(self.rungs),
                                                            fidelity.reduction_factor))
             first_rung = {"stop_at": self.rungs[0]}
         self._submit(TrialWork(trial, plan, params, pct, memory.total_gb, run_id, overrides=first_rung))
