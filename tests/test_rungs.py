@@ -222,6 +222,7 @@ def test_a_search_with_rungs_stopped_mid_rung_resumes_that_rung_and_counts_prune
     history = client.get_metric_history(runs[str(resumed.number)].info.run_id, "rung_quality")
     assert [m.step for m in history] == [0]  # its first rung was not trained again
     assert runs[str(resumed.number)].info.status == "FINISHED" and "quality" in runs[str(resumed.number)].data.metrics
+    assert {int(n): int(r.data.params["bracket"]) for n, r in runs.items()} == {n: bracket_of(n, 2, 2, 2) for n in range(4)}
     for t in pruned:
         assert runs[str(t.number)].data.tags["autopeft.pruned"] == "after rung 1 of 2"
         assert "quality" not in runs[str(t.number)].data.metrics

@@ -358,15 +358,15 @@ class SearchLoop:
         pct = self.prepared.shape.pct(params)
         memory = self.prepared.memory(plan)
         self.record.describe_trial(trial, plan, pct, memory.total_gb)
-        run_id = self.tracker.start_trial(trial.number, {**space.values(trial.params), "plan": plan.describe(),
-                                                         "trainable_params": params, **memory.to_dict()})
-        self._runs[trial.number], self._unrecorded[run_id] = run_id, trial
-        first_rung = {}
+        bracket = {}  # a search with rungs: the rung from which the trial is ranked
         if self.rungs:
             fidelity = self.job.fidelity
-            self.record.place_in_bracket(trial, bracket_of(trial.number, fidelity.bracket_count, len(self.rungs),
-                                                           fidelity.reduction_factor))
-            first_rung = {"stop_at": self.rungs[0]}
+            bracket = {"bracket": bracket_of(trial.number, fidelity.bracket_count, len(self.rungs), fidelity.reduction_factor)}
+            self.record.place_in_bracket(trial, bracket["bracket"])
+        run_id = self.tracker.start_trial(trial.number, {**space.values(trial.params), "plan": plan.describe(),
+                                                         "trainable_params": params, **memory.to_dict(), **bracket})
+        self._runs[trial.number], self._unrecorded[run_id] = run_id, trial
+        first_rung = {"stop_at": self.rungs[0]} if self.rungs else {}
         self._submit(TrialWork(trial, plan, params, pct, memory.total_gb, run_id, overrides=first_rung))
 
     def _start_next(self, done: TrialWork | BaselineWork | FinalWork) -> None:
