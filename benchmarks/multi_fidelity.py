@@ -7,7 +7,7 @@ For each job (real training: MiniLM-L6 on two real classification tasks) it runs
 copies of the job with neither baselines nor re-evaluation, so that each search trains alone: one
 with 30 full-fidelity trials, and one with rungs at 1/9, 1/3 and all of the steps (reduction
 factor 3) and ``--trials`` trials, in ``--brackets`` brackets (``fidelity.brackets``, by default
-as many as the rungs; its run directory ends in ``-asha-bN``, and ``-sN`` with ``--seed``). Compute is the summed training seconds of every trial (each
+the job's; its run directory ends in ``-asha-bN``, and ``-sN`` with ``--seed``). Compute is the summed training seconds of every trial (each
 rung counted, pruned trials included), and, since seconds vary with the machine's load, also the
 optimizer steps trained (evaluations excluded). The table gives each search's hypervolume over its fully
 trained trials (the job's reference point), its compute, the compute the search with rungs had spent
@@ -51,7 +51,7 @@ def search_only(job_path: Path, trials: int, schedule: str, brackets: int | None
     data = yaml.safe_load(job_path.read_text())
     data["name"] = f"{data['name']}-{schedule}"
     if schedule == "asha":
-        data["fidelity"]["brackets"] = brackets or len(data["fidelity"].get("rungs") or Fidelity().rungs)
+        data["fidelity"]["brackets"] = brackets or data["fidelity"].get("brackets") or Fidelity().brackets
         data["name"] += f"-b{data['fidelity']['brackets']}"
         if seed is not None:
             data["seed"] = seed
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("jobs", type=Path, nargs="*", default=JOBS)
     parser.add_argument("--trials", type=int, default=60, help="new trials of the search with rungs")
-    parser.add_argument("--brackets", type=int, help="the search with rungs' fidelity.brackets (default: as many as the rungs)")
+    parser.add_argument("--brackets", type=int, help="the search with rungs' fidelity.brackets (default: the job's)")
     parser.add_argument("--seed", type=int, help="the search with rungs' seed (default: the job's)")
     args = parser.parse_args(argv)
     lines = ["| task | full fidelity, 30 trials: hypervolume, compute | with rungs: trials (fully trained), "

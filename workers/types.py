@@ -61,9 +61,8 @@ class Fidelity(Strict):
     rungs: tuple[float, ...] = Field((1 / 9, 1 / 3, 1.0), min_length=2, max_length=8,
                                      description="asha: the fractions of the training steps after which a trial is scored")
     reduction_factor: int = Field(3, ge=2, le=16, description="asha: the top 1/reduction_factor of a rung go on to the next")
-    brackets: int | None = Field(None, ge=1, le=8, description="asha: new trials are spread over n brackets, as Hyperband does: a "
-                                 "trial of bracket b trains past the first b rungs unranked (1: every trial is ranked from the "
-                                 "first rung on); default: as many as the rungs")
+    brackets: int = Field(1, ge=1, le=8, description="asha: 1 ranks every trial from the first rung on; n spreads new trials over "
+                          "n brackets, as Hyperband does: a trial of bracket b trains past the first b rungs unranked")
 
     @field_validator("rungs")
     @classmethod
@@ -74,7 +73,7 @@ class Fidelity(Strict):
 
     @model_validator(mode="after")
     def _brackets_within_rungs(self) -> Fidelity:
-        if self.brackets is not None and self.brackets > len(self.rungs):
+        if self.brackets > len(self.rungs):
             raise ValueError(f"brackets {self.brackets} is more than the {len(self.rungs)} rungs: a bracket is the rung from "
                              f"which its trials are ranked; give brackets between 1 and {len(self.rungs)}")
         return self
@@ -82,11 +81,6 @@ class Fidelity(Strict):
     @property
     def asha(self) -> bool:
         return self.schedule == "asha"
-
-    @property
-    def bracket_count(self) -> int:
-        return len(self.rungs) if self.brackets is None else self.brackets
-
 
 LayerSizes = tuple[tuple[int, int], ...]
 """(layer index, size) pairs with size > 0: a module's size in each layer that has it."""

@@ -361,7 +361,7 @@ class SearchLoop:
         bracket = {}  # a search with rungs: the rung from which the trial is ranked
         if self.rungs:
             fidelity = self.job.fidelity
-            bracket = {"bracket": bracket_of(trial.number, fidelity.bracket_count, len(self.rungs), fidelity.reduction_factor)}
+            bracket = {"bracket": bracket_of(trial.number, fidelity.brackets, len(self.rungs), fidelity.reduction_factor)}
             self.record.place_in_bracket(trial, bracket["bracket"])
         run_id = self.tracker.start_trial(trial.number, {**space.values(trial.params), "plan": plan.describe(),
                                                          "trainable_params": params, **memory.to_dict(), **bracket})
