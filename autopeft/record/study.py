@@ -70,10 +70,15 @@ def after_rung(attrs: dict) -> bool:
     return len(attrs.get(RUNG_QUALITY, [])) > attrs.get(RUNG, 0)
 
 
+def ranked_at(rung: int, bracket: int) -> bool:
+    """Whether a trial of ``bracket`` is ranked at ``rung``: a trial of bracket b goes on past the
+    first b rungs unranked."""
+    return rung >= bracket
+
+
 def ranked_where_it_waits(attrs: dict) -> bool:
-    """Whether a trial's last finished rung is one at which it is ranked: a trial of bracket b goes
-    on past the first b rungs unranked."""
-    return len(attrs.get(RUNG_QUALITY, [])) > attrs.get(BRACKET, 0)
+    """Whether a trial's last finished rung is one at which it is ranked (``ranked_at``)."""
+    return ranked_at(len(attrs.get(RUNG_QUALITY, [])) - 1, attrs.get(BRACKET, 0))
 
 
 def _quiet() -> None:
@@ -234,12 +239,16 @@ class StudyRecord:
 
     # -- trials ------------------------------------------------------------------------------------
 
-    def describe_trial(self, trial: optuna.trial.Trial, plan: Plan, pct: float, memory_gb: float) -> None:
+    def describe_trial(self, trial: optuna.trial.Trial, plan: Plan, pct: float, memory_gb: float,
+                       bracket: int | None = None) -> None:
+        """The trial's plan, its share of the model, its estimated memory and, in a search with rungs, its bracket."""
         with self.batched():
             trial.set_user_attr(PLAN, plan.to_dict())
             trial.set_user_attr(PLAN_SUMMARY, plan.describe())
             trial.set_user_attr(TRAINABLE_PCT, pct)
             trial.set_user_attr(MEMORY_ESTIMATE, memory_gb)
+            if bracket is not None:
+                trial.set_user_attr(BRACKET, bracket)
 
     def mark_skipped(self, trial: optuna.trial.Trial, reason: str) -> None:
         trial.set_user_attr(SKIPPED, reason)
@@ -273,9 +282,6 @@ class StudyRecord:
             trial.set_user_attr(TRAIN_SECONDS, attrs.get(TRAIN_SECONDS, 0.0) + train_seconds)
             trial.set_user_attr(RUNG_SECONDS, [*attrs.get(RUNG_SECONDS, []), train_seconds])
             trial.set_user_attr(RUNG_FINISHED, [*attrs.get(RUNG_FINISHED, []), time.time()])
-
-    def place_in_bracket(self, trial: optuna.trial.Trial, bracket: int) -> None:
-        trial.set_user_attr(BRACKET, bracket)
 
     def send_to_rung(self, trial: optuna.trial.Trial, rung: int) -> None:
         trial.set_user_attr(RUNG, rung)

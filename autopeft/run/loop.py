@@ -357,12 +357,11 @@ class SearchLoop:
         params = int(proposal.cost)  # the exact count of the plan, computed by the domain
         pct = self.prepared.shape.pct(params)
         memory = self.prepared.memory(plan)
-        self.record.describe_trial(trial, plan, pct, memory.total_gb)
         bracket = {}  # a search with rungs: the rung from which the trial is ranked
         if self.rungs:
             fidelity = self.job.fidelity
             bracket = {"bracket": bracket_of(trial.number, fidelity.brackets, len(self.rungs), fidelity.reduction_factor)}
-            self.record.place_in_bracket(trial, bracket["bracket"])
+        self.record.describe_trial(trial, plan, pct, memory.total_gb, **bracket)
         run_id = self.tracker.start_trial(trial.number, {**space.values(trial.params), "plan": plan.describe(),
                                                          "trainable_params": params, **memory.to_dict(), **bracket})
         self._runs[trial.number], self._unrecorded[run_id] = run_id, trial

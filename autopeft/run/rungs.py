@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass
 
 from autopeft.record.pareto import Point, Reference, hypervolume, nondominated_fronts
+from autopeft.record.study import ranked_at
 
 
 def ranked(points: list[Point], reference: Reference) -> list[int]:
@@ -69,9 +70,9 @@ def next_promotion(trials: list[RungTrial], rungs: int, factor: int, floor: floa
     """
     for rung in reversed(range(rungs - 1)):
         for t in trials:
-            if t.bracket > rung and t.sent_to == rung and t.paused:
+            if not ranked_at(rung, t.bracket) and t.sent_to == rung and t.paused:
                 return t.trial, rung + 1
-        reached = [t for t in trials if len(t.qualities) > rung and t.bracket <= rung]
+        reached = [t for t in trials if len(t.qualities) > rung and ranked_at(rung, t.bracket)]
         top = len(reached) // factor
         if top == 0:
             continue
