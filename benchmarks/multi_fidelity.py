@@ -1,13 +1,14 @@
 """Multi-fidelity search: does a search with rungs (``fidelity.schedule: asha``) reach the hypervolume a
 full-fidelity search reaches in 30 trials with at most half the training compute?
 
-    python benchmarks/multi_fidelity.py [--trials 60] [--brackets N] [--seed N] [JOB.yaml ...]   # default: jobs/quality_rotten.yaml, jobs/quality_debates.yaml
+    python benchmarks/multi_fidelity.py [--trials 60] [--brackets N] [--seed N] [--rungs F ...] [JOB.yaml ...]   # default: jobs/quality_rotten.yaml, jobs/quality_debates.yaml
 
 For each job (real training: MiniLM-L6 on two real classification tasks) it runs, or resumes, two
 copies of the job with neither baselines nor re-evaluation, so that each search trains alone: one
-with 30 full-fidelity trials, and one with rungs at 1/9, 1/3 and all of the steps (reduction
-factor 3) and ``--trials`` trials, in ``--brackets`` brackets (``fidelity.brackets``, by default
-the job's; its run directory ends in ``-asha-bN``, and ``-sN`` with ``--seed``). Compute is the summed training seconds of every trial (each
+with 30 full-fidelity trials, and one with rungs (by default the job's: 1/9, 1/3 and all of the
+steps, reduction factor 3; ``--rungs`` sets others) and ``--trials`` trials, in ``--brackets``
+brackets (``fidelity.brackets``, by default the job's; its run directory ends in ``-asha-bN``,
+``-sN`` with ``--seed`` and ``-rF-...`` with ``--rungs``). Compute is the summed training seconds of every trial (each
 rung counted, pruned trials included), and, since seconds vary with the machine's load, also the
 optimizer steps trained (evaluations excluded). The table gives each search's hypervolume over its fully
 trained trials (the job's reference point), its compute, the compute the search with rungs had spent
@@ -17,7 +18,9 @@ once it had spent the compute of the search with rungs. The target is met when t
 reached that hypervolume within half the full-fidelity search's seconds and steps. Two more
 columns show how each search gets there: the seconds (as a share of the full-fidelity search's)
 each had spent on first reaching 90% of the full-fidelity hypervolume, and how many trials of the
-search with rungs went no further than their first rung.
+search with rungs went no further than their first rung. The last column gives, for each rung
+before the last, Spearman's rank correlation between its quality and the final one over the
+trials trained to the end: how well a rung foretells the full training.
 The report also goes to ``benchmarks/out/multi_fidelity.md``.
 """
 
@@ -30,6 +33,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from scipy.stats import spearmanr
 
 from autopeft import api
 from autopeft.record.pareto import Point, hypervolume
@@ -44,10 +48,11 @@ FULL_TRIALS = 30
 EARLY = 0.9  # a share of the full-fidelity hypervolume: how soon each search gets most of the way
 
 
-def search_only(job_path: Path, trials: int, schedule: str, brackets: int | None = None, seed: int | None = None) -> Path:
+def search_only(job_path: Path, trials: int, schedule: str, brackets: int | None = None, seed: int | None = None,
+                rungs: list[float] | None = None) -> Path:
     """A copy of the job with ``trials`` trials trained on ``schedule`` (full or asha, in ``brackets``
-    brackets, with the job's seed or ``seed``, both named in its run directory), no baselines and no
-    re-evaluation."""
+    brackets, with the job's seed or ``seed`` and its rungs or ``rungs``, all named in its run
+    directory), no baselines and no re-evaluation."""
     data = yaml.safe_load(job_path.read_text())
     data["name"] = f"{data['name']}-{schedule}"
     if schedule == "asha":
@@ -56,6 +61,9 @@ def search_only(job_path: Path, trials: int, schedule: str, brackets: int | None
         if seed is not None:
             data["seed"] = seed
             data["name"] += f"-s{seed}"
+        if rungs:
+            data["fidelity"]["rungs"] = rungs
+            data["name"] += "-r" + "-".join(f"{r:g}" for r in rungs)
     data["baselines"] = []
     data["final"] = {"seeds": 0}
     data["budget"]["trials"] = trials
@@ -128,6 +136,19 @@ def full_compute_to_reach(full: list, target: float, reference) -> float | None:
     return None
 
 
+def rung_correlations(asha: list, rungs: tuple[float, ...]) -> str:
+    """Spearman's rank correlation of each rung's quality (before the last) with the final quality, over the
+    trials trained to the end: how well a rung foretells what the full training scores ("flat" where every
+    trial scored the same there)."""
+    done = [t for t in asha if t.state == States.COMPLETE]
+    texts = []
+    for i, rung in enumerate(rungs[:-1]):
+        pairs = [(t.user_attrs[RUNG_QUALITY][i], t.values[0]) for t in done if len(t.user_attrs.get(RUNG_QUALITY, [])) > i]
+        flat = len(pairs) < 3 or len({q for q, _ in pairs}) == 1 or len({f for _, f in pairs}) == 1
+        texts.append(f"{rung:.3g}: " + ("flat" if flat else f"{spearmanr(*zip(*pairs)).statistic:.2f}"))
+    return ", ".join(texts)
+
+
 def run(job_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "autopeft", "submit", str(job_path), "--no-progress"], check=True)
 
@@ -138,18 +159,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=60, help="new trials of the search with rungs")
     parser.add_argument("--brackets", type=int, help="the search with rungs' fidelity.brackets (default: the job's)")
     parser.add_argument("--seed", type=int, help="the search with rungs' seed (default: the job's)")
+    parser.add_argument("--rungs", type=float, nargs="+", help="the search with rungs' fidelity.rungs (default: the job's)")
     args = parser.parse_args(argv)
     lines = ["| task | full fidelity, 30 trials: hypervolume, compute | with rungs: trials (fully trained), "
              "hypervolume, compute | compute ratio (seconds, steps) | compute ratio with rungs on first reaching the "
              "full-fidelity hypervolume (seconds, steps) | full fidelity at the compute with rungs | target | "
              f"seconds to {EARLY:.0%} of the full-fidelity hypervolume, with rungs and at full fidelity | "
-             "trials stopped at the first rung |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "trials stopped at the first rung | rank correlation of each rung with the final quality |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for job_path in args.jobs:
         source = api.load_job(job_path)
         write_derived(source)
         name = source.name
-        full_path, asha_path = search_only(job_path, FULL_TRIALS, "full"), search_only(job_path, args.trials, "asha", args.brackets, args.seed)
+        full_path, asha_path = search_only(job_path, FULL_TRIALS, "full"), search_only(job_path, args.trials, "asha", args.brackets, args.seed, args.rungs)
         run(full_path)
         run(asha_path)
         job = api.load_job(full_path)
@@ -159,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
         full_points = [Point(t.number, t.values[0], int(t.values[1]), 0.0) for t in full if t.state == States.COMPLETE]
         full_hv = hypervolume(full_points, reference)
         full_seconds = sum(t.user_attrs.get(TRAIN_SECONDS, 0.0) for t in full)
-        _, asha = trials_of(api.load_job(asha_path))
+        asha_job = api.load_job(asha_path)
+        _, asha = trials_of(asha_job)
         complete = [Point(t.number, t.values[0], int(t.values[1]), 0.0) for t in asha if t.state == States.COMPLETE]
         asha_hv = hypervolume(complete, reference)
         asha_seconds = sum(t.user_attrs.get(TRAIN_SECONDS, 0.0) for t in asha)
@@ -172,17 +195,18 @@ def main(argv: list[str] | None = None) -> None:
                 prefix.append(Point(t.number, t.values[0], int(t.values[1]), 0.0))
         full_steps = steps(job.fidelity, 1.0) * len(full)
         ratio = asha_seconds / full_seconds
-        step_ratio = sum(trained_steps(t, job.fidelity) for t in asha) / full_steps
-        reached = compute_to_reach(asha, full_hv, reference, job.fidelity)
+        step_ratio = sum(trained_steps(t, asha_job.fidelity) for t in asha) / full_steps
+        reached = compute_to_reach(asha, full_hv, reference, asha_job.fidelity)
         reached_text = "never" if reached is None else f"{reached[0] / full_seconds:.2f}, {reached[1] / full_steps:.2f}"
         verdict = "met" if reached is not None and max(reached[0] / full_seconds, reached[1] / full_steps) <= 0.5 else "not met"
-        with_rungs = compute_to_reach(asha, EARLY * full_hv, reference, job.fidelity)
+        with_rungs = compute_to_reach(asha, EARLY * full_hv, reference, asha_job.fidelity)
         early = [with_rungs and with_rungs[0], full_compute_to_reach(full, EARLY * full_hv, reference)]
         early_text = ", ".join("never" if e is None else f"{e / full_seconds:.2f}" for e in early)
         first_only = sum(1 for t in asha if t.state != States.COMPLETE and len(t.user_attrs.get(RUNG_QUALITY, [])) <= 1)
         lines.append(f"| {name} | {full_hv:.4f}, {full_seconds:,.0f} s | {len(asha)} ({len(complete)}), {asha_hv:.4f}, "
                      f"{asha_seconds:,.0f} s | {ratio:.2f}, {step_ratio:.2f} | {reached_text} | "
-                     f"{hypervolume(prefix, reference):.4f} | {verdict} | {early_text} | {first_only} |")
+                     f"{hypervolume(prefix, reference):.4f} | {verdict} | {early_text} | {first_only} | "
+                     f"{rung_correlations(asha, asha_job.fidelity.rungs)} |")
     publish(lines, "multi_fidelity")
 
 
