@@ -1,12 +1,12 @@
 """Multi-fidelity search: does a search with rungs (``fidelity.schedule: asha``) reach the hypervolume a
 full-fidelity search reaches in 30 trials with at most half the training compute?
 
-    python benchmarks/multi_fidelity.py [--trials 60] [--brackets N] [--seed N] [--rungs F ...] [JOB.yaml ...]   # default: jobs/quality_rotten.yaml, jobs/quality_debates.yaml
+    python benchmarks/multi_fidelity.py [--trials 45] [--brackets N] [--seed N] [--rungs F ...] [JOB.yaml ...]   # default: jobs/quality_rotten.yaml, jobs/quality_debates.yaml
 
 For each job (real training: MiniLM-L6 on two real classification tasks) it runs, or resumes, two
 copies of the job with neither baselines nor re-evaluation, so that each search trains alone: one
-with 30 full-fidelity trials, and one with rungs (by default the job's: 1/9, 1/3 and all of the
-steps, reduction factor 3; ``--rungs`` sets others) and ``--trials`` trials, in ``--brackets``
+with 30 full-fidelity trials, and one with rungs (by default the job's: 1/3 and all of the steps,
+reduction factor 3; ``--rungs`` sets others) and ``--trials`` trials, in ``--brackets``
 brackets (``fidelity.brackets``, by default the job's; its run directory ends in ``-asha-bN``,
 ``-sN`` with ``--seed`` and ``-rF-...`` with ``--rungs``). Compute is the summed training seconds of every trial (each
 rung counted, pruned trials included), and, since seconds vary with the machine's load, also the
@@ -156,16 +156,16 @@ def run(job_path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("jobs", type=Path, nargs="*", default=JOBS)
-    parser.add_argument("--trials", type=int, default=60, help="new trials of the search with rungs")
+    parser.add_argument("--trials", type=int, default=45, help="new trials of the search with rungs")
     parser.add_argument("--brackets", type=int, help="the search with rungs' fidelity.brackets (default: the job's)")
     parser.add_argument("--seed", type=int, help="the search with rungs' seed (default: the job's)")
     parser.add_argument("--rungs", type=float, nargs="+", help="the search with rungs' fidelity.rungs (default: the job's)")
     args = parser.parse_args(argv)
-    lines = ["| task | full fidelity, 30 trials: hypervolume, compute | with rungs: trials (fully trained), "
+    lines = [("| task | full fidelity, 30 trials: hypervolume, compute | with rungs: trials (fully trained), "
              "hypervolume, compute | compute ratio (seconds, steps) | compute ratio with rungs on first reaching the "
              "full-fidelity hypervolume (seconds, steps) | full fidelity at the compute with rungs | target | "
              f"seconds to {EARLY:.0%} of the full-fidelity hypervolume, with rungs and at full fidelity | "
-             "trials stopped at the first rung | rank correlation of each rung with the final quality |",
+             "trials stopped at the first rung | rank correlation of each rung with the final quality |"),
              "|---|---|---|---|---|---|---|---|---|---|"]
     for job_path in args.jobs:
         source = api.load_job(job_path)

@@ -58,7 +58,7 @@ class Fidelity(Strict):
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, slower")
     schedule: Literal["full", "asha"] = Field(
         "full", description="full: every trial trains all its steps; asha: trials train in rungs and only the best go on")
-    rungs: tuple[float, ...] = Field((1 / 9, 1 / 3, 1.0), min_length=2, max_length=8,
+    rungs: tuple[float, ...] = Field((1 / 3, 1.0), min_length=2, max_length=8,
                                      description="asha: the fractions of the training steps after which a trial is scored")
     reduction_factor: int = Field(3, ge=2, le=16, description="asha: the top 1/reduction_factor of a rung go on to the next")
     brackets: int = Field(1, ge=1, le=8, description="asha: 1 ranks every trial from the first rung on; n spreads new trials over "
