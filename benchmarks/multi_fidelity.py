@@ -8,7 +8,7 @@ copies of the job with neither baselines nor re-evaluation, so that each search 
 with 30 full-fidelity trials, and one with rungs (by default the job's: 1/3 and all of the steps,
 reduction factor 3; ``--rungs`` sets others) and ``--trials`` trials, in ``--brackets``
 brackets (``fidelity.brackets``, by default the job's; its run directory ends in ``-asha-bN``,
-``-sN`` with ``--seed`` and ``-rF-...`` with ``--rungs``). Compute is the summed training seconds of every trial (each
+``-sN`` with ``--seed``, and ``-rF-...``, its rungs, so that a search is never resumed with others). Compute is the summed training seconds of every trial (each
 rung counted, pruned trials included), and, since seconds vary with the machine's load, also the
 optimizer steps trained (evaluations excluded). The table gives each search's hypervolume over its fully
 trained trials (the job's reference point), its compute, the compute the search with rungs had spent
@@ -61,9 +61,8 @@ def search_only(job_path: Path, trials: int, schedule: str, brackets: int | None
         if seed is not None:
             data["seed"] = seed
             data["name"] += f"-s{seed}"
-        if rungs:
-            data["fidelity"]["rungs"] = rungs
-            data["name"] += "-r" + "-".join(f"{r:g}" for r in rungs)
+        data["fidelity"]["rungs"] = rungs or data["fidelity"].get("rungs") or list(Fidelity().rungs)
+        data["name"] += "-r" + "-".join(f"{r:.4g}" for r in data["fidelity"]["rungs"])
     data["baselines"] = []
     data["final"] = {"seeds": 0}
     data["budget"]["trials"] = trials
