@@ -5,15 +5,17 @@ The public API (``submit``, ``prepare``, ``read_front``, ``read_baselines``, ``e
 ``load_job``, ``load_adapter``, ``JobSpec``) loads on first use: a worker that imports
 ``autopeft.workers`` does not load the driver.
 
-autopeft reaches no network of its own accord: it turns off MLflow's telemetry and Ray's usage
-statistics, for itself and the processes it starts, unless the environment already sets them
-(``MLFLOW_DISABLE_TELEMETRY=false``, ``RAY_USAGE_STATS_ENABLED=1``).
+autopeft reaches no network of its own accord: it turns off MLflow's telemetry, Ray's usage
+statistics and transformers' Hub kernels (on a GPU, loading a model would otherwise fetch kernel
+code from the Hugging Face Hub, and fail with no network), for itself and the processes it
+starts, unless the environment already sets them (``MLFLOW_DISABLE_TELEMETRY=false``,
+``RAY_USAGE_STATS_ENABLED=1``, ``USE_HUB_KERNELS=YES``).
 """
 
 import os
 from importlib import import_module
 
-for _variable, _value in (("MLFLOW_DISABLE_TELEMETRY", "true"), ("RAY_USAGE_STATS_ENABLED", "0")):
+for _variable, _value in (("MLFLOW_DISABLE_TELEMETRY", "true"), ("RAY_USAGE_STATS_ENABLED", "0"), ("USE_HUB_KERNELS", "NO")):
     os.environ.setdefault(_variable, _value)
 
 import autopeft.workers.methods  # noqa: E402, F401  (registers the bottleneck and prefix peft methods)

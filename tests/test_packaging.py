@@ -54,10 +54,11 @@ def test_the_package_shipped_to_cluster_nodes_imports_on_its_own(tmp_path):
     assert run.stdout.startswith(str(folder)) and run.stdout.strip().endswith("True")
 
 
-def test_autopeft_turns_off_mlflow_telemetry_and_ray_usage_stats_unless_the_user_set_them():
+def test_autopeft_turns_off_mlflow_telemetry_ray_usage_stats_and_hub_kernels_unless_the_user_set_them():
     code = ("import sys; {imports}from mlflow.telemetry.utils import is_telemetry_disabled; "
             "from ray._common.usage.usage_lib import usage_stats_enabled; "
-            "print(is_telemetry_disabled(), usage_stats_enabled())")
+            "from transformers.integrations.hub_kernels import _kernels_enabled; "
+            "print(is_telemetry_disabled(), usage_stats_enabled(), _kernels_enabled())")
     env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home())}  # outside pytest and CI, as a user runs it
 
     def check(imports: str, **extra) -> str:
@@ -66,6 +67,7 @@ def test_autopeft_turns_off_mlflow_telemetry_and_ray_usage_stats_unless_the_user
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout.split()
 
-    assert check("") == ["False", "True"]  # what MLflow and Ray do on their own: they would report usage
-    assert check("import autopeft; ") == ["True", "False"]
-    assert check("import autopeft; ", MLFLOW_DISABLE_TELEMETRY="false", RAY_USAGE_STATS_ENABLED="1") == ["False", "True"]
+    assert check("") == ["False", "True", "True"]  # what MLflow, Ray and transformers do on their own: report, fetch
+    assert check("import autopeft; ") == ["True", "False", "False"]
+    assert check("import autopeft; ", MLFLOW_DISABLE_TELEMETRY="false", RAY_USAGE_STATS_ENABLED="1",
+                 USE_HUB_KERNELS="YES") == ["False", "True", "True"]

@@ -6,7 +6,7 @@ from autopeft.job.data import load_task_data
 from autopeft.job.spec import TaskSpec
 from autopeft.workers.build import count_trainable
 from autopeft.workers.methods.lora import Lora, LoraTarget
-from autopeft.workers.models import model_shape
+from autopeft.workers.models import load_base, model_shape
 from autopeft.workers.plan import Plan
 from autopeft.workers.trial import run_trial
 from autopeft.workers.types import Fidelity, TrialRequest
@@ -48,3 +48,13 @@ def test_a_trial_function_that_never_touches_the_model_gets_no_copy_of_it(tiny_b
     assert result.quality == 0.5 and not result.adapter_files and loads == []
     result = run_trial(request, data, lambda context: {"accuracy": float(context.model.config.num_labels)})
     assert result.quality == 2.0 and len(loads) == 1
+
+
+def test_a_loaded_model_never_fetches_kernels_from_the_hub(tiny_bert):
+    # transformers' default on a GPU: every load and every switch between train and eval fetches kernel code
+    # from the Hugging Face Hub, and with no network each trial fails
+    _, model = load_base(tiny_bert, 2)
+    assert model.use_kernels is False
+    model.train()
+    model.eval()
+    assert model.use_kernels is False and model.kernels_mode is None
