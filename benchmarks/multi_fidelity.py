@@ -138,13 +138,14 @@ def full_compute_to_reach(full: list, target: float, reference) -> float | None:
 def rung_correlations(asha: list, rungs: tuple[float, ...]) -> str:
     """Spearman's rank correlation of each rung's quality (before the last) with the final quality, over the
     trials trained to the end: how well a rung foretells what the full training scores ("flat" where every
-    trial scored the same there)."""
+    trial scored the same there, "too few" under 3 trials)."""
     done = [t for t in asha if t.state == States.COMPLETE]
     texts = []
     for i, rung in enumerate(rungs[:-1]):
         pairs = [(t.user_attrs[RUNG_QUALITY][i], t.values[0]) for t in done if len(t.user_attrs.get(RUNG_QUALITY, [])) > i]
-        flat = len(pairs) < 3 or len({q for q, _ in pairs}) == 1 or len({f for _, f in pairs}) == 1
-        texts.append(f"{rung:.3g}: " + ("flat" if flat else f"{spearmanr(*zip(*pairs)).statistic:.2f}"))
+        flat = len({q for q, _ in pairs}) == 1 or len({f for _, f in pairs}) == 1
+        text = "too few" if len(pairs) < 3 else "flat" if flat else f"{spearmanr(*zip(*pairs)).statistic:.2f}"
+        texts.append(f"{rung:.3g}: {text}")
     return ", ".join(texts)
 
 
