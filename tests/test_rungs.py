@@ -10,6 +10,7 @@ from safetensors.torch import load
 
 from autopeft.api import submit
 from autopeft.cli import render_snapshot, silent_rungs_text
+from autopeft.errors import UserError
 from autopeft.job.data import load_task_data
 from autopeft.job.spec import TaskSpec
 from autopeft.record.pareto import Point, Reference
@@ -215,6 +216,8 @@ def test_a_search_with_rungs_stopped_mid_rung_resumes_that_rung_and_counts_prune
     assert ("told no plan apart" in watched) == bool(summary.silent_rungs)
     assert not list(job.layout.checkpoint(0, 0).parent.iterdir())  # no checkpoint is left behind
     assert all(job.layout.trial_adapter(t.number).is_dir() for t in complete)
+    with pytest.raises(UserError, match=r"fidelity.rungs: \[0.25, 1.0\]"):  # what its trials' rungs meant
+        submit(job.model_copy(update={"fidelity": job.fidelity.model_copy(update={"rungs": (0.5, 1.0)})}), progress=False)
 
     client, _, children = runs_of(job)
     runs = {c.data.tags["autopeft.trial"]: c for c in children}
@@ -228,8 +231,6 @@ def test_a_search_with_rungs_stopped_mid_rung_resumes_that_rung_and_counts_prune
 
 
 def test_rungs_need_the_built_in_trainer(tmp_path, tiny_bert, reviews_csv):
-    from autopeft.errors import UserError
-
     with pytest.raises(UserError, match="only the built-in trainer"):
         tiny_job(tmp_path, tiny_bert, reviews_csv, fidelity={**TINY_FIDELITY, "schedule": "asha"}, trainer="trainers:sleeps")
     with pytest.raises(UserError, match="not increasing fractions"):

@@ -375,8 +375,11 @@ def test_a_job_changed_in_what_its_trials_mean_is_refused_on_resume_and_one_chan
 
     space.write_text(space.read_text().replace("query: [0, 4, 8]", "query: [0, 2, 4]"))
     shutil.copy(reviews_csv, moved / "reviews.csv")  # the same data, moved
+    code, err = resubmit(fidelity={**TINY_FIDELITY, "schedule": "asha"})
+    assert code == 2 and "fidelity.schedule: 'full'" in err, err
     code, err = resubmit(task={**fields["task"], "train_file": str(moved / "reviews.csv")}, budget={"trials": 3, "parallel": 1},
-                         baselines=["lora-r8"], optimizer={"sampler": "random"})
+                         baselines=["lora-r8"], optimizer={"sampler": "random"},
+                         fidelity={**TINY_FIDELITY, "rungs": [0.5, 1], "brackets": 2})  # rungs mean nothing here
     assert code == 0, err
     record = StudyRecord.load(job)
     assert len(record.study.trials) == trials + 1 and "lora-r8" in record.baselines

@@ -112,18 +112,23 @@ def prepare(job: JobSpec) -> Prepared:
 RESUMED_AS_STARTED = ("model", "task", "search_space", "objectives", "budget.max_trainable_pct",
                       "budget.max_trainable_params", "fidelity")
 MOVABLE = ("task.train_file", "task.validation_file")  # a data file may move; its labels are compared instead
+RUNGS_ONLY = ("fidelity.rungs", "fidelity.reduction_factor", "fidelity.brackets")  # mean nothing with schedule: full
 
 
 def check_resume(record: StudyRecord, job: JobSpec, prepared: Prepared) -> None:
     """A job submitted again resumes its search only if it describes the same search: the same model,
     data, space, objectives, budget and training (``RESUMED_AS_STARTED``), and the same re-training
-    once re-evaluations exist. The trial count, parallelism, sampler, baselines, trainer and stores may change."""
+    once re-evaluations exist. The trial count, parallelism, sampler, baselines, trainer and stores may change,
+    and so may the settings of rungs (``RUNGS_ONLY``) while the search trains every trial in full."""
     if not record.started:
         return
     fix = f"put it back to resume the search '{job.name}', or give the job a new name to start another search"
     fixed = RESUMED_AS_STARTED + (("final.epochs",) if record.final else ())
     before, now = flatten(record.job), flatten(job.public_dict())
+    in_full = "asha" not in (before.get("fidelity.schedule"), now.get("fidelity.schedule"))
     for key in sorted(before.keys() & now.keys()):
+        if in_full and key in RUNGS_ONLY:
+            continue
         if before[key] != now[key] and _under(key, fixed) and not _under(key, MOVABLE):
             raise UserError(key, f"the search '{job.name}' was started with {key}: {before[key]!r}, and this job "
                                  f"file has {now[key]!r}", fix)
