@@ -32,6 +32,9 @@ def test_the_estimate_grows_with_batch_length_and_depth_and_shrinks_with_checkpo
     assert base.training_state == 12 * count_trainable(lora, shape)
     assert _estimate(shape, lora, batch_size=32, max_seq_length=64).activations == 2 * base.activations
     assert _estimate(shape, lora, batch_size=16, max_seq_length=128).activations > 2 * base.activations  # attention scores
+    on_gpu = [estimate_memory(lora, shape, Fidelity(batch_size=16, max_seq_length=n), count_trainable(lora, shape), gpu=True)
+              for n in (64, 128)]  # bf16, and CUDA's fused attention keeps no scores
+    assert on_gpu[1].activations == 2 * on_gpu[0].activations and on_gpu[0].activations < base.activations / 2
     assert _estimate(shape, top_only, batch_size=16, max_seq_length=64).activations == base.activations / shape.num_layers
     full = _estimate(shape, baseline_plan("full", shape), batch_size=16, max_seq_length=64)
     assert full.training_state == 12 * shape.base_params and full.weights == 4 * shape.base_params

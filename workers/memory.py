@@ -11,7 +11,9 @@ The estimate adds four parts, in bytes:
   (layer norms, attention inputs and output, residual and dropout), ``ACT_FFN`` MLP-width vectors
   (the activation function's inputs and outputs) and attention score rows per head
   (``max_seq_length`` wide): ``ACT_SCORES`` of them, ``ACT_SCORES_DROPOUT`` where the attention
-  probabilities go through dropout (scores, probabilities, mask and dropped probabilities).
+  probabilities go through dropout (scores, probabilities, mask and dropped probabilities). On a
+  GPU there are none: PyTorch's fused attention kernels on CUDA (flash or memory-efficient, which
+  transformers picks by default) keep no score rows and recompute them in the backward pass.
   Elements are 4 bytes, 2 under bf16 autocast. With gradient checkpointing only each layer's
   input is kept, plus two layers' worth while one is recomputed and its backward pass runs;
 - **output**: a causal LM's logits over the vocabulary (fp32, with their log-softmax and its
@@ -73,7 +75,7 @@ def estimate_memory(plan: Plan, shape: ModelShape, fidelity: Fidelity, trainable
     own = 0 if plan.full else trainable
     element = 2 if gpu else FP32
     tokens = fidelity.batch_size * fidelity.max_seq_length
-    scores = ACT_SCORES_DROPOUT if shape.attention_dropout else ACT_SCORES
+    scores = 0 if gpu else ACT_SCORES_DROPOUT if shape.attention_dropout else ACT_SCORES
     per_layer = tokens * element * (ACT_HIDDEN * shape.hidden_size + ACT_FFN * shape.ffn_size
                                     + scores * shape.num_heads * fidelity.max_seq_length)
     lowest = lowest_trained_layer(plan, shape)
