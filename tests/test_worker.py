@@ -51,10 +51,10 @@ def test_a_trial_function_that_never_touches_the_model_gets_no_copy_of_it(tiny_b
 
 
 def test_a_loaded_model_never_fetches_kernels_from_the_hub(tiny_bert):
-    # transformers 5's default on a GPU: every load and every switch between train and eval fetches kernel code
-    # from the Hugging Face Hub, and with no network each trial fails (transformers 4 has no such default)
+    # transformers' default on a GPU: every load and every switch between train and eval fetches kernel code
+    # from the Hugging Face Hub, and with no network each trial fails
     _, model = load_base(tiny_bert, 2)
     assert model.use_kernels is False
     model.train()
     model.eval()
-    assert model.use_kernels is False and getattr(model, "kernels_mode", None) is None
+    assert model.use_kernels is False and model.kernels_mode is None
