@@ -13,6 +13,11 @@ the same for every plan of a model. Each model's first row measures it: one step
 example with LoRA in the top layer only, whose measured peak less its estimate is that
 overhead. The last column compares the estimate with the measured peak less that overhead.
 
+The column "autograd keeps" is the peak of the activations autograd saved for the backward pass
+(each storage counted once, weights left out), whatever the allocator does with them: on CPU,
+glibc's heap keeps much of what is freed, and the measured peak can be a third above what is live
+(``MALLOC_TRIM_THRESHOLD_=0`` in the environment hands it back, see the README).
+
     .venv/bin/python benchmarks/memory.py [--steps 3] [--only minilm-l6|smollm2-135m]
 """
 
@@ -78,6 +83,48 @@ def _reset_peak() -> None:
         refs.write("5")
 
 
+class SavedActivations:
+    """The peak bytes of the tensors autograd keeps for the backward pass, each storage once, parameters left out."""
+
+    def __init__(self):
+        self.live: dict[int, list[int]] = {}  # storage address -> [bytes, tensors saved from it still held]
+        self.bytes = self.peak = 0
+
+    def pack(self, tensor):
+        import torch
+
+        if isinstance(tensor, torch.nn.Parameter) or isinstance(tensor._base, torch.nn.Parameter):
+            return tensor
+        return _Saved(self, tensor)
+
+    @staticmethod
+    def unpack(saved):
+        return saved.tensor if isinstance(saved, _Saved) else saved
+
+    def hold(self, storage) -> None:
+        entry = self.live.setdefault(storage.data_ptr(), [storage.nbytes(), 0])
+        entry[1] += 1
+        if entry[1] == 1:
+            self.bytes += entry[0]
+            self.peak = max(self.peak, self.bytes)
+
+    def release(self, address: int) -> None:
+        entry = self.live[address]
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.bytes -= entry[0]
+            del self.live[address]
+
+
+class _Saved:
+    def __init__(self, owner: SavedActivations, tensor):
+        self.owner, self.tensor, self.address = owner, tensor, tensor.untyped_storage().data_ptr()
+        owner.hold(tensor.untyped_storage())
+
+    def __del__(self):
+        self.owner.release(self.address)
+
+
 def _task_data(kind: str, texts: list[str]):
     from autopeft.workers.types import TaskData
 
@@ -140,14 +187,16 @@ def measure(config: Config, steps: int, texts: list[str]) -> dict:
     context = TrialContext(load_model=lambda: base, plan=plan, shape=shape, data=data, fidelity=fidelity,
                            metric="accuracy" if kind == "classification" else "exact_match", seed=0, device=device)
     ctypes.CDLL("libc.so.6").malloc_trim(0)
-    _, losses = train.train(context)
+    saved = SavedActivations()
+    with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
+        _, losses = train.train(context)
     if gpu:
         measured = torch.cuda.max_memory_allocated() / MB
     else:
         measured = (_rss_kb("VmHWM") - before) / 1024
     return {"model": config.model, "config": config.label, "trainable": trainable, "steps": len(losses),
             "estimate_mb": estimate.total / MB, "activations_mb": (estimate.activations + estimate.output) / MB,
-            "measured_mb": measured, "device": "cuda" if gpu else "cpu"}
+            "measured_mb": measured, "saved_mb": saved.peak / MB, "device": "cuda" if gpu else "cpu"}
 
 
 def _texts(n: int, words: int) -> list[str]:
@@ -183,11 +232,11 @@ def main() -> None:
         row["ratio_less_overhead"] = row["estimate_mb"] / (row["measured_mb"] - row["overhead_mb"])
         rows.append(row)
         print(f"{row['model']:>13}  {row['config']:<28} {row['trainable']:>11,}  estimate {row['estimate_mb']:7.0f} MiB"
-              f"  measured {row['measured_mb']:7.0f} MiB  ratio {row['ratio']:.2f} ({row['ratio_less_overhead']:.2f})",
+              f"  measured {row['measured_mb']:7.0f} MiB  autograd keeps {row['saved_mb']:6.0f} MiB  ratio {row['ratio']:.2f} ({row['ratio_less_overhead']:.2f})",
               flush=True)
     table = pd.DataFrame([r for r in rows if not r["measures_overhead"]])
     print()
-    print(table[["model", "config", "trainable", "estimate_mb", "measured_mb", "overhead_mb", "ratio", "ratio_less_overhead"]]
+    print(table[["model", "config", "trainable", "estimate_mb", "measured_mb", "saved_mb", "overhead_mb", "ratio", "ratio_less_overhead"]]
           .to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print(f"\nmedian estimate / measured: {statistics.median(table['ratio']):.2f} "
           f"(range {table['ratio'].min():.2f} to {table['ratio'].max():.2f}); less the framework's overhead: "
