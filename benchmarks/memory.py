@@ -15,8 +15,8 @@ overhead. The last column compares the estimate with the measured peak less that
 
 The column "autograd keeps" is the peak of the activations autograd saved for the backward pass
 (each storage counted once, weights left out), whatever the allocator does with them: on CPU,
-glibc's heap keeps much of what is freed, and the measured peak can be a third above what is live
-(``MALLOC_TRIM_THRESHOLD_=0`` in the environment hands it back, see the README).
+glibc's heap keeps much of what is freed, and the measured peak can be up to twice what it is
+with ``MALLOC_TRIM_THRESHOLD_=0`` in the environment, which hands freed memory back (see the README).
 
     .venv/bin/python benchmarks/memory.py [--steps 3] [--only minilm-l6|smollm2-135m]
 """
