@@ -93,6 +93,27 @@ def tiny_mpnet(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_deberta(tmp_path_factory) -> str:
+    """A 2-layer DeBERTa-v2 (DeBERTa-v3's architecture), hidden 32: BERT's blocks, its own attention."""
+    from transformers import DebertaV2Config
+
+    return tiny_model(tmp_path_factory, "tiny-deberta", DebertaV2Config(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=128, pooler_hidden_size=32))
+
+
+@pytest.fixture(scope="session")
+def tiny_modernbert(tmp_path_factory) -> str:
+    """A 3-layer ModernBERT, hidden 32: a pre-norm encoder with fused projections."""
+    from transformers import ModernBertConfig
+
+    return tiny_model(tmp_path_factory, "tiny-modernbert", ModernBertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=128, pad_token_id=0, cls_token_id=101, sep_token_id=102, bos_token_id=101,
+        eos_token_id=102))
+
+
+@pytest.fixture(scope="session")
 def reviews_csv(tmp_path_factory) -> Path:
     """400 real Rotten Tomatoes snippets as a user CSV file (columns review, sentiment)."""
     from autopeft.job.data import rotten_tomatoes

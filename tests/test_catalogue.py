@@ -18,7 +18,7 @@ from conftest import base_model, check_counts, reloads_identically, tiny_model
 from test_families import DECODERS
 
 NEW_BASELINES = ["dora-r8", "loha-r8", "lokr-r8", "vera-r256", "oft", "adalora"]
-ENCODERS = ["tiny_bert", "tiny_distilbert", "tiny_mpnet"]
+ENCODERS = ["tiny_bert", "tiny_distilbert", "tiny_mpnet", "tiny_deberta", "tiny_modernbert"]
 
 
 @pytest.fixture(scope="module", params=ENCODERS + sorted(DECODERS))

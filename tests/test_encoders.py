@@ -1,0 +1,74 @@
+"""Encoders beyond BERT's layout: DeBERTa-v2/v3 and ModernBERT, on tiny models of each.
+
+Exact counts for LoRA, IA3 and both bottleneck adapters, adapters that save and reload with
+identical logits, the shipped spaces that need a prefix refused by name, and a real search.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from autopeft.errors import UserError
+from autopeft.space.search_space import load_space
+from autopeft.workers.models import model_shape
+from conftest import check_counts, reloads_identically
+
+ENCODERS = {"tiny_deberta": "deberta", "tiny_modernbert": "modernbert"}
+
+
+@pytest.fixture(params=sorted(ENCODERS))
+def encoder(request) -> tuple[str, str]:
+    return ENCODERS[request.param], request.getfixturevalue(request.param)
+
+
+def _space(tmp_path, shape) -> str:
+    groups = list(shape.family.groups)
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({"name": "encoder", "layers": "per_module", "modules": {
+        "lora": {"groups": {g: [0, 2, 8] for g in groups if g != "ffn_out"}}, "ia3": {"groups": ["ffn_out"]},
+        "serial": {"sizes": [0, 4, 8], "attention": True}, "parallel": {"sizes": [0, 4]}}}))
+    return str(path)
+
+
+def test_lora_ia3_and_both_adapters_count_exactly_what_peft_trains(encoder, tmp_path):
+    family, path = encoder
+    shape = model_shape(path, num_labels=3)
+    assert shape.family.name == family
+    check_counts(path, _space(tmp_path, shape), 10)
+
+
+def test_the_largest_plan_saves_and_reloads_with_identical_logits(encoder, tmp_path):
+    _, path = encoder
+    shape = model_shape(path, num_labels=3)
+    plan = load_space(_space(tmp_path, shape), shape).largest_plan()
+    assert {"lora", "ia3", "serial", "parallel"} <= set(plan.methods) and plan["serial"].attention
+    reloads_identically(path, plan, shape, tmp_path / "adapter")
+
+
+def test_a_space_with_a_prefix_is_refused_naming_the_methods_that_fit(encoder):
+    family, path = encoder
+    with pytest.raises(UserError, match=f"prefix modules do not fit {family} models.*use only .*lora.*serial, parallel"):
+        load_space("autopeft", model_shape(path, num_labels=2))
+
+
+def test_a_classification_search_on_each_encoder(encoder, tmp_path, reviews_csv, ray_local):
+    import optuna
+
+    from autopeft.api import submit
+    from autopeft.job.load import load_job
+    from conftest import TINY_FIDELITY, write_job
+
+    _, path = encoder
+    space = _space(tmp_path, model_shape(path, num_labels=2))
+    job = load_job(write_job(
+        tmp_path, model=path, search_space=space, baselines=["houlsby", "parallel"],
+        task={"train_file": str(reviews_csv), "text_columns": ["review"], "label_column": "sentiment", "validation_size": 100},
+        fidelity=TINY_FIDELITY, budget={"trials": 3, "parallel": 2}, optimizer={"sampler": "autopeft", "n_startup_trials": 2},
+    ))
+    summary = submit(job, progress=False)
+    assert summary.finished == 3 and summary.failed == 0
+    assert set(summary.baselines) == {"houlsby", "parallel"}
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "skipped" not in t.user_attrs]
+    assert len(complete) == 3 and all(0.0 <= t.values[0] <= 1.0 for t in complete)

@@ -1,0 +1,22 @@
+"""ModernBERT: a pre-norm encoder with fused projections, Wqkv (``query_key_value``) and a gated Wi
+(``ffn_gate_in``).
+
+Its attention and MLP are whole modules, as a decoder's are, so serial and parallel adapters wrap
+them; its attention keeps no key/value cache, so prefixes do not fit. Its classifier's ``head``
+(dense, activation, norm) stays frozen, as a pooler does.
+"""
+
+from .base import Family, register_family
+
+MODERNBERT = register_family(Family(
+    name="modernbert",
+    model_types=("modernbert",),
+    layers_path="model.layers",
+    groups={
+        "query_key_value": "attn.Wqkv",
+        "attention_output": "attn.Wo",
+        "ffn_gate_in": "mlp.Wi",
+        "ffn_out": "mlp.Wo",
+    },
+    blocks={"ffn_output": "mlp", "attention_output": "attn"},
+))
