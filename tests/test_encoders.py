@@ -62,13 +62,13 @@ def test_a_classification_search_on_each_encoder(encoder, tmp_path, reviews_csv,
     _, path = encoder
     space = _space(tmp_path, model_shape(path, num_labels=2))
     job = load_job(write_job(
-        tmp_path, model=path, search_space=space, baselines=["houlsby", "parallel"],
+        tmp_path, model=path, search_space=space, baselines=["houlsby", "ia3"],
         task={"train_file": str(reviews_csv), "text_columns": ["review"], "label_column": "sentiment", "validation_size": 100},
         fidelity=TINY_FIDELITY, budget={"trials": 3, "parallel": 2}, optimizer={"sampler": "autopeft", "n_startup_trials": 2},
     ))
     summary = submit(job, progress=False)
     assert summary.finished == 3 and summary.failed == 0
-    assert set(summary.baselines) == {"houlsby", "parallel"}
+    assert set(summary.baselines) == {"houlsby", "ia3"}
     study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "skipped" not in t.user_attrs]
     assert len(complete) == 3 and all(0.0 <= t.values[0] <= 1.0 for t in complete)

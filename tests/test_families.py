@@ -85,6 +85,19 @@ def test_adapters_in_a_decoder_block_save_and_reload_with_identical_outputs(deco
         assert torch.allclose(reloaded(**inputs).logits, expected, atol=1e-5)
 
 
+def test_the_ia3_baseline_fits_every_decoder_scaling_a_fused_attention_projection_where_there_is_one(decoder, tmp_path):
+    from autopeft.workers.methods import baseline_plan, method
+    from conftest import reloads_identically
+
+    model_type, path = decoder
+    shape = model_shape(path, num_labels=3)
+    plan = baseline_plan("ia3", shape)
+    assert method("ia3").fits(shape.family, plan["ia3"])
+    fused = "query_key_value" in shape.family.groups
+    assert plan["ia3"].groups == (("query_key_value",) if fused else ("key", "value")) + ("ffn_out",)
+    reloads_identically(path, plan, shape, tmp_path / "ia3")
+
+
 def test_a_prefix_is_seen_by_every_query_with_padding_and_through_cached_generation(decoder):
     """Right padding leaves the real positions' logits unchanged (an explicit mask, widened) as without
     padding (the kernel's implicit causal mask, made explicit); greedy decoding with the key/value

@@ -34,6 +34,13 @@ class Ia3Space(Strict):
         return known_groups(groups)
 
 
+def _attention_groups(shape) -> tuple[str, ...]:
+    """Where IA3 scales the attention: its key and value, or in a family that fuses them with the
+    query (GPT-2's c_attn, Phi-3's qkv_proj, ModernBERT's Wqkv) the fused projection, as peft's
+    IA3 does for GPT-2."""
+    return ("key", "value") if {"key", "value"} <= set(shape.family.groups) else ("query_key_value",)
+
+
 class Ia3Method(Method):
     name = "ia3"
     title = "IA3"
@@ -43,7 +50,7 @@ class Ia3Method(Method):
     peft_type = "IA3"
     parameter_prefix = "ia3_"
     learning_rate_scale = 10.0  # scaling vectors start at 1 and move little at LoRA's rate; T-Few trains them at 3e-3
-    baselines = {"ia3": lambda s: (IA3(("key", "value", "ffn_out"), tuple(range(s.num_layers))),)}
+    baselines = {"ia3": lambda s: (IA3(_attention_groups(s) + ("ffn_out",), tuple(range(s.num_layers))),)}
 
     def check(self, spec: Ia3Space, shape, alone: bool) -> None:
         check_groups(spec.groups, shape, "modules.ia3.groups")
