@@ -94,12 +94,13 @@ def tiny_mpnet(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_deberta(tmp_path_factory) -> str:
-    """A 2-layer DeBERTa-v2 (DeBERTa-v3's architecture), hidden 32: BERT's blocks, its own attention."""
+    """A 2-layer DeBERTa with DeBERTa-v3-base's attention settings, hidden 32: BERT's blocks, its own attention."""
     from transformers import DebertaV2Config
 
     return tiny_model(tmp_path_factory, "tiny-deberta", DebertaV2Config(
         vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=128, pooler_hidden_size=32))
+        max_position_embeddings=128, pooler_hidden_size=32, relative_attention=True, pos_att_type=["p2c", "c2p"],
+        position_biased_input=False, share_att_key=True, norm_rel_ebd="layer_norm", position_buckets=256, type_vocab_size=0))
 
 
 @pytest.fixture(scope="session")
