@@ -142,7 +142,8 @@ def test_the_shipped_lora_and_decoder_spaces_run_on_llama_style_decoders_and_nam
         check_counts(path, "lora", 6)
         check_counts(path, "decoder", 6)
     else:
-        with pytest.raises(UserError, match=f"'query' is not a module group of {FAMILY[model_type]} models"):
+        with pytest.raises(UserError, match=f"'query' is not a module group of {FAMILY[model_type]} models.*; "
+                                            f"or a built-in space that fits {FAMILY[model_type]} models: autopeft, catalogue$"):
             load_space("lora", shape)
 
 

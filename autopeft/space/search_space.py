@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 
 from autopeft.errors import UserError
-from autopeft.space.file import FULL_POOLER, SpaceFile, read_space_file
+from autopeft.space.file import FULL_POOLER, SpaceFile, builtin_spaces, read_space_file
 from autopeft.workers.build import count_trainable
 from autopeft.workers.methods import method, searchable
 from autopeft.workers.models import POOLER, ModelShape, no_pooler
@@ -103,7 +103,22 @@ def load_space(name_or_path: str, shape: ModelShape, learning_rate: float | None
     default) searches it around this one; without it the rate is not a dimension.
     """
     spec, source = read_space_file(name_or_path)
-    return build_space(spec, shape, source, learning_rate)
+    try:
+        return build_space(spec, shape, source, learning_rate)
+    except UserError as exc:
+        if name_or_path not in builtin_spaces():
+            raise
+        fitting = [name for name in builtin_spaces() if name != name_or_path and _fits(name, shape)]
+        also = f"; or a built-in space that fits {shape.family.name} models: {', '.join(fitting)}" if fitting else ""
+        raise UserError(exc.field, exc.problem, f"{exc.fix}{also}" if exc.fix else also[2:]) from None
+
+
+def _fits(name: str, shape: ModelShape) -> bool:
+    try:
+        build_space(read_space_file(name)[0], shape)
+    except UserError:
+        return False
+    return True
 
 
 def pooler_fields(choice: object) -> dict:
