@@ -89,7 +89,7 @@ def test_the_ia3_baseline_fits_every_decoder_scaling_a_fused_attention_projectio
     from autopeft.workers.methods import baseline_plan, method
     from conftest import reloads_identically
 
-    model_type, path = decoder
+    _, path = decoder
     shape = model_shape(path, num_labels=3)
     plan = baseline_plan("ia3", shape)
     assert method("ia3").fits(shape.family, plan["ia3"])
