@@ -19,16 +19,17 @@ if "AUTOPEFT_CACHE" not in os.environ:  # models dequantised once for the whole 
     atexit.register(shutil.rmtree, os.environ["AUTOPEFT_CACHE"], True)
 
 
-def tiny_model(tmp_path_factory, name: str, config) -> str:
-    """A randomly initialised sequence classifier built from ``config``, saved with MiniLM's tokenizer."""
+def tiny_model(tmp_path_factory, name: str, config, masked_lm: bool = False) -> str:
+    """A randomly initialised sequence classifier built from ``config``, saved with MiniLM's tokenizer;
+    with ``masked_lm`` a masked language model, as pre-training leaves it (no pooler, no classifier)."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
 
     from autopeft.workers.models import resolve_model
 
     torch.manual_seed(0)
     directory = tmp_path_factory.mktemp(name)
-    AutoModelForSequenceClassification.from_config(config).save_pretrained(directory)
+    (AutoModelForMaskedLM if masked_lm else AutoModelForSequenceClassification).from_config(config).save_pretrained(directory)
     AutoTokenizer.from_pretrained(resolve_model("minilm-l6")).save_pretrained(directory)
     return str(directory)
 
@@ -94,13 +95,15 @@ def tiny_mpnet(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_deberta(tmp_path_factory) -> str:
-    """A 2-layer DeBERTa with DeBERTa-v3-base's attention settings, hidden 32: BERT's blocks, its own attention."""
+    """A 2-layer DeBERTa with DeBERTa-v3-base's attention settings, hidden 32: BERT's blocks, its own attention;
+    saved from masked-LM pre-training, as DeBERTa-v3's checkpoints are, so its classifier's pooler starts random."""
     from transformers import DebertaV2Config
 
     return tiny_model(tmp_path_factory, "tiny-deberta", DebertaV2Config(
         vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
         max_position_embeddings=128, pooler_hidden_size=32, relative_attention=True, pos_att_type=["p2c", "c2p"],
-        position_biased_input=False, share_att_key=True, norm_rel_ebd="layer_norm", position_buckets=256, type_vocab_size=0))
+        position_biased_input=False, share_att_key=True, norm_rel_ebd="layer_norm", position_buckets=256, type_vocab_size=0),
+        masked_lm=True)
 
 
 @pytest.fixture(scope="session")

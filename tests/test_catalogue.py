@@ -88,8 +88,8 @@ def test_lora_variants_count_exactly_and_reload_alone_and_beside_other_methods(m
     groups = list(shape.family.groups)
     last = shape.num_layers - 1
     alone = method("lora").part(tuple(RankTarget(g, 4, 8.0, (0, last)) for g in groups[:2]), variant)
-    reloads_identically(model_dir, Plan.of(alone), shape, tmp_path / "alone")
-    beside = Plan.of(alone, method("vera").part((groups[-1],), 16, (last,)))
+    reloads_identically(model_dir, Plan.of(alone, **shape.pooler_default), shape, tmp_path / "alone")
+    beside = Plan.of(alone, method("vera").part((groups[-1],), 16, (last,)), **shape.pooler_default)
     reloads_identically(model_dir, beside, shape, tmp_path / "beside")
 
 

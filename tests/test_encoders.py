@@ -74,3 +74,26 @@ def test_a_classification_search_on_each_encoder(encoder, tmp_path, reviews_csv,
     study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "skipped" not in t.user_attrs]
     assert len(complete) == 3 and all(0.0 <= t.values[0] <= 1.0 for t in complete)
+
+
+def test_a_pooler_the_checkpoint_lacks_is_trained_by_every_plan_and_saved_with_the_adapter(tiny_deberta, tiny_bert, tmp_path):
+    from autopeft.run.prepare import baseline_plans
+    from autopeft.workers.methods import baseline_plan
+
+    fresh, kept = model_shape(tiny_deberta, num_labels=3), model_shape(tiny_bert, num_labels=3)
+    assert fresh.pooler_fresh and fresh.pooler_params > 0
+    assert not kept.pooler_fresh and kept.pooler_params > 0  # a BERT saved with its pooler keeps it frozen
+    space = load_space(_space(tmp_path, fresh), fresh)
+    plans = [space.decode(p) for p in ({d.name: 0 for d in space.dimensions}, {d.name: 1 for d in space.dimensions})]
+    plans += [space.smallest_plan(), baseline_plan("lora-r8", fresh), baseline_plan("houlsby", fresh)]
+    assert all(plan.pooler for plan in plans if not plan.is_empty)
+    assert not baseline_plan("lora-r8", kept).pooler and not baseline_plan("full", fresh).pooler
+    for space_pooler in ([0, 8, "full"], "search"):  # a frozen random pooler, or a LoRA on one, is refused
+        path = tmp_path / f"pooler-{len(space_pooler)}.yaml"
+        path.write_text(yaml.safe_dump({**yaml.safe_load(open(_space(tmp_path, fresh))), "pooler": space_pooler}))
+        with pytest.raises(UserError, match="pooler: the checkpoint holds no pooler weights.*leave pooler out"):
+            load_space(str(path), fresh)
+    with pytest.raises(UserError, match="'lora-r8\\+pooler-r8': the checkpoint holds no pooler weights.*use 'lora-r8'"):
+        baseline_plans(["lora-r8+pooler-r8"], fresh)
+    check_counts(tiny_deberta, _space(tmp_path, fresh), 6)  # the pooler counted as peft trains it
+    reloads_identically(tiny_deberta, baseline_plan("lora-r8", fresh), fresh, tmp_path / "lora")  # its trained weights saved

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -122,6 +123,14 @@ class ModelShape:
     pooler_linears: dict[str, tuple[int, int]] = field(default_factory=dict)  # e.g. pooler.dense -> (fan in, fan out)
     norms: dict[str, int] = field(default_factory=dict)  # path within a layer -> parameters, for each norm module
     group_biases: tuple[str, ...] = ()  # module groups whose layers have a bias
+    pooler_fresh: bool = False  # the checkpoint holds no pooler weights: every plan trains the random pooler
+
+    @property
+    def pooler_default(self) -> dict:
+        """The ``Plan`` fields of a plan that does not choose the pooler: trained with the head where
+        the checkpoint has no pooler weights (a frozen random pooler would stand between the encoder
+        and the classifier), else frozen."""
+        return {"pooler": True} if self.pooler_fresh else {}
 
     @property
     def family(self) -> Family:
@@ -199,7 +208,38 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
         base_params=sum(p.numel() for p in model.parameters()),
         norms=norms,
         group_biases=tuple(g for g, sub in family.groups.items() if getattr(modules[first + sub], "bias", None) is not None),
+        pooler_fresh=bool(num_labels and pooler_modules(model)) and _holds_no_pooler(path, extra),
     )
+
+
+def _holds_no_pooler(path: str, extra: dict) -> bool:
+    """Whether the checkpoint's weights name no pooler: a model saved from masked-LM pre-training
+    (DeBERTa-v3's checkpoints, say), whose classifier gets a pooler initialised at random.
+
+    Reads the tensor names only; False where they cannot be read (a GGUF file, or no file found).
+    """
+    from transformers.utils import cached_file
+
+    def found(filename: str) -> str | None:
+        if extra:
+            return None
+        return cached_file(path, filename, _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False)
+
+    names: list[str] | None = None
+    index = found("model.safetensors.index.json")
+    if index:
+        names = list(json.loads(Path(index).read_text())["weight_map"])
+    elif single := found("model.safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(single, "pt") as weights:
+            names = list(weights.keys())
+    elif legacy := found("pytorch_model.bin"):
+        import torch
+
+        names = list(torch.load(legacy, map_location="cpu", mmap=True, weights_only=True))
+    return names is not None and not any(POOLER in name.split(".") for name in names)
 
 
 def _in_out(module) -> tuple[int, int]:

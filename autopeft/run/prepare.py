@@ -357,6 +357,9 @@ def baseline_plans(names: list[str], shape: ModelShape) -> dict[str, Plan]:
         if pooler and (not shape.pooler_params or plans[base].full):
             why = "full fine-tuning trains the pooler already" if plans[base].full else no_pooler(shape)
             raise UserError("baselines", f"'{name}': {why}", f"use '{base}'")
+        if pooler.get("pooler_rank") and shape.pooler_fresh:
+            raise UserError("baselines", f"'{name}': the checkpoint holds no pooler weights, so its pooler starts at "
+                            f"random and every baseline trains it whole", f"use '{base}'")
         if pooler.get("pooler_rank", 0) > shape.pooler_rank_limit:
             raise UserError("baselines", f"'{name}': LoRA rank {pooler['pooler_rank']} is larger than the pooler's "
                             f"width {shape.pooler_rank_limit}", f"use a rank of at most {shape.pooler_rank_limit}")

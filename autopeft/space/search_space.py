@@ -65,7 +65,7 @@ class SearchSpace:
             parts.extend(part if isinstance(part, tuple) else [part])
         scales = {k[len(SCALE):]: v for k, v in value.items() if k.startswith(SCALE)}
         return Plan.of(*parts, learning_rate=value.get("learning_rate"), learning_rate_scales=scales,
-                       **pooler_fields(value.get(POOLER, 0)))
+                       **(pooler_fields(value[POOLER]) if POOLER in value else self.shape.pooler_default))
 
     def smallest_plan(self, top: bool = False) -> Plan:
         """The cheapest plan that still trains something: one module at its least size in as few layers as
@@ -76,7 +76,8 @@ class SearchSpace:
         few = one if layers in ("per_layer", "per_module") else tuple(range(n)) if layers == "all" else tuple(layers)
         modules = self.spec.modules
         parts = [method(name).smallest(modules[name], self.shape, few) for name in modules.present()]
-        pooler = pooler_fields(next(iter(self.spec.pooler_choices()), 0))
+        choices = self.spec.pooler_choices()
+        pooler = pooler_fields(choices[0]) if choices else self.shape.pooler_default
         return min((Plan.of(p, **pooler) for p in parts if p is not None), key=self.count)
 
     def largest_plan(self) -> Plan:
@@ -176,6 +177,10 @@ def build_space(spec: SpaceFile, shape: ModelShape, source: str = "search space"
     if spec.pooler is not False:
         if not shape.pooler_params:
             raise UserError(f"{source}: pooler", f"{no_pooler(shape)} (or the task is generation)",
+                            "leave pooler out of the space file")
+        if shape.pooler_fresh and spec.pooler_choices() != (FULL_POOLER,):
+            raise UserError(f"{source}: pooler", f"the checkpoint holds no pooler weights, so its pooler starts at "
+                            f"random and every plan trains it whole ({shape.model_type} models saved from pre-training)",
                             "leave pooler out of the space file")
         widest = shape.pooler_rank_limit
         too_wide = [r for r in spec.pooler_choices() if r != FULL_POOLER and r > widest]

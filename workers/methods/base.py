@@ -218,8 +218,9 @@ def split_pooled(name: str) -> tuple[str, dict]:
 
 def baseline_plan(name: str, shape: ModelShape) -> Plan:
     """The plan of a named baseline for this model (each method's parameters train at its own rate);
-    ``<name>+pooler`` trains the model's pooler with the head as well, ``<name>+pooler-r8`` a LoRA on it."""
+    ``<name>+pooler`` trains the model's pooler with the head as well, ``<name>+pooler-r8`` a LoRA on it.
+    Without either, the pooler is as ``ModelShape.pooler_default`` has it."""
     from ..plan import Plan
 
     base, pooler = split_pooled(name)
-    return Plan.of(*every_baseline()[base].baselines[base](shape), **pooler)
+    return Plan.of(*every_baseline()[base].baselines[base](shape), **(pooler or shape.pooler_default))
