@@ -97,3 +97,16 @@ def test_a_pooler_the_checkpoint_lacks_is_trained_by_every_plan_and_saved_with_t
         baseline_plans(["lora-r8+pooler-r8"], fresh)
     check_counts(tiny_deberta, _space(tmp_path, fresh), 6)  # the pooler counted as peft trains it
     reloads_identically(tiny_deberta, baseline_plan("lora-r8", fresh), fresh, tmp_path / "lora")  # its trained weights saved
+
+
+def test_modernberts_head_is_its_pooler_trained_whole_or_with_a_lora_where_a_plan_asks(tiny_modernbert, tmp_path):
+    from autopeft.workers.methods import baseline_plan
+
+    shape = model_shape(tiny_modernbert, num_labels=3)
+    assert shape.pooler_params > 0 and set(shape.pooler_linears) == {"head.dense"} and not shape.pooler_fresh
+    assert not baseline_plan("houlsby", shape).pooler  # frozen, as peft leaves it, unless a plan trains it
+    for name in ("houlsby+pooler", "houlsby+pooler-r8"):
+        reloads_identically(tiny_modernbert, baseline_plan(name, shape), shape, tmp_path / name)
+    path = tmp_path / "pooled.yaml"
+    path.write_text(yaml.safe_dump({**yaml.safe_load(open(_space(tmp_path, shape))), "pooler": [0, 8, "full"]}))
+    check_counts(tiny_modernbert, str(path), 8)

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from .methods import METHODS, method
-from .models import POOLER, ModelShape, head_modules, no_pooler, pooler_modules
+from .models import ModelShape, head_modules, no_pooler, pooler_modules
 from .plan import Plan
 
 COMPOSITE_FILE = "autopeft_adapter.json"
@@ -85,13 +85,13 @@ def peft_configs(plan: Plan, shape: ModelShape, base_model_name_or_path: str | N
     task_type = TaskType.SEQ_CLS if shape.num_labels else TaskType.CAUSAL_LM
     common = {"task_type": task_type, "base_model_name_or_path": base_model_name_or_path}
     if plan.pooler and len(fields) == 1:
-        common["modules_to_save"] = [POOLER]
+        common["modules_to_save"] = [shape.family.pooler]
     return [PEFT_TYPE_TO_CONFIG_MAPPING[PeftType[peft_type]](**common, **kwargs) for peft_type, kwargs in fields.items()]
 
 
-def _compose(model, configs: list, pooler: bool = False):
+def _compose(model, configs: list, pooler: str | None = None):
     """Inject every config into ``model``; train only the adapters and the classification head (and
-    the pooler with ``pooler``)."""
+    the module named ``pooler``, where given)."""
     from peft import inject_adapter_in_model
     from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 
@@ -103,7 +103,7 @@ def _compose(model, configs: list, pooler: bool = False):
                 tuner(model, config, adapter_name="default")
             else:
                 inject_adapter_in_model(config, model, adapter_name="default")
-    heads = head_modules(model) | (pooler_modules(model) if pooler else set())
+    heads = head_modules(model) | (pooler_modules(model, pooler) if pooler else set())
     prefixes = tuple({m.parameter_prefix for m in METHODS.values() if m.parameter_prefix})
     for name, parameter in model.named_parameters():
         in_head = any(name.startswith(h + ".") for h in heads)
@@ -143,7 +143,7 @@ def apply_plan(model, plan: Plan, shape: ModelShape):
     if not configs:
         raise ValueError("the plan has no adapter module")
     with _peft_quiet():
-        model = get_peft_model(model, configs[0]) if len(configs) == 1 else _compose(model, configs, plan.pooler)
+        model = get_peft_model(model, configs[0]) if len(configs) == 1 else _compose(model, configs, shape.family.pooler if plan.pooler else None)
     model.autopeft_plan = plan
     for name in plan.methods:
         method(name).after_build(model, plan[name])

@@ -203,16 +203,17 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
                               for key in ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")),
         group_dims=group_dims,
         head_params=sum(p.numel() for name in head_modules(model) for p in modules[name].parameters()) if num_labels else 0,
-        pooler_params=sum(p.numel() for name in pooler_modules(model) for p in modules[name].parameters()) if num_labels else 0,
-        pooler_linears=pooler_linears(model) if num_labels else {},
+        pooler_params=sum(p.numel() for name in pooler_modules(model, family.pooler) for p in modules[name].parameters())
+        if num_labels else 0,
+        pooler_linears=pooler_linears(model, family.pooler) if num_labels else {},
         base_params=sum(p.numel() for p in model.parameters()),
         norms=norms,
         group_biases=tuple(g for g, sub in family.groups.items() if getattr(modules[first + sub], "bias", None) is not None),
-        pooler_fresh=bool(num_labels and pooler_modules(model)) and _holds_no_pooler(path, extra),
+        pooler_fresh=bool(num_labels and pooler_modules(model, family.pooler)) and _holds_no_pooler(path, extra, family.pooler),
     )
 
 
-def _holds_no_pooler(path: str, extra: dict) -> bool:
+def _holds_no_pooler(path: str, extra: dict, pooler: str) -> bool:
     """Whether the checkpoint's weights name no pooler: a model saved from masked-LM pre-training
     (DeBERTa-v3's checkpoints, say), whose classifier gets a pooler initialised at random.
 
@@ -239,7 +240,7 @@ def _holds_no_pooler(path: str, extra: dict) -> bool:
         import torch
 
         names = list(torch.load(legacy, map_location="cpu", mmap=True, weights_only=True))
-    return names is not None and not any(POOLER in name.split(".") for name in names)
+    return names is not None and not any(pooler in name.split(".") for name in names)
 
 
 def _in_out(module) -> tuple[int, int]:
@@ -263,23 +264,24 @@ def head_modules(model) -> set[str]:
     return {n for n in heads if not any(n.startswith(other + ".") for other in heads if other != n)}
 
 
-POOLER = "pooler"
+POOLER = "pooler"  # a plan's pooler choice, whatever the family calls the module (``Family.pooler``)
 
 
-def pooler_modules(model) -> set[str]:
+def pooler_modules(model, name: str = POOLER) -> set[str]:
     """The pooler between the encoder and the classifier (a BERT's dense layer with tanh on the first
-    token), which peft leaves frozen unless a plan trains it (``Plan.pooler``); none in most models."""
-    return {n for n, m in model.named_modules() if n.split(".")[-1] == POOLER and any(True for _ in m.parameters())}
+    token; the family's ``pooler`` names it), which peft leaves frozen unless a plan trains it
+    (``Plan.pooler``); none in most models."""
+    return {n for n, m in model.named_modules() if n.split(".")[-1] == name and any(True for _ in m.parameters())}
 
 
-def pooler_linears(model) -> dict[str, tuple[int, int]]:
+def pooler_linears(model, name: str = POOLER) -> dict[str, tuple[int, int]]:
     """The pooler's linear layers, by their names from the pooler on (``pooler.dense``): where a plan's
     LoRA on the pooler goes (``Plan.pooler_rank``)."""
     found = {}
-    for name in pooler_modules(model):
-        for sub, module in model.get_submodule(name).named_modules():
+    for module_name in pooler_modules(model, name):
+        for sub, module in model.get_submodule(module_name).named_modules():
             if type(module).__name__ == "Linear":
-                found[f"{POOLER}.{sub}"] = _in_out(module)
+                found[f"{name}.{sub}"] = _in_out(module)
     return found
 
 

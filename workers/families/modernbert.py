@@ -3,7 +3,7 @@
 
 Its attention and MLP are whole modules, as a decoder's are, so serial and parallel adapters wrap
 them; its attention keeps no key/value cache, so prefixes do not fit. Its classifier's ``head``
-(dense, activation, norm) stays frozen, as a pooler does.
+(dense, activation, norm on the pooled output) is its pooler: frozen unless a plan trains it.
 """
 
 from .base import Family, register_family
@@ -19,4 +19,5 @@ MODERNBERT = register_family(Family(
         "ffn_out": "mlp.Wo",
     },
     blocks={"ffn_output": "mlp", "attention_output": "attn"},
+    pooler="head",
 ))
