@@ -6,6 +6,8 @@ identical logits, the shipped spaces that need a prefix refused by name, and a r
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -90,7 +92,7 @@ def test_a_pooler_the_checkpoint_lacks_is_trained_by_every_plan_and_saved_with_t
     assert not baseline_plan("lora-r8", kept).pooler and not baseline_plan("full", fresh).pooler
     for space_pooler in ([0, 8, "full"], "search"):  # a frozen random pooler, or a LoRA on one, is refused
         path = tmp_path / f"pooler-{len(space_pooler)}.yaml"
-        path.write_text(yaml.safe_dump({**yaml.safe_load(open(_space(tmp_path, fresh))), "pooler": space_pooler}))
+        path.write_text(yaml.safe_dump({**yaml.safe_load(Path(_space(tmp_path, fresh)).read_text()), "pooler": space_pooler}))
         with pytest.raises(UserError, match="pooler: the checkpoint holds no pooler weights.*leave pooler out"):
             load_space(str(path), fresh)
     with pytest.raises(UserError, match="'lora-r8\\+pooler-r8': the checkpoint holds no pooler weights.*use 'lora-r8'"):
@@ -108,5 +110,5 @@ def test_modernberts_head_is_its_pooler_trained_whole_or_with_a_lora_where_a_pla
     for name in ("houlsby+pooler", "houlsby+pooler-r8"):
         reloads_identically(tiny_modernbert, baseline_plan(name, shape), shape, tmp_path / name)
     path = tmp_path / "pooled.yaml"
-    path.write_text(yaml.safe_dump({**yaml.safe_load(open(_space(tmp_path, shape))), "pooler": [0, 8, "full"]}))
+    path.write_text(yaml.safe_dump({**yaml.safe_load(Path(_space(tmp_path, shape)).read_text()), "pooler": [0, 8, "full"]}))
     check_counts(tiny_modernbert, str(path), 8)
