@@ -6,6 +6,7 @@ identical logits, the shipped spaces that need a prefix refused by name, and a r
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,7 @@ def test_a_classification_search_on_each_encoder(encoder, tmp_path, reviews_csv,
     from autopeft.job.load import load_job
     from conftest import TINY_FIDELITY, write_job
 
-    _, path = encoder
+    family, path = encoder
     space = _space(tmp_path, model_shape(path, num_labels=2))
     job = load_job(write_job(
         tmp_path, model=path, search_space=space, baselines=["houlsby", "ia3"],
@@ -76,6 +77,20 @@ def test_a_classification_search_on_each_encoder(encoder, tmp_path, reviews_csv,
     study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "skipped" not in t.user_attrs]
     assert len(complete) == 3 and all(0.0 <= t.values[0] <= 1.0 for t in complete)
+
+    from transformers import AutoModelForSequenceClassification
+
+    import autopeft
+    from autopeft.api import export
+    from test_export import _validation_accuracy
+
+    exported = export(job, "best", tmp_path / "out")  # DeBERTa's: the random pooler it trained goes with it
+    info = json.loads((tmp_path / "out" / "autopeft_point.json").read_text())
+    base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, ignore_mismatched_sizes=True)
+    model = autopeft.load_adapter(base, tmp_path / "out")
+    assert exported.plan.pooler == (family == "deberta")
+    accuracy = _validation_accuracy(model, job, path)
+    assert accuracy == pytest.approx(info["quality"], abs=1.5 / job.fidelity.eval_examples)
 
 
 def test_a_pooler_the_checkpoint_lacks_is_trained_by_every_plan_and_saved_with_the_adapter(tiny_deberta, tiny_bert, tmp_path):
