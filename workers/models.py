@@ -217,30 +217,41 @@ def _holds_no_pooler(path: str, extra: dict, pooler: str) -> bool:
     """Whether the checkpoint's weights name no pooler: a model saved from masked-LM pre-training
     (DeBERTa-v3's checkpoints, say), whose classifier gets a pooler initialised at random.
 
-    Reads the tensor names only; False where they cannot be read (a GGUF file, or no file found).
+    False where the names cannot be read (a GGUF file, a hub model neither cached nor reachable).
     """
-    from transformers.utils import cached_file
+    names = None if extra else _checkpoint_names(path)
+    return names is not None and not any(pooler in name.split(".") for name in names)
 
-    def found(filename: str) -> str | None:
-        if extra:
-            return None
-        return cached_file(path, filename, _raise_exceptions_for_missing_entries=False,
-                           _raise_exceptions_for_connection_errors=False)
 
-    names: list[str] | None = None
-    index = found("model.safetensors.index.json")
-    if index:
-        names = list(json.loads(Path(index).read_text())["weight_map"])
-    elif single := found("model.safetensors"):
+def _checkpoint_names(path: str) -> list[str] | None:
+    """The tensor names of a checkpoint, read without loading its weights: from a folder or the hub
+    cache (safetensors or pytorch_model.bin), else from the hub's safetensors headers."""
+    from huggingface_hub import get_safetensors_metadata, try_to_load_from_cache
+
+    def local(filename: str) -> str | None:
+        if os.path.isdir(path):
+            candidate = os.path.join(path, filename)
+            return candidate if os.path.isfile(candidate) else None
+        cached = try_to_load_from_cache(path, filename)
+        return cached if isinstance(cached, str) else None
+
+    if index := local("model.safetensors.index.json"):
+        return list(json.loads(Path(index).read_text())["weight_map"])
+    if single := local("model.safetensors"):
         from safetensors import safe_open
 
         with safe_open(single, "pt") as weights:
-            names = list(weights.keys())
-    elif legacy := found("pytorch_model.bin"):
+            return list(weights.keys())
+    if legacy := local("pytorch_model.bin"):
         import torch
 
-        names = list(torch.load(legacy, map_location="cpu", mmap=True, weights_only=True))
-    return names is not None and not any(pooler in name.split(".") for name in names)
+        return list(torch.load(legacy, map_location="cpu", mmap=True, weights_only=True))
+    if os.path.isdir(path):
+        return None
+    try:  # a hub model not in the cache: its safetensors headers only, never its weights
+        return list(get_safetensors_metadata(path).weight_map)
+    except Exception:
+        return None
 
 
 def _in_out(module) -> tuple[int, int]:
