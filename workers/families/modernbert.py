@@ -3,7 +3,9 @@
 
 Its attention and MLP are whole modules, as a decoder's are, so serial and parallel adapters wrap
 them; its attention keeps no key/value cache, so prefixes do not fit. Its classifier's ``head``
-(dense, activation, norm on the pooled output) is its pooler: frozen unless a plan trains it.
+(dense, activation, norm on the pooled output) is its pooler: frozen unless a plan trains it. Its
+first layer's attention norm is an identity, so LN tuning, which takes the norms every layer has,
+tunes the MLP's norm (``mlp_norm``) alone.
 """
 
 from .base import Family, register_family
