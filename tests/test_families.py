@@ -157,6 +157,18 @@ def test_a_structural_clone_of_a_family_is_recognised(tmp_path_factory):
     check_counts(path, "mixed", 6)
 
 
+@pytest.mark.parametrize("config", ["Gemma3TextConfig", "SmolLM3Config", "Olmo2Config"])
+def test_newer_decoders_built_like_llama_are_recognised_and_count_exactly(config, tmp_path_factory):
+    import transformers
+
+    extra = {"head_dim": 16} if config == "Gemma3TextConfig" else {"pad_token_id": 0}
+    path = tiny_model(tmp_path_factory, f"tiny-{config}", getattr(transformers, config)(
+        vocab_size=30522, hidden_size=64, intermediate_size=96, num_hidden_layers=3, **ATTENTION, **extra))
+    shape = model_shape(path, num_labels=2)
+    assert shape.family.name == "llama" and shape.group_dims["key"] == (64, 32)
+    check_counts(path, "decoder", 6)
+
+
 def test_an_unsupported_structure_names_the_supported_families(tmp_path_factory):
     from transformers import FunnelConfig
 
