@@ -83,48 +83,6 @@ def _reset_peak() -> None:
         refs.write("5")
 
 
-class SavedActivations:
-    """The peak bytes of the tensors autograd keeps for the backward pass, each storage once, parameters left out."""
-
-    def __init__(self):
-        self.live: dict[int, list[int]] = {}  # storage address -> [bytes, tensors saved from it still held]
-        self.bytes = self.peak = 0
-
-    def pack(self, tensor):
-        import torch
-
-        if isinstance(tensor, torch.nn.Parameter) or isinstance(tensor._base, torch.nn.Parameter):
-            return tensor
-        return _Saved(self, tensor)
-
-    @staticmethod
-    def unpack(saved):
-        return saved.tensor if isinstance(saved, _Saved) else saved
-
-    def hold(self, storage) -> None:
-        entry = self.live.setdefault(storage.data_ptr(), [storage.nbytes(), 0])
-        entry[1] += 1
-        if entry[1] == 1:
-            self.bytes += entry[0]
-            self.peak = max(self.peak, self.bytes)
-
-    def release(self, address: int) -> None:
-        entry = self.live[address]
-        entry[1] -= 1
-        if entry[1] == 0:
-            self.bytes -= entry[0]
-            del self.live[address]
-
-
-class _Saved:
-    def __init__(self, owner: SavedActivations, tensor):
-        self.owner, self.tensor, self.address = owner, tensor, tensor.untyped_storage().data_ptr()
-        owner.hold(tensor.untyped_storage())
-
-    def __del__(self):
-        self.owner.release(self.address)
-
-
 def _task_data(kind: str, texts: list[str]):
     from autopeft.workers.types import TaskData
 
@@ -161,7 +119,7 @@ def measure(config: Config, steps: int, texts: list[str]) -> dict:
 
     from autopeft.workers import train
     from autopeft.workers.build import count_trainable
-    from autopeft.workers.memory import estimate_memory
+    from autopeft.workers.memory import SavedActivations, estimate_memory
     from autopeft.workers.methods import baseline_plan
     from autopeft.workers.models import load_base, model_shape
     from autopeft.workers.trial import TrialContext

@@ -47,6 +47,34 @@ def test_the_estimate_grows_with_batch_length_and_depth_and_shrinks_with_checkpo
     assert checkpointed.activations < deep.activations / 5  # 30 layers: their inputs and two layers' worth
 
 
+@pytest.mark.parametrize("encoder", ["tiny_bert", "tiny_deberta"])
+def test_the_estimate_holds_what_autograd_keeps_relative_attention_included(encoder, request):
+    import torch
+
+    from autopeft.workers.build import apply_plan
+    from autopeft.workers.memory import SavedActivations
+    from conftest import base_model
+
+    path = request.getfixturevalue(encoder)
+    shape = model_shape(path, num_labels=2)
+    plan = baseline_plan("houlsby", shape)  # adapters in every layer: autograd keeps every layer
+    model = apply_plan(base_model(path, num_labels=2), plan, shape).train()
+    batch = torch.randint(1000, 2000, (4, 64))
+    saved = SavedActivations()
+    with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
+        loss = model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=torch.zeros(4, dtype=torch.long)).loss
+    loss.backward()
+    on_cpu = _estimate(shape, plan, batch_size=4, max_seq_length=64)
+    assert saved.peak > 0 and on_cpu.activations >= saved.peak
+    on_gpu = [estimate_memory(plan, shape, Fidelity(batch_size=4, max_seq_length=n), count_trainable(plan, shape), gpu=True)
+              for n in (64, 128)]
+    if shape.relative_width:  # DeBERTa's own attention keeps its score rows on a GPU as well
+        assert shape.relative_width == 512 and 2 * on_gpu[0].activations == on_cpu.activations  # bf16: half the bytes
+        assert on_gpu[1].activations > 2 * on_gpu[0].activations
+    else:
+        assert on_gpu[1].activations == 2 * on_gpu[0].activations
+
+
 def _layer_space(tmp_path) -> str:
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump({"name": "depth", "layers": "per_layer",

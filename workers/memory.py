@@ -13,7 +13,10 @@ The estimate adds four parts, in bytes:
   (``max_seq_length`` wide): ``ACT_SCORES`` of them, ``ACT_SCORES_DROPOUT`` where the attention
   probabilities go through dropout (scores, probabilities, mask and dropped probabilities). On a
   GPU there are none: PyTorch's fused attention kernels on CUDA (flash or memory-efficient, which
-  transformers picks by default) keep no score rows and recompute them in the backward pass.
+  transformers picks by default) keep no score rows and recompute them in the backward pass;
+  a family whose attention is its own code (``Family.fused_attention``: DeBERTa) keeps them there
+  too. Relative attention adds ``ACT_RELATIVE`` position score rows per head,
+  ``ModelShape.relative_width`` wide (DeBERTa: 1.7 to 1.9 measured by what autograd keeps).
   Elements are 4 bytes, 2 under bf16 autocast. With gradient checkpointing only each layer's
   input is kept, plus two layers' worth while one is recomputed and its backward pass runs;
 - **output**: a causal LM's logits over the vocabulary (fp32, with their log-softmax and its
@@ -38,6 +41,7 @@ ACT_HIDDEN = 16
 ACT_FFN = 3
 ACT_SCORES = 1
 ACT_SCORES_DROPOUT = 4
+ACT_RELATIVE = 2
 LOGIT_COPIES = 3
 GB = 2**30
 
@@ -75,9 +79,10 @@ def estimate_memory(plan: Plan, shape: ModelShape, fidelity: Fidelity, trainable
     own = 0 if plan.full else trainable
     element = 2 if gpu else FP32
     tokens = fidelity.batch_size * fidelity.max_seq_length
-    scores = 0 if gpu else ACT_SCORES_DROPOUT if shape.attention_dropout else ACT_SCORES
-    per_layer = tokens * element * (ACT_HIDDEN * shape.hidden_size + ACT_FFN * shape.ffn_size
-                                    + scores * shape.num_heads * fidelity.max_seq_length)
+    kept_scores = not gpu or not shape.family.fused_attention
+    scores = 0 if not kept_scores else ACT_SCORES_DROPOUT if shape.attention_dropout else ACT_SCORES
+    rows = scores * fidelity.max_seq_length + (ACT_RELATIVE * shape.relative_width if kept_scores else 0)
+    per_layer = tokens * element * (ACT_HIDDEN * shape.hidden_size + ACT_FFN * shape.ffn_size + shape.num_heads * rows)
     lowest = lowest_trained_layer(plan, shape)
     kept = 0 if lowest is None else shape.num_layers - lowest
     if fidelity.gradient_checkpointing and kept:
@@ -87,3 +92,47 @@ def estimate_memory(plan: Plan, shape: ModelShape, fidelity: Fidelity, trainable
     output = tokens * shape.vocab_size * FP32 * LOGIT_COPIES if shape.num_labels == 0 else 0
     return MemoryEstimate(weights=(shape.base_params + own) * FP32, training_state=3 * trainable * FP32,
                           activations=activations, output=output)
+
+
+class SavedActivations:
+    """The peak bytes of the tensors autograd keeps for the backward pass, each storage once, parameters left
+    out: what the estimate's activations stand for, measured (a ``torch.autograd.graph.saved_tensors_hooks``
+    pair, ``pack`` and ``unpack``)."""
+
+    def __init__(self):
+        self.live: dict[int, list[int]] = {}  # storage address -> [bytes, tensors saved from it still held]
+        self.bytes = self.peak = 0
+
+    def pack(self, tensor):
+        import torch
+
+        if isinstance(tensor, torch.nn.Parameter) or isinstance(tensor._base, torch.nn.Parameter):
+            return tensor
+        return _Saved(self, tensor)
+
+    @staticmethod
+    def unpack(saved):
+        return saved.tensor if isinstance(saved, _Saved) else saved
+
+    def hold(self, storage) -> None:
+        entry = self.live.setdefault(storage.data_ptr(), [storage.nbytes(), 0])
+        entry[1] += 1
+        if entry[1] == 1:
+            self.bytes += entry[0]
+            self.peak = max(self.peak, self.bytes)
+
+    def release(self, address: int) -> None:
+        entry = self.live[address]
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.bytes -= entry[0]
+            del self.live[address]
+
+
+class _Saved:
+    def __init__(self, owner: SavedActivations, tensor):
+        self.owner, self.tensor, self.address = owner, tensor, tensor.untyped_storage().data_ptr()
+        owner.hold(tensor.untyped_storage())
+
+    def __del__(self):
+        self.owner.release(self.address)

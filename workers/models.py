@@ -124,6 +124,7 @@ class ModelShape:
     norms: dict[str, int] = field(default_factory=dict)  # path within a layer -> parameters, for each norm module
     group_biases: tuple[str, ...] = ()  # module groups whose layers have a bias
     pooler_fresh: bool = False  # the checkpoint holds no pooler weights: every plan trains the random pooler
+    relative_width: int = 0  # relative attention's position rows per head and token (DeBERTa: twice its span)
 
     @property
     def pooler_default(self) -> dict:
@@ -210,7 +211,22 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
         norms=norms,
         group_biases=tuple(g for g, sub in family.groups.items() if getattr(modules[first + sub], "bias", None) is not None),
         pooler_fresh=bool(num_labels and pooler_modules(model, family.pooler)) and _holds_no_pooler(path, extra, family.pooler),
+        relative_width=relative_width(config),
     )
+
+
+def relative_width(config) -> int:
+    """How wide the rows of relative attention's position scores are: DeBERTa's content-to-position
+    and position-to-content scores span twice its relative distance (``position_buckets``, else
+    ``max_relative_positions``, else ``max_position_embeddings``); 0 without relative attention."""
+    if not getattr(config, "relative_attention", False):
+        return 0
+    span = getattr(config, "position_buckets", -1) or -1
+    if span <= 0:
+        span = getattr(config, "max_relative_positions", -1) or -1
+    if span <= 0:
+        span = config.max_position_embeddings
+    return 2 * span
 
 
 def _holds_no_pooler(path: str, extra: dict, pooler: str) -> bool:

@@ -2,7 +2,9 @@
 
 Its output blocks are BERT's (dense, dropout, LayerNorm with the residual), so serial and parallel
 adapters fit; its disentangled self-attention keeps no key/value cache, so prefixes do not. The
-classifier's ``pooler.dense`` is a pooler as BERT's is.
+classifier's ``pooler.dense`` is a pooler as BERT's is. That attention is its own code, not a fused
+kernel, so it keeps its score rows on a GPU too, and with relative attention the content-to-position
+and position-to-content rows besides (``ModelShape.relative_width``).
 """
 
 from .base import Family, register_family
@@ -20,4 +22,5 @@ DEBERTA = register_family(Family(
         "ffn_out": "output.dense",
     },
     blocks={"ffn_output": "output", "attention_output": "attention.output"},
+    fused_attention=False,
 ))
