@@ -208,6 +208,28 @@ def base_model(model_dir, num_labels: int = 3):
     return auto_class(num_labels).from_pretrained(path, **labels, **extra)
 
 
+def three_trial_search(tmp_path, model: str, reviews_csv, search_space: str, baselines: list[str]):
+    """Run a real search of 3 trials (2 at a time) beside ``baselines`` on the reviews; check that every
+    trial and baseline finished with a quality in [0, 1], and return the job."""
+    import optuna
+
+    from autopeft.api import submit
+    from autopeft.job.load import load_job
+
+    job = load_job(write_job(
+        tmp_path, model=model, search_space=search_space, baselines=baselines,
+        task={"train_file": str(reviews_csv), "text_columns": ["review"], "label_column": "sentiment", "validation_size": 100},
+        fidelity=TINY_FIDELITY, budget={"trials": 3, "parallel": 2}, optimizer={"sampler": "autopeft", "n_startup_trials": 2},
+    ))
+    summary = submit(job, progress=False)
+    assert summary.finished == 3 and summary.failed == 0
+    assert set(summary.baselines) == set(baselines)
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "skipped" not in t.user_attrs]
+    assert len(complete) == 3 and all(0.0 <= t.values[0] <= 1.0 for t in complete)
+    return job
+
+
 def check_counts(model_dir: str, space_name: str, n_points: int, seed: int = 0):
     """Decode ``n_points`` random non-empty points of the space; each counts exactly what peft trains."""
     import random

@@ -57,33 +57,17 @@ def test_a_built_in_space_with_a_prefix_is_refused_naming_the_methods_and_built_
         load_space("autopeft", model_shape(path, num_labels=2))
 
 
-def test_a_classification_search_on_each_encoder(encoder, tmp_path, reviews_csv, ray_local):
-    import optuna
-
-    from autopeft.api import submit
-    from autopeft.job.load import load_job
-    from conftest import TINY_FIDELITY, write_job
-
-    family, path = encoder
-    space = _space(tmp_path, model_shape(path, num_labels=2))
-    job = load_job(write_job(
-        tmp_path, model=path, search_space=space, baselines=["houlsby", "ia3"],
-        task={"train_file": str(reviews_csv), "text_columns": ["review"], "label_column": "sentiment", "validation_size": 100},
-        fidelity=TINY_FIDELITY, budget={"trials": 3, "parallel": 2}, optimizer={"sampler": "autopeft", "n_startup_trials": 2},
-    ))
-    summary = submit(job, progress=False)
-    assert summary.finished == 3 and summary.failed == 0
-    assert set(summary.baselines) == {"houlsby", "ia3"}
-    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "skipped" not in t.user_attrs]
-    assert len(complete) == 3 and all(0.0 <= t.values[0] <= 1.0 for t in complete)
-
+def test_a_classification_search_on_each_encoder_exports_a_point_that_reloads_with_its_quality(
+        encoder, tmp_path, reviews_csv, ray_local):
     from transformers import AutoModelForSequenceClassification
 
     import autopeft
     from autopeft.api import export
+    from conftest import three_trial_search
     from test_export import _validation_accuracy
 
+    family, path = encoder
+    job = three_trial_search(tmp_path, path, reviews_csv, _space(tmp_path, model_shape(path, num_labels=2)), ["houlsby", "ia3"])
     exported = export(job, "best", tmp_path / "out")  # DeBERTa's: the random pooler it trained goes with it
     info = json.loads((tmp_path / "out" / "autopeft_point.json").read_text())
     base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, ignore_mismatched_sizes=True)

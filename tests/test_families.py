@@ -188,23 +188,9 @@ def tiny_llama_without_pad(tmp_path_factory, reviews_csv) -> str:
 
 def test_a_classification_search_on_a_decoder_pads_with_its_eos_token(tmp_path, tiny_llama_without_pad, reviews_csv,
                                                                      ray_local):
-    import optuna
+    from conftest import three_trial_search
 
-    from autopeft.api import submit
-    from autopeft.job.load import load_job
-    from conftest import TINY_FIDELITY, write_job
-
-    job = load_job(write_job(
-        tmp_path, model=tiny_llama_without_pad, search_space="lora", baselines=["lora-r8", "ia3"],
-        task={"train_file": str(reviews_csv), "text_columns": ["review"], "label_column": "sentiment", "validation_size": 100},
-        fidelity=TINY_FIDELITY, budget={"trials": 3, "parallel": 2}, optimizer={"sampler": "autopeft", "n_startup_trials": 2},
-    ))
-    summary = submit(job, progress=False)
-    assert summary.finished == 3 and summary.failed == 0
-    assert set(summary.baselines) == {"lora-r8", "ia3"}
-    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and "skipped" not in t.user_attrs]
-    assert len(complete) == 3 and all(0.0 <= t.values[0] <= 1.0 for t in complete)
+    three_trial_search(tmp_path, tiny_llama_without_pad, reviews_csv, "lora", ["lora-r8", "ia3"])
 
 
 @pytest.mark.integration
