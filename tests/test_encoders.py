@@ -111,3 +111,26 @@ def test_modernberts_head_is_its_pooler_trained_whole_or_with_a_lora_where_a_pla
     path = tmp_path / "pooled.yaml"
     path.write_text(yaml.safe_dump({**yaml.safe_load(Path(_space(tmp_path, shape)).read_text()), "pooler": [0, 8, "full"]}))
     check_counts(tiny_modernbert, str(path), 8)
+
+
+@pytest.mark.parametrize("baseline", ["houlsby", "lora-mlp-r8"])
+def test_gradient_checkpointing_trains_the_same_steps_on_each_encoder(encoder, reviews_csv, baseline):
+    from autopeft.job.data import load_task_data
+    from autopeft.job.spec import TaskSpec
+    from autopeft.workers.methods import baseline_plan
+    from autopeft.workers.trial import run_trial
+    from autopeft.workers.types import Fidelity, TrialRequest
+
+    _, path = encoder
+    data = load_task_data(TaskSpec(train_file=str(reviews_csv), text_columns=["review"], label_column="sentiment",
+                                   validation_size=32))
+    plan = baseline_plan(baseline, model_shape(path, num_labels=2))
+    results = []
+    for checkpointing in (False, True):
+        fidelity = Fidelity(train_examples=32, eval_examples=32, batch_size=8, max_seq_length=32, learning_rate=0.01,
+                            gradient_checkpointing=checkpointing)
+        results.append(run_trial(TrialRequest(0, plan, path, 2, "accuracy", fidelity, 0, save_adapter=False), data))
+    plain, checkpointed = (r.metrics for r in results)
+    assert checkpointed["train_steps"] == plain["train_steps"] == 4
+    assert checkpointed["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-4)
+    assert results[1].quality == pytest.approx(results[0].quality, abs=1e-6)
