@@ -141,7 +141,7 @@ def train(context) -> tuple[object, list[float]]:
         optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup))
     )
     if fidelity.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     hooks = [(method(name), context.plan[name]) for name in context.plan.methods]
     for descriptor, part in hooks:
         descriptor.before_training(model, part, total_steps)
