@@ -1,7 +1,9 @@
 """Encoders beyond BERT's layout: DeBERTa-v2/v3 and ModernBERT, on tiny models of each.
 
 Exact counts for LoRA, IA3 and both bottleneck adapters, adapters that save and reload with
-identical logits, the shipped spaces that need a prefix refused by name, and a real search.
+identical logits, the built-in spaces that need a prefix refused by name, a real search whose
+exported point reloads with its quality, a pooler the checkpoint lacks trained by every plan,
+ModernBERT's head as its pooler, and gradient checkpointing.
 """
 
 from __future__ import annotations
