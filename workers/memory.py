@@ -79,9 +79,10 @@ def estimate_memory(plan: Plan, shape: ModelShape, fidelity: Fidelity, trainable
     own = 0 if plan.full else trainable
     element = 2 if gpu else FP32
     tokens = fidelity.batch_size * fidelity.max_seq_length
-    kept_scores = not gpu or not shape.family.fused_attention
-    scores = 0 if not kept_scores else ACT_SCORES_DROPOUT if shape.attention_dropout else ACT_SCORES
-    rows = scores * fidelity.max_seq_length + (ACT_RELATIVE * shape.relative_width if kept_scores else 0)
+    rows = 0  # score rows per head and token: none where CUDA's fused attention recomputes them
+    if not gpu or not shape.family.fused_attention:
+        scores = ACT_SCORES_DROPOUT if shape.attention_dropout else ACT_SCORES
+        rows = scores * fidelity.max_seq_length + ACT_RELATIVE * shape.relative_width
     per_layer = tokens * element * (ACT_HIDDEN * shape.hidden_size + ACT_FFN * shape.ffn_size + shape.num_heads * rows)
     lowest = lowest_trained_layer(plan, shape)
     kept = 0 if lowest is None else shape.num_layers - lowest

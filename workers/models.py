@@ -190,6 +190,8 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
     first = f"{layers_key}.0."
     norms = {name[len(first):]: sum(p.numel() for p in module.parameters()) for name, module in modules.items()
              if name.startswith(first) and type(module).__name__.endswith("Norm") and any(True for _ in module.parameters())}
+    poolers = pooler_modules(model, family.pooler) if num_labels else set()
+    pooler_params = sum(p.numel() for name in poolers for p in modules[name].parameters())
     return ModelShape(
         model_type=config.model_type,
         family_name=family.name,
@@ -204,13 +206,12 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
                               for key in ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")),
         group_dims=group_dims,
         head_params=sum(p.numel() for name in head_modules(model) for p in modules[name].parameters()) if num_labels else 0,
-        pooler_params=sum(p.numel() for name in pooler_modules(model, family.pooler) for p in modules[name].parameters())
-        if num_labels else 0,
+        pooler_params=pooler_params,
         pooler_linears=pooler_linears(model, family.pooler) if num_labels else {},
         base_params=sum(p.numel() for p in model.parameters()),
         norms=norms,
         group_biases=tuple(g for g, sub in family.groups.items() if getattr(modules[first + sub], "bias", None) is not None),
-        pooler_fresh=bool(num_labels and pooler_modules(model, family.pooler)) and _holds_no_pooler(path, extra, family.pooler),
+        pooler_fresh=pooler_params > 0 and _holds_no_pooler(path, extra, family.pooler),
         relative_width=relative_width(config),
     )
 
