@@ -1,9 +1,10 @@
 """Encoders beyond BERT's layout: DeBERTa-v2/v3 and ModernBERT, on tiny models of each.
 
-Exact counts for LoRA, IA3 and both bottleneck adapters, adapters that save and reload with
-identical logits, the built-in spaces that need a prefix refused by name, a real search whose
-exported point reloads with its quality, a pooler the checkpoint lacks trained by every plan,
-ModernBERT's head as its pooler, and gradient checkpointing.
+Exact counts for LoRA, IA3 (also where no groups are given: the family's own) and both
+bottleneck adapters, adapters that save and reload with identical logits, the built-in spaces
+that need a prefix refused by name, a real search whose exported point reloads with its quality,
+a pooler the checkpoint lacks trained by every plan, ModernBERT's head as its pooler, and
+gradient checkpointing.
 """
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ def test_lora_ia3_and_both_adapters_count_exactly_what_peft_trains(encoder, tmp_
     shape = model_shape(path, num_labels=3)
     assert shape.family.name == family
     check_counts(path, _space(tmp_path, shape), 10)
+
+
+def test_ia3_with_no_groups_given_scales_what_the_family_has_and_counts_exactly(encoder, tmp_path):
+    family, path = encoder
+    shape = model_shape(path, num_labels=3)
+    space = tmp_path / "ia3.yaml"
+    space.write_text(yaml.safe_dump({"name": "ia3", "layers": "per_layer", "modules": {"ia3": {}}}))
+    expected = {"deberta": ("key", "value", "ffn_out"), "modernbert": ("query_key_value", "ffn_out")}[family]
+    assert load_space(str(space), shape).largest_plan()["ia3"].groups == expected
+    check_counts(path, str(space), 4)
 
 
 def test_the_largest_plan_saves_and_reloads_with_identical_logits(encoder, tmp_path):

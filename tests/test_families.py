@@ -37,14 +37,20 @@ def decoder(request, tmp_path_factory):
 
 
 def _space(tmp_path, shape) -> str:
+    """Every method, IA3 where it goes by default (``ia3: {}``), LoRA on every other group."""
     groups = shape.family.groups
-    ia3 = [g for g in ("key", "value", "query_key_value", "ffn_out") if g in groups]
+    ia3 = _ia3_groups(shape)
     lora = {g: [0, 2, 8] for g in groups if g not in ia3}
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump({"name": "decoder", "layers": "per_module", "modules": {
-        "lora": {"groups": lora, "layer_groups": 2}, "ia3": {"groups": ia3},
+        "lora": {"groups": lora, "layer_groups": 2}, "ia3": {},
         "serial": {"sizes": [0, 4, 8], "attention": True}, "parallel": {"sizes": [0, 4]}, "prefix": {"sizes": [0, 2, 5]}}}))
     return str(path)
+
+
+def _ia3_groups(shape) -> tuple[str, ...]:
+    fused = "query_key_value" in shape.family.groups
+    return (("query_key_value",) if fused else ("key", "value")) + ("ffn_out",)
 
 
 def test_every_method_counts_exactly_what_peft_trains_on_every_decoder(decoder, tmp_path):
@@ -68,6 +74,7 @@ def test_adapters_in_a_decoder_block_save_and_reload_with_identical_outputs(deco
     shape = model_shape(path, num_labels=3)
     plan = load_space(_space(tmp_path, shape), shape).largest_plan()
     assert {"serial", "parallel", "prefix"} <= set(plan.methods) and plan["serial"].attention
+    assert plan["ia3"].groups == _ia3_groups(shape)  # ``ia3: {}`` scales what the family has
     torch.manual_seed(0)
     model = apply_plan(base_model(path), plan, shape)
     with torch.no_grad():
@@ -93,8 +100,7 @@ def test_the_ia3_baseline_fits_every_decoder_scaling_a_fused_attention_projectio
     shape = model_shape(path, num_labels=3)
     plan = baseline_plan("ia3", shape)
     assert method("ia3").fits(shape.family, plan["ia3"])
-    fused = "query_key_value" in shape.family.groups
-    assert plan["ia3"].groups == (("query_key_value",) if fused else ("key", "value")) + ("ffn_out",)
+    assert plan["ia3"].groups == _ia3_groups(shape)
     reloads_identically(path, plan, shape, tmp_path / "ia3")
 
 

@@ -163,7 +163,7 @@ def build_space(spec: SpaceFile, shape: ModelShape, source: str = "search space"
             descriptor.check(entry, shape, alone=len(present) == 1)
         except SpaceError as exc:
             raise UserError(f"{source}: {exc.field}", exc.problem, exc.fix) from None
-        for group in sorted(descriptor.groups(entry)):
+        for group in sorted(descriptor.groups(entry, shape)):
             if group in claimed:
                 raise UserError(f"{source}: modules.{name}.groups",
                                 f"{method(claimed[group]).title} and {descriptor.title} cannot both adapt '{group}'",

@@ -57,7 +57,7 @@ class Method:
         low, high = self.learning_rate_range or (self.learning_rate_scale / 4, self.learning_rate_scale * 4)
         return tuple(float(f"{low * (high / low) ** (k / (count - 1)):.3g}") for k in range(count))
 
-    def groups(self, spec) -> set[str]:
+    def groups(self, spec, shape: ModelShape) -> set[str]:
         """The module groups whose linear layers this entry wraps (two methods may not share one)."""
         return set()
 

@@ -133,7 +133,7 @@ class BitFitMethod(Method):
     def dimensions(self, spec: BitFitSpace, shape) -> list[tuple[str, tuple]]:
         return [("bitfit", (0, 1) if spec.optional else (1,))]
 
-    def groups(self, spec: BitFitSpace) -> set[str]:
+    def groups(self, spec: BitFitSpace, shape) -> set[str]:
         return set(spec.groups)
 
     def part_groups(self, part: BitFit) -> set[str]:

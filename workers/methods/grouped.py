@@ -66,7 +66,7 @@ class GroupedMethod(Method):
     def dimensions(self, spec: GroupedSpace, shape) -> list[tuple[str, tuple]]:
         return [(f"{self.name}.{self.setting}", tuple(spec.sizes))]
 
-    def groups(self, spec: GroupedSpace) -> set[str]:
+    def groups(self, spec: GroupedSpace, shape) -> set[str]:
         return set(spec.groups) if max(spec.sizes) > 0 else set()
 
     def part_groups(self, part: Grouped) -> set[str]:

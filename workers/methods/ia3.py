@@ -25,20 +25,25 @@ class IA3:
 
 
 class Ia3Space(Strict):
-    groups: list[str] = Field(default_factory=lambda: ["key", "value", "ffn_out"], min_length=1)
+    groups: list[str] | None = Field(None, min_length=1, description="default: the family's own, see ``default_groups``")
     optional: bool = True
 
     @field_validator("groups")
     @classmethod
-    def _known_groups(cls, groups: list[str]) -> list[str]:
-        return known_groups(groups)
+    def _known_groups(cls, groups: list[str] | None) -> list[str] | None:
+        return groups if groups is None else known_groups(groups)
 
 
-def _attention_groups(shape) -> tuple[str, ...]:
-    """Where IA3 scales the attention: its key and value, or in a family that fuses them with the
-    query (GPT-2's c_attn, Phi-3's qkv_proj, ModernBERT's Wqkv) the fused projection, as peft's
-    IA3 does for GPT-2."""
-    return ("key", "value") if {"key", "value"} <= set(shape.family.groups) else ("query_key_value",)
+def default_groups(family) -> tuple[str, ...]:
+    """Where IA3 goes unless told: the attention's key and value, or in a family that fuses them
+    with the query (GPT-2's c_attn, Phi-3's qkv_proj, ModernBERT's Wqkv) the fused projection, as
+    peft's IA3 does for GPT-2; and the FFN's hidden units (``ffn_out``)."""
+    attention = ("key", "value") if {"key", "value"} <= set(family.groups) else ("query_key_value",)
+    return (*attention, "ffn_out")
+
+
+def _groups(spec: Ia3Space, shape) -> tuple[str, ...]:
+    return default_groups(shape.family) if spec.groups is None else tuple(spec.groups)
 
 
 class Ia3Method(Method):
@@ -50,25 +55,25 @@ class Ia3Method(Method):
     peft_type = "IA3"
     parameter_prefix = "ia3_"
     learning_rate_scale = 10.0  # scaling vectors start at 1 and move little at LoRA's rate; T-Few trains them at 3e-3
-    baselines = {"ia3": lambda s: (IA3(_attention_groups(s) + ("ffn_out",), tuple(range(s.num_layers))),)}
+    baselines = {"ia3": lambda s: (IA3(default_groups(s.family), tuple(range(s.num_layers))),)}
 
     def check(self, spec: Ia3Space, shape, alone: bool) -> None:
-        check_groups(spec.groups, shape, "modules.ia3.groups")
+        check_groups(_groups(spec, shape), shape, "modules.ia3.groups")
 
     def dimensions(self, spec: Ia3Space, shape) -> list[tuple[str, tuple]]:
         return [("ia3", (0, 1) if spec.optional else (1,))]
 
-    def groups(self, spec: Ia3Space) -> set[str]:
-        return set(spec.groups)
+    def groups(self, spec: Ia3Space, shape) -> set[str]:
+        return set(_groups(spec, shape))
 
     def part_groups(self, part: IA3) -> set[str]:
         return set(part.groups)
 
     def decode(self, spec: Ia3Space, value, layers, shape) -> IA3 | None:
-        return IA3(tuple(spec.groups), layers) if value.get("ia3", 1) and layers else None
+        return IA3(_groups(spec, shape), layers) if value.get("ia3", 1) and layers else None
 
     def smallest(self, spec: Ia3Space, shape, layers) -> IA3:
-        return IA3(tuple(spec.groups), layers)
+        return IA3(_groups(spec, shape), layers)
 
     def count(self, part: IA3, shape) -> int:
         per_layer = sum(shape.group_dims[g][0 if g in FEEDFORWARD_GROUPS else 1] for g in part.groups)

@@ -100,7 +100,7 @@ class PerGroupMethod(Method):
     def produces(self, spec: PerGroupSpace) -> list[str]:
         return ordered(spec.methods)
 
-    def groups(self, spec: PerGroupSpace) -> set[str]:
+    def groups(self, spec: PerGroupSpace, shape) -> set[str]:
         return set(MODULE_GROUPS) if spec.groups == "all" else set(spec.groups)
 
     def _parts(self, spec: PerGroupSpace, chosen: dict[str, str], layers, variant: str) -> tuple:

@@ -104,7 +104,7 @@ class RankedMethod(Method):
             dims.append((f"{self.name}.alpha", tuple(sorted(spec.alpha))))
         return dims
 
-    def groups(self, spec: RankedSpace) -> set[str]:
+    def groups(self, spec: RankedSpace, shape) -> set[str]:
         return {g for g, ranks in spec.groups.items() if max(ranks) > 0}
 
     def part_groups(self, part) -> set[str]:
