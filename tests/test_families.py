@@ -7,6 +7,7 @@ import yaml
 
 from autopeft.errors import UserError
 from autopeft.space.search_space import load_space
+from autopeft.workers.methods import method
 from autopeft.workers.models import ModelNotFound, model_shape
 from conftest import check_counts, tiny_decoder, tiny_model
 
@@ -24,9 +25,17 @@ DECODERS = {
     "phi3": lambda t: t.Phi3Config(vocab_size=30522, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
                                    pad_token_id=0, **ATTENTION),
     "gpt2": lambda t: t.GPT2Config(vocab_size=30522, n_embd=64, n_layer=3, n_head=4),
+    "gpt_neox": lambda t: t.GPTNeoXConfig(vocab_size=30522, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                                          num_attention_heads=4, rotary_pct=0.25, bos_token_id=0, eos_token_id=0),
+    "phi": lambda t: t.PhiConfig(vocab_size=30522, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                                 partial_rotary_factor=0.5, **ATTENTION),
+    "starcoder2": lambda t: t.Starcoder2Config(vocab_size=30522, hidden_size=64, intermediate_size=96,
+                                               num_hidden_layers=3, **ATTENTION),
+    "opt": lambda t: t.OPTConfig(vocab_size=30522, hidden_size=64, ffn_dim=96, num_hidden_layers=3, num_attention_heads=4,
+                                 word_embed_proj_dim=64),
 }
 FAMILY = {"llama": "llama", "mistral": "llama", "qwen2": "llama", "qwen3": "llama", "gemma": "llama", "gemma2": "llama",
-          "phi3": "phi3", "gpt2": "gpt2"}
+          "phi3": "phi3", "gpt2": "gpt2", "gpt_neox": "gpt_neox", "phi": "phi", "starcoder2": "starcoder2", "opt": "opt"}
 
 
 @pytest.fixture(scope="module", params=sorted(DECODERS))
@@ -37,14 +46,15 @@ def decoder(request, tmp_path_factory):
 
 
 def _space(tmp_path, shape) -> str:
-    """Every method, IA3 where it goes by default (``ia3: {}``), LoRA on every other group."""
+    """Every method that fits the family, IA3 where it goes by default (``ia3: {}``), LoRA on every other group."""
     groups = shape.family.groups
     ia3 = _ia3_groups(shape)
     lora = {g: [0, 2, 8] for g in groups if g not in ia3}
     path = tmp_path / "space.yaml"
+    modules = {"lora": {"groups": lora, "layer_groups": 2}, "ia3": {}, "serial": {"sizes": [0, 4, 8], "attention": True},
+               "parallel": {"sizes": [0, 4]}, "prefix": {"sizes": [0, 2, 5]}}
     path.write_text(yaml.safe_dump({"name": "decoder", "layers": "per_module", "modules": {
-        "lora": {"groups": lora, "layer_groups": 2}, "ia3": {},
-        "serial": {"sizes": [0, 4, 8], "attention": True}, "parallel": {"sizes": [0, 4]}, "prefix": {"sizes": [0, 2, 5]}}}))
+        name: entry for name, entry in modules.items() if method(name).fits(shape.family)}}))
     return str(path)
 
 
@@ -57,11 +67,11 @@ def test_every_method_counts_exactly_what_peft_trains_on_every_decoder(decoder, 
     model_type, path = decoder
     shape = model_shape(path, num_labels=3)
     assert shape.family.name == FAMILY[model_type] and shape.num_layers == 3
+    grouped_query = model_type not in ("gpt2", "gpt_neox", "opt")
+    assert shape.kv_width == (32 if grouped_query else 64)  # 2 of 4 heads under grouped-query attention
     if "key" in shape.family.groups:
-        assert shape.group_dims["key"] == (64, 32)  # 2 of 4 heads: grouped-query attention
-    assert shape.kv_width == (64 if model_type == "gpt2" else 32)
+        assert shape.group_dims["key"] == (64, shape.kv_width)
     check_counts(path, _space(tmp_path, shape), 10)
-    check_counts(path, "autopeft", 4)
 
 
 def test_adapters_in_a_decoder_block_save_and_reload_with_identical_outputs(decoder, tmp_path):
@@ -73,7 +83,8 @@ def test_adapters_in_a_decoder_block_save_and_reload_with_identical_outputs(deco
     model_type, path = decoder
     shape = model_shape(path, num_labels=3)
     plan = load_space(_space(tmp_path, shape), shape).largest_plan()
-    assert {"serial", "parallel", "prefix"} <= set(plan.methods) and plan["serial"].attention
+    adapters = {"serial", "parallel"} if "ffn_output" in shape.family.blocks else set()  # not OPT's: no FFN module
+    assert adapters | {"prefix"} <= set(plan.methods) and (not adapters or plan["serial"].attention)
     assert plan["ia3"].groups == _ia3_groups(shape)  # ``ia3: {}`` scales what the family has
     torch.manual_seed(0)
     model = apply_plan(base_model(path), plan, shape)
@@ -141,16 +152,28 @@ def test_a_prefix_is_seen_by_every_query_with_padding_and_through_cached_generat
     assert torch.equal(generated, uncached)
 
 
-def test_the_shipped_lora_and_decoder_spaces_run_on_llama_style_decoders_and_name_missing_groups_elsewhere(decoder):
+FITTING = {  # the built-in spaces that fit each family
+    "llama": "autopeft, catalogue, decoder, lora, mixed",
+    "phi": "autopeft, catalogue, lora, mixed",
+    "starcoder2": "autopeft, catalogue, lora, mixed",
+    "phi3": "autopeft, catalogue",
+    "gpt2": "autopeft, catalogue",
+    "gpt_neox": "autopeft, catalogue",
+    "opt": "catalogue, lora",
+}
+
+
+def test_the_shipped_spaces_that_fit_a_decoder_count_exactly_and_the_others_name_those_that_fit(decoder):
     model_type, path = decoder
+    family = FAMILY[model_type]
     shape = model_shape(path, num_labels=2)
-    if FAMILY[model_type] == "llama":
-        check_counts(path, "lora", 6)
-        check_counts(path, "decoder", 6)
-    else:
-        with pytest.raises(UserError, match=f"'query' is not a module group of {FAMILY[model_type]} models.*; "
-                                            f"or a built-in space that fits {FAMILY[model_type]} models: autopeft, catalogue$"):
-            load_space("lora", shape)
+    for name in ("lora", "decoder", "autopeft"):
+        if name in FITTING[family].split(", "):
+            check_counts(path, name, 6)
+        else:
+            with pytest.raises(UserError, match=f"{family} models.*; or a built-in space that fits {family} models: "
+                                                f"{FITTING[family]}$"):
+                load_space(name, shape)
 
 
 def test_a_structural_clone_of_a_family_is_recognised(tmp_path_factory):
@@ -197,6 +220,32 @@ def test_a_classification_search_on_a_decoder_pads_with_its_eos_token(tmp_path, 
     from conftest import three_trial_search
 
     three_trial_search(tmp_path, tiny_llama_without_pad, reviews_csv, "lora", ["lora-r8", "ia3"])
+
+
+@pytest.mark.parametrize("model_type", ["gpt_neox", "opt"])
+def test_a_search_on_a_decoder_with_a_fused_or_an_unwrapped_ffn_exports_a_point_that_reloads_with_its_quality(
+        model_type, tmp_path, tmp_path_factory, reviews_csv, ray_local):
+    """GPT-NeoX: fused query-key-value and attention beside the MLP; OPT: an FFN no adapter can wrap."""
+    import json
+
+    import transformers
+    from transformers import AutoTokenizer
+
+    import autopeft
+    from autopeft.api import export
+    from conftest import base_model, three_trial_search
+    from test_export import _validation_accuracy
+
+    path = tiny_model(tmp_path_factory, f"tiny-{model_type}-search", DECODERS[model_type](transformers))
+    shape = model_shape(path, num_labels=2)
+    baselines = ["ia3", "prefix-10"] + (["houlsby"] if model_type == "gpt_neox" else [])
+    job = three_trial_search(tmp_path, path, reviews_csv, _space(tmp_path, shape), baselines)
+    export(job, "best", tmp_path / "out")
+    info = json.loads((tmp_path / "out" / "autopeft_point.json").read_text())
+    base = base_model(path, num_labels=2)
+    base.config.pad_token_id = AutoTokenizer.from_pretrained(path).pad_token_id
+    accuracy = _validation_accuracy(autopeft.load_adapter(base, tmp_path / "out"), job, path)
+    assert accuracy == pytest.approx(info["quality"], abs=1.5 / job.fidelity.eval_examples)
 
 
 @pytest.mark.integration

@@ -105,6 +105,9 @@ def widen_mask(mask: torch.Tensor | None, extra: int, queries: int, past: int, c
     return torch.cat([pad, mask], dim=-1)
 
 
+CACHE_ARGUMENTS = ("cache", "past_key_values", "layer_past")  # what an attention module calls its key/value cache
+
+
 class KVPrefixLayer(nn.Module, BaseTunerLayer):
     """A self-attention module (BERT's or a decoder's) whose keys and values start with learned prefixes."""
 
@@ -123,6 +126,7 @@ class KVPrefixLayer(nn.Module, BaseTunerLayer):
         self._active_adapter = adapter_name
         self.merged_adapters: list[str] = []
         self._signature = inspect.signature(attention.forward)
+        self._cache_argument = next((n for n in CACHE_ARGUMENTS if n in self._signature.parameters), "cache")
         self.update_layer(adapter_name, length, config)
 
     def update_layer(self, adapter_name: str, length: int, config: KVPrefixConfig) -> None:
@@ -148,17 +152,19 @@ class KVPrefixLayer(nn.Module, BaseTunerLayer):
         active = [n for n in self.active_adapters if n in self.kv_prefix_key] if not self.disable_adapters else []
         if not active:
             return self.base_layer(*args, **kwargs)
-        if "past_key_values" in kwargs:
-            kwargs["cache"] = kwargs.pop("past_key_values")
+        cache = self._cache_argument
+        for name in CACHE_ARGUMENTS:
+            if name != cache and name in kwargs and name not in self._signature.parameters:
+                kwargs[cache] = kwargs.pop(name)
         call = self._signature.bind(*args, **kwargs)
         hidden_states = call.arguments["hidden_states"]
-        inner = call.arguments.get("cache")
+        inner = call.arguments.get(cache)
         keys, values = self._prefix(self.kv_prefix_key, active), self._prefix(self.kv_prefix_value, active)
         past = inner.get_seq_length(attention.layer_idx) if inner is not None else 0
         call.arguments["attention_mask"] = widen_mask(
             call.arguments.get("attention_mask"), keys.shape[2], hidden_states.shape[1], past,
             bool(getattr(attention, "is_causal", False)), hidden_states.device)
-        call.arguments["cache"] = PrefixedCache(inner, keys, values)
+        call.arguments[cache] = PrefixedCache(inner, keys, values)
         return self.base_layer(*call.args, **call.kwargs)
 
 
