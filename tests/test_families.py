@@ -31,11 +31,15 @@ DECODERS = {
                                  partial_rotary_factor=0.5, **ATTENTION),
     "starcoder2": lambda t: t.Starcoder2Config(vocab_size=30522, hidden_size=64, intermediate_size=96,
                                                num_hidden_layers=3, **ATTENTION),
+    "falcon": lambda t: t.FalconConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                       bos_token_id=0, eos_token_id=0),  # multi-query: keys and values one head wide
+    "bloom": lambda t: t.BloomConfig(vocab_size=30522, hidden_size=64, n_layer=3, n_head=4),
     "opt": lambda t: t.OPTConfig(vocab_size=30522, hidden_size=64, ffn_dim=96, num_hidden_layers=3, num_attention_heads=4,
                                  word_embed_proj_dim=64),
 }
 FAMILY = {"llama": "llama", "mistral": "llama", "qwen2": "llama", "qwen3": "llama", "gemma": "llama", "gemma2": "llama",
-          "phi3": "phi3", "gpt2": "gpt2", "gpt_neox": "gpt_neox", "phi": "phi", "starcoder2": "starcoder2", "opt": "opt"}
+          "phi3": "phi3", "gpt2": "gpt2", "gpt_neox": "gpt_neox", "phi": "phi", "starcoder2": "starcoder2", "opt": "opt",
+          "falcon": "falcon", "bloom": "bloom"}
 
 
 @pytest.fixture(scope="module", params=sorted(DECODERS))
@@ -67,8 +71,8 @@ def test_every_method_counts_exactly_what_peft_trains_on_every_decoder(decoder, 
     model_type, path = decoder
     shape = model_shape(path, num_labels=3)
     assert shape.family.name == FAMILY[model_type] and shape.num_layers == 3
-    grouped_query = model_type not in ("gpt2", "gpt_neox", "opt")
-    assert shape.kv_width == (32 if grouped_query else 64)  # 2 of 4 heads under grouped-query attention
+    # 2 of 4 heads under grouped-query attention, 1 under Falcon's multi-query attention, else all 4
+    assert shape.kv_width == {"gpt2": 64, "gpt_neox": 64, "opt": 64, "bloom": 64, "falcon": 16}.get(model_type, 32)
     if "key" in shape.family.groups:
         assert shape.group_dims["key"] == (64, shape.kv_width)
     check_counts(path, _space(tmp_path, shape), 10)
@@ -83,8 +87,9 @@ def test_adapters_in_a_decoder_block_save_and_reload_with_identical_outputs(deco
     model_type, path = decoder
     shape = model_shape(path, num_labels=3)
     plan = load_space(_space(tmp_path, shape), shape).largest_plan()
-    adapters = {"serial", "parallel"} if "ffn_output" in shape.family.blocks else set()  # not OPT's: no FFN module
-    assert adapters | {"prefix"} <= set(plan.methods) and (not adapters or plan["serial"].attention)
+    unfit = {"opt": {"serial", "parallel"}, "bloom": {"prefix"}}.get(model_type, set())  # no FFN module; ALiBi
+    assert {"serial", "parallel", "prefix"} - unfit <= set(plan.methods) and not unfit & set(plan.methods)
+    assert "serial" in unfit or plan["serial"].attention
     assert plan["ia3"].groups == _ia3_groups(shape)  # ``ia3: {}`` scales what the family has
     torch.manual_seed(0)
     model = apply_plan(base_model(path), plan, shape)
@@ -115,6 +120,7 @@ def test_the_ia3_baseline_fits_every_decoder_scaling_a_fused_attention_projectio
     reloads_identically(path, plan, shape, tmp_path / "ia3")
 
 
+@pytest.mark.parametrize("decoder", sorted(set(DECODERS) - {"bloom"}), indirect=True)
 def test_a_prefix_is_seen_by_every_query_with_padding_and_through_cached_generation(decoder):
     """Right padding leaves the real positions' logits unchanged (an explicit mask, widened) as without
     padding (the kernel's implicit causal mask, made explicit); greedy decoding with the key/value
@@ -159,6 +165,8 @@ FITTING = {  # the built-in spaces that fit each family
     "phi3": "autopeft, catalogue",
     "gpt2": "autopeft, catalogue",
     "gpt_neox": "autopeft, catalogue",
+    "falcon": "autopeft, catalogue",
+    "bloom": "catalogue",
     "opt": "catalogue, lora",
 }
 
