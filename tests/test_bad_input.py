@@ -33,6 +33,12 @@ def space_file(tmp_path, ranks, layers="per_layer", learning_rate="search"):
     return "space.yaml"
 
 
+def _labelled(directory: Path, labels: list) -> None:
+    """A job on a CSV of sentences whose ``gold`` column holds ``labels``."""
+    (directory / "pairs.csv").write_text("text,gold\n" + "".join(f"sentence {i},{v}\n" for i, v in enumerate(labels)))
+    write_job(directory, task={"train_file": "pairs.csv", "label_column": "gold", "validation_size": 10})
+
+
 CASES = {
     "syntax error": (lambda d: (d / "job.yaml").write_text("name: t\nmodel: [minilm-l6\n"), ["YAML syntax error at line", "fix the YAML syntax"]),
     "unknown key": (lambda d: write_job(d, trials=3), ["unknown field 'trials'", "budget"]),
@@ -105,6 +111,11 @@ CASES = {
                            ["task.text_columns", "at most 2"]),
     "unknown model": (lambda d: write_job(d, model="./no-such-model"), ["model", "no-such-model"]),
     "unknown baseline": (lambda d: write_job(d, baselines=["lora-r8", "adapterdrop"]), ["baselines", "unknown baseline 'adapterdrop'", "houlsby"]),
+    "scores as labels": (lambda d: _labelled(d, [round(0.2 * (i % 26), 1) for i in range(60)]),
+                         ["task.label_column", "'gold' holds 26 distinct numbers from 0 to 5, with fractions: a regression target",
+                          "a column of their own"]),
+    "an id column as labels": (lambda d: _labelled(d, [f"row-{i}" for i in range(60)]),
+                               ["task.label_column", "'gold' has 60 distinct labels in 60 examples", "class labels"]),
     "two data sources": (lambda d: write_job(d, task={"dataset": "rotten_tomatoes", "train_file": "x.csv"}), ["task", "exactly one of"]),
 }
 

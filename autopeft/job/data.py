@@ -80,6 +80,7 @@ def load_task_data(task) -> TaskData:
     label_names = sorted({str(v) for v in frame[task.label_column]} | {str(v) for v in validation[task.label_column]})
     if len(label_names) < 2:
         raise UserError("task.label_column", f"'{task.label_column}' has fewer than two distinct labels", "choose the column that holds the class labels")
+    _check_classes(pd.concat([frame[task.label_column], validation[task.label_column]]), task.label_column, len(label_names))
     index = {name: i for i, name in enumerate(label_names)}
     return TaskData(
         train_texts=_texts(frame, task.text_columns),
@@ -88,6 +89,20 @@ def load_task_data(task) -> TaskData:
         validation_labels=tuple(index[str(v)] for v in validation[task.label_column]),
         label_names=tuple(label_names),
     )
+
+
+def _check_classes(labels: pd.Series, column: str, distinct: int) -> None:
+    """Refuse a label column that is not a set of classes: scores with fractions (a regression
+    target), or nearly one label per example (an id or a text column)."""
+    numbers = pd.to_numeric(labels, errors="coerce")
+    if numbers.notna().all() and (numbers != numbers.round()).any():
+        raise UserError("task.label_column", f"'{column}' holds {distinct} distinct numbers from {numbers.min():g} to "
+                        f"{numbers.max():g}, with fractions: a regression target, and autopeft searches classification "
+                        "and generation tasks", "put class labels in a column of their own (the scores rounded or binned) "
+                        "and name it in task.label_column")
+    if distinct > 20 and distinct > len(labels) / 2:
+        raise UserError("task.label_column", f"'{column}' has {distinct} distinct labels in {len(labels)} examples: "
+                        "nearly one class per example", "choose the column that holds the class labels")
 
 
 def _frames(task, columns: list[str], field: str, train: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
