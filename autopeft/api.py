@@ -23,6 +23,14 @@ def prepare(job: JobSpec | str | Path):
     return prepare_job(_job(job))
 
 
+def check(job: JobSpec | str | Path) -> dict:
+    """What a job would search, without running or writing anything: its model, data, space, the
+    share of the space its budget allows, memory estimates and baselines (``autopeft check``)."""
+    from autopeft.run.check import summarise
+
+    return summarise(prepare(job))
+
+
 def submit(job: JobSpec | str | Path, progress: bool = True, prepared=None):
     """Validate and run (or resume) a search; returns a ``SearchSummary``.
 

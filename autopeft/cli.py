@@ -62,6 +62,15 @@ def step(message: str) -> None:
         print(f"autopeft: {message}...", file=sys.stderr, flush=True)
 
 
+def _as_run(job, name: str):
+    """The job as it runs: a built-in demo job runs as it is wherever it is run, as many trials at once as the machine holds."""
+    if name in BUILTIN_JOBS:
+        from autopeft.run.prepare import parallel_that_fits
+
+        job = job.model_copy(update={"budget": job.budget.model_copy(update={"parallel": parallel_that_fits(job)})})
+    return job
+
+
 def cmd_submit(args) -> int:
     job = api.load_job(args.job)
     if args.trials is not None and args.trials < 0:
@@ -70,10 +79,7 @@ def cmd_submit(args) -> int:
         job = job.model_copy(update={"budget": job.budget.model_copy(update={"trials": args.trials})})
     if args.address is not None:
         job = job.model_copy(update={"stores": job.stores.model_copy(update={"ray_address": args.address})})
-    if args.job in BUILTIN_JOBS:  # a demo runs as it is wherever it is run: as many trials at once as the machine holds
-        from autopeft.run.prepare import parallel_that_fits
-
-        job = job.model_copy(update={"budget": job.budget.model_copy(update={"parallel": parallel_that_fits(job)})})
+    job = _as_run(job, args.job)
     step(f"checking the job: loading {job.model}, the data and the search space")
     prepared = api.prepare(job)
     print(f"autopeft: search '{job.name}': {job.budget.trials} trials, {job.budget.parallel} in parallel, "
@@ -93,6 +99,15 @@ def cmd_submit(args) -> int:
     name = args.job
     print(f"\nWatch it:   autopeft ui {name}")
     print(f"Export it:  autopeft export {name} --pick knee --out {job.name}-adapter")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from autopeft.run.check import format_summary
+
+    step("checking the job: loading the model's shape, the data and the search space")
+    summary = api.check(_as_run(api.load_job(args.job), args.job))
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 
 
@@ -280,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
                                       "and RAY_ADDRESS")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("check", help="show what a job would search (model, data, space, budget, memory, baselines); "
+                                      "runs and writes nothing")
+    p.add_argument("job", help=job_help)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("demo", help="run the built-in demo search (MiniLM-L6, Rotten Tomatoes, LoRA)")
     p.add_argument("--decoder", action="store_const", const="demo-decoder", default="demo", dest="job",

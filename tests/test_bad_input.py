@@ -120,11 +120,12 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("command", ["submit", "check"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_job_exits_2_with_one_message_and_writes_nothing(tmp_path, capsys, case):
+def test_bad_job_exits_2_with_one_message_and_writes_nothing(tmp_path, capsys, case, command):
     make, words = CASES[case]
     make(tmp_path)
-    code, err = run_cli(capsys, "submit", str(tmp_path / "job.yaml"))
+    code, err = run_cli(capsys, command, str(tmp_path / "job.yaml"))
     assert code == 2
     assert err.startswith("autopeft: error: ") and len(err.splitlines()) == 1, err
     for word in words:

@@ -1,0 +1,66 @@
+"""``autopeft check``: what a job would search, shown before anything trains, and nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from autopeft.cli import main
+from conftest import base_model, write_job
+
+TASK = {"text_columns": ["review"], "label_column": "sentiment", "validation_size": 100}
+
+
+def _check(capsys, job, *flags) -> tuple[int, str]:
+    code = main(["check", str(job), *flags])
+    return code, capsys.readouterr().out
+
+
+def test_check_shows_what_peft_would_train_the_data_and_the_share_of_the_space_the_budget_allows(
+        tmp_path, tiny_bert, reviews_csv, capsys, monkeypatch):
+    from autopeft.job.data import load_task_data
+    from autopeft.job.spec import TaskSpec
+    from autopeft.space.search_space import load_space
+    from autopeft.workers.build import apply_plan
+    from autopeft.workers.methods import baseline_plan
+    from autopeft.workers.models import model_shape
+
+    monkeypatch.chdir(tmp_path)
+    task = {"train_file": str(reviews_csv), **TASK}
+    shape = model_shape(tiny_bert, num_labels=2)
+    space = load_space("lora", shape)
+    smallest, largest = space.count(space.smallest_plan()), space.count(space.largest_plan())
+    budget = (smallest + largest) // 4
+    job = write_job(tmp_path, model=tiny_bert, task=task, baselines=["lora-r8", "houlsby"],
+                    budget={"trials": 7, "parallel": 1, "max_trainable_params": budget})
+    code, out = _check(capsys, job, "--json")
+    assert code == 0
+    summary = json.loads(out)
+
+    def trained_by_peft(plan) -> int:
+        return sum(p.numel() for p in apply_plan(base_model(tiny_bert, 2), plan, shape).parameters() if p.requires_grad)
+
+    assert summary["space"]["largest"]["params"] == trained_by_peft(space.largest_plan()) == largest
+    assert summary["space"]["smallest"]["params"] == trained_by_peft(space.smallest_plan()) == smallest
+    for name in ("lora-r8", "houlsby"):
+        shown = summary["baselines"][name]
+        assert shown["params"] == trained_by_peft(baseline_plan(name, shape))
+        assert shown["pct"] == pytest.approx(100 * shown["params"] / shape.base_params) and shown["memory_gb"] > 0
+    data = load_task_data(TaskSpec(train_file=reviews_csv, **TASK))
+    assert summary["task"]["labels"] == list(data.label_names) and summary["task"]["validation_examples"] == 100
+    assert summary["task"]["train_examples"] == len(data.train_labels) == 300
+    assert summary["model"]["family"] == "bert" and summary["model"]["parameters"] == shape.base_params
+    assert summary["search"]["trials"] == 7 and summary["budget"]["max_trainable_params"] == budget
+    assert 0.0 < summary["budget"]["within"] < 1.0  # a budget a quarter of the way from the smallest plan to the largest
+
+    tighter = write_job(tmp_path, model=tiny_bert, task=task, budget={"trials": 7, "max_trainable_params": smallest * 4})
+    _, out = _check(capsys, tighter, "--json")
+    assert json.loads(out)["budget"]["within"] < summary["budget"]["within"]
+    unbounded = write_job(tmp_path, model=tiny_bert, task=task)
+    code, text = _check(capsys, unbounded)
+    assert code == 0
+    assert "ready to run (nothing was trained, no run or store was written)" in text
+    assert "budget     none: every plan may train" in text
+    assert f"largest    {largest:,} trainable" in text and "2 labels" in text
+    assert not (tmp_path / "run").exists() and not list(tmp_path.rglob("*.db")) and not list(tmp_path.rglob("mlruns"))
