@@ -23,12 +23,13 @@ def prepare(job: JobSpec | str | Path):
     return prepare_job(_job(job))
 
 
-def check(job: JobSpec | str | Path) -> dict:
+def check(job: JobSpec | str | Path):
     """What a job would search, without running or writing anything: its model, data, space, the
-    share of the space its budget allows, memory estimates and baselines (``autopeft check``)."""
-    from autopeft.run.check import summarise
+    share of the space its budget allows, memory estimates and baselines; a ``JobCheck``
+    (``autopeft check``)."""
+    from autopeft.run.check import check_job
 
-    return summarise(prepare(job))
+    return check_job(prepare(job))
 
 
 def submit(job: JobSpec | str | Path, progress: bool = True, prepared=None):

@@ -103,11 +103,11 @@ def cmd_submit(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from autopeft.run.check import format_summary
+    from autopeft.run.check import format_check
 
     step("checking the job: loading the model's shape, the data and the search space")
-    summary = api.check(_as_run(api.load_job(args.job), args.job))
-    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    checked = api.check(_as_run(api.load_job(args.job), args.job))
+    print(json.dumps(checked.to_dict(), indent=2) if args.json else format_check(checked))
     return 0
 
 

@@ -41,22 +41,22 @@ def test_check_shows_what_peft_would_train_the_data_and_the_share_of_the_space_t
     def trained_by_peft(plan) -> int:
         return sum(p.numel() for p in apply_plan(base_model(tiny_bert, 2), plan, shape).parameters() if p.requires_grad)
 
-    assert summary["space"]["largest"]["params"] == trained_by_peft(space.largest_plan()) == largest
-    assert summary["space"]["smallest"]["params"] == trained_by_peft(space.smallest_plan()) == smallest
+    assert summary["largest"]["params"] == trained_by_peft(space.largest_plan()) == largest
+    assert summary["smallest"]["params"] == trained_by_peft(space.smallest_plan()) == smallest
     for name in ("lora-r8", "houlsby"):
         shown = summary["baselines"][name]
         assert shown["params"] == trained_by_peft(baseline_plan(name, shape))
         assert shown["pct"] == pytest.approx(100 * shown["params"] / shape.base_params) and shown["memory_gb"] > 0
     data = load_task_data(TaskSpec(train_file=reviews_csv, **TASK))
-    assert summary["task"]["labels"] == list(data.label_names) and summary["task"]["validation_examples"] == 100
-    assert summary["task"]["train_examples"] == len(data.train_labels) == 300
-    assert summary["model"]["family"] == "bert" and summary["model"]["parameters"] == shape.base_params
-    assert summary["search"]["trials"] == 7 and summary["budget"]["max_trainable_params"] == budget
-    assert 0.0 < summary["budget"]["within"] < 1.0  # a budget a quarter of the way from the smallest plan to the largest
+    assert summary["labels"] == list(data.label_names) and summary["validation_examples"] == 100
+    assert summary["train_examples"] == len(data.train_labels) == 300
+    assert summary["family"] == "bert" and summary["parameters"] == shape.base_params
+    assert summary["trials"] == 7 and summary["max_trainable_params"] == budget
+    assert 0.0 < summary["within"] < 1.0  # a budget a quarter of the way from the smallest plan to the largest
 
     tighter = write_job(tmp_path, model=tiny_bert, task=task, budget={"trials": 7, "max_trainable_params": smallest * 4})
     _, out = _check(capsys, tighter, "--json")
-    assert json.loads(out)["budget"]["within"] < summary["budget"]["within"]
+    assert json.loads(out)["within"] < summary["within"]
     unbounded = write_job(tmp_path, model=tiny_bert, task=task)
     code, text = _check(capsys, unbounded)
     assert code == 0
