@@ -64,7 +64,7 @@ def test_the_largest_plan_saves_and_reloads_with_identical_logits(encoder, tmp_p
 
 def test_a_built_in_space_with_a_prefix_is_refused_naming_the_methods_and_built_in_spaces_that_fit(encoder):
     family, path = encoder
-    fitting = {"deberta": "catalogue, lora", "modernbert": "catalogue"}[family]
+    fitting = "catalogue, lora"
     with pytest.raises(UserError, match=f"prefix modules do not fit {family} models.*use only .*lora.*serial, parallel.*; "
                                         f"or a built-in space that fits {family} models: {fitting}$"):
         load_space("autopeft", model_shape(path, num_labels=2))

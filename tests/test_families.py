@@ -162,16 +162,18 @@ FITTING = {  # the built-in spaces that fit each family
     "llama": "autopeft, catalogue, decoder, lora, mixed",
     "phi": "autopeft, catalogue, lora, mixed",
     "starcoder2": "autopeft, catalogue, lora, mixed",
-    "phi3": "autopeft, catalogue",
-    "gpt2": "autopeft, catalogue",
-    "gpt_neox": "autopeft, catalogue",
-    "falcon": "autopeft, catalogue",
-    "bloom": "catalogue",
+    "phi3": "autopeft, catalogue, lora",
+    "gpt2": "autopeft, catalogue, lora",
+    "gpt_neox": "autopeft, catalogue, lora",
+    "falcon": "autopeft, catalogue, lora",
+    "bloom": "catalogue, lora",
     "opt": "catalogue, lora",
 }
 
 
 def test_the_shipped_spaces_that_fit_a_decoder_count_exactly_and_the_others_name_those_that_fit(decoder):
+    """The default ``lora`` space fits every family: where a family fuses query, key and value (or the
+    gated MLP's gate and input) it adapts the fused projection in their place."""
     model_type, path = decoder
     family = FAMILY[model_type]
     shape = model_shape(path, num_labels=2)
@@ -182,6 +184,10 @@ def test_the_shipped_spaces_that_fit_a_decoder_count_exactly_and_the_others_name
             with pytest.raises(UserError, match=f"{family} models.*; or a built-in space that fits {family} models: "
                                                 f"{FITTING[family]}$"):
                 load_space(name, shape)
+    groups = {d.name.split(".")[1] for d in load_space("lora", shape).dimensions if d.name.startswith("lora.")}
+    fused = {"query_key_value"} if "query_key_value" in shape.family.groups else {"query", "key", "value"}
+    fused |= {"ffn_gate_in"} if "ffn_gate_in" in shape.family.groups else {"ffn_in"}
+    assert groups == fused | {"attention_output", "ffn_out"}
 
 
 def test_a_structural_clone_of_a_family_is_recognised(tmp_path_factory):

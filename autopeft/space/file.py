@@ -94,8 +94,41 @@ def builtin_spaces() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files(SPACES_PACKAGE).iterdir() if p.name.endswith(".yaml"))
 
 
-def read_space_file(name_or_path: str) -> tuple[SpaceFile, str]:
-    """The validated space file (a built-in name or a path) and the name to use in messages."""
+def fused_groups(data: dict, family) -> dict:
+    """A built-in space's entries on a family that fuses projections: each module group the family
+    lacks becomes the fused group that holds it there (query, key and value: ``query_key_value``;
+    ``ffn_gate`` and ``ffn_in``: ``ffn_gate_in``), the choices of groups merged into one joined.
+    A fused group that two entries would then both adapt is left out of it, so the space is refused
+    for the groups it names."""
+    from autopeft.workers.families import FUSED_INTO
+
+    entries = {name: entry.get("groups") for name, entry in (data.get("modules") or {}).items() if isinstance(entry, dict)}
+    claims: dict[str, set] = {}
+    for name, groups in entries.items():
+        for group in groups if isinstance(groups, dict | list) else ():
+            target = FUSED_INTO.get(group)
+            claims.setdefault(target if group not in family.groups and target in family.groups else group, set()).add(name)
+
+    def fused(group: str) -> str:
+        target = FUSED_INTO.get(group)
+        return target if group not in family.groups and target in family.groups and len(claims[target]) == 1 else group
+
+    modules = dict(data.get("modules") or {})
+    for name, groups in entries.items():
+        if isinstance(groups, dict):
+            merged: dict = {}
+            for group, choices in groups.items():
+                known = merged.setdefault(fused(group), [])
+                known.extend(c for c in (choices if isinstance(choices, list) else [choices]) if c not in known)
+            modules[name] = {**modules[name], "groups": {g: sorted(c) for g, c in merged.items()}}
+        elif isinstance(groups, list):
+            modules[name] = {**modules[name], "groups": list(dict.fromkeys(fused(g) for g in groups))}
+    return {**data, "modules": modules}
+
+
+def read_space_file(name_or_path: str, family=None) -> tuple[SpaceFile, str]:
+    """The validated space file (a built-in name or a path) and the name to use in messages; a
+    built-in space for a ``family`` has its fused groups in place of those the family lacks."""
     if name_or_path.endswith((".yaml", ".yml")):
         path = Path(name_or_path)
         if not path.is_file():
@@ -109,6 +142,8 @@ def read_space_file(name_or_path: str) -> tuple[SpaceFile, str]:
     data = read_yaml(text, source)
     if not isinstance(data, dict):
         raise UserError(source, "the space file is empty or not a mapping", "see 'Search space files' in the README")
+    if family is not None and source.startswith("search space '"):
+        data = fused_groups(data, family)
     try:
         return SpaceFile.model_validate(data), source
     except ValidationError as exc:

@@ -103,7 +103,7 @@ def load_space(name_or_path: str, shape: ModelShape, learning_rate: float | None
     ``learning_rate`` is the job's: a space that searches the rate (``learning_rate: search``, the
     default) searches it around this one; without it the rate is not a dimension.
     """
-    spec, source = read_space_file(name_or_path)
+    spec, source = read_space_file(name_or_path, shape.family)
     try:
         return build_space(spec, shape, source, learning_rate)
     except UserError as exc:
@@ -116,7 +116,7 @@ def load_space(name_or_path: str, shape: ModelShape, learning_rate: float | None
 
 def _fits(name: str, shape: ModelShape) -> bool:
     try:
-        build_space(read_space_file(name)[0], shape)
+        build_space(read_space_file(name, shape.family)[0], shape)
     except UserError:
         return False
     return True

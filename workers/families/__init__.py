@@ -3,9 +3,9 @@
 import importlib
 import pkgutil
 
-from .base import BLOCKS, BY_NAME, FAMILIES, MODULE_GROUPS, Family, recognise, register_family
+from .base import BLOCKS, BY_NAME, FAMILIES, FUSED_INTO, MODULE_GROUPS, Family, recognise, register_family
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["BLOCKS", "BY_NAME", "FAMILIES", "MODULE_GROUPS", "Family", "recognise", "register_family"]
+__all__ = ["BLOCKS", "BY_NAME", "FAMILIES", "FUSED_INTO", "MODULE_GROUPS", "Family", "recognise", "register_family"]

@@ -23,6 +23,13 @@ MODULE_GROUPS = {
     "ffn_gate_in": "the gated MLP's fused gate and input projection (Phi-3's gate_up_proj)",
     "ffn_out": "the MLP's output projection (BERT's output.dense, down_proj, GPT-2's mlp.c_proj)",
 }
+FUSED_INTO = {  # a group some families fuse into a wider projection: where it lives there
+    "query": "query_key_value",
+    "key": "query_key_value",
+    "value": "query_key_value",
+    "ffn_gate": "ffn_gate_in",
+    "ffn_in": "ffn_gate_in",
+}
 BLOCKS = {  # where block-level methods go: bottleneck adapters (ffn_output, attention_output), prefixes
     "ffn_output": "the FFN: a BERT-style output block (dense, dropout, LayerNorm with the residual) or a decoder's MLP",
     "attention_output": "the attention: a BERT-style output block, or a decoder's attention module",
