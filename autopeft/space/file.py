@@ -133,16 +133,16 @@ def read_space_file(name_or_path: str, family=None) -> tuple[SpaceFile, str]:
         path = Path(name_or_path)
         if not path.is_file():
             raise UserError("search_space", f"space file '{path}' does not exist", "give an existing YAML file or a built-in space name")
-        text, source = path.read_text(), str(path)
+        text, source, built_in = path.read_text(), str(path), False
     else:
         shipped = resources.files(SPACES_PACKAGE).joinpath(f"{name_or_path}.yaml")
         if not shipped.is_file():
             raise UserError("search_space", f"no built-in space '{name_or_path}'", f"use one of {', '.join(builtin_spaces())} or a path to a .yaml file")
-        text, source = shipped.read_text(), f"search space '{name_or_path}'"
+        text, source, built_in = shipped.read_text(), f"search space '{name_or_path}'", True
     data = read_yaml(text, source)
     if not isinstance(data, dict):
         raise UserError(source, "the space file is empty or not a mapping", "see 'Search space files' in the README")
-    if family is not None and source.startswith("search space '"):
+    if family is not None and built_in:
         data = fused_groups(data, family)
     try:
         return SpaceFile.model_validate(data), source
