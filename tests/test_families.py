@@ -213,12 +213,17 @@ def test_newer_decoders_built_like_llama_are_recognised_and_count_exactly(config
 
 
 def test_an_unsupported_structure_names_the_supported_families(tmp_path_factory):
-    from transformers import FunnelConfig
+    """A Funnel Transformer, and a mixture of experts whose first layer is a dense Llama layer."""
+    from transformers import FunnelConfig, Qwen3MoeConfig
 
-    path = tiny_model(tmp_path_factory, "tiny-funnel", FunnelConfig(
+    funnel = tiny_model(tmp_path_factory, "tiny-funnel", FunnelConfig(
         vocab_size=30522, d_model=32, n_head=2, d_head=16, d_inner=64, block_sizes=[1, 1]))
-    with pytest.raises(ModelNotFound, match="supported families: bert .*gpt2 .*llama .*phi3"):
-        model_shape(path, num_labels=2)
+    experts = tiny_model(tmp_path_factory, "tiny-qwen3-moe", Qwen3MoeConfig(
+        vocab_size=30522, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=2,
+        num_experts=4, mlp_only_layers=[0], head_dim=16, **ATTENTION))
+    for path in (funnel, experts):
+        with pytest.raises(ModelNotFound, match="supported families: bert .*gpt2 .*llama .*phi3"):
+            model_shape(path, num_labels=2)
 
 
 @pytest.fixture(scope="module")

@@ -57,9 +57,11 @@ class Family:
             raise ValueError(f"family '{self.name}' maps blocks among {tuple(BLOCKS)}")
 
     def matches(self, module_names: set[str]) -> bool:
-        """Whether a model with these module names is built like this family."""
-        layer = next((n for n in module_names if n.endswith(self.layers_path + ".0")), None)
-        return layer is not None and all(f"{layer}.{path}" in module_names for path in self.groups.values())
+        """Whether a model with these module names is built like this family: every one of its layers
+        has every module group (a mixture of experts whose first layers are dense does not)."""
+        layer = re.compile(rf"(?:.*\.)?{re.escape(self.layers_path)}\.\d+")
+        layers = [n for n in module_names if layer.fullmatch(n)]
+        return bool(layers) and all(f"{n}.{path}" in module_names for n in layers for path in self.groups.values())
 
     def pattern(self, group: str, layers: tuple[int, ...] | None = None) -> str:
         """A regular expression for the module of ``group`` in ``layers`` (every layer when None)."""
