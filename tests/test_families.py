@@ -33,13 +33,16 @@ DECODERS = {
                                                num_hidden_layers=3, **ATTENTION),
     "falcon": lambda t: t.FalconConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
                                        bos_token_id=0, eos_token_id=0),  # multi-query: keys and values one head wide
+    "falcon-gqa": lambda t: t.FalconConfig(  # Falcon-40B's and Falcon2's layout: grouped-query, a norm each for attention and MLP
+        vocab_size=30522, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_kv_heads=2,
+        new_decoder_architecture=True, bos_token_id=0, eos_token_id=0),
     "bloom": lambda t: t.BloomConfig(vocab_size=30522, hidden_size=64, n_layer=3, n_head=4),
     "opt": lambda t: t.OPTConfig(vocab_size=30522, hidden_size=64, ffn_dim=96, num_hidden_layers=3, num_attention_heads=4,
                                  word_embed_proj_dim=64),
 }
 FAMILY = {"llama": "llama", "mistral": "llama", "qwen2": "llama", "qwen3": "llama", "gemma": "llama", "gemma2": "llama",
           "phi3": "phi3", "gpt2": "gpt2", "gpt_neox": "gpt_neox", "phi": "phi", "starcoder2": "starcoder2", "opt": "opt",
-          "falcon": "falcon", "bloom": "bloom"}
+          "falcon": "falcon", "falcon-gqa": "falcon", "bloom": "bloom"}
 
 
 @pytest.fixture(scope="module", params=sorted(DECODERS))
