@@ -111,16 +111,21 @@ def test_adapters_in_a_decoder_block_save_and_reload_with_identical_outputs(deco
         assert torch.allclose(reloaded(**inputs).logits, expected, atol=1e-5)
 
 
-def test_the_ia3_baseline_fits_every_decoder_scaling_a_fused_attention_projection_where_there_is_one(decoder, tmp_path):
-    from autopeft.workers.methods import baseline_plan, method
+def test_the_ia3_and_lora_baselines_fit_every_decoder_adapting_a_fused_projection_where_there_is_one(decoder, tmp_path):
+    from autopeft.run.prepare import baseline_plans
     from conftest import reloads_identically
 
-    _, path = decoder
+    model_type, path = decoder
     shape = model_shape(path, num_labels=3)
-    plan = baseline_plan("ia3", shape)
-    assert method("ia3").fits(shape.family, plan["ia3"])
-    assert plan["ia3"].groups == _ia3_groups(shape)
-    reloads_identically(path, plan, shape, tmp_path / "ia3")
+    plans = baseline_plans(["ia3", "lora-r8", "lora-mlp-r8"], shape)  # each fits: none is refused
+    fused = "query_key_value" in shape.family.groups
+    mlp = {"llama": ("ffn_gate", "ffn_in", "ffn_out"), "phi3": ("ffn_gate_in", "ffn_out")}.get(FAMILY[model_type],
+                                                                                            ("ffn_in", "ffn_out"))
+    assert plans["ia3"]["ia3"].groups == _ia3_groups(shape)
+    assert [t.group for t in plans["lora-r8"]["lora"].targets] == (["query_key_value"] if fused else ["query", "value"])
+    assert tuple(t.group for t in plans["lora-mlp-r8"]["lora"].targets) == mlp
+    for name, plan in plans.items():
+        reloads_identically(path, plan, shape, tmp_path / name)
 
 
 @pytest.mark.parametrize("decoder", sorted(set(DECODERS) - {"bloom"}), indirect=True)

@@ -100,18 +100,14 @@ def fused_groups(data: dict, family) -> dict:
     ``ffn_gate`` and ``ffn_in``: ``ffn_gate_in``), the choices of groups merged into one joined.
     A fused group that two entries would then both adapt is left out of it, so the space is refused
     for the groups it names."""
-    from autopeft.workers.families import FUSED_INTO
-
     entries = {name: entry.get("groups") for name, entry in (data.get("modules") or {}).items() if isinstance(entry, dict)}
     claims: dict[str, set] = {}
     for name, groups in entries.items():
         for group in groups if isinstance(groups, dict | list) else ():
-            target = FUSED_INTO.get(group)
-            claims.setdefault(target if group not in family.groups and target in family.groups else group, set()).add(name)
+            claims.setdefault(family.holder(group), set()).add(name)
 
     def fused(group: str) -> str:
-        target = FUSED_INTO.get(group)
-        return target if group not in family.groups and target in family.groups and len(claims[target]) == 1 else group
+        return family.holder(group) if len(claims[family.holder(group)]) == 1 else group
 
     modules = dict(data.get("modules") or {})
     for name, groups in entries.items():

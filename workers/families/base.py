@@ -63,6 +63,17 @@ class Family:
         layers = [n for n in module_names if layer.fullmatch(n)]
         return bool(layers) and all(f"{n}.{path}" in module_names for n in layers for path in self.groups.values())
 
+    def holder(self, group: str) -> str:
+        """The group of this family that holds ``group``: itself, or the fused projection it is part of
+        here (GPT-2's query and value live in ``query_key_value``)."""
+        fused = FUSED_INTO.get(group)
+        return fused if group not in self.groups and fused in self.groups else group
+
+    def holders(self, groups) -> tuple[str, ...]:
+        """``groups`` as this family has them, each once: a fused projection in place of the groups it
+        holds, and a group it has in no form left out."""
+        return tuple(dict.fromkeys(h for h in map(self.holder, groups) if h in self.groups))
+
     def pattern(self, group: str, layers: tuple[int, ...] | None = None) -> str:
         """A regular expression for the module of ``group`` in ``layers`` (every layer when None)."""
         layer = r"\d+" if layers is None else "(?:" + "|".join(str(i) for i in layers) + ")"

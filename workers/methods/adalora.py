@@ -34,7 +34,7 @@ class AdaLoraMethod(Method):
     order = 11
     peft_type = "ADALORA"
     parameter_prefix = "lora_"
-    baselines = {"adalora": lambda s: (AdaLora(("query", "value"), 8, 12, tuple(range(s.num_layers))),)}
+    baselines = {"adalora": lambda s: (AdaLora(s.family.holders(("query", "value")), 8, 12, tuple(range(s.num_layers))),)}
 
     def part_groups(self, part: AdaLora) -> set[str]:
         return set(part.groups)

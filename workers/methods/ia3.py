@@ -38,8 +38,7 @@ def default_groups(family) -> tuple[str, ...]:
     """Where IA3 goes unless told: the attention's key and value, or in a family that fuses them
     with the query (GPT-2's c_attn, Phi-3's qkv_proj, ModernBERT's Wqkv) the fused projection, as
     peft's IA3 does for GPT-2; and the FFN's hidden units (``ffn_out``)."""
-    attention = ("key", "value") if {"key", "value"} <= set(family.groups) else ("query_key_value",)
-    return (*attention, "ffn_out")
+    return family.holders(("key", "value", "ffn_out"))
 
 
 def _groups(spec: Ia3Space, shape) -> tuple[str, ...]:

@@ -27,7 +27,7 @@ class LokrMethod(RankedMethod):
     peft_type = "LOKR"
     parameter_prefix = "lokr_"
     linear_only = True
-    baselines = {"lokr-r8": lambda s: (METHOD.every_layer(s, ("query", "value")),)}
+    baselines = {"lokr-r8": lambda s: (METHOD.every_layer(s, s.family.holders(("query", "value"))),)}
 
     def per_module(self, rank: int, fan_in: int, fan_out: int, part) -> int:
         from peft.tuners.lokr.layer import factorization

@@ -53,10 +53,11 @@ class LoraMethod(RankedMethod):
     peft_type = "LORA"
     parameter_prefix = "lora_"
     alpha_field = "lora_alpha"
-    baselines = {  # rank 8, alpha 16, every layer: on query and value, and on the MLP (its gate too, if gated)
-        "lora-r8": lambda s: (METHOD.every_layer(s, ("query", "value")),),
-        "lora-mlp-r8": lambda s: (METHOD.every_layer(s, [g for g in ("ffn_gate", "ffn_in", "ffn_out") if g in s.group_dims]),),
-        "dora-r8": lambda s: (METHOD.every_layer(s, ("query", "value"), variant="dora"),),
+    baselines = {  # rank 8, alpha 16, every layer: on query and value, and on the MLP (its gate too, if gated);
+        # where a family fuses them, on the fused projection (GPT-2's c_attn, as peft's own default)
+        "lora-r8": lambda s: (METHOD.every_layer(s, s.family.holders(("query", "value"))),),
+        "lora-mlp-r8": lambda s: (METHOD.every_layer(s, s.family.holders(("ffn_gate", "ffn_in", "ffn_out"))),),
+        "dora-r8": lambda s: (METHOD.every_layer(s, s.family.holders(("query", "value")), variant="dora"),),
     }
 
     def dimensions(self, spec: LoraSpace, shape) -> list[tuple[str, tuple]]:

@@ -25,7 +25,7 @@ class OftMethod(GroupedMethod):
     parameter_prefix = "oft_R"
     setting = "block_size"
     linear_only = True
-    baselines = {"oft": lambda s: (Oft(("query", "value"), _block(s, ("query", "value")), tuple(range(s.num_layers))),)}
+    baselines = {"oft": lambda s: (_every_layer(s, s.family.holders(("query", "value"))),)}
 
     def check_size(self, size: int, group: str, shape):
         fan_in = shape.group_dims[group][0]
@@ -40,6 +40,10 @@ class OftMethod(GroupedMethod):
     def peft_kwargs(self, part: Oft, shape) -> dict:
         return {"target_modules": self.target_modules(part, shape), "r": 0, "oft_block_size": part.size,
                 "module_dropout": 0.0}
+
+
+def _every_layer(shape, groups) -> Oft:
+    return Oft(groups, _block(shape, groups), tuple(range(shape.num_layers)))
 
 
 def _block(shape, groups, largest: int = 32) -> int:

@@ -25,7 +25,7 @@ class VeraMethod(GroupedMethod):
     parameter_prefix = "vera_lambda"
     setting = "rank"
     learning_rate_scale = 10.0  # only scaling vectors train: VeRA's paper uses about ten times LoRA's rate
-    baselines = {"vera-r256": lambda s: (Vera(("query", "value"), 256, tuple(range(s.num_layers))),)}
+    baselines = {"vera-r256": lambda s: (Vera(s.family.holders(("query", "value")), 256, tuple(range(s.num_layers))),)}
 
     def per_module(self, size: int, fan_in: int, fan_out: int) -> int:
         return size + fan_out
