@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..types import layers_text
-from .base import Method, register_method
+from .base import Method, query_and_value, register_method
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class AdaLoraMethod(Method):
     order = 11
     peft_type = "ADALORA"
     parameter_prefix = "lora_"
-    baselines = {"adalora": lambda s: (AdaLora(s.family.holders(("query", "value")), 8, 12, tuple(range(s.num_layers))),)}
+    baselines = {"adalora": lambda s: (AdaLora(query_and_value(s), 8, 12, tuple(range(s.num_layers))),)}
 
     def part_groups(self, part: AdaLora) -> set[str]:
         return set(part.groups)

@@ -163,6 +163,12 @@ def check_groups(groups, shape: ModelShape, field: str) -> None:
                              f"use some of {', '.join(family.groups)}")
 
 
+def query_and_value(shape: ModelShape) -> tuple[str, ...]:
+    """Where the classic baselines go: the attention's query and value, or the fused projection that
+    holds them (GPT-2's c_attn, as peft's own default)."""
+    return shape.family.holders(("query", "value"))
+
+
 def every_layer(shape: ModelShape, size: int) -> tuple[tuple[int, int], ...]:
     """(layer, size) for every layer of the model, size at least 1."""
     return tuple((i, max(1, size)) for i in range(shape.num_layers))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .base import register_method
+from .base import query_and_value, register_method
 from .ranked import Ranked, RankedMethod
 
 
@@ -23,7 +23,7 @@ class LohaMethod(RankedMethod):
     peft_type = "LOHA"
     parameter_prefix = "hada_"
     linear_only = True
-    baselines = {"loha-r8": lambda s: (METHOD.every_layer(s, s.family.holders(("query", "value"))),)}
+    baselines = {"loha-r8": lambda s: (METHOD.every_layer(s, query_and_value(s)),)}
 
     def per_module(self, rank: int, fan_in: int, fan_out: int, part) -> int:
         return 2 * rank * (fan_in + fan_out)

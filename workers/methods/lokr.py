@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .base import register_method
+from .base import query_and_value, register_method
 from .ranked import Ranked, RankedMethod
 
 
@@ -27,7 +27,7 @@ class LokrMethod(RankedMethod):
     peft_type = "LOKR"
     parameter_prefix = "lokr_"
     linear_only = True
-    baselines = {"lokr-r8": lambda s: (METHOD.every_layer(s, s.family.holders(("query", "value"))),)}
+    baselines = {"lokr-r8": lambda s: (METHOD.every_layer(s, query_and_value(s)),)}
 
     def per_module(self, rank: int, fan_in: int, fan_out: int, part) -> int:
         from peft.tuners.lokr.layer import factorization

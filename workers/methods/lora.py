@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from .base import register_method
+from .base import query_and_value, register_method
 from .ranked import Ranked, RankedMethod, RankedSpace, RankTarget, active, layer_blocks
 
 LoraTarget = RankTarget
@@ -53,11 +53,10 @@ class LoraMethod(RankedMethod):
     peft_type = "LORA"
     parameter_prefix = "lora_"
     alpha_field = "lora_alpha"
-    baselines = {  # rank 8, alpha 16, every layer: on query and value, and on the MLP (its gate too, if gated);
-        # where a family fuses them, on the fused projection (GPT-2's c_attn, as peft's own default)
-        "lora-r8": lambda s: (METHOD.every_layer(s, s.family.holders(("query", "value"))),),
+    baselines = {  # rank 8, alpha 16, every layer: on query and value, and on the MLP (its gate too, if gated)
+        "lora-r8": lambda s: (METHOD.every_layer(s, query_and_value(s)),),
         "lora-mlp-r8": lambda s: (METHOD.every_layer(s, s.family.holders(("ffn_gate", "ffn_in", "ffn_out"))),),
-        "dora-r8": lambda s: (METHOD.every_layer(s, s.family.holders(("query", "value")), variant="dora"),),
+        "dora-r8": lambda s: (METHOD.every_layer(s, query_and_value(s), variant="dora"),),
     }
 
     def dimensions(self, spec: LoraSpace, shape) -> list[tuple[str, tuple]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .base import register_method
+from .base import query_and_value, register_method
 from .grouped import Grouped, GroupedMethod
 
 
@@ -25,7 +25,7 @@ class OftMethod(GroupedMethod):
     parameter_prefix = "oft_R"
     setting = "block_size"
     linear_only = True
-    baselines = {"oft": lambda s: (_every_layer(s, s.family.holders(("query", "value"))),)}
+    baselines = {"oft": lambda s: (_every_layer(s, query_and_value(s)),)}
 
     def check_size(self, size: int, group: str, shape):
         fan_in = shape.group_dims[group][0]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .base import register_method
+from .base import query_and_value, register_method
 from .grouped import Grouped, GroupedMethod
 
 
@@ -25,7 +25,7 @@ class VeraMethod(GroupedMethod):
     parameter_prefix = "vera_lambda"
     setting = "rank"
     learning_rate_scale = 10.0  # only scaling vectors train: VeRA's paper uses about ten times LoRA's rate
-    baselines = {"vera-r256": lambda s: (Vera(s.family.holders(("query", "value")), 256, tuple(range(s.num_layers))),)}
+    baselines = {"vera-r256": lambda s: (Vera(query_and_value(s), 256, tuple(range(s.num_layers))),)}
 
     def per_module(self, size: int, fan_in: int, fan_out: int) -> int:
         return size + fan_out
