@@ -50,6 +50,21 @@ def silent_rungs_text(silent: list[tuple[int, int, float]], rungs: tuple[float, 
             f"by the validation loss alone. Fix: {fix}.")
 
 
+def nothing_learned_text(metric: str, reference: Reference, floor: str, steps: int | None = None) -> str:
+    """What a search whose every trial scored at or under its quality floor should tell, and what to change."""
+    trained = f" Each trial trained {steps:,} optimizer steps." if steps is not None else ""
+    from autopeft.run.check import FLOORS
+
+    return (f"No trial scored above the quality floor ({metric} {reference.quality:.4f}: {FLOORS[floor]}): no plan "
+            f"learned the task at this fidelity.{trained} Fix: train longer (fidelity.epochs, fidelity.train_examples), "
+            f"in smaller batches (fidelity.batch_size) or at another learning rate (fidelity.learning_rate), under a new "
+            f"job name (a search resumes only as it started).")
+
+
+def _learned_nothing(front: list[Point], reference: Reference) -> bool:
+    return bool(front) and all(p.quality <= reference.quality for p in front)
+
+
 def _quiet() -> None:
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -72,6 +87,8 @@ def _as_run(job, name: str):
 
 
 def cmd_submit(args) -> int:
+    from autopeft.run.check import floor_kind, short_training, train_steps
+
     job = api.load_job(args.job)
     if args.trials is not None and args.trials < 0:
         raise UserError("--trials", f"{args.trials} is negative", "give 0 or more trials")
@@ -84,21 +101,28 @@ def cmd_submit(args) -> int:
     prepared = api.prepare(job)
     print(f"autopeft: search '{job.name}': {job.budget.trials} trials, {job.budget.parallel} in parallel, "
           f"space '{prepared.space.spec.name}' ({len(prepared.space.dimensions)} dimensions), "
-          f"model {job.model} ({prepared.shape.base_params:,} parameters)", flush=True)
+          f"model {job.model} ({prepared.shape.base_params:,} parameters), {train_steps(prepared):,} optimizer steps "
+          f"a trial", flush=True)
     print(f"autopeft: run directory {job.run_dir}", flush=True)
+    caution = short_training(prepared)
+    if caution:
+        print(f"autopeft: caution: {caution}", flush=True)
     summary = api.submit(job, progress=not args.no_progress, prepared=prepared)
     print(f"\nPareto front ({len(summary.front)} points, {summary.finished} trials, {summary.failed_text()}, "
           f"hypervolume {summary.hypervolume:.4f}):")
     print(format_front(summary.front, summary.reference, job.task.metric, summary.baselines))
     if summary.silent_rungs:
         print("\n" + silent_rungs_text(summary.silent_rungs, job.fidelity.rungs))
+    if _learned_nothing(summary.front, summary.reference):
+        print("\n" + nothing_learned_text(job.task.metric, summary.reference, floor_kind(job), train_steps(prepared)))
     if summary.final_front:
         print(f"\nRe-evaluated front ({job.final.seeds} new seeds per point, mean ± std; "
               f"hypervolume {summary.final_hypervolume:.4f}):")
         print(format_front(summary.final_front, summary.reference, job.task.metric, summary.final_baselines))
     name = args.job
     print(f"\nWatch it:   autopeft ui {name}")
-    print(f"Export it:  autopeft export {name} --pick knee --out {job.name}-adapter")
+    if not _learned_nothing(summary.front, summary.reference):
+        print(f"Export it:  autopeft export {name} --pick knee --out {job.name}-adapter")
     return 0
 
 
@@ -112,6 +136,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_pareto(args) -> int:
+    from autopeft.run.check import floor_kind
+
     job = api.load_job(args.job)
     step(f"reading the study of '{job.name}'")
     front, reference = api.read_front(job)
@@ -124,6 +150,8 @@ def cmd_pareto(args) -> int:
                           "final_baselines": {n: p.to_dict() for n, p in final_baselines.items()}}, indent=2))
     else:
         print(format_front(front, reference, job.task.metric, baselines))
+        if _learned_nothing(front, reference):
+            print("\n" + nothing_learned_text(job.task.metric, reference, floor_kind(job)))
         if final:
             seeds = max(p.seeds for p in final)
             print(f"\nRe-evaluated front ({seeds} new seeds per point, mean ± std):")

@@ -27,7 +27,6 @@ The report also goes to ``benchmarks/out/multi_fidelity.md``.
 from __future__ import annotations
 
 import argparse
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -83,7 +82,7 @@ def trials_of(job) -> tuple[StudyRecord, list]:
 
 def steps(fidelity, fraction: float) -> int:
     """Optimizer steps of a training stopped at ``fraction`` of the fidelity's (as the built-in trainer counts them)."""
-    total = max(1, math.ceil(math.ceil(fidelity.train_examples / fidelity.batch_size) * fidelity.epochs))
+    total = fidelity.steps(fidelity.train_examples)
     return total if fraction >= 1 else min(total, max(1, round(fraction * total)))
 
 

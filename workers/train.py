@@ -6,7 +6,6 @@ generation trains the plan's modules on the completion tokens only (``workers/ge
 
 from __future__ import annotations
 
-import math
 import random
 
 from .build import parameter_groups
@@ -131,8 +130,7 @@ def train(context) -> tuple[object, list[float]]:
     fidelity = context.fidelity
     model = context.apply_plan()
     examples = TrainingBatches(context, task)
-    steps_per_epoch = math.ceil(len(examples.subset) / fidelity.batch_size)
-    total_steps = max(1, math.ceil(steps_per_epoch * fidelity.epochs))
+    total_steps = fidelity.steps(len(examples.subset))
     stop = total_steps if context.stop_at >= 1 else min(total_steps, max(1, round(context.stop_at * total_steps)))
     warmup = int(fidelity.warmup_ratio * total_steps)
     learning_rate = context.plan.learning_rate or fidelity.learning_rate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -81,6 +82,11 @@ class Fidelity(Strict):
     @property
     def asha(self) -> bool:
         return self.schedule == "asha"
+
+    def steps(self, available: int) -> int:
+        """Optimizer steps of one whole training on a train split of ``available`` examples
+        (``train_examples`` of them at most, ``epochs`` passes in batches of ``batch_size``)."""
+        return max(1, math.ceil(math.ceil(min(self.train_examples, available) / self.batch_size) * self.epochs))
 
 LayerSizes = tuple[tuple[int, int], ...]
 """(layer index, size) pairs with size > 0: a module's size in each layer that has it."""
