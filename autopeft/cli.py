@@ -87,7 +87,7 @@ def _as_run(job, name: str):
 
 
 def cmd_submit(args) -> int:
-    from autopeft.run.check import floor_kind, short_training, train_steps
+    from autopeft.run.check import cautions, example_lengths, floor_kind, train_steps
 
     job = api.load_job(args.job)
     if args.trials is not None and args.trials < 0:
@@ -104,8 +104,7 @@ def cmd_submit(args) -> int:
           f"model {job.model} ({prepared.shape.base_params:,} parameters), {train_steps(prepared):,} optimizer steps "
           f"a trial", flush=True)
     print(f"autopeft: run directory {job.run_dir}", flush=True)
-    caution = short_training(prepared)
-    if caution:
+    for caution in cautions(prepared, example_lengths(prepared)):
         print(f"autopeft: caution: {caution}", flush=True)
     summary = api.submit(job, progress=not args.no_progress, prepared=prepared)
     print(f"\nPareto front ({len(summary.front)} points, {summary.finished} trials, {summary.failed_text()}, "

@@ -97,6 +97,9 @@ CASES = {
     "run dir is a file": (lambda d: ((d / "taken").write_text("x"), write_job(d, stores={"run_dir": "taken"})),
                           ["stores.run_dir", "is a file, not a folder"]),
     "parallel is text": (lambda d: write_job(d, budget={"parallel": "two"}), ["budget.parallel", "integer"]),
+    "inputs longer than the model takes": (lambda d: write_job(d, fidelity={"train_examples": 32, "max_seq_length": 1024}),
+                                           ["fidelity.max_seq_length", "1024 tokens are more than minilm-l6 takes: its "
+                                            "position embeddings hold 512", "use 512 or fewer"]),
     "negative learning rate": (lambda d: write_job(d, fidelity={"learning_rate": -1}), ["fidelity.learning_rate", "greater than 0"]),
     "sequences too short": (lambda d: write_job(d, fidelity={"max_seq_length": 2}), ["fidelity.max_seq_length", "8"]),
     "unknown metric": (lambda d: write_job(d, task={"dataset": "rotten_tomatoes", "metric": "bleu"}), ["task.metric", "exact_match"]),

@@ -333,3 +333,48 @@ def test_a_classification_search_on_smollm2(tmp_path, ray_local):
     summary = submit(job, progress=False)
     assert summary.finished == 2 and summary.failed == 0
     assert summary.baselines["lora-r8"].params == 460_800 + 576 * 2
+
+
+POSITIONED = {  # learned absolute positions, 40 of them to use: RoBERTa's ids start after its padding index
+    "bert": lambda t: t.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=64, max_position_embeddings=40),
+    "roberta": lambda t: t.RobertaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=64, max_position_embeddings=42, pad_token_id=1),
+    "gpt2": lambda t: t.GPT2Config(vocab_size=30522, n_embd=32, n_layer=1, n_head=2, n_positions=40),
+    "opt": lambda t: t.OPTConfig(vocab_size=30522, hidden_size=32, ffn_dim=64, num_hidden_layers=1, num_attention_heads=2,
+                                 word_embed_proj_dim=32, max_position_embeddings=40),
+}
+
+
+@pytest.mark.parametrize("name", sorted(POSITIONED))
+def test_the_longest_input_a_model_takes_is_what_its_position_embeddings_hold(name, tmp_path_factory):
+    """The shape's ``max_tokens`` inputs run; one token more fails in the model, which is why a job whose
+    ``fidelity.max_seq_length`` exceeds it is refused before any trial (tests/test_bad_input.py)."""
+    import torch
+    import transformers
+
+    from conftest import base_model
+
+    path = tiny_model(tmp_path_factory, f"positions-{name}", POSITIONED[name](transformers))
+    shape = model_shape(path, num_labels=2)
+    assert shape.max_tokens == 40
+    model = base_model(path, 2).eval()
+    with torch.no_grad():
+        assert model(input_ids=torch.full((1, 40), 7)).logits.shape == (1, 2)
+        with pytest.raises((IndexError, RuntimeError)):
+            model(input_ids=torch.full((1, 41), 7))
+
+
+def test_models_without_absolute_positions_bound_no_input(tmp_path_factory, tiny_deberta):
+    """BLOOM's ALiBi and DeBERTa-v3's relative attention: no bound (``max_tokens`` 0), and a long input runs."""
+    import torch
+    import transformers
+
+    from conftest import base_model
+
+    bloom = tiny_model(tmp_path_factory, "positions-bloom", transformers.BloomConfig(vocab_size=30522, hidden_size=32,
+                                                                                       n_layer=1, n_head=2))
+    for path in (bloom, tiny_deberta):
+        assert model_shape(path, num_labels=2).max_tokens == 0
+        with torch.no_grad():
+            assert base_model(path, 2).eval()(input_ids=torch.full((1, 700), 7)).logits.shape == (1, 2)

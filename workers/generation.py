@@ -17,18 +17,23 @@ from .train import autocast, batches
 IGNORE = -100  # label of a token that is not learned (prompt, padding)
 
 
+def _pieces(tokenizer, chat: bool, example: tuple[str, str]) -> tuple[list[int], list[int]]:
+    """(prompt ids, completion ids) of one example, whole: the completion ends with the end-of-sequence token."""
+    prompt, completion = example
+    if chat:
+        text = tokenizer.apply_chat_template(json.loads(prompt), add_generation_prompt=True, tokenize=False)
+        prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    else:
+        prompt_ids = tokenizer(prompt)["input_ids"]
+    return prompt_ids, tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
 def _encode(context, examples, indices: list[int]) -> tuple[dict[int, tuple[list[int], list[int]]], int]:
     """(prompt ids, completion ids) by index, and how many examples were cut to ``max_seq_length``."""
     tokenizer, limit = context.tokenizer, context.fidelity.max_seq_length
     encoded, truncated = {}, 0
     for i in indices:
-        prompt, completion = examples[i]
-        if context.data.chat:
-            text = tokenizer.apply_chat_template(json.loads(prompt), add_generation_prompt=True, tokenize=False)
-            prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        else:
-            prompt_ids = tokenizer(prompt)["input_ids"]
-        completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        prompt_ids, completion_ids = _pieces(tokenizer, context.data.chat, examples[i])
         if len(prompt_ids) + len(completion_ids) > limit:
             truncated += 1
             completion_ids = completion_ids[: limit - 1]
@@ -61,6 +66,11 @@ class Generation:
         examples = context.data.train_texts if split == "train" else context.data.validation_texts
         encoded, _ = _encode(context, examples, indices)
         return {i: {"input_ids": p + c, "prompt": p, "completion": c} for i, (p, c) in encoded.items()}
+
+    @staticmethod
+    def lengths(tokenizer, data, indices: list[int]) -> list[int]:
+        """Tokens of the given training examples, prompt and completion whole (before any cut)."""
+        return [sum(map(len, _pieces(tokenizer, data.chat, data.train_texts[i]))) for i in indices]
 
     @staticmethod
     def collate(context, features: list[dict]) -> dict:

@@ -125,6 +125,7 @@ class ModelShape:
     group_biases: tuple[str, ...] = ()  # module groups whose layers have a bias
     pooler_fresh: bool = False  # the checkpoint holds no pooler weights: every plan trains the random pooler
     relative_width: int = 0  # relative attention's position rows per head and token (DeBERTa: twice its span)
+    max_tokens: int = 0  # the longest input its position embeddings take; 0 where none bound it (ALiBi, DeBERTa-v3)
 
     @property
     def pooler_default(self) -> dict:
@@ -213,7 +214,23 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
         group_biases=tuple(g for g, sub in family.groups.items() if getattr(modules[first + sub], "bias", None) is not None),
         pooler_fresh=pooler_params > 0 and _holds_no_pooler(path, extra, family.pooler),
         relative_width=relative_width(config),
+        max_tokens=max_tokens(config),
     )
+
+
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet")  # position ids start after the padding index
+
+
+def max_tokens(config) -> int:
+    """The longest input ``config``'s model takes: its position embeddings' count (RoBERTa's less the
+    padding index's offset); 0 for a model without absolute positions (BLOOM's ALiBi, DeBERTa-v3's
+    relative attention)."""
+    if getattr(config, "position_biased_input", True) is False:
+        return 0
+    count = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 0
+    if count and config.model_type in OFFSET_POSITIONS:
+        count -= (config.pad_token_id or 0) + 1
+    return int(count)
 
 
 def relative_width(config) -> int:
@@ -321,6 +338,17 @@ def no_pooler(shape: ModelShape) -> str:
 _MODEL_CACHE: dict[tuple[str, int], tuple[object, object]] = {}
 
 
+def load_tokenizer(model: str):
+    """The model's tokenizer; a decoder's pads with its end-of-sequence token."""
+    from transformers import AutoTokenizer
+
+    path, extra = pretrained(model)
+    tokenizer = AutoTokenizer.from_pretrained(path, **extra)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_base(model: str, num_labels: int):
     """Load (tokenizer, model) for sequence classification (a causal LM for 0 labels), cached in this process.
 
@@ -328,17 +356,13 @@ def load_base(model: str, num_labels: int):
     """
     import copy
 
-    from transformers import AutoTokenizer
-
     key = (resolve_model(model), num_labels)
     if key not in _MODEL_CACHE:
         import torch
 
         torch.manual_seed(0)  # the new classification head starts the same in every worker
         path, extra = pretrained(model)
-        tokenizer = AutoTokenizer.from_pretrained(path, **extra)
-        if tokenizer.pad_token is None:  # a decoder: batches are padded with its end-of-sequence token
-            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = load_tokenizer(model)
         labels = {"num_labels": num_labels, "ignore_mismatched_sizes": True} if num_labels else {}
         base = auto_class(num_labels).from_pretrained(path, **labels, **extra)
         if base.config.pad_token_id is None:

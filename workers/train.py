@@ -66,6 +66,12 @@ class Classification:
         return tokens
 
     @staticmethod
+    def lengths(tokenizer, data, indices: list[int]) -> list[int]:
+        """Tokens of the given training examples, whole (before any cut)."""
+        columns = list(zip(*(data.train_texts[i] for i in indices)))
+        return [len(ids) for ids in tokenizer(*columns, truncation=False, verbose=False)["input_ids"]]
+
+    @staticmethod
     def collate(context, features: list[dict]) -> dict:
         return _collate(context, features)
 
@@ -91,7 +97,12 @@ class Classification:
 
 
 def task_of(context):
-    if context.data.kind == "generation":
+    return task_for(context.data.kind)
+
+
+def task_for(kind: str):
+    """The task of a kind of data: ``Classification`` or ``Generation``."""
+    if kind == "generation":
         from .generation import Generation
 
         return Generation

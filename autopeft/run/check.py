@@ -21,6 +21,7 @@ DRAWS = 1000  # random points of the space drawn to tell how much of it the budg
 # optimizer steps under which a new classification head mostly still predicts the majority label
 # (MiniLM-L6 on 151 to 1,000 examples: none of 4 plans learned in 5 or 19 steps, one in 38)
 SHORT_TRAINING = 30
+LENGTH_SAMPLE = 1000  # training examples whose tokens are counted
 FLOORS = {"majority": "always the majority label", "given": "objectives.quality_floor",
           "zero-shot": "the base model's zero-shot score"}
 
@@ -33,6 +34,17 @@ class PlanSize:
     pct: float
     memory_gb: float
     plan: str
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """Tokens of up to ``LENGTH_SAMPLE`` training examples, whole; ``cut``: the share longer than
+    ``fidelity.max_seq_length``, which trials cut to it."""
+
+    examples: int
+    median: int
+    p95: int
+    cut: float
 
 
 @dataclass(frozen=True)
@@ -77,7 +89,8 @@ class JobCheck:
     trial_examples: int  # training examples one trial draws
     batch_size: int
     epochs: float
-    caution: str | None  # a training too short for most plans to learn anything
+    lengths: Lengths
+    cautions: list[str]  # what would keep most plans from learning: a training too short, examples cut
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,6 +106,7 @@ def check_job(prepared: Prepared, draws: int = DRAWS) -> JobCheck:
     costs = domain.cost(points)
     trainable = np.isfinite(costs)
     within = float(domain.feasible(points, costs)[trainable].mean()) if trainable.any() else 0.0
+    lengths = example_lengths(prepared)
     if Path(job.run_dir).exists() and job.layout.study_db.is_file():
         check_resume(StudyRecord.load(job), job, prepared)  # refused here as submit would refuse it
     return JobCheck(
@@ -109,7 +123,8 @@ def check_job(prepared: Prepared, draws: int = DRAWS) -> JobCheck:
         schedule=job.fidelity.schedule, seed=job.seed, gpus_per_trial=job.resources.gpus,
         run_dir=str(job.run_dir), run_dir_exists=Path(job.run_dir).exists(),
         train_steps=train_steps(prepared), trial_examples=min(job.fidelity.train_examples, len(data.train_texts)),
-        batch_size=job.fidelity.batch_size, epochs=job.fidelity.epochs, caution=short_training(prepared),
+        batch_size=job.fidelity.batch_size, epochs=job.fidelity.epochs, lengths=lengths,
+        cautions=cautions(prepared, lengths),
     )
 
 
@@ -124,6 +139,37 @@ def floor_kind(job: JobSpec) -> str:
 def train_steps(prepared: Prepared) -> int:
     """Optimizer steps of one whole trial of the job."""
     return prepared.job.fidelity.steps(len(prepared.data.train_texts))
+
+
+def example_lengths(prepared: Prepared, sample: int = LENGTH_SAMPLE) -> Lengths:
+    """Tokens of ``sample`` training examples drawn at random (all of them, where fewer), as the trials encode them."""
+    from autopeft.workers.models import load_tokenizer
+    from autopeft.workers.train import task_for
+
+    data = prepared.data
+    indices = sorted(np.random.default_rng(prepared.job.seed).permutation(len(data.train_texts))[:sample].tolist())
+    lengths = np.asarray(task_for(data.kind).lengths(load_tokenizer(prepared.job.model), data, indices))
+    return Lengths(len(lengths), int(np.median(lengths)), int(np.percentile(lengths, 95)),
+                   float((lengths > prepared.job.fidelity.max_seq_length).mean()))
+
+
+def cautions(prepared: Prepared, lengths: Lengths) -> list[str]:
+    """What would keep most plans of the job from learning: too few steps, most examples cut."""
+    said = [short_training(prepared)]
+    if lengths.cut > 0.5:
+        limit = prepared.job.fidelity.max_seq_length
+        lost = "the start of their prompt" if prepared.data.kind == "generation" else f"all after their first {limit}"
+        said.append(f"{lengths.cut:.0%} of the examples are longer than fidelity.max_seq_length ({limit} tokens; "
+                    f"their median is {lengths.median:,}) and lose {lost}. Raise it ({_keeps(prepared, lengths)}) "
+                    f"if the task needs more of them")
+    return [text for text in said if text]
+
+
+def _keeps(prepared: Prepared, lengths: Lengths) -> str:
+    most = prepared.shape.max_tokens
+    if most and most < lengths.p95:
+        return f"to at most {most:,}, the longest input {prepared.job.model} takes"
+    return f"{lengths.p95:,} keeps 95% of them whole"
 
 
 def short_training(prepared: Prepared) -> str | None:
@@ -169,7 +215,10 @@ def format_check(check: JobCheck) -> str:
     device = "GPU, bf16" if check.gpus_per_trial else "CPU"
     lines.append(f"training   {check.train_steps:,} optimizer steps a trial: {check.trial_examples:,} examples, "
                  f"batch {check.batch_size}, {check.epochs:g} epoch{'' if check.epochs == 1 else 's'}")
-    lines += [f"caution    {check.caution}"] if check.caution else []
+    lines.append(f"lengths    median {check.lengths.median:,} tokens, 95% within {check.lengths.p95:,} "
+                 f"({check.lengths.examples:,} training examples); {check.lengths.cut:.0%} longer than "
+                 f"fidelity.max_seq_length")
+    lines += [f"caution    {text}" for text in check.cautions]
     lines.append(f"search     {check.trials} trials, {check.parallel} at a time, sampler {check.sampler}, "
                  f"schedule {check.schedule}, seed {check.seed}; memory estimated for {device}")
     lines.append(f"run dir    {check.run_dir}" + (" (exists: submit resumes its search)" if check.run_dir_exists else ""))

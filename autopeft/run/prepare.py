@@ -73,6 +73,9 @@ def prepare(job: JobSpec) -> Prepared:
         raise UserError("model", str(exc), f"choose a model of one of these types: {', '.join(sorted(FAMILIES))}") from None
     if data.chat:
         _check_chat_template(job)
+    if 0 < shape.max_tokens < job.fidelity.max_seq_length:
+        raise UserError("fidelity.max_seq_length", f"{job.fidelity.max_seq_length} tokens are more than {job.model} "
+                        f"takes: its position embeddings hold {shape.max_tokens}", f"use {shape.max_tokens} or fewer")
     space = load_space(job.search_space, shape, job.fidelity.learning_rate)
     if job.trainer is not None:
         try:
