@@ -167,6 +167,9 @@ def cmd_export(args) -> int:
     print(f"exported {exported.source} ({quality}, {p.params:,} trainable parameters, {p.plan}) to {exported.out}")
     print("  " + "  ".join(sorted(p.name for p in exported.out.iterdir())))
     print(f"load it: {exported.load_with.replace('DIR', repr(str(exported.out)))}")
+    if p.quality <= exported.floor:
+        print(f"autopeft: caution: {exported.source} scored {p.quality:.4f}, at or under the search's quality floor "
+              f"({exported.floor:.4f}): it learned nothing the floor does not give", file=sys.stderr)
     return 0
 
 

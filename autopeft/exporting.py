@@ -28,6 +28,7 @@ class Exported:
     with_weights: bool
     load_with: str
     source: str  # what was exported: "trial 3", "baseline lora-r8"
+    floor: float  # the search's quality floor: a point at or under it learned nothing
 
 
 def how_to_load(plan: Plan, peft_types: list[str]) -> str:
@@ -127,7 +128,7 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
     }
     (out / "autopeft_point.json").write_text(json.dumps(info, indent=2))
     return Exported(out=out, point=point, plan=plan, with_weights=with_weights, load_with=load_with,
-                    source=source)
+                    source=source, floor=record.reference.quality)
 
 
 def _adapter_folder(job: JobSpec, trained: Path, run_id: str | None, staging: Path) -> Path:

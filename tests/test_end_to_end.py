@@ -119,6 +119,9 @@ def test_a_search_too_short_to_learn_is_told_so_with_the_fix(tmp_path):
     assert told in run.stdout and "Export it" not in run.stdout
     listed = autopeft("pareto", "job.yaml", cwd=tmp_path)
     assert listed.returncode == 0 and "No trial scored above the quality floor (accuracy 0.5789" in listed.stdout
+    exported = autopeft("export", "job.yaml", "--pick", "best", "--out", "adapter", cwd=tmp_path)
+    assert exported.returncode == 0 and (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert "caution: trial 0 scored 0.5789, at or under the search's quality floor (0.5789)" in exported.stderr
 
     # the fix, under the same name, is refused by check as submit refuses it: the search resumes only as it started
     (tmp_path / "job.yaml").write_text(yaml.safe_dump({**job, "fidelity": {"batch_size": 8, "epochs": 8}}))
