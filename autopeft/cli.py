@@ -50,15 +50,21 @@ def silent_rungs_text(silent: list[tuple[int, int, float]], rungs: tuple[float, 
             f"by the validation loss alone. Fix: {fix}.")
 
 
-def nothing_learned_text(metric: str, reference: Reference, floor: str, steps: int | None = None) -> str:
+def nothing_learned_text(metric: str, reference: Reference, floor: str, baselines: dict[str, Point],
+                         steps: int | None = None) -> str:
     """What a search whose every trial scored at or under its quality floor should tell, and what to change."""
-    trained = f" Each trial trained {steps:,} optimizer steps." if steps is not None else ""
     from autopeft.run.check import FLOORS
 
-    return (f"No trial scored above the quality floor ({metric} {reference.quality:.4f}: {FLOORS[floor]}): no plan "
-            f"learned the task at this fidelity.{trained} Fix: train longer (fidelity.epochs, fidelity.train_examples), "
-            f"in smaller batches (fidelity.batch_size) or at another learning rate (fidelity.learning_rate), under a new "
-            f"job name (a search resumes only as it started).")
+    told = f"No trial scored above the quality floor ({metric} {reference.quality:.4f}: {FLOORS[floor]})"
+    learned = sorted(name for name, p in baselines.items() if p.quality > reference.quality)
+    trained = f" Each trial trained {steps:,} optimizer steps." if steps is not None else ""
+    if learned:
+        return (f"{told}, where the baselines {', '.join(learned)} did: the search's plans learned nothing at their "
+                f"learning rates.{trained} Fix: search the rates the baselines train at (fidelity.learning_rate, and "
+                f"learning_rate in the space file), under a new job name (a search resumes only as it started).")
+    return (f"{told}: no plan learned the task at this fidelity.{trained} Fix: train longer (fidelity.epochs, "
+            f"fidelity.train_examples), in smaller batches (fidelity.batch_size) or at another learning rate "
+            f"(fidelity.learning_rate), under a new job name (a search resumes only as it started).")
 
 
 def _learned_nothing(front: list[Point], reference: Reference) -> bool:
@@ -113,7 +119,8 @@ def cmd_submit(args) -> int:
     if summary.silent_rungs:
         print("\n" + silent_rungs_text(summary.silent_rungs, job.fidelity.rungs))
     if _learned_nothing(summary.front, summary.reference):
-        print("\n" + nothing_learned_text(job.task.metric, summary.reference, floor_kind(job), train_steps(prepared)))
+        print("\n" + nothing_learned_text(job.task.metric, summary.reference, floor_kind(job), summary.baselines,
+                                          train_steps(prepared)))
     if summary.final_front:
         print(f"\nRe-evaluated front ({job.final.seeds} new seeds per point, mean ± std; "
               f"hypervolume {summary.final_hypervolume:.4f}):")
@@ -150,7 +157,7 @@ def cmd_pareto(args) -> int:
     else:
         print(format_front(front, reference, job.task.metric, baselines))
         if _learned_nothing(front, reference):
-            print("\n" + nothing_learned_text(job.task.metric, reference, floor_kind(job)))
+            print("\n" + nothing_learned_text(job.task.metric, reference, floor_kind(job), baselines))
         if final:
             seeds = max(p.seeds for p in final)
             print(f"\nRe-evaluated front ({seeds} new seeds per point, mean ± std):")

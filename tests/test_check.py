@@ -86,3 +86,17 @@ def test_check_cautions_when_one_label_is_so_common_that_accuracy_tells_little(t
                         "plans apart. Macro F1 (task.metric: f1) scores that answer 0.45, Matthews correlation (mcc) 0"]
     _, text = _check(capsys, write_job(tmp_path, model=tiny_bert, task={**task, "metric": "mcc"}, fidelity=fidelity))
     assert "floor      0.0000 (always the majority label)" in text and "\ncaution" not in text
+
+
+def test_a_search_that_learned_nothing_beside_baselines_that_did_is_pointed_at_its_learning_rates():
+    from autopeft.cli import nothing_learned_text
+    from autopeft.record.pareto import Point, Reference
+
+    floor = Reference(quality=0.57, params=1000)
+    baselines = {"ia3": Point(-1, 0.57, 10, 0.1), "lora-r8": Point(-1, 0.74, 100, 1.0)}
+    told = nothing_learned_text("accuracy", floor, "majority", baselines, steps=40)
+    assert told.startswith("No trial scored above the quality floor (accuracy 0.5700: always the majority label), "
+                           "where the baselines lora-r8 did")
+    assert "Each trial trained 40 optimizer steps." in told and "fidelity.learning_rate" in told
+    assert "train longer" not in told  # the baselines trained as long and learned
+    assert "train longer" in nothing_learned_text("accuracy", floor, "majority", {"ia3": baselines["ia3"]})
