@@ -1,7 +1,8 @@
 """What a job would search, before it runs: ``autopeft check``.
 
-Everything here reads the job, its model's shape (never its weights), its data and its space;
-nothing is trained or started, and no run directory or store is written.
+Everything here reads the job, its model's shape and tokenizer (never its weights), its data, its
+space and, where its run directory holds a search, that search's job; nothing is trained or
+started, and no run directory or store is written.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class JobCheck:
     batch_size: int
     epochs: float
     lengths: Lengths
-    cautions: list[str]  # what would keep most plans from learning: a training too short, examples cut
+    cautions: list[str]  # what would keep the search from telling plans apart (``cautions``)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -156,7 +157,8 @@ def example_lengths(prepared: Prepared, sample: int = LENGTH_SAMPLE) -> Lengths:
 
 
 def cautions(prepared: Prepared, lengths: Lengths) -> list[str]:
-    """What would keep most plans of the job from learning: too few steps, most examples cut."""
+    """What would keep the search from telling plans apart: too few steps for a classifier, most examples
+    cut, one label so common that accuracy scores its every answer near the top."""
     said = [short_training(prepared)]
     if lengths.cut > 0.5:
         limit = prepared.job.fidelity.max_seq_length
