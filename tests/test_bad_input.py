@@ -100,6 +100,10 @@ CASES = {
     "inputs longer than the model takes": (lambda d: write_job(d, fidelity={"train_examples": 32, "max_seq_length": 1024}),
                                            ["fidelity.max_seq_length", "1024 tokens are more than minilm-l6 takes: its "
                                             "position embeddings hold 512", "use 512 or fewer"]),
+    "prompt tuning past the model's positions": (
+        lambda d: write_job(d, baselines=["prompt-20"], fidelity={"train_examples": 32, "max_seq_length": 500}),
+        ["fidelity.max_seq_length", "500 tokens and prompt tuning's 20 virtual tokens are more than minilm-l6 takes",
+         "use 492 or fewer"]),
     "negative learning rate": (lambda d: write_job(d, fidelity={"learning_rate": -1}), ["fidelity.learning_rate", "greater than 0"]),
     "sequences too short": (lambda d: write_job(d, fidelity={"max_seq_length": 2}), ["fidelity.max_seq_length", "8"]),
     "unknown metric": (lambda d: write_job(d, task={"dataset": "rotten_tomatoes", "metric": "bleu"}), ["task.metric", "exact_match"]),

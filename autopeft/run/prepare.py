@@ -73,9 +73,6 @@ def prepare(job: JobSpec) -> Prepared:
         raise UserError("model", str(exc), f"choose a model of one of these types: {', '.join(sorted(FAMILIES))}") from None
     if data.chat:
         _check_chat_template(job)
-    if 0 < shape.max_tokens < job.fidelity.max_seq_length:
-        raise UserError("fidelity.max_seq_length", f"{job.fidelity.max_seq_length} tokens are more than {job.model} "
-                        f"takes: its position embeddings hold {shape.max_tokens}", f"use {shape.max_tokens} or fewer")
     space = load_space(job.search_space, shape, job.fidelity.learning_rate)
     if job.trainer is not None:
         try:
@@ -101,6 +98,7 @@ def prepare(job: JobSpec) -> Prepared:
     if floor is None:
         floor = 0.0 if zero_shot else majority_score(job.task.metric, data.validation_labels[:n_eval])
     baselines = baseline_plans(job.baselines, shape)
+    _check_input_length(job, shape, [space.largest_plan(), *baselines.values()])
     warm = []
     if job.optimizer.warm_start is not None:
         from autopeft.optimize.warm_start import warm_points
@@ -322,6 +320,18 @@ def _check_memory(job: JobSpec, shape: ModelShape, space: SearchSpace) -> None:
             "raise max_memory_gb, lower fidelity.batch_size or fidelity.max_seq_length, "
             "or set fidelity.gradient_checkpointing: true",
         )
+
+
+def _check_input_length(job: JobSpec, shape: ModelShape, plans: list[Plan]) -> None:
+    """Refuse inputs longer than the model's position embeddings hold, prompt tuning's virtual tokens included."""
+    if not shape.max_tokens:
+        return
+    virtual = max(plan["prompt"].tokens if "prompt" in plan.methods else 0 for plan in plans)
+    if job.fidelity.max_seq_length + virtual > shape.max_tokens:
+        prompt = f" and prompt tuning's {virtual} virtual tokens" if virtual else ""
+        raise UserError("fidelity.max_seq_length", f"{job.fidelity.max_seq_length} tokens{prompt} are more than "
+                        f"{job.model} takes: its position embeddings hold {shape.max_tokens}",
+                        f"use {shape.max_tokens - virtual} or fewer")
 
 
 def _check_chat_template(job: JobSpec) -> None:
