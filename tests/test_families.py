@@ -249,6 +249,40 @@ def test_a_classification_search_on_a_decoder_pads_with_its_eos_token(tmp_path, 
     three_trial_search(tmp_path, tiny_llama_without_pad, reviews_csv, "lora", ["lora-r8", "ia3"])
 
 
+def test_a_decoder_published_in_bf16_trains_in_fp32_as_the_same_weights_stored_in_fp32(tmp_path, tiny_llama_without_pad,
+                                                                                        reviews_csv):
+    """Most decoders are published in bf16, and transformers loads a checkpoint in its own dtype: the base, its
+    new classification head and a trial's training are fp32 all the same, as the memory estimate counts them."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from autopeft.job.data import load_task_data
+    from autopeft.job.spec import TaskSpec
+    from autopeft.workers.methods import baseline_plan
+    from autopeft.workers.models import load_base
+    from autopeft.workers.trial import run_trial
+    from autopeft.workers.types import Fidelity, TrialRequest
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_llama_without_pad).to(torch.bfloat16)
+    stored = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        folder = tmp_path / str(dtype).split(".")[1]
+        shutil.copytree(tiny_llama_without_pad, folder)
+        model.to(dtype).save_pretrained(folder)  # the same bf16 values, widened exactly for the fp32 copy
+        stored[dtype] = str(folder)
+    _, base = load_base(stored[torch.bfloat16], 2)
+    assert {p.dtype for p in base.parameters()} == {torch.float32}
+    data = load_task_data(TaskSpec(train_file=reviews_csv, text_columns=["review"], label_column="sentiment"))
+    shape = model_shape(stored[torch.float32], 2)
+    fidelity = Fidelity(train_examples=48, eval_examples=64, batch_size=16, max_seq_length=32)
+    results = [run_trial(TrialRequest(0, baseline_plan("lora-r8", shape), stored[dtype], 2, "accuracy", fidelity, seed=1), data)
+               for dtype in stored]
+    assert results[0].metrics["train_loss"] == results[1].metrics["train_loss"]
+    assert results[0].quality == results[1].quality
+
+
 @pytest.mark.parametrize("model_type", ["gpt_neox", "opt"])
 def test_a_search_on_a_decoder_with_a_fused_or_an_unwrapped_ffn_exports_a_point_that_reloads_with_its_quality(
         model_type, tmp_path, tmp_path_factory, reviews_csv, ray_local):

@@ -364,7 +364,9 @@ def load_base(model: str, num_labels: int):
         path, extra = pretrained(model)
         tokenizer = load_tokenizer(model)
         labels = {"num_labels": num_labels, "ignore_mismatched_sizes": True} if num_labels else {}
-        base = auto_class(num_labels).from_pretrained(path, **labels, **extra)
+        # in fp32 whatever the checkpoint's dtype (most decoders are published in bf16): the classification head
+        # and the plan's modules train in fp32, and the memory estimate counts fp32 weights (bf16 autocast on a GPU)
+        base = auto_class(num_labels).from_pretrained(path, dtype=torch.float32, **labels, **extra)
         if base.config.pad_token_id is None:
             base.config.pad_token_id = tokenizer.pad_token_id
         _MODEL_CACHE[key] = (tokenizer, base)
