@@ -58,3 +58,22 @@ def test_a_loaded_model_never_fetches_kernels_from_the_hub(tiny_bert):
     model.train()
     model.eval()
     assert model.use_kernels is False and model.kernels_mode is None
+
+
+def test_a_checkpoint_fine_tuned_for_regression_trains_as_a_classifier(tmp_path):
+    """A cross-encoder fine-tuned on similarity scores keeps ``problem_type: regression`` in its config, which
+    would train the new head with a squared error on the class indices; it trains with cross-entropy instead."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
+
+    from autopeft.workers.models import resolve_model
+
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                        num_labels=1, problem_type="regression")
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(resolve_model("minilm-l6")).save_pretrained(tmp_path)
+    _, model = load_base(str(tmp_path), 3)
+    inputs, labels = torch.randint(1000, 2000, (4, 6)), torch.tensor([0, 2, 1, 2])
+    out = model(input_ids=inputs, labels=labels)
+    assert out.logits.shape == (4, 3)
+    assert float(out.loss) == float(torch.nn.functional.cross_entropy(out.logits, labels))

@@ -363,7 +363,9 @@ def load_base(model: str, num_labels: int):
         torch.manual_seed(0)  # the new classification head starts the same in every worker
         path, extra = pretrained(model)
         tokenizer = load_tokenizer(model)
-        labels = {"num_labels": num_labels, "ignore_mismatched_sizes": True} if num_labels else {}
+        # a checkpoint fine-tuned for regression or several labels at once would set another loss
+        labels = {"num_labels": num_labels, "ignore_mismatched_sizes": True,
+                  "problem_type": "single_label_classification"} if num_labels else {}
         # in fp32 whatever the checkpoint's dtype (most decoders are published in bf16): the classification head
         # and the plan's modules train in fp32, and the memory estimate counts fp32 weights (bf16 autocast on a GPU)
         base = auto_class(num_labels).from_pretrained(path, dtype=torch.float32, **labels, **extra)
