@@ -77,3 +77,36 @@ def test_a_checkpoint_fine_tuned_for_regression_trains_as_a_classifier(tmp_path)
     out = model(input_ids=inputs, labels=labels)
     assert out.logits.shape == (4, 3)
     assert float(out.loss) == float(torch.nn.functional.cross_entropy(out.logits, labels))
+
+
+def test_a_hugging_face_id_in_the_local_hub_cache_loads_without_asking_the_network(tmp_path, monkeypatch):
+    """The real MiniLM-L6 placed in a hub cache as ``huggingface_hub`` lays one out; every connection refused
+    and recorded. Given the id, transformers would ask the hub for each file first and, with no network,
+    wait out each call's timeout."""
+    import shutil
+    import socket
+
+    import huggingface_hub.constants
+
+    from autopeft.workers.models import pretrained, resolve_model
+
+    repo = tmp_path / "hub" / "models--sentence-transformers--all-MiniLM-L6-v2"
+    snapshot = repo / "snapshots" / "0123abcd"
+    shutil.copytree(resolve_model("minilm-l6"), snapshot, ignore=shutil.ignore_patterns("1_Pooling"))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    asked = []
+
+    def refuse(sock, address):
+        asked.append(address)
+        raise OSError("no network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    model_id = "sentence-transformers/all-MiniLM-L6-v2"
+    assert pretrained(model_id) == (str(snapshot), {})
+    assert model_shape(model_id, 2).base_params == model_shape("minilm-l6", 2).base_params
+    tokenizer, model = load_base(model_id, 2)
+    assert model.config.num_labels == 2 and tokenizer("a review")["input_ids"]
+    assert asked == []
+    assert pretrained("sentence-transformers/not-in-the-cache") == ("sentence-transformers/not-in-the-cache", {})

@@ -51,7 +51,29 @@ def pretrained(name: str) -> tuple[str, dict]:
     if resolved.endswith(".gguf"):
         folder = dequantised(resolved)
         return (folder, {}) if folder else (os.path.dirname(resolved), {"gguf_file": os.path.basename(resolved)})
+    if not os.path.isdir(resolved):
+        return cached_snapshot(resolved) or resolved, {}
     return resolved, {}
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def cached_snapshot(repo_id: str) -> str | None:
+    """The folder of a Hugging Face model's snapshot in the local hub cache, where it holds a config and weights.
+
+    Loading from the folder asks nothing of the network; given the id, transformers first asks the hub
+    for every file, and with no network each of those calls waits out its timeout (more than a minute
+    for one model, in every process that loads it) before it reads the cache.
+    """
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(repo_id, local_files_only=True)
+    except Exception:  # not cached, or not a valid id: transformers says what is wrong
+        return None
+    has = set(os.listdir(folder))
+    return folder if "config.json" in has and has.intersection(WEIGHT_FILES) else None
 
 
 def cache_root() -> Path:
