@@ -412,3 +412,26 @@ def test_models_without_absolute_positions_bound_no_input(tmp_path_factory, tiny
         assert model_shape(path, num_labels=2).max_tokens == 0
         with torch.no_grad():
             assert base_model(path, 2).eval()(input_ids=torch.full((1, 700), 7)).logits.shape == (1, 2)
+
+
+def test_a_tokenizer_saved_padding_on_the_left_pads_on_the_right(tmp_path_factory):
+    """Tokenizers of chat models are often saved padding on the left, for generation. A classifier's batch is padded
+    by the tokenizer: on the left, GPT-2's learned positions would move a short example's tokens, and a batch
+    would score it otherwise than alone; padded on the right (as the prefix method is tested), it scores the same."""
+    import torch
+    import transformers
+    from transformers import AutoTokenizer
+
+    from autopeft.workers.models import load_base
+
+    folder = tiny_model(tmp_path_factory, "tiny-gpt2-left", DECODERS["gpt2"](transformers))
+    AutoTokenizer.from_pretrained(folder, padding_side="left").save_pretrained(folder)
+    assert AutoTokenizer.from_pretrained(folder).padding_side == "left"
+    tokenizer, model = load_base(folder, 2)
+    assert tokenizer.padding_side == "right"
+    short, long = "a fine film", "a long and tedious film that never finds its story or its people"
+    model.eval()
+    with torch.no_grad():
+        alone = model(**tokenizer.pad([tokenizer(short)], return_tensors="pt")).logits[0]
+        batch = model(**tokenizer.pad([tokenizer(short), tokenizer(long)], return_tensors="pt")).logits[0]
+    assert torch.allclose(batch, alone, atol=1e-5)

@@ -361,11 +361,14 @@ _MODEL_CACHE: dict[tuple[str, int], tuple[object, object]] = {}
 
 
 def load_tokenizer(model: str):
-    """The model's tokenizer; a decoder's pads with its end-of-sequence token."""
+    """The model's tokenizer, padding on the right (a chat model's is often saved padding on the left, for
+    generation, which would move a short example's tokens under learned positions); a decoder's pads with
+    its end-of-sequence token."""
     from transformers import AutoTokenizer
 
     path, extra = pretrained(model)
     tokenizer = AutoTokenizer.from_pretrained(path, **extra)
+    tokenizer.padding_side = "right"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
