@@ -435,3 +435,22 @@ def test_a_tokenizer_saved_padding_on_the_left_pads_on_the_right(tmp_path_factor
         alone = model(**tokenizer.pad([tokenizer(short)], return_tensors="pt")).logits[0]
         batch = model(**tokenizer.pad([tokenizer(short), tokenizer(long)], return_tensors="pt")).logits[0]
     assert torch.allclose(batch, alone, atol=1e-5)
+
+
+@pytest.mark.integration
+def test_a_decoder_reads_a_text_pair_as_two_texts_a_blank_line_apart():
+    """SmolLM2's tokenizer has no separator: given a pair, it reads "the cat sata dog ran". An encoder's keeps its own."""
+    from types import SimpleNamespace
+
+    from autopeft.workers.models import load_tokenizer
+    from autopeft.workers.train import Classification
+    from autopeft.workers.types import Fidelity, TaskData
+
+    data = TaskData(train_texts=(("the cat sat", "a dog ran"),), train_labels=(1,), validation_texts=(),
+                    validation_labels=(), label_names=("no", "yes"))
+    for model, read in (("smollm2-135m", "the cat sat\n\na dog ran"), ("minilm-l6", "[CLS] the cat sat [SEP] a dog ran [SEP]")):
+        tokenizer = load_tokenizer(model)
+        context = SimpleNamespace(tokenizer=tokenizer, data=data, fidelity=Fidelity(max_seq_length=64))
+        encoded = Classification.encode(context, "train", [0])[0]
+        assert tokenizer.decode(encoded["input_ids"]) == read and encoded["labels"] == 1
+        assert Classification.lengths(tokenizer, data, [0]) == [len(encoded["input_ids"])]

@@ -18,10 +18,23 @@ def batches(indices: list[int], size: int):
         yield indices[start : start + size]
 
 
+PAIR_JOINER = "\n\n"
+
+
+def _encoded(tokenizer, texts, indices, **kwargs):
+    """The tokenizer's encoding of the given examples, one text or a pair each. A tokenizer without a
+    separator token (a decoder's) would put a pair's second text straight after the first, with neither
+    space nor separator ("the cat sat" and "a dog ran" read "the cat sata dog ran"): its pairs are one
+    text, the two a blank line apart."""
+    columns = list(zip(*(texts[i] for i in indices)))
+    if len(columns) == 2 and tokenizer.sep_token is None:
+        columns = [[first + PAIR_JOINER + second for first, second in zip(*columns, strict=True)]]
+    return tokenizer(*columns, **kwargs)
+
+
 def _tokenize(context, texts, indices) -> dict[int, dict]:
     """Token ids of the given examples, unpadded, by example index."""
-    columns = list(zip(*(texts[i] for i in indices)))
-    encoded = context.tokenizer(*columns, truncation=True, max_length=context.fidelity.max_seq_length)
+    encoded = _encoded(context.tokenizer, texts, indices, truncation=True, max_length=context.fidelity.max_seq_length)
     return {i: {k: encoded[k][j] for k in encoded} for j, i in enumerate(indices)}
 
 
@@ -68,8 +81,7 @@ class Classification:
     @staticmethod
     def lengths(tokenizer, data, indices: list[int]) -> list[int]:
         """Tokens of the given training examples, whole (before any cut)."""
-        columns = list(zip(*(data.train_texts[i] for i in indices)))
-        return [len(ids) for ids in tokenizer(*columns, truncation=False, verbose=False)["input_ids"]]
+        return [len(ids) for ids in _encoded(tokenizer, data.train_texts, indices, truncation=False, verbose=False)["input_ids"]]
 
     @staticmethod
     def collate(context, features: list[dict]) -> dict:
