@@ -21,7 +21,7 @@ from autopeft.workers.families import FAMILIES
 from autopeft.workers.memory import MemoryEstimate, estimate_memory
 from autopeft.workers.methods import POOLED, baseline_plan, every_baseline, method, split_pooled
 from autopeft.workers.metrics import majority_score
-from autopeft.workers.models import ModelNotFound, ModelShape, model_shape, no_pooler, pretrained
+from autopeft.workers.models import ModelNotFound, ModelShape, load_tokenizer, model_shape, no_pooler, pretrained
 from autopeft.workers.plan import Plan
 from autopeft.workers.trial import load_trainer
 from autopeft.workers.types import TaskData
@@ -335,10 +335,7 @@ def _check_input_length(job: JobSpec, shape: ModelShape, plans: list[Plan]) -> N
 
 
 def _check_chat_template(job: JobSpec) -> None:
-    from transformers import AutoTokenizer
-
-    path, extra = pretrained(job.model)
-    if not getattr(AutoTokenizer.from_pretrained(path, **extra), "chat_template", None):
+    if not getattr(load_tokenizer(job.model), "chat_template", None):
         raise UserError("task.messages_column", f"'{job.model}' has no chat template to render the chat messages",
                         "give prompt and completion columns instead, or use a model with a chat template")
 
