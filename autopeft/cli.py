@@ -53,7 +53,7 @@ def silent_rungs_text(silent: list[tuple[int, int, float]], rungs: tuple[float, 
 def nothing_learned_text(metric: str, reference: Reference, floor: str, baselines: dict[str, Point],
                          steps: int | None = None) -> str:
     """What a search whose every trial scored at or under its quality floor should tell, and what to change."""
-    from autopeft.run.check import FLOORS
+    from autopeft.run.prepare import FLOORS
 
     told = f"No trial scored above the quality floor ({metric} {reference.quality:.4f}: {FLOORS[floor]})"
     learned = sorted(name for name, p in baselines.items() if p.quality > reference.quality)
@@ -93,7 +93,8 @@ def _as_run(job, name: str):
 
 
 def cmd_submit(args) -> int:
-    from autopeft.run.check import cautions, example_lengths, floor_kind, train_steps
+    from autopeft.run.check import cautions, example_lengths, train_steps
+    from autopeft.run.prepare import floor_kind
 
     job = api.load_job(args.job)
     if args.trials is not None and args.trials < 0:
@@ -118,7 +119,8 @@ def cmd_submit(args) -> int:
     print(format_front(summary.front, summary.reference, job.task.metric, summary.baselines))
     if summary.silent_rungs:
         print("\n" + silent_rungs_text(summary.silent_rungs, job.fidelity.rungs))
-    if _learned_nothing(summary.front, summary.reference):
+    learned_nothing = _learned_nothing(summary.front, summary.reference)
+    if learned_nothing:
         print("\n" + nothing_learned_text(job.task.metric, summary.reference, floor_kind(job), summary.baselines,
                                           train_steps(prepared)))
     if summary.final_front:
@@ -127,7 +129,7 @@ def cmd_submit(args) -> int:
         print(format_front(summary.final_front, summary.reference, job.task.metric, summary.final_baselines))
     name = args.job
     print(f"\nWatch it:   autopeft ui {name}")
-    if not _learned_nothing(summary.front, summary.reference):
+    if not learned_nothing:
         print(f"Export it:  autopeft export {name} --pick knee --out {job.name}-adapter")
     return 0
 
@@ -142,7 +144,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_pareto(args) -> int:
-    from autopeft.run.check import floor_kind
+    from autopeft.run.prepare import floor_kind
 
     job = api.load_job(args.job)
     step(f"reading the study of '{job.name}'")

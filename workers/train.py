@@ -132,7 +132,7 @@ class TrainingBatches:
     def __init__(self, context, task):
         self.rng = random.Random(context.seed)
         pool = list(range(len(context.data.train_texts)))
-        self.subset = self.rng.sample(pool, min(context.fidelity.train_examples, len(pool)))
+        self.subset = self.rng.sample(pool, context.fidelity.examples(len(pool)))
         self.tokens = task.encode(context, "train", self.subset)
         self.size = context.fidelity.batch_size
 

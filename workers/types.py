@@ -83,10 +83,17 @@ class Fidelity(Strict):
     def asha(self) -> bool:
         return self.schedule == "asha"
 
+    def examples(self, available: int) -> int:
+        """Training examples one trial draws from a train split of ``available``."""
+        return min(self.train_examples, available)
+
+    def steps_per_epoch(self, available: int) -> int:
+        return math.ceil(self.examples(available) / self.batch_size)
+
     def steps(self, available: int) -> int:
         """Optimizer steps of one whole training on a train split of ``available`` examples
         (``train_examples`` of them at most, ``epochs`` passes in batches of ``batch_size``)."""
-        return max(1, math.ceil(math.ceil(min(self.train_examples, available) / self.batch_size) * self.epochs))
+        return max(1, math.ceil(self.steps_per_epoch(available) * self.epochs))
 
 LayerSizes = tuple[tuple[int, int], ...]
 """(layer index, size) pairs with size > 0: a module's size in each layer that has it."""

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from autopeft.job.spec import JobSpec
 from autopeft.optimize.domain import MemoryLimit, space_domain
 from autopeft.record.study import StudyRecord
-from autopeft.run.prepare import Prepared, check_resume
+from autopeft.run.prepare import FLOORS, Prepared, check_resume, floor_kind
 from autopeft.workers.metrics import majority_score
 
 DRAWS = 1000  # random points of the space drawn to tell how much of it the budget leaves
@@ -25,8 +24,6 @@ DRAWS = 1000  # random points of the space drawn to tell how much of it the budg
 SHORT_TRAINING = 30
 LENGTH_SAMPLE = 1000  # training examples whose tokens are counted
 LOPSIDED = 0.8  # the majority label's accuracy from which accuracy is a poor measure
-FLOORS = {"majority": "always the majority label", "given": "objectives.quality_floor",
-          "zero-shot": "the base model's zero-shot score"}
 
 
 @dataclass(frozen=True)
@@ -125,18 +122,10 @@ def check_job(prepared: Prepared, draws: int = DRAWS) -> JobCheck:
         trials=job.budget.trials, parallel=job.budget.parallel, sampler=job.optimizer.sampler,
         schedule=job.fidelity.schedule, seed=job.seed, gpus_per_trial=job.resources.gpus,
         run_dir=str(job.run_dir), run_dir_exists=Path(job.run_dir).exists(),
-        train_steps=train_steps(prepared), trial_examples=min(job.fidelity.train_examples, len(data.train_texts)),
+        train_steps=train_steps(prepared), trial_examples=job.fidelity.examples(len(data.train_texts)),
         batch_size=job.fidelity.batch_size, epochs=job.fidelity.epochs, lengths=lengths,
         cautions=cautions(prepared, lengths),
     )
-
-
-def floor_kind(job: JobSpec) -> str:
-    """What the quality floor is: ``given`` in the job, the base model's ``zero-shot`` score (generation), or
-    the ``majority`` label's score (classification)."""
-    if job.objectives.quality_floor is not None:
-        return "given"
-    return "zero-shot" if job.task.type == "generation" else "majority"
 
 
 def train_steps(prepared: Prepared) -> int:
@@ -176,7 +165,7 @@ def _lopsided(prepared: Prepared) -> str | None:
     if data.kind != "classification" or job.task.metric != "accuracy" or job.objectives.quality_floor is not None \
             or prepared.reference.quality < LOPSIDED:
         return None
-    labels = data.validation_labels[:min(job.fidelity.eval_examples, data.num_validation)]
+    labels = data.validation_labels[:job.fidelity.eval_examples]  # the examples the floor was scored on
     return (f"always answering the majority label scores {prepared.reference.quality:.2f} accuracy, so accuracy barely "
             f"tells plans apart. Macro F1 (task.metric: f1) scores that answer {majority_score('f1', labels):.2f}, "
             f"Matthews correlation (mcc) 0")
@@ -195,7 +184,7 @@ def short_training(prepared: Prepared) -> str | None:
     fidelity, steps = prepared.job.fidelity, train_steps(prepared)
     if prepared.data.kind != "classification" or steps >= SHORT_TRAINING:
         return None
-    per_epoch = math.ceil(min(fidelity.train_examples, len(prepared.data.train_texts)) / fidelity.batch_size)
+    per_epoch = fidelity.steps_per_epoch(len(prepared.data.train_texts))
     return (f"{steps} steps are few: a new classification head learns little in fewer than {SHORT_TRAINING}, and most "
             f"plans would score the floor. Train longer (fidelity.epochs: {math.ceil(SHORT_TRAINING / per_epoch)} gives "
             f"{SHORT_TRAINING} or more) or in smaller batches (fidelity.batch_size)")
