@@ -18,7 +18,7 @@ The column "autograd keeps" is the peak of the activations autograd saved for th
 glibc's heap keeps much of what is freed, and the measured peak can be up to twice what it is
 with ``MALLOC_TRIM_THRESHOLD_=0`` in the environment, which hands freed memory back (see the README).
 
-    .venv/bin/python benchmarks/memory.py [--steps 3] [--only minilm-l6|smollm2-135m]
+    .venv/bin/python benchmarks/memory.py [--steps 3] [--only minilm-l6|smollm2-135m] [--base-dtype bfloat16]
 """
 
 from __future__ import annotations
@@ -43,12 +43,14 @@ class Config:
     max_seq_length: int
     gradient_checkpointing: bool = False
     top_layers: int | None = None  # the baseline's plan cut to the top layers only
+    base_dtype: str = "float32"
 
     @property
     def label(self) -> str:
         where = f" top {self.top_layers}" if self.top_layers else ""
         checkpointing = " +ckpt" if self.gradient_checkpointing else ""
-        return f"{self.baseline}{where}{checkpointing} b{self.batch_size}x{self.max_seq_length}"
+        dtype = " bf16 base" if self.base_dtype == "bfloat16" else ""
+        return f"{self.baseline}{where}{checkpointing}{dtype} b{self.batch_size}x{self.max_seq_length}"
 
 
 CONFIGS = [
@@ -61,6 +63,8 @@ CONFIGS = [
     Config("minilm-l6", "prefix-10", 32, 128),
     Config("minilm-l6", "full", 32, 128),
     Config("minilm-l6", "lora-r8", 32, 128, gradient_checkpointing=True),
+    Config("minilm-l6", "lora-r8", 32, 128, base_dtype="bfloat16"),
+    Config("minilm-l6", "full", 32, 128, base_dtype="bfloat16"),
     Config("smollm2-135m", "lora-r8", 1, 8, top_layers=1),
     Config("smollm2-135m", "lora-r8", 4, 128),
     Config("smollm2-135m", "lora-r8", 8, 256),
@@ -70,6 +74,8 @@ CONFIGS = [
     Config("smollm2-135m", "prefix-10", 4, 128),
     Config("smollm2-135m", "lora-r8", 8, 256, gradient_checkpointing=True),
     Config("smollm2-135m", "full", 4, 128),
+    Config("smollm2-135m", "lora-r8", 4, 128, base_dtype="bfloat16"),
+    Config("smollm2-135m", "lora-r8", 8, 256, base_dtype="bfloat16"),
 ]
 
 
@@ -136,12 +142,12 @@ def measure(config: Config, steps: int, texts: list[str]) -> dict:
         plan = _top_layers(plan, shape, config.top_layers)
     fidelity = Fidelity(train_examples=max(8, steps * config.batch_size), batch_size=config.batch_size,
                         max_seq_length=config.max_seq_length, gradient_checkpointing=config.gradient_checkpointing,
-                        warmup_ratio=0.0)
+                        warmup_ratio=0.0, base_dtype=config.base_dtype)
     trainable = count_trainable(plan, shape)
     estimate = estimate_memory(plan, shape, fidelity, trainable, gpu=gpu)
     before = _rss_kb("VmRSS")
     _reset_peak()
-    base = load_base(config.model, data.num_labels)
+    base = load_base(config.model, data.num_labels, config.base_dtype)
     context = TrialContext(load_model=lambda: base, plan=plan, shape=shape, data=data, fidelity=fidelity,
                            metric="accuracy" if kind == "classification" else "exact_match", seed=0, device=device)
     ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -175,8 +181,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--only", default=None)
+    parser.add_argument("--base-dtype", default=None, help="only the configurations with this base dtype (and each model's first)")
     args = parser.parse_args()
-    configs = [c for c in CONFIGS if args.only in (None, c.model)]
+    configs = [c for i, c in enumerate(CONFIGS) if args.only in (None, c.model)
+               and (args.base_dtype in (None, c.base_dtype) or c.model not in {d.model for d in CONFIGS[:i]})]
     texts = _texts(max(c.batch_size for c in configs) * args.steps, 400)
     spawn = multiprocessing.get_context("spawn")
     rows, overhead = [], {}

@@ -216,3 +216,41 @@ def test_a_space_can_search_each_methods_learning_rate_over_its_range(tmp_path, 
     for marker, rate in (("lora_", 4e-3), ("ia3_", 2.5e-3), ("classifier", 1e-3)):
         found = [r for n, r in rates.items() if marker in n]
         assert found and found == pytest.approx([rate] * len(found)), marker
+
+
+def test_every_baseline_trains_on_a_bf16_base_with_what_trains_in_fp32(model_dir):
+    """``fidelity.base_dtype: bfloat16`` on every family: each baseline that fits takes two steps of autopeft's
+    trainer, every trainable parameter stays fp32 and moves, and the frozen linear layers stay bf16."""
+    import math
+
+    import torch
+
+    from autopeft.workers.methods import every_baseline
+    from autopeft.workers.models import load_base, matmul_modules
+    from autopeft.workers.train import train
+    from autopeft.workers.trial import TrialContext
+    from autopeft.workers.types import Fidelity, TaskData
+
+    shape = model_shape(model_dir, num_labels=3)
+    texts = (("a fine film, truly",), ("dreadful and long",), ("it was fine",), ("no plot at all, none",))
+    data = TaskData(texts * 2, (0, 1, 2, 1) * 2, texts, (0, 1, 2, 1), ("a", "b", "c"))
+    fidelity = Fidelity(train_examples=8, eval_examples=8, batch_size=4, max_seq_length=16, warmup_ratio=0.0,
+                        base_dtype="bfloat16")
+    trained = []
+    for name in every_baseline():
+        plan = baseline_plan(name, shape)
+        if not all(method(m).fits(shape.family, plan[m]) for m in plan.methods):
+            continue
+        context = TrialContext(plan=plan, shape=shape, data=data, fidelity=fidelity, metric="accuracy", seed=0,
+                               device=torch.device("cpu"), load_model=lambda: load_base(model_dir, 3, "bfloat16"))
+        model = context.apply_plan()
+        before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        assert {p.dtype for p in before.values()} == {torch.float32}, name
+        frozen = [m.weight for m in matmul_modules(model) if not m.weight.requires_grad]
+        assert plan.full or (frozen and {p.dtype for p in frozen} == {torch.bfloat16}), name
+        _, losses = train(context)
+        assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses), name
+        moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
+        assert moved and {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}, name
+        trained.append(name)
+    assert {"lora-r8", "full"} <= set(trained) and len(trained) >= 10

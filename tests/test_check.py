@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from autopeft.cli import main
 from conftest import base_model, write_job
@@ -64,6 +65,15 @@ def test_check_shows_what_peft_would_train_the_data_and_the_share_of_the_space_t
     assert "budget     none: every plan may train" in text
     assert f"largest    {largest:,} trainable" in text and "2 labels" in text
     assert not (tmp_path / "run").exists() and not list(tmp_path.rglob("*.db")) and not list(tmp_path.rglob("mlruns"))
+
+    in_bf16 = write_job(tmp_path, model=tiny_bert, task=task, baselines=["lora-r8", "houlsby"],
+                        budget={"trials": 7, "parallel": 1},
+                        fidelity={**yaml.safe_load(job.read_text())["fidelity"], "base_dtype": "bfloat16"})
+    code, text = _check(capsys, in_bf16)
+    assert code == 0 and "memory estimated for CPU, the base's linear layers in bf16" in text
+    _, out = _check(capsys, in_bf16, "--json")
+    for name in ("lora-r8", "houlsby"):  # the frozen weights in half the bytes
+        assert json.loads(out)["baselines"][name]["memory_gb"] < summary["baselines"][name]["memory_gb"]
 
 
 def test_check_cautions_when_one_label_is_so_common_that_accuracy_tells_little(tmp_path, tiny_bert, capsys, monkeypatch):

@@ -75,6 +75,36 @@ def test_the_estimate_holds_what_autograd_keeps_relative_attention_included(enco
         assert on_gpu[1].activations == 2 * on_gpu[0].activations
 
 
+@pytest.mark.parametrize("encoder", ["tiny_bert", "tiny_deberta"])
+def test_a_bf16_base_halves_the_frozen_weights_and_the_estimate_still_holds_what_autograd_keeps(encoder, request):
+    """``fidelity.base_dtype: bfloat16``: the base's linear layers count 2 bytes a weight, what trains 4; on a
+    CPU, autocast keeps most activations in fp32, and the estimate counts them so."""
+    import torch
+
+    from autopeft.workers.build import apply_plan
+    from autopeft.workers.memory import SavedActivations
+    from autopeft.workers.models import load_base
+
+    path = request.getfixturevalue(encoder)
+    shape = model_shape(path, num_labels=2)
+    plan = baseline_plan("houlsby", shape)
+    trainable = count_trainable(plan, shape)
+    fp32, bf16 = (_estimate(shape, plan, batch_size=4, max_seq_length=64, base_dtype=d) for d in ("float32", "bfloat16"))
+    assert 0 < shape.matmul_params < shape.base_params  # the linear layers, not the embeddings
+    assert bf16.weights == 2 * shape.matmul_params + 4 * (shape.base_params - shape.matmul_params + trainable) < fp32.weights
+    assert bf16.training_state == fp32.training_state and bf16.activations == fp32.activations
+    full = baseline_plan("full", shape)
+    assert _estimate(shape, full, base_dtype="bfloat16").weights == _estimate(shape, full).weights  # it all trains in fp32
+
+    model = apply_plan(load_base(path, 2, "bfloat16")[1], plan, shape).train()
+    batch = torch.randint(1000, 2000, (4, 64))
+    saved = SavedActivations()
+    with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack), torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=torch.zeros(4, dtype=torch.long)).loss
+    loss.backward()
+    assert saved.peak > 0 and bf16.activations >= saved.peak
+
+
 def _layer_space(tmp_path) -> str:
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump({"name": "depth", "layers": "per_layer",

@@ -357,10 +357,16 @@ def test_a_job_changed_in_what_its_trials_mean_is_refused_on_resume_and_one_chan
         ({"fidelity": {**TINY_FIDELITY, "learning_rate": 0.001}}, ["fidelity.learning_rate"]),
         ({"objectives": {"quality_floor": 0.3}}, ["objectives.quality_floor: None", "0.3"]),
         ({"task": {**fields["task"], "split_seed": 1}}, ["task.split_seed: 0"]),
+        ({"fidelity": {**TINY_FIDELITY, "base_dtype": "bfloat16"}}, ["fidelity.base_dtype: 'float32'", "has 'bfloat16'"]),
     ]:
         code, err = resubmit(**changes)
         assert code == 2 and all(w in err for w in words), err
         assert "was started with" in err and "or give the job a new name to start another search" in err
+    study = StudyRecord.load(job).study  # as a search started before autopeft had base_dtype records it
+    stored = study.user_attrs["job"]
+    study.set_user_attr("job", {**stored, "fidelity": {k: v for k, v in stored["fidelity"].items() if k != "base_dtype"}})
+    code, err = resubmit(fidelity={**TINY_FIDELITY, "base_dtype": "bfloat16"})
+    assert code == 2 and "was started before autopeft had fidelity.base_dtype, as its default 'float32'" in err, err
     moved = tmp_path / "moved"
     moved.mkdir()
     relabelled = pd.read_csv(reviews_csv)

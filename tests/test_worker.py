@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from autopeft.job.data import load_task_data
 from autopeft.job.spec import TaskSpec
 from autopeft.workers.build import count_trainable
@@ -111,3 +113,49 @@ def test_a_hugging_face_id_in_the_local_hub_cache_loads_without_asking_the_netwo
     assert model.config.num_labels == 2 and tokenizer("a review")["input_ids"]
     assert asked == []
     assert pretrained("sentence-transformers/not-in-the-cache") == ("sentence-transformers/not-in-the-cache", {})
+
+
+def test_a_bf16_base_trains_its_plan_in_fp32_to_the_quality_of_an_fp32_base_and_its_adapter_loads_on_either(
+        tmp_path, monkeypatch):
+    """``fidelity.base_dtype: bfloat16`` on the real MiniLM-L6 and Rotten Tomatoes, as the demo trains: the frozen
+    linear layers are bf16, the embeddings, norms and what trains fp32, and the trial reaches the fp32 base's
+    quality; the adapter it saves is fp32 and scores its recorded quality on a base loaded either way."""
+    import torch
+
+    from autopeft.workers import trial
+    from autopeft.workers.build import load_adapter
+    from autopeft.workers.methods import baseline_plan
+    from autopeft.workers.train import evaluate
+
+    data = load_task_data(TaskSpec(dataset="rotten_tomatoes"))
+    plan = baseline_plan("lora-r8", model_shape("minilm-l6", data.num_labels))
+    contexts, results, made = {}, {}, trial.TrialContext
+
+    def kept(**kwargs):  # the trial's context, to look at the model it trained
+        context = contexts[kwargs["fidelity"].base_dtype] = made(**kwargs)
+        return context
+
+    monkeypatch.setattr(trial, "TrialContext", kept)
+    for dtype in ("float32", "bfloat16"):
+        fidelity = Fidelity(train_examples=2000, eval_examples=500, max_seq_length=64, learning_rate=0.005, base_dtype=dtype)
+        results[dtype] = run_trial(TrialRequest(0, plan, "minilm-l6", data.num_labels, "accuracy", fidelity, seed=1), data)
+    trained = contexts["bfloat16"].peft_model
+    assert {p.dtype for p in trained.parameters() if p.requires_grad} == {torch.float32}
+    frozen = {n: p.dtype for n, p in trained.named_parameters() if not p.requires_grad}
+    assert frozen["base_model.model.bert.encoder.layer.0.attention.self.query.base_layer.weight"] == torch.bfloat16
+    assert frozen["base_model.model.bert.embeddings.word_embeddings.weight"] == torch.float32
+    assert frozen["base_model.model.bert.encoder.layer.0.attention.output.LayerNorm.weight"] == torch.float32
+    linear = sum(p.numel() for p in trained.parameters() if p.dtype == torch.bfloat16)
+    assert linear == model_shape("minilm-l6", data.num_labels).matmul_params  # the head's frozen original too
+    floor = max(data.validation_labels[:500].count(label) for label in (0, 1)) / 500
+    assert results["float32"].quality > floor + 0.1  # both learn: the comparison means something
+    assert abs(results["bfloat16"].quality - results["float32"].quality) <= 0.02
+
+    for name, content in results["bfloat16"].adapter_files.items():
+        (tmp_path / name).write_bytes(content)
+    context = contexts["bfloat16"]
+    for dtype in ("float32", "bfloat16"):
+        loaded = load_adapter(load_base("minilm-l6", data.num_labels, dtype)[1], tmp_path)
+        assert {p.dtype for n, p in loaded.named_parameters() if "lora_" in n} == {torch.float32}
+        context.fidelity = Fidelity(eval_examples=500, max_seq_length=64, base_dtype=dtype)
+        assert evaluate(context, loaded)["accuracy"] == pytest.approx(results["bfloat16"].quality, abs=0.01)

@@ -131,12 +131,43 @@ def _peft_quiet():
         yield
 
 
+def _trained_in_fp32(model):
+    """Cast what trains to fp32 on a base loaded in a lower precision (``Fidelity.base_dtype``): AdamW's
+    updates to bf16 weights would be rounded away. peft makes most adapters fp32 already, but not the
+    copies of the base's own weights it trains (the head, LN tuning's norms, BitFit's biases)."""
+    import torch
+
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.is_floating_point() and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()
+    return model
+
+
+def _autocast_outputs(model):
+    """Under autocast, each layer peft wraps returns the dtype the layer it wraps would (autocast's): peft's LoHa,
+    LoKr, VeRA and OFT add an fp32 delta to it, and attention code that mixes the two dtypes fails (DeBERTa's
+    masks bf16 scores with fp32's lowest value)."""
+    import torch
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    def cast(module, inputs, output):
+        device = output.device.type
+        if torch.is_autocast_enabled(device) and output.is_floating_point() and output.dtype != torch.get_autocast_dtype(device):
+            return output.to(torch.get_autocast_dtype(device))
+        return None
+
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer) and isinstance(getattr(module, "base_layer", None), torch.nn.Linear):
+            module.register_forward_hook(cast)
+    return model
+
+
 def apply_plan(model, plan: Plan, shape: ModelShape):
-    """Wrap ``model`` with peft according to ``plan``; only the plan's modules and the head stay trainable."""
+    """Wrap ``model`` with peft according to ``plan``; only the plan's modules and the head stay trainable, in fp32."""
     if plan.full:
         for parameter in model.parameters():
             parameter.requires_grad = True
-        return model
+        return _trained_in_fp32(model)
     from peft import get_peft_model
 
     configs = peft_configs(plan, shape, getattr(model, "name_or_path", None))
@@ -147,7 +178,7 @@ def apply_plan(model, plan: Plan, shape: ModelShape):
     model.autopeft_plan = plan
     for name in plan.methods:
         method(name).after_build(model, plan[name])
-    return model
+    return _autocast_outputs(_trained_in_fp32(model))
 
 
 def save_adapter(model, directory: str | Path) -> None:

@@ -3,7 +3,9 @@
 The estimate adds four parts, in bytes:
 
 - **weights**: the base model and the plan's own weights, in fp32 (bf16 autocast on a GPU keeps
-  fp32 weights);
+  fp32 weights). With ``Fidelity.base_dtype`` bfloat16 the base's linear layers
+  (``ModelShape.matmul_params``) are 2 bytes a weight, and every trainable parameter (the base's own
+  that train, such as the head, cast to fp32) 4 more; a full fine-tuning trains them all in fp32;
 - **training state**: a gradient and AdamW's two moments per trainable parameter, in fp32;
 - **activations**: what autograd keeps for the backward pass, for ``batch_size x max_seq_length``
   tokens, in every layer from the lowest one the plan trains to the top (below it nothing needs a
@@ -17,8 +19,10 @@ The estimate adds four parts, in bytes:
   a family whose attention is its own code (``Family.fused_attention``: DeBERTa) keeps them there
   too. Relative attention adds ``ACT_RELATIVE`` position score rows per head,
   ``ModelShape.relative_width`` wide (DeBERTa: 1.7 to 1.9 measured by what autograd keeps).
-  Elements are 4 bytes, 2 under bf16 autocast. With gradient checkpointing only each layer's
-  input is kept, plus two layers' worth while one is recomputed and its backward pass runs;
+  Elements are 4 bytes, 2 under bf16 autocast on a GPU (a bf16 base on a CPU trains in autocast
+  too, but CPU autocast keeps most activations in fp32: 4 bytes there). With gradient
+  checkpointing only each layer's input is kept, plus two layers' worth while one is recomputed
+  and its backward pass runs;
 - **output**: a causal LM's logits over the vocabulary (fp32, with their log-softmax and its
   gradient); a classifier's are negligible.
 
@@ -37,6 +41,7 @@ from .plan import Plan
 from .types import Fidelity
 
 FP32 = 4
+BF16 = 2
 ACT_HIDDEN = 16
 ACT_FFN = 3
 ACT_SCORES = 1
@@ -77,7 +82,7 @@ def lowest_trained_layer(plan: Plan, shape: ModelShape) -> int | None:
 def estimate_memory(plan: Plan, shape: ModelShape, fidelity: Fidelity, trainable: int, gpu: bool = False) -> MemoryEstimate:
     """Peak training memory of ``plan`` (which trains ``trainable`` parameters) at ``fidelity``."""
     own = 0 if plan.full else trainable
-    element = 2 if gpu else FP32
+    element = BF16 if gpu else FP32  # CPU autocast keeps most activations in fp32 (benchmarks/memory.py)
     tokens = fidelity.batch_size * fidelity.max_seq_length
     rows = 0  # score rows per head and token: none where CUDA's fused attention recomputes them
     if not gpu or not shape.family.fused_attention:
@@ -91,7 +96,11 @@ def estimate_memory(plan: Plan, shape: ModelShape, fidelity: Fidelity, trainable
     else:
         activations = kept * per_layer
     output = tokens * shape.vocab_size * FP32 * LOGIT_COPIES if shape.num_labels == 0 else 0
-    return MemoryEstimate(weights=(shape.base_params + own) * FP32, training_state=3 * trainable * FP32,
+    if fidelity.base_dtype == "bfloat16" and not plan.full:
+        weights = shape.matmul_params * BF16 + (shape.base_params - shape.matmul_params + trainable) * FP32
+    else:
+        weights = (shape.base_params + own) * FP32
+    return MemoryEstimate(weights=weights, training_state=3 * trainable * FP32,
                           activations=activations, output=output)
 
 

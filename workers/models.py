@@ -148,6 +148,7 @@ class ModelShape:
     pooler_fresh: bool = False  # the checkpoint holds no pooler weights: every plan trains the random pooler
     relative_width: int = 0  # relative attention's position rows per head and token (DeBERTa: twice its span)
     max_tokens: int = 0  # the longest input its position embeddings take; 0 where none bound it (ALiBi, DeBERTa-v3)
+    matmul_params: int = 0  # the parameters of its linear layers (``matmul_modules``): what a bf16 base keeps in bf16
 
     @property
     def pooler_default(self) -> dict:
@@ -237,7 +238,21 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
         pooler_fresh=pooler_params > 0 and _holds_no_pooler(path, extra, family.pooler),
         relative_width=relative_width(config),
         max_tokens=max_tokens(config),
+        matmul_params=sum(p.numel() for m in matmul_modules(model) for p in m.parameters(recurse=False)),
     )
+
+
+def matmul_modules(model) -> list:
+    """The linear layers (torch's ``Linear``, GPT-2's ``Conv1D``) of ``model``, but an output head whose weight is
+    the input embeddings': what a bf16 base (``Fidelity.base_dtype``) keeps in bf16. bf16 autocast runs their
+    products in bf16 from fp32 weights all the same; the embeddings, norms and biases of other modules stay
+    fp32, so that the residual stream and the norms keep fp32 precision, as under autocast on an fp32 base."""
+    import torch
+
+    embeddings = model.get_input_embeddings()
+    tied = getattr(embeddings, "weight", None)
+    return [m for m in model.modules()
+            if (isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D") and m.weight is not tied]
 
 
 OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet")  # position ids start after the padding index
@@ -374,14 +389,15 @@ def load_tokenizer(model: str):
     return tokenizer
 
 
-def load_base(model: str, num_labels: int):
+def load_base(model: str, num_labels: int, dtype: str = "float32"):
     """Load (tokenizer, model) for sequence classification (a causal LM for 0 labels), cached in this process.
 
+    The weights are in ``dtype`` (``Fidelity.base_dtype``) whatever dtype the checkpoint stores them in.
     The cached copy is never trained: callers get a deep copy to wrap with peft.
     """
     import copy
 
-    key = (resolve_model(model), num_labels)
+    key = (resolve_model(model), num_labels, dtype)
     if key not in _MODEL_CACHE:
         import torch
 
@@ -391,9 +407,15 @@ def load_base(model: str, num_labels: int):
         # a checkpoint fine-tuned for regression or several labels at once would set another loss
         labels = {"num_labels": num_labels, "ignore_mismatched_sizes": True,
                   "problem_type": "single_label_classification"} if num_labels else {}
-        # in fp32 whatever the checkpoint's dtype (most decoders are published in bf16): the classification head
-        # and the plan's modules train in fp32, and the memory estimate counts fp32 weights (bf16 autocast on a GPU)
-        base = auto_class(num_labels).from_pretrained(path, dtype=torch.float32, **labels, **extra)
+        # in fp32 whatever the checkpoint's dtype (most decoders are published in bf16), or with its linear layers
+        # in bf16 (``matmul_modules``), as the memory estimate counts them; whatever trains is cast to fp32 as the
+        # plan is applied (``build.apply_plan``)
+        base = auto_class(num_labels).from_pretrained(path, dtype=getattr(torch, dtype), **labels, **extra)
+        if dtype == "bfloat16":  # read in bf16 (no fp32 copy of the whole model on the way), the rest back to fp32
+            low = {id(m) for m in matmul_modules(base)}
+            for module in base.modules():
+                for parameter in module.parameters(recurse=False):
+                    parameter.data = parameter.data.to(torch.bfloat16 if id(module) in low else torch.float32)
         if base.config.pad_token_id is None:
             base.config.pad_token_id = tokenizer.pad_token_id
         _MODEL_CACHE[key] = (tokenizer, base)

@@ -57,12 +57,14 @@ def _length_grouped(indices: list[int], tokens: dict[int, dict], batch_size: int
 
 
 def autocast(context):
+    """bf16 autocast on a GPU that has bf16, and wherever the base is in bf16 (``Fidelity.base_dtype``): there
+    the fp32 modules that train and the bf16 layers around them need a common dtype, on a CPU too."""
     import contextlib
 
     import torch
 
-    if context.device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if (context.device.type == "cuda" and torch.cuda.is_bf16_supported()) or context.fidelity.base_dtype == "bfloat16":
+        return torch.autocast(device_type=context.device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -107,7 +107,7 @@ def run_trial(request: TrialRequest, data: TaskData, trainer: Callable[[TrialCon
         plan=request.plan, shape=shape, data=data,
         fidelity=request.fidelity, metric=request.metric, seed=request.seed, device=device,
         trial_number=request.trial_number, baseline=request.baseline, stop_at=request.stop_at, resume=request.resume,
-        load_model=lambda: load_base(request.model, request.num_labels),
+        load_model=lambda: load_base(request.model, request.num_labels, request.fidelity.base_dtype),
     )
     trainer = trainer or load_trainer(request.trainer)
     started = time.perf_counter()

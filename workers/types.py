@@ -57,6 +57,9 @@ class Fidelity(Strict):
     learning_rate: float = Field(2e-3, gt=0, le=1.0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory, slower")
+    base_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="bfloat16 keeps the frozen base's linear layers in bf16 (about half its weights' memory) "
+        "and runs the passes in bf16 autocast; its embeddings, norms and what trains stay float32")
     schedule: Literal["full", "asha"] = Field(
         "full", description="full: every trial trains all its steps; asha: trials train in rungs and only the best go on")
     rungs: tuple[float, ...] = Field((1 / 3, 1.0), min_length=2, max_length=8,

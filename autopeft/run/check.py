@@ -88,6 +88,7 @@ class JobCheck:
     train_steps: int  # optimizer steps of one whole trial
     trial_examples: int  # training examples one trial draws
     batch_size: int
+    base_dtype: str
     epochs: float
     lengths: Lengths
     cautions: list[str]  # what would keep the search from telling plans apart (``cautions``)
@@ -123,7 +124,7 @@ def check_job(prepared: Prepared, draws: int = DRAWS) -> JobCheck:
         schedule=job.fidelity.schedule, seed=job.seed, gpus_per_trial=job.resources.gpus,
         run_dir=str(job.run_dir), run_dir_exists=Path(job.run_dir).exists(),
         train_steps=train_steps(prepared), trial_examples=job.fidelity.examples(len(data.train_texts)),
-        batch_size=job.fidelity.batch_size, epochs=job.fidelity.epochs, lengths=lengths,
+        batch_size=job.fidelity.batch_size, base_dtype=job.fidelity.base_dtype, epochs=job.fidelity.epochs, lengths=lengths,
         cautions=cautions(prepared, lengths),
     )
 
@@ -218,7 +219,7 @@ def format_check(check: JobCheck) -> str:
                  if limits else "budget     none: every plan may train")
     width = max((len(n) for n in check.baselines), default=0)
     lines += [f"baseline   {name:<{width}}  {size(p)}" for name, p in check.baselines.items()]
-    device = "GPU, bf16" if check.gpus_per_trial else "CPU"
+    device = ("GPU, bf16" if check.gpus_per_trial else "CPU") + (", the base's linear layers in bf16" if check.base_dtype == "bfloat16" else "")
     lines.append(f"training   {check.train_steps:,} optimizer steps a trial: {check.trial_examples:,} examples, "
                  f"batch {check.batch_size}, {check.epochs:g} epoch{'' if check.epochs == 1 else 's'}")
     lines.append(f"lengths    median {check.lengths.median:,} tokens, 95% within {check.lengths.p95:,} "

@@ -145,6 +145,10 @@ def check_resume(record: StudyRecord, job: JobSpec, prepared: Prepared) -> None:
         if before[key] != now[key] and _under(key, fixed) and not _under(key, MOVABLE):
             raise UserError(key, f"the search '{job.name}' was started with {key}: {before[key]!r}, and this job "
                                  f"file has {now[key]!r}", fix)
+    for key in sorted(now.keys() - before.keys()):  # a setting newer than the search: the search ran with its default
+        if _under(key, fixed) and not (in_full and key in RUNGS_ONLY) and now[key] != (default := _default(key)):
+            raise UserError(key, f"the search '{job.name}' was started before autopeft had {key}, as its default "
+                                 f"{default!r}, and this job file has {now[key]!r}", fix)
     labels = record.label_names
     if labels is not None and labels != list(prepared.data.label_names):
         raise UserError("task", f"the search '{job.name}' was started on data labelled {labels}, "
@@ -160,6 +164,21 @@ def check_resume(record: StudyRecord, job: JobSpec, prepared: Prepared) -> None:
 
 def _under(key: str, prefixes: tuple[str, ...]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def _default(key: str) -> object:
+    """The default of a job file's setting, by its flat key (``fidelity.base_dtype``), as the job stores it."""
+    from pydantic_core import to_jsonable_python
+
+    import typing
+
+    from pydantic import BaseModel
+
+    spec, *path, name = [JobSpec, *key.split(".")]
+    for part in path:
+        annotation = spec.model_fields[part].annotation
+        spec = next(t for t in (annotation, *typing.get_args(annotation)) if isinstance(t, type) and issubclass(t, BaseModel))
+    return to_jsonable_python(spec.model_fields[name].get_default(call_default_factory=True))
 
 
 def _check_run_dir(job: JobSpec) -> None:

@@ -74,7 +74,7 @@ class BitFitLayer(nn.Module, BaseTunerLayer):
             return self.base_layer(x, *args, **kwargs)
         weight = self.base_layer.weight
         without_bias = x @ weight if self.fan_in_fan_out else nn.functional.linear(x, weight)
-        return without_bias + self.bitfit_bias[active[-1]]
+        return without_bias + self.bitfit_bias[active[-1]].to(without_bias.dtype)  # a bf16 base's dtype, under autocast
 
 
 class BitFitModel(BaseTuner):
