@@ -392,7 +392,8 @@ def load_tokenizer(model: str):
 def load_base(model: str, num_labels: int, dtype: str = "float32"):
     """Load (tokenizer, model) for sequence classification (a causal LM for 0 labels), cached in this process.
 
-    The weights are in ``dtype`` (``Fidelity.base_dtype``) whatever dtype the checkpoint stores them in.
+    Its weights are fp32, whatever dtype the checkpoint stores them in; with ``dtype`` bfloat16
+    (``Fidelity.base_dtype``) its linear layers (``matmul_modules``) are bf16.
     The cached copy is never trained: callers get a deep copy to wrap with peft.
     """
     import copy

@@ -168,11 +168,10 @@ def _under(key: str, prefixes: tuple[str, ...]) -> bool:
 
 def _default(key: str) -> object:
     """The default of a job file's setting, by its flat key (``fidelity.base_dtype``), as the job stores it."""
-    from pydantic_core import to_jsonable_python
-
     import typing
 
     from pydantic import BaseModel
+    from pydantic_core import to_jsonable_python
 
     spec, *path, name = [JobSpec, *key.split(".")]
     for part in path:
