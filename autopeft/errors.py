@@ -28,17 +28,24 @@ def from_validation_error(error, source: str, model_cls=None) -> UserError:
     return UserError(f"{source}: {field}", first["msg"].removeprefix("Value error, "), "correct the value")
 
 
-def _known_fields(model_cls, loc: list[str]) -> list[str]:
+def model_at(model_cls, loc) -> type | None:
+    """The pydantic model that holds the fields under ``loc`` (field names, outermost first) of ``model_cls``;
+    None where the path leads to no model."""
     from pydantic import BaseModel
 
     cls = model_cls
     for part in loc:
         field = cls.model_fields.get(part)
         if field is None:
-            return []
+            return None
         annotation = field.annotation
         candidates = [annotation, *getattr(annotation, "__args__", ())]
         cls = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
         if cls is None:
-            return []
-    return sorted(cls.model_fields)
+            return None
+    return cls
+
+
+def _known_fields(model_cls, loc: list[str]) -> list[str]:
+    cls = model_at(model_cls, loc)
+    return sorted(cls.model_fields) if cls is not None else []

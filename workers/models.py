@@ -372,7 +372,7 @@ def no_pooler(shape: ModelShape) -> str:
     return f"{shape.model_type} models have no pooler between the encoder and the classifier"
 
 
-_MODEL_CACHE: dict[tuple[str, int], tuple[object, object]] = {}
+_MODEL_CACHE: dict[tuple[str, int, str], tuple[object, object]] = {}  # by (model, labels, dtype)
 
 
 def load_tokenizer(model: str):

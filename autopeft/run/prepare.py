@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from autopeft.errors import UserError
+from autopeft.errors import UserError, model_at
 from autopeft.job.data import load_task_data
 from autopeft.job.secrets import mask_uri, split_credentials
 from autopeft.job.spec import JobSpec
@@ -168,16 +168,10 @@ def _under(key: str, prefixes: tuple[str, ...]) -> bool:
 
 def _default(key: str) -> object:
     """The default of a job file's setting, by its flat key (``fidelity.base_dtype``), as the job stores it."""
-    import typing
-
-    from pydantic import BaseModel
     from pydantic_core import to_jsonable_python
 
-    spec, *path, name = [JobSpec, *key.split(".")]
-    for part in path:
-        annotation = spec.model_fields[part].annotation
-        spec = next(t for t in (annotation, *typing.get_args(annotation)) if isinstance(t, type) and issubclass(t, BaseModel))
-    return to_jsonable_python(spec.model_fields[name].get_default(call_default_factory=True))
+    *path, name = key.split(".")
+    return to_jsonable_python(model_at(JobSpec, path).model_fields[name].get_default(call_default_factory=True))
 
 
 def _check_run_dir(job: JobSpec) -> None:
