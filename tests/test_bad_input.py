@@ -116,7 +116,7 @@ CASES = {
     "no text column": (lambda d: write_job(d, task={"dataset": "rotten_tomatoes", "text_columns": []}), ["task.text_columns", "at least 1"]),
     "three text columns": (lambda d: write_job(d, task={"dataset": "rotten_tomatoes", "text_columns": ["a", "b", "c"]}),
                            ["task.text_columns", "at most 2"]),
-    "unknown model": (lambda d: write_job(d, model="./no-such-model"), ["model", "no-such-model"]),
+    "unknown model": (lambda d: write_job(d, model="./no-such-model"), ["model", "no model folder at", "no-such-model"]),
     "unknown baseline": (lambda d: write_job(d, baselines=["lora-r8", "adapterdrop"]), ["baselines", "unknown baseline 'adapterdrop'", "houlsby"]),
     "scores as labels": (lambda d: _labelled(d, [round(0.2 * (i % 26), 1) for i in range(60)]),
                          ["task.label_column", "'gold' holds 26 distinct numbers from 0 to 5, with fractions: a regression target",
@@ -137,6 +137,30 @@ def test_bad_job_exits_2_with_one_message_and_writes_nothing(tmp_path, capsys, c
     assert err.startswith("autopeft: error: ") and len(err.splitlines()) == 1, err
     for word in words:
         assert word in err, err
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize("network", ["HF_HUB_OFFLINE", "endpoint down", "proxy down"])
+def test_a_model_neither_cached_nor_downloadable_is_refused_without_waiting_on_the_hub(tmp_path, capsys, monkeypatch, network):
+    port = free_port()
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    if network == "HF_HUB_OFFLINE":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        why = "HF_HUB_OFFLINE is set"
+    elif network == "endpoint down":
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+        why = f"127.0.0.1:{port} does not answer (Connection refused)"
+    else:
+        for name in ("HF_ENDPOINT", "NO_PROXY", "no_proxy", "https_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+        why = f"127.0.0.1:{port} does not answer (Connection refused)"
+    write_job(tmp_path, model="autopeft-tests/never-cached")
+    code, err = run_cli(capsys, "check", str(tmp_path / "job.yaml"))
+    assert code == 2
+    assert err.startswith("autopeft: error: model: 'autopeft-tests/never-cached' is neither a model folder nor a "
+                          "Hugging Face id in the local cache, and the hub cannot be reached to download it: ") and why in err, err
+    assert len(err.splitlines()) == 1 and "Retrying" not in err, err
     assert_nothing_written(tmp_path)
 
 

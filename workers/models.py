@@ -52,8 +52,45 @@ def pretrained(name: str) -> tuple[str, dict]:
         folder = dequantised(resolved)
         return (folder, {}) if folder else (os.path.dirname(resolved), {"gguf_file": os.path.basename(resolved)})
     if not os.path.isdir(resolved):
-        return cached_snapshot(resolved) or resolved, {}
+        cached = cached_snapshot(resolved)
+        if cached:
+            return cached, {}
+        if resolved.startswith((".", "/", "~")) or resolved.count("/") > 1:  # a hub id is NAME or OWNER/NAME
+            raise ModelNotFound(f"no model folder at '{name}'")
+        unreachable = hub_unreachable()
+        if unreachable:
+            raise ModelNotFound(f"'{name}' is neither a model folder nor a Hugging Face id in the local cache, and "
+                                f"the hub cannot be reached to download it: {unreachable}")
     return resolved, {}
+
+
+HUB_TIMEOUT_S = 3.0
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached from here, or None where a connection to it opens.
+
+    One connection to the hub (or to the HTTPS proxy), at most ``HUB_TIMEOUT_S`` seconds. Without
+    it, a model missing from the cache on a machine with no network is refused only after the
+    hub client's retries, about 30 s with a warning at each.
+    """
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true"):
+        return "HF_HUB_OFFLINE is set"
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    target = urllib.parse.urlsplit(endpoint)
+    proxy = urllib.request.getproxies().get(target.scheme)
+    if proxy and not urllib.request.proxy_bypass(target.hostname or ""):
+        target = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    port = target.port or (443 if target.scheme == "https" else 80)
+    try:
+        socket.create_connection((target.hostname, port), timeout=HUB_TIMEOUT_S).close()
+    except OSError as exc:
+        return f"{target.hostname}:{port} does not answer ({exc.strerror or exc})"
+    return None
 
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
