@@ -91,7 +91,8 @@ def test_a_hugging_face_id_in_the_local_hub_cache_loads_without_asking_the_netwo
 
     import huggingface_hub.constants
 
-    from autopeft.workers.models import pretrained, resolve_model
+    from autopeft.workers import models
+    from autopeft.workers.models import ModelNotFound, pretrained, resolve_model
 
     repo = tmp_path / "hub" / "models--sentence-transformers--all-MiniLM-L6-v2"
     snapshot = repo / "snapshots" / "0123abcd"
@@ -112,7 +113,14 @@ def test_a_hugging_face_id_in_the_local_hub_cache_loads_without_asking_the_netwo
     tokenizer, model = load_base(model_id, 2)
     assert model.config.num_labels == 2 and tokenizer("a review")["input_ids"]
     assert asked == []
-    assert pretrained("sentence-transformers/not-in-the-cache") == ("sentence-transformers/not-in-the-cache", {})
+    absent = "sentence-transformers/not-in-the-cache"
+    with pytest.raises(ModelNotFound, match=f"'{absent}' is neither a model folder nor .* HF_HUB_OFFLINE is set"):
+        pretrained(absent)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(ModelNotFound, match="the hub cannot be reached to download it: huggingface.co:443 does not answer"):
+        pretrained(absent)  # one connection tried, not the hub client's retries
+    monkeypatch.setattr(models, "hub_unreachable", lambda: None)  # where the hub answers, transformers downloads it
+    assert pretrained(absent) == (absent, {})
 
 
 def test_a_bf16_base_trains_its_plan_in_fp32_to_the_quality_of_an_fp32_base_and_its_adapter_loads_on_either(
