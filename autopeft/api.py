@@ -48,7 +48,14 @@ def read_front(job: JobSpec | str | Path) -> tuple[list[Point], Reference]:
     from autopeft.record.study import StudyRecord
 
     record = StudyRecord.load(_job(job))
-    return pareto_front(record.finished_points()), record.reference
+    return pareto_front(record.finished_points(), record.reference.quality), record.reference
+
+
+def count_scored(job: JobSpec | str | Path) -> int:
+    """How many of a job's trials were trained to the end and scored, above the quality floor or not."""
+    from autopeft.record.study import StudyRecord
+
+    return len(StudyRecord.load(_job(job)).finished_points())
 
 
 def read_final(job: JobSpec | str | Path) -> tuple[list[Point], dict[str, Point]]:
@@ -56,8 +63,9 @@ def read_final(job: JobSpec | str | Path) -> tuple[list[Point], dict[str, Point]
     empty when the job re-evaluates nothing or its re-evaluation has not run."""
     from autopeft.record.study import StudyRecord
 
-    trials, baselines = StudyRecord.load(_job(job)).final_points()
-    return pareto_front(trials), baselines
+    record = StudyRecord.load(_job(job))
+    trials, baselines = record.final_points()
+    return pareto_front(trials, record.reference.quality), baselines
 
 
 def read_baselines(job: JobSpec | str | Path) -> dict[str, Point]:

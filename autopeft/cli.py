@@ -67,8 +67,9 @@ def nothing_learned_text(metric: str, reference: Reference, floor: str, baseline
             f"(fidelity.learning_rate), under a new job name (a search resumes only as it started).")
 
 
-def _learned_nothing(front: list[Point], reference: Reference) -> bool:
-    return bool(front) and all(p.quality <= reference.quality for p in front)
+def _learned_nothing(front: list[Point], scored: int) -> bool:
+    """Trials were scored and none is on the front: every one scored at or under the quality floor."""
+    return scored > 0 and not front
 
 
 def _quiet() -> None:
@@ -119,7 +120,7 @@ def cmd_submit(args) -> int:
     print(format_front(summary.front, summary.reference, job.task.metric, summary.baselines))
     if summary.silent_rungs:
         print("\n" + silent_rungs_text(summary.silent_rungs, job.fidelity.rungs))
-    learned_nothing = _learned_nothing(summary.front, summary.reference)
+    learned_nothing = _learned_nothing(summary.front, summary.scored)
     if learned_nothing:
         print("\n" + nothing_learned_text(job.task.metric, summary.reference, floor_kind(job), summary.baselines,
                                           train_steps(prepared)))
@@ -158,7 +159,7 @@ def cmd_pareto(args) -> int:
                           "final_baselines": {n: p.to_dict() for n, p in final_baselines.items()}}, indent=2))
     else:
         print(format_front(front, reference, job.task.metric, baselines))
-        if _learned_nothing(front, reference):
+        if _learned_nothing(front, api.count_scored(job)):
             print("\n" + nothing_learned_text(job.task.metric, reference, floor_kind(job), baselines))
         if final:
             seeds = max(p.seeds for p in final)

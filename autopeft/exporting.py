@@ -61,7 +61,8 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
         trained = job.layout.baseline_adapter(name)
     else:
         finished = record.finished_points()
-        front = pareto_front(final or finished)  # the re-evaluated front when there is one
+        pool = final or finished  # the re-evaluated front when there is one
+        front = pareto_front(pool, record.reference.quality) or pareto_front(pool)  # all under the floor: its best, with a caution
         evaluated = {p.trial for p in final}
         try:
             point = pick(front, how, [*final, *(p for p in finished if p.trial not in evaluated)])

@@ -78,7 +78,8 @@ def report_html(data: ReportData) -> str:
         parts.append(f"<h2>{html.escape(title)}</h2>" + (chart if isinstance(chart, str) else f"<img alt='{html.escape(title)}' "
                      f"src='data:image/png;base64,{base64.b64encode(chart).decode()}'>"))
     parts.append(f"<h2>Pareto front ({len(data.front)} points)</h2>")
-    parts.append(_points_table(data.front, data.metric) if data.front else "<p>no finished trial yet</p>")
+    parts.append(_points_table(data.front, data.metric) if data.front else
+                 f"<p>no trial has scored above the quality floor ({data.reference.quality:.4f}) yet</p>")
     if data.final_front:
         seeds = max(p.seeds for p in data.final_front)
         parts.append(f"<h2>Re-evaluated front ({seeds} new seeds per point, mean ± std)</h2>")

@@ -96,6 +96,9 @@ def test_the_front_has_only_completed_non_dominated_trials(searched):
     for p in front:
         assert not any(t.values[0] > p.quality and t.values[1] <= p.params for t in complete)
     assert reference.params > max(p.params for p in front)
+    above = [t for t in complete if t.values[0] > reference.quality]  # a trial at the floor learned nothing
+    assert {p.trial for p in front} == {t.number for t in above if not any(
+        u.values[0] >= t.values[0] and u.values[1] <= t.values[1] and u.values != t.values for u in above)}
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,15 @@ def test_front_keeps_only_non_dominated_points_smallest_first():
     assert [p.trial for p in front] == [4, 0, 1, 3]  # 2 is dominated by 1; 5 ties 1 and comes later
 
 
+def test_the_front_above_the_quality_floor_leaves_out_points_that_learned_nothing():
+    # trial 4 is the smallest plan, so non-dominated, but it scores the floor: no better than no adapter
+    assert [p.trial for p in pareto_front(POINTS, floor=0.60)] == [0, 1, 3]
+    assert [p.trial for p in pareto_front(POINTS, floor=0.59)] == [4, 0, 1, 3]
+    assert pareto_front(POINTS, floor=0.85) == []
+    ref = Reference(quality=0.60, params=1000)
+    assert hypervolume(pareto_front(POINTS, ref.quality), ref) == pytest.approx(hypervolume(POINTS, ref))
+
+
 def test_non_dominated_sorting_peels_one_front_after_another():
     fronts = nondominated_fronts(POINTS)
     assert [[p.trial for p in f] for f in fronts] == [[4, 0, 1, 3], [5], [2]]  # 5 ties 1 and waits a front; 5 dominates 2

@@ -13,7 +13,7 @@ import optuna
 
 from autopeft.api import read_front
 from autopeft.cli import main
-from conftest import TINY_FIDELITY, write_job
+from conftest import TINY_FIDELITY, TINY_FLOOR, write_job
 
 TESTS = str(Path(__file__).parent)
 
@@ -28,7 +28,7 @@ def test_watch_follows_a_search_run_by_another_process_and_exits_when_it_finishe
     job_path = write_job(
         tmp_path, model=tiny_bert, trainer="trainers:trains_slowly", fidelity=TINY_FIDELITY,
         task={"train_file": str(reviews_csv), "text_columns": ["review"], "label_column": "sentiment", "validation_size": 100},
-        budget={"trials": 3, "parallel": 1}, optimizer={"sampler": "random"})
+        budget={"trials": 3, "parallel": 1}, optimizer={"sampler": "random"}, objectives={"quality_floor": TINY_FLOOR})
     driver = autopeft("submit", "job.yaml", "--no-progress", cwd=tmp_path)
     study_db = tmp_path / "run" / "study.db"
     deadline = time.monotonic() + 240

@@ -57,7 +57,7 @@ def warm_points(source: Path, names: Sequence[str], levels: Sequence[int], limit
     if not record.started:
         raise UserError(FIELD, f"the search in '{source}' has not started", "give a search that has finished trials")
     floor = record.reference.quality
-    front = [p for p in pareto_front(record.finished_points()) if p.quality > floor]
+    front = pareto_front(record.finished_points(), floor)
     if not front:
         raise UserError(FIELD, f"the search in '{source}' has no trial above its quality floor",
                         "start from a search whose front has points")

@@ -35,9 +35,14 @@ def dominates(a: Point, b: Point) -> bool:
     return a.quality >= b.quality and a.params <= b.params and (a.quality > b.quality or a.params < b.params)
 
 
-def pareto_front(points: Iterable[Point]) -> list[Point]:
-    """Non-dominated points, from the smallest to the largest; ties keep the earliest trial."""
-    ordered = sorted(points, key=lambda p: (p.params, -p.quality, p.trial))
+def pareto_front(points: Iterable[Point], floor: float | None = None) -> list[Point]:
+    """Non-dominated points, from the smallest to the largest; ties keep the earliest trial.
+
+    With ``floor`` (the reference's quality), only the points above it: the front a user is shown. A
+    point at or under the floor scores no better than the majority label or the base model, however
+    few parameters it trains, and adds nothing to the hypervolume.
+    """
+    ordered = sorted((p for p in points if floor is None or p.quality > floor), key=lambda p: (p.params, -p.quality, p.trial))
     front: list[Point] = []
     for point in ordered:
         if not front or point.quality > front[-1].quality:

@@ -102,7 +102,7 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
     done, failed = record.done()
     points = record.finished_points()
     reference = record.reference
-    front = pareto_front(points)
+    front = pareto_front(points, reference.quality)
     devices: dict[str, int] = {}
     for t in record.completed():
         device = " ".join(filter(None, (t.user_attrs.get(NODE), t.user_attrs.get(DEVICE, "?"))))
@@ -173,5 +173,5 @@ def report_page(record: StudyRecord, status: str | None = None) -> str:
                f"hypervolume {snap.hypervolume:.4f}" + (f"; best {snap.metric} {snap.best:.4f}" if snap.best is not None else ""))
     return report_html(ReportData(
         name=snap.name, metric=snap.metric, status=status or snap.status, summary=summary, reference=snap.reference, points=points,
-        front=snap.front, baselines=baselines, trials=_trial_rows(record), final_front=pareto_front(final_front),
+        front=snap.front, baselines=baselines, trials=_trial_rows(record), final_front=pareto_front(final_front, snap.reference.quality),
         final_baselines=final_baselines, charts=charts))

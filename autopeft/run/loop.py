@@ -73,6 +73,7 @@ class SearchSummary:
     final_baselines: dict[str, Point] = field(default_factory=dict)
     pruned: int = 0  # a search with rungs: trials stopped after a rung before the last
     silent_rungs: list[tuple[int, int, float]] = field(default_factory=list)  # rungs that told no plan apart (study.silent_rungs)
+    scored: int = 0  # trials trained to the end with a quality, above the floor or not
 
     def failed_text(self) -> str:
         """``2 failed (1 timeout, 1 out of memory)``, and ``, 40 pruned`` in a search with rungs."""
@@ -634,7 +635,7 @@ class SearchLoop:
         every ``FRONT_EVERY`` seconds, the PNGs (slower drawings) every ``CHARTS_EVERY``, and all when
         the search stops."""
         points = self._finished_points()
-        front = pareto_front(points)
+        front = pareto_front(points, self.reference.quality)
         volume = hypervolume(points, self.reference)
         self.tracker.log_front(front, volume, self.finished, None)
         self._front_due = True
@@ -653,7 +654,7 @@ class SearchLoop:
             return
         self._front_drawn, self._front_due = time.monotonic(), False
         points = self._finished_points()
-        front = pareto_front(points)
+        front = pareto_front(points, self.reference.quality)
         marks = self.record.baseline_points()
         title = f"{self.job.name}: {len(points)} trials"
         page = pareto_html(pareto_svg(points, front, self.reference, title, self.job.task.metric, marks), title)
@@ -670,7 +671,7 @@ class SearchLoop:
         if self._charts is not None and not self._charts.done() and not wait:
             return
         self._charts_drawn = time.monotonic()
-        front = pareto_front(points)
+        front = pareto_front(points, self.reference.quality)
         what = (list(points), front, self.record.baseline_points(), [self.record.plan_of(p.trial) for p in front],
                 trial_dimensions(self.record.completed()))
         if self._charting is None:
@@ -734,7 +735,7 @@ class SearchLoop:
         runs = {self.record.trial_info(p.trial)["mlflow_run_id"]: p for p in trials}
         recorded = self.record.baselines
         runs.update({recorded[name].get("mlflow_run_id"): p for name, p in baselines.items()})
-        self.tracker.log_final_front(pareto_front(trials), hypervolume(trials, self.reference), baselines,
+        self.tracker.log_final_front(pareto_front(trials, self.reference.quality), hypervolume(trials, self.reference), baselines,
                                      {run_id: p for run_id, p in runs.items() if run_id})
 
 
@@ -798,9 +799,9 @@ def _run_search(job: JobSpec, progress: bool, prepared: Prepared, record: StudyR
     points = record.finished_points()
     final, final_baselines = record.final_points()
     return SearchSummary(run_dir=job.run_dir, parent_run_id=record.parent_run_id, finished=loop.finished,
-                         failed=loop.failed, reference=reference, front=pareto_front(points),
+                         failed=loop.failed, reference=reference, front=pareto_front(points, reference.quality), scored=len(points),
                          hypervolume=hypervolume(points, reference), baselines=record.baseline_points(),
-                         failures=record.failures(), final_front=pareto_front(final),
+                         failures=record.failures(), final_front=pareto_front(final, reference.quality),
                          final_hypervolume=hypervolume(final, reference), final_baselines=final_baselines,
                          pruned=len(record.study.get_trials(deepcopy=False, states=(States.PRUNED,))),
                          silent_rungs=record.rungs_told_nothing(job.fidelity.reduction_factor) if job.fidelity.asha else [])
