@@ -14,6 +14,7 @@ from autopeft.workers.methods import baseline_plan
 from autopeft.workers.methods.lora import Lora
 from autopeft.workers.models import model_shape
 from autopeft.workers.types import Fidelity
+from conftest import TINY_FLOOR
 from test_search import runs_of, tiny_job
 
 
@@ -137,7 +138,8 @@ def test_a_memory_budget_is_never_exceeded_and_each_trial_records_its_estimate(t
 def test_a_trial_that_runs_out_of_memory_is_recorded_and_no_plan_as_large_is_proposed_again(
         tmp_path, tiny_bert, reviews_csv, ray_local):
     job = tiny_job(tmp_path, tiny_bert, reviews_csv, search_space=_layer_space(tmp_path), seed=3,
-                   trainer="trainers:out_of_memory_below_top_layer", budget={"trials": 5, "parallel": 1})
+                   trainer="trainers:out_of_memory_below_top_layer", budget={"trials": 5, "parallel": 1},
+                   objectives={"quality_floor": TINY_FLOOR})
     summary = submit(job, progress=False)
     assert summary.finished == 5
     study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)

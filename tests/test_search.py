@@ -15,7 +15,7 @@ from autopeft.api import read_front, submit
 from autopeft.cli import main
 from autopeft.job.load import load_job
 from autopeft.record.study import StudyRecord
-from conftest import TINY_FIDELITY, study_being_created, write_job
+from conftest import TINY_FIDELITY, TINY_FLOOR, study_being_created, write_job
 
 
 def tiny_job(tmp_path, tiny_bert, reviews_csv, **overrides):
@@ -40,7 +40,7 @@ def runs_of(job):
 
 
 def test_search_records_every_trial_the_front_and_the_hypervolume(tmp_path, tiny_bert, reviews_csv, ray_local):
-    job = tiny_job(tmp_path, tiny_bert, reviews_csv)
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, objectives={"quality_floor": TINY_FLOOR})
     summary = submit(job, progress=False)
     assert summary.finished == 4 and summary.failed == 0
 
