@@ -258,6 +258,8 @@ def render_snapshot(snap) -> str:
         lines += [f"{f.trial:>9}  {f.reason}" for f in snap.failures[-10:]]
     if snap.front:
         lines += ["", "Pareto front:", format_front(snap.front, snap.reference, snap.metric)]
+    elif snap.best is not None:
+        lines += ["", f"Pareto front: no trial has scored above the quality floor ({snap.metric} {snap.reference.quality:.4f}) yet"]
     return "\n".join(lines)
 
 

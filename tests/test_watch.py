@@ -71,6 +71,20 @@ def test_watch_gives_a_last_look_at_a_finished_search_from_its_run_directory(sea
     assert re.search(rf"trained on: {re.escape(socket.gethostname())} \(ray node [0-9a-f]{{8}}\) cpu \(5\)", out), out
 
 
+def test_watch_and_pareto_leave_out_trials_at_the_quality_floor_and_say_so_when_none_is_above(searched, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "study.db"  # the finished search, its quality floor raised above every trial
+    shutil.copy(searched.run_dir / "study.db", copy)
+    study = optuna.load_study(study_name=searched.name, storage=f"sqlite:///{copy}")
+    best = max(t.values[0] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
+    study.set_user_attr("reference", {**study.user_attrs["reference"], "quality": best})
+    assert main(["watch", str(copy), "--once"]) == 0
+    out = capsys.readouterr().out
+    assert "front 0 points; hypervolume 0.0000" in out and f"best accuracy {best:.4f}" in out
+    assert out.rstrip().endswith(f"Pareto front: no trial has scored above the quality floor (accuracy {best:.4f}) yet")
+
+
 def test_watch_that_sees_the_search_start_between_two_looks_shows_it_and_exits_once_it_ends(searched, capsys, monkeypatch):
     """The store is live: the reference point may land after ``watch`` saw a starting search and before it decided
     whether to stop. It must show the search, not crash."""
