@@ -71,7 +71,7 @@ def test_watch_gives_a_last_look_at_a_finished_search_from_its_run_directory(sea
     assert re.search(rf"trained on: {re.escape(socket.gethostname())} \(ray node [0-9a-f]{{8}}\) cpu \(5\)", out), out
 
 
-def test_watch_and_pareto_leave_out_trials_at_the_quality_floor_and_say_so_when_none_is_above(searched, tmp_path, capsys):
+def test_watch_leaves_out_trials_at_the_quality_floor_and_says_so_when_none_is_above(searched, tmp_path, capsys):
     import shutil
 
     copy = tmp_path / "study.db"  # the finished search, its quality floor raised above every trial
