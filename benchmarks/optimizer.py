@@ -19,7 +19,9 @@ exact and known to autopeft's sampler, while quality is a black box:
     (``jobs/debates_lora.yaml``);
   - ``debates-mixed``: the shipped ``mixed`` space (LoRA, IA3, serial and parallel adapters,
     prefix, each placed per layer, and the learning rate scaled per method: 38 dimensions) on
-    the same debates task at one epoch (``jobs/debates_mixed.yaml``).
+    the same debates task at one epoch (``jobs/debates_mixed.yaml``);
+  - ``rotten-lora``: the space of ``debates-lora`` on MiniLM-L6 + Rotten Tomatoes
+    (``jobs/rotten_lora_trials.yaml``): one space on a second task.
 
 Each search runs to the largest budget; the hypervolume at a smaller budget is that of its first
 trials. Hypervolume is normalised by that of the best front any run found on the problem. With
@@ -59,7 +61,8 @@ from autopeft.record.study import DIRECTIONS, StudyRecord  # noqa: E402
 
 HERE = Path(__file__).parent
 OUT = HERE / "out"
-REAL = {"peft-surrogate": "surrogate_data.yaml", "debates-lora": "debates_lora.yaml", "debates-mixed": "debates_mixed.yaml"}  # problem: job file
+REAL = {"peft-surrogate": "surrogate_data.yaml", "debates-lora": "debates_lora.yaml", "debates-mixed": "debates_mixed.yaml",
+        "rotten-lora": "rotten_lora_trials.yaml"}  # problem: job file
 PROBLEMS = ("zdt1-grid", "zdt2-grid", *REAL)
 N_STARTUP = 10
 
