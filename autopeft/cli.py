@@ -257,9 +257,12 @@ def render_snapshot(snap) -> str:
         lines += ["", "failed:", f"{'trial':>9}  reason"]
         lines += [f"{f.trial:>9}  {f.reason}" for f in snap.failures[-10:]]
     if snap.front:
-        lines += ["", "Pareto front:", format_front(snap.front, snap.reference, snap.metric)]
-    elif snap.best is not None:
+        lines += ["", "Pareto front:", format_front(snap.front, snap.reference, snap.metric, snap.baseline_points)]
+        return "\n".join(lines)
+    if snap.best is not None:
         lines += ["", f"Pareto front: no trial has scored above the quality floor ({snap.metric} {snap.reference.quality:.4f}) yet"]
+    if snap.baseline_points:
+        lines += ["", format_front([], snap.reference, snap.metric, snap.baseline_points)]
     return "\n".join(lines)
 
 

@@ -85,6 +85,38 @@ def test_watch_leaves_out_trials_at_the_quality_floor_and_says_so_when_none_is_a
     assert out.rstrip().endswith(f"Pareto front: no trial has scored above the quality floor (accuracy {best:.4f}) yet")
 
 
+def test_watch_shows_the_finished_baselines_beside_the_front_and_without_one(tmp_path, tiny_bert, reviews_csv,
+                                                                               ray_local, capsys):
+    import shutil
+
+    from autopeft.api import read_baselines, submit
+    from autopeft.job.load import load_job
+
+    job = load_job(write_job(
+        tmp_path, model=tiny_bert, baselines=["lora-r8", "ia3"], fidelity=TINY_FIDELITY,
+        task={"train_file": str(reviews_csv), "text_columns": ["review"], "label_column": "sentiment", "validation_size": 100},
+        budget={"trials": 2, "parallel": 2}, optimizer={"sampler": "random"}, objectives={"quality_floor": TINY_FLOOR}))
+    submit(job, progress=False)
+    baselines = read_baselines(job)
+    assert set(baselines) == {"lora-r8", "ia3"}
+    rows = [f"{name:>9}  {p.quality:>9.4f}  {p.params:>10,}" for name, p in sorted(baselines.items(), key=lambda b: b[1].params)]
+
+    assert main(["watch", str(job.run_dir), "--once"]) == 0
+    out = capsys.readouterr().out
+    table = out.split("Pareto front:")[1]
+    assert table.index("baselines:") < table.index(rows[0]) < table.index(rows[1]) < table.index("reference point:")
+
+    copy = tmp_path / "study.db"  # the same search, its floor raised above every trial: no front, the baselines still shown
+    shutil.copy(job.run_dir / "study.db", copy)
+    study = optuna.load_study(study_name=job.name, storage=f"sqlite:///{copy}")
+    best = max(t.values[0] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
+    study.set_user_attr("reference", {**study.user_attrs["reference"], "quality": best})
+    assert main(["watch", str(copy), "--once"]) == 0
+    out = capsys.readouterr().out
+    assert "front 0 points" in out and "no trial has scored above the quality floor" in out
+    assert out.index("no trial has scored") < out.index("baselines:") < out.index(rows[0]) < out.index(rows[1])
+
+
 def test_watch_that_sees_the_search_start_between_two_looks_shows_it_and_exits_once_it_ends(searched, capsys, monkeypatch):
     """The store is live: the reference point may land after ``watch`` saw a starting search and before it decided
     whether to stop. It must show the search, not crash."""

@@ -63,6 +63,7 @@ class Snapshot:
     pruned: int = 0
     rungs: tuple[float, ...] = ()  # a search with rungs: its fractions of the training
     silent_rungs: list[tuple[int, int, float]] = field(default_factory=list)  # rungs so far that told no plan apart
+    baseline_points: dict[str, Point] = field(default_factory=dict)  # the finished baselines, by name
 
     @property
     def finished(self) -> bool:
@@ -117,7 +118,8 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
         failures=failures, front=front, reference=reference, hypervolume=hypervolume(points, reference),
         best=max((p.quality for p in points), default=None), devices=devices, driver=live_driver(record.study),
         waiting=len(waiting), pruned=sum(1 for t in trials if t.state == States.PRUNED), rungs=rungs,
-        silent_rungs=record.rungs_told_nothing(fidelity["reduction_factor"]) if rungs else [])
+        silent_rungs=record.rungs_told_nothing(fidelity["reduction_factor"]) if rungs else [],
+        baseline_points=record.baseline_points())
 
 
 def _rung_text(attrs: dict) -> str:
@@ -155,7 +157,7 @@ def report_page(record: StudyRecord, status: str | None = None) -> str:
 
     snap = snapshot(record)
     points = record.finished_points()
-    baselines = record.baseline_points()
+    baselines = snap.baseline_points
     final_front, final_baselines = record.final_points()
     charts: dict[str, bytes | str] = {"Quality against trainable parameters (hover a point; click it for its row)": pareto_svg(
         points, snap.front, snap.reference, snap.name, snap.metric, baselines, link="#trial-{n}")}
