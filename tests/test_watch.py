@@ -71,14 +71,20 @@ def test_watch_gives_a_last_look_at_a_finished_search_from_its_run_directory(sea
     assert re.search(rf"trained on: {re.escape(socket.gethostname())} \(ray node [0-9a-f]{{8}}\) cpu \(5\)", out), out
 
 
-def test_watch_leaves_out_trials_at_the_quality_floor_and_says_so_when_none_is_above(searched, tmp_path, capsys):
+def floor_raised_above_every_trial(job, copy: Path) -> float:
+    """Copy a finished search's study to ``copy`` with its quality floor raised to its best trial's quality."""
     import shutil
 
-    copy = tmp_path / "study.db"  # the finished search, its quality floor raised above every trial
-    shutil.copy(searched.run_dir / "study.db", copy)
-    study = optuna.load_study(study_name=searched.name, storage=f"sqlite:///{copy}")
+    shutil.copy(job.run_dir / "study.db", copy)
+    study = optuna.load_study(study_name=job.name, storage=f"sqlite:///{copy}")
     best = max(t.values[0] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
     study.set_user_attr("reference", {**study.user_attrs["reference"], "quality": best})
+    return best
+
+
+def test_watch_leaves_out_trials_at_the_quality_floor_and_says_so_when_none_is_above(searched, tmp_path, capsys):
+    copy = tmp_path / "study.db"
+    best = floor_raised_above_every_trial(searched, copy)
     assert main(["watch", str(copy), "--once"]) == 0
     out = capsys.readouterr().out
     assert "front 0 points; hypervolume 0.0000" in out and f"best accuracy {best:.4f}" in out
@@ -87,8 +93,6 @@ def test_watch_leaves_out_trials_at_the_quality_floor_and_says_so_when_none_is_a
 
 def test_watch_shows_the_finished_baselines_beside_the_front_and_without_one(tmp_path, tiny_bert, reviews_csv,
                                                                                ray_local, capsys):
-    import shutil
-
     from autopeft.api import read_baselines, submit
     from autopeft.job.load import load_job
 
@@ -107,10 +111,7 @@ def test_watch_shows_the_finished_baselines_beside_the_front_and_without_one(tmp
     assert table.index("baselines:") < table.index(rows[0]) < table.index(rows[1]) < table.index("reference point:")
 
     copy = tmp_path / "study.db"  # the same search, its floor raised above every trial: no front, the baselines still shown
-    shutil.copy(job.run_dir / "study.db", copy)
-    study = optuna.load_study(study_name=job.name, storage=f"sqlite:///{copy}")
-    best = max(t.values[0] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
-    study.set_user_attr("reference", {**study.user_attrs["reference"], "quality": best})
+    floor_raised_above_every_trial(job, copy)
     assert main(["watch", str(copy), "--once"]) == 0
     out = capsys.readouterr().out
     assert "front 0 points" in out and "no trial has scored above the quality floor" in out
