@@ -244,6 +244,11 @@ def render_snapshot(snap) -> str:
              f"trials [{'#' * filled}{'.' * (width - filled)}] {snap.done}/{snap.trials}, {snap.failed} failed"
              + (f"; baselines {snap.baselines_done}/{snap.baselines}" if snap.baselines else "")
              + f"; {best}; front {len(snap.front)} points; hypervolume {snap.hypervolume:.4f}"]
+    final = snap.final
+    if final is not None and final.total:
+        filled = int(width * (final.done + final.failed) / final.total)
+        lines.append(f"re-evaluation [{'#' * filled}{'.' * (width - filled)}] {final.done + final.failed}/{final.total} "
+                     f"trainings with new seeds ({final.seeds} per point), {final.failed} failed")
     if snap.waiting or snap.pruned:
         lines.append(f"rungs: {snap.waiting} trials waiting after a rung, {snap.pruned} pruned")
     if snap.silent_rungs:
@@ -258,11 +263,16 @@ def render_snapshot(snap) -> str:
         lines += [f"{f.trial:>9}  {f.reason}" for f in snap.failures[-10:]]
     if snap.front:
         lines += ["", "Pareto front:", format_front(snap.front, snap.reference, snap.metric, snap.baseline_points)]
-        return "\n".join(lines)
-    if snap.best is not None:
-        lines += ["", f"Pareto front: no trial has scored above the quality floor ({snap.metric} {snap.reference.quality:.4f}) yet"]
-    if snap.baseline_points:
-        lines += ["", format_front([], snap.reference, snap.metric, snap.baseline_points)]
+    else:
+        if snap.best is not None:
+            lines += ["", f"Pareto front: no trial has scored above the quality floor ({snap.metric} {snap.reference.quality:.4f}) yet"]
+        if snap.baseline_points:
+            lines += ["", format_front([], snap.reference, snap.metric, snap.baseline_points)]
+    if final is not None and (final.front or final.baselines):
+        seeds = final.seeds or max(p.seeds for p in [*final.front, *final.baselines.values()])
+        title = (f"Re-evaluated front{'' if final.over else ' so far'} ({seeds} new seeds per point, mean ± std; "
+                 f"hypervolume {final.hypervolume:.4f}):")
+        lines += ["", title, format_front(final.front, snap.reference, snap.metric, final.baselines)]
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import optuna
 
@@ -46,6 +47,33 @@ def test_the_front_and_baselines_are_retrained_with_new_seeds_once_and_export_ta
     logged = json.loads(open(client.download_artifacts(summary.parent_run_id, "final_front.json", str(tmp_path))).read())
     assert [row["trial"] for row in logged["front"]] == [p.trial for p in summary.final_front]
 
+    # watch shows where the re-evaluation stands and its front, beside the search's
+    monkeypatch.chdir(tmp_path)
+    retrainings = 2 * (len(search_front) + 1)
+    assert main(["watch", "job.yaml", "--once"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"search '{job.name}': finished\n")
+    assert f"re-evaluation [{'#' * 30}] {retrainings}/{retrainings} trainings with new seeds (2 per point), 0 failed" in out
+    shown = out.split(f"Re-evaluated front (2 new seeds per point, mean ± std; hypervolume {summary.final_hypervolume:.4f}):\n")[1]
+    rows = shown.splitlines()[1:]
+    assert [int(row.split()[0]) for row in rows[:len(summary.final_front)]] == [p.trial for p in summary.final_front]
+    assert rows[len(summary.final_front)] == "baselines:" and rows[len(summary.final_front) + 1].split()[:4] == \
+        ["lora-r8", f"{summary.final_baselines['lora-r8'].quality:.4f}", "±", f"{summary.final_baselines['lora-r8'].std:.4f}"]
+    failed_status = "finished; 1 re-evaluation failed: submit the same job again to retry it"
+    for lost, status in (({}, "stopped before its re-evaluation finished: submit the same job again to resume it"),
+                         ({"error": "killed", "reason": "killed"}, failed_status)):
+        copy = tmp_path / f"study-{len(lost)}.db"
+        shutil.copy(job.run_dir / "study.db", copy)
+        study = optuna.load_study(study_name=job.name, storage=f"sqlite:///{copy}")
+        final = study.user_attrs["final"]
+        final["baseline:lora-r8"] = {**final["baseline:lora-r8"], "2": lost} if lost else {"1": final["baseline:lora-r8"]["1"]}
+        study.set_user_attr("final", final)
+        assert main(["watch", str(copy), "--once"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"search '{job.name}': {status}\n")
+        assert f"] {retrainings - (0 if lost else 1)}/{retrainings} trainings with new seeds (2 per point), {len(lost) // 2} failed" in out
+        assert ("Re-evaluated front so far (2 new seeds" in out) == (not lost)
+
     again = submit(job, progress=False)  # nothing left to re-train: no new run
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     assert sum(r.data.tags.get("autopeft.kind") == "final" for r in runs) == len(finals)
@@ -68,7 +96,6 @@ def test_the_front_and_baselines_are_retrained_with_new_seeds_once_and_export_ta
     kept = {p.trial: p.quality for p in points}
     assert all(kept[p.trial] == p.quality for p in summary.final_front)
 
-    monkeypatch.chdir(tmp_path)
     assert main(["pareto", "job.yaml"]) == 0
     out = capsys.readouterr().out
     assert "Re-evaluated front (2 new seeds per point, mean ± std)" in out and " ± " in out
@@ -93,3 +120,22 @@ def test_the_front_and_baselines_are_retrained_with_new_seeds_once_and_export_ta
     assert main(["export", str(tmp_path / "job.yaml"), "--pick", "baseline=ia3", "--out", str(tmp_path / "none")]) == 2
     assert "no baseline 'ia3' has finished in this search. Fix: use one of lora-r8" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+
+
+def test_a_search_resumed_with_a_re_evaluation_and_more_trials_resumes_again_and_watch_follows_the_new_job(
+        tmp_path, tiny_bert, reviews_csv, ray_local, capsys, monkeypatch):
+    fields = {"objectives": {"quality_floor": 0.0}, "optimizer": {"sampler": "random"}}
+    submit(tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 2, "parallel": 2}, **fields), progress=False)
+    # resumed with a re-evaluation at a longer training than the search's, then with a third trial
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 2, "parallel": 2}, final={"seeds": 1, "epochs": 2}, **fields)
+    assert submit(job, progress=False).final_front
+    more = tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 3, "parallel": 2}, final={"seeds": 1, "epochs": 2}, **fields)
+    summary = submit(more, progress=False)
+    assert summary.finished == 3 and summary.final_front
+    record = StudyRecord.load(more)
+    assert all(record.final_seeds(f"trial:{p.trial}") for p in summary.front)  # the new front's points too
+    monkeypatch.chdir(tmp_path)
+    assert main(["watch", "job.yaml", "--once"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"search '{more.name}': finished\n") and "] 3/3, 0 failed" in out
+    assert f"Re-evaluated front (1 new seeds per point, mean ± std; hypervolume {summary.final_hypervolume:.4f}):" in out

@@ -64,18 +64,46 @@ class Snapshot:
     rungs: tuple[float, ...] = ()  # a search with rungs: its fractions of the training
     silent_rungs: list[tuple[int, int, float]] = field(default_factory=list)  # rungs so far that told no plan apart
     baseline_points: dict[str, Point] = field(default_factory=dict)  # the finished baselines, by name
+    final: Reevaluation | None = None  # the job re-evaluates its front with new seeds once the search is done
+
+    @property
+    def searched(self) -> bool:
+        """Whether every trial and baseline of the budget is done (the re-evaluation, if any, comes after)."""
+        return self.done >= self.trials and self.baselines_done >= self.baselines
 
     @property
     def finished(self) -> bool:
-        return self.driver is None and self.done >= self.trials and self.baselines_done >= self.baselines
+        return self.driver is None and self.searched and (self.final is None or self.final.over)
 
     @property
     def status(self) -> str:
         if self.driver is not None:
             return f"running: driver process {self.driver.get('pid')} on {self.driver.get('host')} since {self.driver.get('since')}"
         if self.finished:
-            return "finished"
+            failed = self.final.failed if self.final else 0
+            return (f"finished; {failed} re-evaluation{'s' if failed > 1 else ''} failed: submit the same job again to retry "
+                    f"{'them' if failed > 1 else 'it'}") if failed else "finished"
+        if self.searched:
+            return "stopped before its re-evaluation finished: submit the same job again to resume it"
         return "stopped before its budget: submit the same job again to resume it"
+
+
+@dataclass(frozen=True)
+class Reevaluation:
+    """The re-evaluation of a search's front: ``total`` trainings (its targets times ``seeds``) once the search is done,
+    ``done`` of them finished and ``failed`` failed so far; ``front`` and ``baselines`` average the finished ones."""
+
+    seeds: int
+    total: int
+    done: int
+    failed: int
+    front: list[Point]
+    baselines: dict[str, Point]
+    hypervolume: float
+
+    @property
+    def over(self) -> bool:
+        return self.done + self.failed >= self.total
 
 
 def _reason(attrs: dict) -> str:
@@ -101,6 +129,7 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
     failures = [Failure(t.number, _reason(t.user_attrs)) for t in trials
                 if t.state == States.FAIL and not ({SKIPPED, INTERRUPTED} & set(t.user_attrs))]
     done, failed = record.done()
+    budget = int(job.get("budget", {}).get("trials", done))
     points = record.finished_points()
     reference = record.reference
     front = pareto_front(points, reference.quality)
@@ -110,7 +139,7 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
         devices[device] = devices.get(device, 0) + 1
     return Snapshot(
         name=record.study.study_name, metric=job.get("task", {}).get("metric", "quality"),
-        trials=int(job.get("budget", {}).get("trials", done)), done=done, failed=failed,
+        trials=budget, done=done, failed=failed,
         baselines=len(job.get("baselines") or []), baselines_done=len(record.baselines),
         running=[Running(t.number, _rung_text(t.user_attrs) + t.user_attrs.get(PLAN_SUMMARY, "(being proposed)"),
                          (now - t.datetime_start).total_seconds() if t.datetime_start else 0.0, t.user_attrs.get(NODE, ""))
@@ -119,7 +148,24 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
         best=max((p.quality for p in points), default=None), devices=devices, driver=live_driver(record.study),
         waiting=len(waiting), pruned=sum(1 for t in trials if t.state == States.PRUNED), rungs=rungs,
         silent_rungs=record.rungs_told_nothing(fidelity["reduction_factor"]) if rungs else [],
-        baseline_points=record.baseline_points())
+        baseline_points=record.baseline_points(), final=_reevaluation(record, searched=done >= budget and len(record.baselines) >= len(
+            job.get("baselines") or [])))
+
+
+def _reevaluation(record: StudyRecord, searched: bool) -> Reevaluation | None:
+    """Where the re-evaluation stands (None when the job asks for none); its total is known once the search is done."""
+    spec = record.job.get("final") or {}
+    seeds = int(spec.get("seeds") or 0)
+    final = record.final
+    if not seeds and not final:
+        return None
+    targets = [target for target, _ in record.final_targets(int(spec.get("fronts") or 1))] if searched and seeds else []
+    outcomes = [r for target in targets for seed, r in final.get(target, {}).items() if int(seed) <= seeds]
+    done = sum(1 for r in outcomes if "quality" in r)
+    points, baselines = record.final_points()
+    return Reevaluation(seeds=seeds, total=len(targets) * seeds, done=done, failed=len(outcomes) - done,
+                        front=pareto_front(points, record.reference.quality), baselines=baselines,
+                        hypervolume=hypervolume(points, record.reference))
 
 
 def _rung_text(attrs: dict) -> str:
@@ -158,7 +204,6 @@ def report_page(record: StudyRecord, status: str | None = None) -> str:
     snap = snapshot(record)
     points = record.finished_points()
     baselines = snap.baseline_points
-    final_front, final_baselines = record.final_points()
     charts: dict[str, bytes | str] = {"Quality against trainable parameters (hover a point; click it for its row)": pareto_svg(
         points, snap.front, snap.reference, snap.name, snap.metric, baselines, link="#trial-{n}")}
     if points:
@@ -175,5 +220,5 @@ def report_page(record: StudyRecord, status: str | None = None) -> str:
                f"hypervolume {snap.hypervolume:.4f}" + (f"; best {snap.metric} {snap.best:.4f}" if snap.best is not None else ""))
     return report_html(ReportData(
         name=snap.name, metric=snap.metric, status=status or snap.status, summary=summary, reference=snap.reference, points=points,
-        front=snap.front, baselines=baselines, trials=_trial_rows(record), final_front=pareto_front(final_front, snap.reference.quality),
-        final_baselines=final_baselines, charts=charts))
+        front=snap.front, baselines=baselines, trials=_trial_rows(record), final_front=snap.final.front if snap.final else [],
+        final_baselines=snap.final.baselines if snap.final else {}, charts=charts))

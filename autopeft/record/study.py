@@ -17,7 +17,7 @@ import numpy as np
 import optuna
 
 from autopeft.errors import UserError
-from autopeft.record.pareto import Point, Reference
+from autopeft.record.pareto import Point, Reference, nondominated_fronts
 from autopeft.workers.plan import Plan
 
 DIRECTIONS = ["maximize", "minimize"]
@@ -165,8 +165,13 @@ class StudyRecord:
 
     @property
     def job(self) -> dict:
-        """The job the search was started with, as stored."""
+        """The job as last submitted, as stored: what a resume may change (the trial count, the baselines, the
+        re-evaluation, ...) as it was changed, the rest as the search was started."""
         return self.study.user_attrs.get(JOB, {})
+
+    def resubmitted(self, job_data: dict) -> None:
+        """A resumed search's job, once ``check_resume`` has found it the same search."""
+        self.study.set_user_attr(JOB, job_data)
 
     @property
     def label_names(self) -> list[str] | None:
@@ -219,6 +224,13 @@ class StudyRecord:
         """The qualities of ``target``'s finished re-evaluations, by seed (from ``final``, read once by the caller)."""
         final = self.final if final is None else final
         return {int(seed): r["quality"] for seed, r in final.get(target, {}).items() if "quality" in r}
+
+    def final_targets(self, fronts: int) -> list[tuple[str, int | str]]:
+        """What the re-evaluation trains again, as (target, trial number or baseline name): the points of the
+        search's first ``fronts`` non-dominated fronts that score above the quality floor, then the finished baselines."""
+        floor = self.reference.quality
+        points = [p for front in nondominated_fronts(self.finished_points(), fronts) for p in front if p.quality > floor]
+        return [(f"trial:{p.trial}", p.trial) for p in points] + [(f"baseline:{name}", name) for name in self.baseline_points()]
 
     def final_points(self) -> tuple[list[Point], dict[str, Point]]:
         """Re-evaluated trials and baselines as points whose quality is the mean over their seeds."""

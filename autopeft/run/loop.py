@@ -28,7 +28,7 @@ from autopeft.optimize.propose import Proposer
 from autopeft.optimize.registry import make_sampler
 from autopeft.record.layout import RunLayout
 from autopeft.record.lease import HEARTBEAT, Lease, LeaseLost
-from autopeft.record.pareto import Point, Reference, hypervolume, nondominated_fronts, pareto_front
+from autopeft.record.pareto import Point, Reference, hypervolume, pareto_front
 from autopeft.record.storage import StoreUnavailable
 from autopeft.record.study import (
     BRACKET,
@@ -287,11 +287,9 @@ class SearchLoop:
         """(target, seed, plan) of every re-evaluation the first ``final.fronts`` fronts and the baselines still lack."""
         if self.job.final.seeds == 0:
             return []
-        fronts = nondominated_fronts(self.record.finished_points(), self.job.final.fronts)
-        candidates = [p for front in fronts for p in front if p.quality > self.reference.quality]
-        targets = [(f"trial:{p.trial}", self.record.plan_of(p.trial)) for p in candidates]
-        targets += [(f"baseline:{name}", self.prepared.baselines[name]) for name in self.record.baseline_points()
-                    if name in self.prepared.baselines]
+        targets = [(target, self.record.plan_of(which) if isinstance(which, int) else self.prepared.baselines.get(which))
+                   for target, which in self.record.final_targets(self.job.final.fronts)]
+        targets = [(target, plan) for target, plan in targets if plan is not None]
         final = self.record.final
         return [(target, seed, plan) for target, plan in targets for seed in range(1, self.job.final.seeds + 1)
                 if seed not in self.record.final_seeds(target, final)]
@@ -771,6 +769,7 @@ def _run_search(job: JobSpec, progress: bool, prepared: Prepared, record: StudyR
     record.study.sampler = make_sampler(job.optimizer.sampler, job.seed, job.optimizer.n_startup_trials, domain)
     orphans = record.interrupt_orphans() if resuming else []
     if resuming:
+        record.resubmitted(job.public_dict())
         requeued = record.requeue_interrupted()
         if requeued:
             log.warning("trials %s were interrupted: their plans run again first", ", ".join(map(str, requeued)))
