@@ -21,7 +21,9 @@ exact and known to autopeft's sampler, while quality is a black box:
     prefix, each placed per layer, and the learning rate scaled per method: 38 dimensions) on
     the same debates task at one epoch (``jobs/debates_mixed.yaml``);
   - ``rotten-lora``: the space of ``debates-lora`` on MiniLM-L6 + Rotten Tomatoes
-    (``jobs/rotten_lora_trials.yaml``): one space on a second task.
+    (``jobs/rotten_lora_trials.yaml``): one space on a second task;
+  - any other job file whose trials ``collect_trials.py`` has collected, given by its path
+    (``--problems my_job.yaml``): a benchmark of the user's own model, task and space.
 
 Each search runs to the largest budget; the hypervolume at a smaller budget is that of its first
 trials. Hypervolume is normalised by that of the best front any run found on the problem. With
@@ -53,6 +55,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
+from autopeft.errors import UserError  # noqa: E402
 from autopeft.optimize.domain import Domain, point_key, space_domain  # noqa: E402
 from autopeft.optimize.propose import Proposer  # noqa: E402
 from autopeft.optimize.registry import SAMPLERS, make_sampler  # noqa: E402
@@ -148,8 +151,12 @@ def _real_problem(name: str) -> Problem:
     from autopeft.space.search_space import load_space
     from autopeft.workers.models import model_shape
 
-    job = load_job(HERE / "jobs" / REAL[name])
-    rows = list(csv.DictReader((HERE / "data" / f"{job.name}.csv").open()))
+    job = load_job(HERE / "jobs" / REAL[name] if name in REAL else Path(name))
+    data = HERE / "data" / f"{job.name}.csv"
+    if not data.is_file():
+        raise SystemExit(f"{name}: no real trials of the job '{job.name}' in {data}: collect them first with "
+                         f"python benchmarks/collect_trials.py {name}")
+    rows = list(csv.DictReader(data.open()))
     space = load_space(job.search_space, model_shape(job.model, int(rows[0]["num_labels"])), job.fidelity.learning_rate)
     names = tuple(d.name for d in space.dimensions)
     x = np.array([[int(r[n]) for n in names] for r in rows])
@@ -185,7 +192,18 @@ def _real_problem(name: str) -> Problem:
 
 @cache
 def problem(name: str) -> Problem:
-    return _real_problem(name) if name in REAL else _grid_problem(name)
+    return _real_problem(name) if is_real(name) else _grid_problem(name)
+
+
+def is_real(name: str) -> bool:
+    """Whether the problem is a real-trial benchmark: one of ``REAL``, or a job file given by its path."""
+    return name in REAL or name.endswith((".yaml", ".yml"))
+
+
+def _problem_arg(value: str) -> str:
+    if value in PROBLEMS or (is_real(value) and Path(value).is_file()):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is neither one of {', '.join(PROBLEMS)} nor a job file (.yaml) that exists")
 
 
 def _sampler(name: str, prob: Problem, seed: int) -> optuna.samplers.BaseSampler:
@@ -260,7 +278,8 @@ def _key(record: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=PROBLEMS)
+    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), type=_problem_arg,
+                        help=f"{', '.join(PROBLEMS)}, or the path of a job file whose trials collect_trials.py collected")
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--budgets", type=int, nargs="+", default=[20, 50, 100])
@@ -272,6 +291,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
+    for name in args.problems:  # built once here, before any search: a job file's mistake stops the run with its message
+        try:
+            problem(name)
+        except UserError as exc:
+            raise SystemExit(f"{name}: {exc}") from None
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.out / "optimizer_runs.jsonl"
     records = {}
@@ -396,7 +420,7 @@ def _targets(args, medians: dict, latencies: list[dict]) -> list[str]:
             out.append(f"- {name}: {parallel} in parallel loses {100 * loss:.1f}% at {mid}: "
                        f"{'met' if loss <= 0.10 else 'NOT met'} (at most 10%)")
     ratios = []
-    for name in [n for n in args.problems if n in REAL]:
+    for name in [n for n in args.problems if is_real(n)]:
         for b in (20, 50):
             mine, gp = medians.get((name, "autopeft", 1, b)), medians.get((name, "gp", 1, b))
             if mine is None or gp is None:

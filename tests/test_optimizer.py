@@ -1,4 +1,9 @@
-"""Every selectable sampler proposes valid points of the PEFT space through the study."""
+"""Every selectable sampler proposes valid points of the PEFT space through the study; the optimizer benchmark runs on
+a user's own collected trials."""
+
+import subprocess
+import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -36,3 +41,28 @@ def test_unknown_sampler_is_refused():
         make_sampler("cmaes", seed=0)
     with pytest.raises(ValueError, match="domain"):
         make_sampler("autopeft", seed=0)
+
+
+def test_the_optimizer_benchmark_runs_on_a_job_file_whose_trials_were_collected(tmp_path):
+    """`benchmarks/optimizer.py --problems JOB.yaml`: a user's own real trials as a benchmark, the same one as a built-in
+    problem when it is the same job; a job file whose space cannot be read stops the run with its message."""
+    benchmarks = Path(__file__).parent.parent / "benchmarks"
+    text = (benchmarks / "jobs" / "rotten_lora_trials.yaml").read_text()
+    job = tmp_path / "my_job.yaml"
+    job.write_text(text.replace("search_space: lora_lr.yaml", f"search_space: {benchmarks / 'jobs' / 'lora_lr.yaml'}"))
+    command = [sys.executable, str(benchmarks / "optimizer.py"), "--samplers", "random", "--seeds", "2", "--budgets", "12",
+               "--parallel", "1", "--random-budget", "12", "--latency", "--workers", "1"]
+    run = subprocess.run([*command, "--problems", str(job), "rotten-lora", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = {name: [line.removeprefix(f"| {name} | ") for line in run.stdout.splitlines() if line.startswith(f"| {name} | ")]
+            for name in ("rotten-lora", str(job))}
+    assert len(rows[str(job)]) == 3 and rows[str(job)] == rows["rotten-lora"]  # hypervolume, its sources, the forest's fit
+    assert rows[str(job)][-1].startswith("150 | ")  # fitted on its 150 trials
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(text)  # its space, lora_lr.yaml, is not beside it
+    run = subprocess.run([*command, "--problems", str(broken), "--out", str(tmp_path / "none")], capture_output=True,
+                         text=True, timeout=600, check=False)
+    assert run.returncode == 1 and f"{broken}: search_space: space file '{tmp_path / 'lora_lr.yaml'}' does not exist" in run.stderr
+    assert not (tmp_path / "none").exists()
