@@ -148,8 +148,7 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
         best=max((p.quality for p in points), default=None), devices=devices, driver=live_driver(record.study),
         waiting=len(waiting), pruned=sum(1 for t in trials if t.state == States.PRUNED), rungs=rungs,
         silent_rungs=record.rungs_told_nothing(fidelity["reduction_factor"]) if rungs else [],
-        baseline_points=record.baseline_points(), final=_reevaluation(record, searched=done >= budget and len(record.baselines) >= len(
-            job.get("baselines") or [])))
+        baseline_points=record.baseline_points(), final=_reevaluation(record, searched=done >= budget and set(job.get("baselines") or []) <= set(record.baselines)))
 
 
 def _reevaluation(record: StudyRecord, searched: bool) -> Reevaluation | None:
@@ -159,7 +158,9 @@ def _reevaluation(record: StudyRecord, searched: bool) -> Reevaluation | None:
     final = record.final
     if not seeds and not final:
         return None
-    targets = [target for target, _ in record.final_targets(int(spec.get("fronts") or 1))] if searched and seeds else []
+    named = set(record.job.get("baselines") or [])  # a baseline left out of the job on resume is not re-evaluated
+    targets = [target for target, which in record.final_targets(int(spec.get("fronts") or 1))
+               if isinstance(which, int) or which in named] if searched and seeds else []
     outcomes = [r for target in targets for seed, r in final.get(target, {}).items() if int(seed) <= seeds]
     done = sum(1 for r in outcomes if "quality" in r)
     points, baselines = record.final_points()
