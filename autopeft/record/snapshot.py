@@ -148,7 +148,8 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
         best=max((p.quality for p in points), default=None), devices=devices, driver=live_driver(record.study),
         waiting=len(waiting), pruned=sum(1 for t in trials if t.state == States.PRUNED), rungs=rungs,
         silent_rungs=record.rungs_told_nothing(fidelity["reduction_factor"]) if rungs else [],
-        baseline_points=record.baseline_points(), final=_reevaluation(record, searched=done >= budget and set(job.get("baselines") or []) <= set(record.baselines)))
+        baseline_points=record.baseline_points(),
+        final=_reevaluation(record, searched=done >= budget and set(job.get("baselines") or []) <= set(record.baselines)))
 
 
 def _reevaluation(record: StudyRecord, searched: bool) -> Reevaluation | None:
