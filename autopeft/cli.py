@@ -257,7 +257,8 @@ def render_snapshot(snap) -> str:
         lines.append("trained on: " + ", ".join(f"{d} ({n})" for d, n in sorted(snap.devices.items())))
     if snap.running:
         lines += ["", "running now:", f"{'trial':>9}  {'elapsed':>8}  plan" + ("  (node)" if any(r.node for r in snap.running) else "")]
-        lines += [f"{r.trial:>9}  {r.seconds:>7.0f}s  {r.plan}" + (f"  ({r.node})" if r.node else "") for r in snap.running]
+        lines += [f"{'' if r.trial is None else r.trial:>9}  {r.seconds:>7.0f}s  {r.plan}" + (f"  ({r.node})" if r.node else "")
+                  for r in snap.running]
     if snap.failures:
         lines += ["", "failed:", f"{'trial':>9}  reason"]
         lines += [f"{f.trial:>9}  {f.reason}" for f in snap.failures[-10:]]

@@ -28,7 +28,8 @@ def test_watch_follows_a_search_run_by_another_process_and_exits_when_it_finishe
     job_path = write_job(
         tmp_path, model=tiny_bert, trainer="trainers:trains_slowly", fidelity=TINY_FIDELITY,
         task={"train_file": str(reviews_csv), "text_columns": ["review"], "label_column": "sentiment", "validation_size": 100},
-        budget={"trials": 3, "parallel": 1}, optimizer={"sampler": "random"}, objectives={"quality_floor": TINY_FLOOR})
+        budget={"trials": 3, "parallel": 1}, optimizer={"sampler": "random"}, objectives={"quality_floor": TINY_FLOOR},
+        baselines=["lora-r8"], final={"seeds": 1})
     driver = autopeft("submit", "job.yaml", "--no-progress", cwd=tmp_path)
     study_db = tmp_path / "run" / "study.db"
     deadline = time.monotonic() + 240
@@ -44,6 +45,10 @@ def test_watch_follows_a_search_run_by_another_process_and_exits_when_it_finishe
     assert "running: driver process" in out and f"process {driver.pid}" in out
     assert "running now:" in out  # a trial seen while it trained, with its plan and elapsed time
     seen = [part.splitlines()[2] for part in out.split("running now:")[1:]]
+    # the baseline and the re-evaluation are seen as they train, named, with their plan
+    assert any(line.split()[0].endswith("s") and "baseline lora-r8: " in line for line in seen), seen
+    assert any("re-evaluation of trial " in line and "(seed 1): " in line for line in seen), seen
+    seen = [line for line in seen if line.split()[0].isdigit()]
     trained = [line for line in seen if "(being proposed)" not in line]  # a look may fall while a trial is proposed
     assert trained, seen
     running = trained[0]
@@ -51,6 +56,7 @@ def test_watch_follows_a_search_run_by_another_process_and_exits_when_it_finishe
     assert any(f"({socket.gethostname()} (ray node " in line for line in seen)  # and the machine it trains on
     last = out[out.rindex("search 't'"):]
     assert last.startswith("search 't': finished") and "3/3, 0 failed" in last and "running now:" not in last
+    assert "trainings with new seeds (1 per point), 0 failed" in last and "Re-evaluated front (1 new seeds" in last
     front, _ = read_front(job_path)
     assert [int(line.split()[0]) for line in last.split("Pareto front:")[1].splitlines()[2:2 + len(front)]] == \
         [p.trial for p in front]

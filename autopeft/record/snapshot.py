@@ -27,7 +27,7 @@ from autopeft.record.study import (
 
 @dataclass(frozen=True)
 class Running:
-    trial: int
+    trial: int | None  # None: a baseline or a re-evaluation, named in ``plan``
     plan: str
     seconds: float  # since it started
     node: str = ""  # the machine and Ray node of its worker
@@ -137,15 +137,18 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
     for t in record.completed():
         device = " ".join(filter(None, (t.user_attrs.get(NODE), t.user_attrs.get(DEVICE, "?"))))
         devices[device] = devices.get(device, 0) + 1
+    driver = live_driver(record.study)
+    others = [Running(None, f"{label}: {w['plan']}", max(0.0, now.timestamp() - w["since"]), w.get("node", ""))
+              for label, w in record.running_work.items()] if driver is not None else []
     return Snapshot(
         name=record.study.study_name, metric=job.get("task", {}).get("metric", "quality"),
         trials=budget, done=done, failed=failed,
         baselines=len(job.get("baselines") or []), baselines_done=len(record.baselines),
         running=[Running(t.number, _rung_text(t.user_attrs) + t.user_attrs.get(PLAN_SUMMARY, "(being proposed)"),
                          (now - t.datetime_start).total_seconds() if t.datetime_start else 0.0, t.user_attrs.get(NODE, ""))
-                 for t in running],
+                 for t in running] + others,
         failures=failures, front=front, reference=reference, hypervolume=hypervolume(points, reference),
-        best=max((p.quality for p in points), default=None), devices=devices, driver=live_driver(record.study),
+        best=max((p.quality for p in points), default=None), devices=devices, driver=driver,
         waiting=len(waiting), pruned=sum(1 for t in trials if t.state == States.PRUNED), rungs=rungs,
         silent_rungs=record.rungs_told_nothing(fidelity["reduction_factor"]) if rungs else [],
         baseline_points=record.baseline_points(),

@@ -34,6 +34,7 @@ MEMORY_ESTIMATE = "memory_estimate_gb"
 SKIPPED, INTERRUPTED, ERROR, FAILURE = "skipped", "interrupted", "error", "failure"
 FINAL = "final"  # on the study: the re-evaluations of front points and baselines, by target and seed
 REQUEUED = "requeued"  # on the study: interrupted trials whose plans were queued to run again
+RUNNING_WORK = "running_work"  # on the study: the baselines and re-evaluations training now, for whoever watches
 OUT_OF_MEMORY = "out of memory"  # a FAILURE: the trial's device or host ran out of memory
 TIMEOUT = "timeout"  # a FAILURE: the trial ran longer than the trial timeout and its worker was stopped
 WORKER_LOST = "worker lost"  # a FAILURE: the trial's worker process died on every attempt
@@ -208,6 +209,15 @@ class StudyRecord:
         """Finished baselines as points (failed ones left out), keyed by name."""
         return {name: Point(trial=-1, quality=r["quality"], params=int(r["params"]), pct=r["pct"], plan=r["plan"])
                 for name, r in self.baselines.items() if "quality" in r}
+
+    @property
+    def running_work(self) -> dict[str, dict]:
+        """The baselines and re-evaluations the driver noted as training now, by label: ``since`` (epoch seconds),
+        ``node`` and ``plan``. Left behind by a driver that was killed: read it only while a driver is live."""
+        return dict(self.study.user_attrs.get(RUNNING_WORK, {}))
+
+    def note_running_work(self, running: dict[str, dict]) -> None:
+        self.study.set_user_attr(RUNNING_WORK, running)
 
     # -- re-evaluation of the final front -----------------------------------------------------------
 

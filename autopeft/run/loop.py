@@ -240,6 +240,7 @@ class SearchLoop:
         self._front_drawn = -FRONT_EVERY  # when the Pareto table and interactive chart were last written
         self._front_due = False  # a result came in since they were
         self._points: list[Point] | None = None  # the finished trials' points, kept as results come in
+        self._running_noted: dict | None = None  # the baselines and re-evaluations last written as running
 
     def run(self) -> None:
         status = "FAILED"
@@ -497,7 +498,7 @@ class SearchLoop:
         request = trial_request(self.prepared, work.plan, trial_number=work.trial_number, baseline=work.baseline,
                                 **work.overrides)
         work.actor, ref = self.pool.submit(request)
-        work.started, work.node, work.up = time.monotonic(), "", None
+        work.started, work.since, work.node, work.up = time.monotonic(), time.time(), "", None
         self.running[ref] = work
         self._note_nodes()
 
@@ -514,6 +515,15 @@ class SearchLoop:
                     work.up = time.monotonic()
                     if isinstance(work, TrialWork):
                         work.trial.set_user_attr(NODE, work.node)
+        self._note_running_work()
+
+    def _note_running_work(self) -> None:
+        """Write the baselines and re-evaluations training now to the study when they change (trials are its own)."""
+        noted = {work.label: {"since": work.since, "node": work.node, "plan": work.plan.describe()}
+                 for work in self.running.values() if not isinstance(work, TrialWork)}
+        if noted != self._running_noted:
+            self.record.note_running_work(noted)
+            self._running_noted = noted
 
     def trial_timeout(self) -> float | None:
         """Seconds a trial may run: the job's, else ten times the slowest finished one (at least 15 minutes)."""
@@ -704,6 +714,8 @@ class SearchLoop:
             for work in self.running.values():
                 self.tracker.kill_trial(work.run_id, STOPPED)
                 work.stopped(self.record)
+            if status is not None and self._running_noted:  # (status None: another driver has the search now)
+                self.record.note_running_work({})
             if status is not None:  # a trial stopped between being proposed and being sent to a worker
                 for run_id in self.record.interrupt_orphans():
                     self.tracker.kill_trial(run_id, STOPPED)
