@@ -162,15 +162,24 @@ def searched(tmp_path_factory, tiny_bert, reviews_csv, ray_local):
     return job
 
 
-def study_being_created(name: str, storage: str):
-    """The study a search in another process is creating; None until its store and study exist."""
+def trials_being_created(name: str, storage: str):
+    """The trials of the study a search in another process is creating; None until its store and
+    study exist. The store's connection is closed before it returns: a test that polls a server
+    every second would otherwise hold a connection per look until the garbage collector ran, and
+    PostgreSQL refuses clients past its hundredth."""
     import optuna
     import sqlalchemy.exc
 
     try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # no study yet, or its schema being written at this instant
+        backend = optuna.storages.RDBStorage(storage)
+    except sqlalchemy.exc.SQLAlchemyError:  # its schema being written at this instant
         return None
+    try:
+        return optuna.load_study(study_name=name, storage=backend).trials
+    except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # no study yet
+        return None
+    finally:
+        backend.engine.dispose()
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY_FIDELITY, free_port, study_being_created, write_job
+from conftest import TINY_FIDELITY, free_port, trials_being_created, write_job
 
 BIN = Path(sys.executable).parent
 TESTS = Path(__file__).parent
@@ -188,11 +188,9 @@ def test_a_search_spreads_over_two_nodes_and_survives_losing_one(tmp_path, tiny_
     second = ray_cluster["second_id"][:8]
 
     def on_second_node(state):
-        study = study_being_created(name, storage)
-        if study is None:
-            return []
+        trials = trials_being_created(name, storage) or []
         assert driver.poll() is None, driver.stdout.read()[-4000:]
-        return [t for t in study.trials if t.state == state and second in t.user_attrs.get("node", "")]
+        return [t for t in trials if t.state == state and second in t.user_attrs.get("node", "")]
 
     wait_until(lambda: on_second_node(optuna.trial.TrialState.COMPLETE), 400, "a trial to finish on the second node", every=1)
     lost = wait_until(lambda: on_second_node(optuna.trial.TrialState.RUNNING), 120, "a trial running on the second node",

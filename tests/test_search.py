@@ -15,7 +15,7 @@ from autopeft.api import read_front, submit
 from autopeft.cli import main
 from autopeft.job.load import load_job
 from autopeft.record.study import StudyRecord
-from conftest import TINY_FIDELITY, TINY_FLOOR, study_being_created, write_job
+from conftest import TINY_FIDELITY, TINY_FLOOR, trials_being_created, write_job
 
 
 def tiny_job(tmp_path, tiny_bert, reviews_csv, **overrides):
@@ -239,8 +239,8 @@ def test_a_second_driver_is_refused_while_the_first_runs_and_a_signal_stops_it_c
     while not running and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(2)
         if job.layout.study_db.is_file():
-            study = study_being_created(job.name, job.optuna_storage)
-            running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING] if study else []
+            trials = trials_being_created(job.name, job.optuna_storage) or []
+            running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
             running = running and runs_of(job)[2]  # its MLflow run exists: sent to a worker, not only proposed
     assert running, driver.communicate(timeout=60)
 
@@ -524,8 +524,7 @@ def test_a_driver_killed_mid_trial_is_resumed_by_the_next_submit_with_nothing_lo
     while not running and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(2)
         if job.layout.study_db.is_file():
-            study = study_being_created(job.name, job.optuna_storage)
-            running = [t for t in (study.trials if study else [])
+            running = [t for t in trials_being_created(job.name, job.optuna_storage) or []
                        if t.state == optuna.trial.TrialState.RUNNING and "mlflow_run_id" in t.user_attrs]
     assert running
     driver.send_signal(signal.SIGKILL)  # no clean-up of any kind

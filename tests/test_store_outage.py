@@ -14,7 +14,7 @@ from pathlib import Path
 
 import optuna
 
-from conftest import free_port, study_being_created
+from conftest import free_port, trials_being_created
 from test_search import tiny_job
 
 
@@ -60,10 +60,8 @@ def test_a_search_goes_on_while_its_mlflow_server_is_down_and_writes_everything_
         while driver.poll() is None and time.monotonic() < deadline:  # the first trial finishes with MLflow up
             time.sleep(1)
             if job.layout.study_db.is_file():
-                study = study_being_created(job.name, job.optuna_storage)
-                if study is None:
-                    continue
-                if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+                trials = trials_being_created(job.name, job.optuna_storage) or []
+                if any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
                     break
         _stop(server)
         time.sleep(30)  # trials go on finishing while MLflow is down
