@@ -73,6 +73,16 @@ def test_the_front_and_baselines_are_retrained_with_new_seeds_once_and_export_ta
         assert out.startswith(f"search '{job.name}': {status}\n")
         assert f"] {retrainings - (0 if lost else 1)}/{retrainings} trainings with new seeds (2 per point), {len(lost) // 2} failed" in out
         assert ("Re-evaluated front so far (2 new seeds" in out) == (not lost)
+    # a job resumed with other baselines: the search waits for the new one; a dropped one is not re-evaluated
+    for baselines, status, shown in ((["ia3"], "stopped before its budget", "baselines 0/1"),
+                                     ([], "finished", f"{retrainings - 2}/{retrainings - 2} trainings")):
+        copy = tmp_path / f"study-{len(baselines)}-baselines.db"
+        shutil.copy(job.run_dir / "study.db", copy)
+        study = optuna.load_study(study_name=job.name, storage=f"sqlite:///{copy}")
+        study.set_user_attr("job", {**study.user_attrs["job"], "baselines": baselines})
+        assert main(["watch", str(copy), "--once"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"search '{job.name}': {status}") and shown in out
 
     again = submit(job, progress=False)  # nothing left to re-train: no new run
     runs = client.search_runs([experiment.experiment_id], max_results=1000)

@@ -3,7 +3,7 @@ that reaches the study's store, without touching the search."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from autopeft.errors import UserError
@@ -130,6 +130,7 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
                 if t.state == States.FAIL and not ({SKIPPED, INTERRUPTED} & set(t.user_attrs))]
     done, failed = record.done()
     budget = int(job.get("budget", {}).get("trials", done))
+    named = set(job.get("baselines") or [])
     points = record.finished_points()
     reference = record.reference
     front = pareto_front(points, reference.quality)
@@ -140,10 +141,10 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
     driver = live_driver(record.study)
     others = [Running(None, f"{label}: {w['plan']}", max(0.0, now.timestamp() - w["since"]), w.get("node", ""))
               for label, w in record.running_work.items()] if driver is not None else []
-    return Snapshot(
+    snap = Snapshot(
         name=record.study.study_name, metric=job.get("task", {}).get("metric", "quality"),
         trials=budget, done=done, failed=failed,
-        baselines=len(job.get("baselines") or []), baselines_done=len(record.baselines),
+        baselines=len(named), baselines_done=len(named & set(record.baselines)),
         running=[Running(t.number, _rung_text(t.user_attrs) + t.user_attrs.get(PLAN_SUMMARY, "(being proposed)"),
                          (now - t.datetime_start).total_seconds() if t.datetime_start else 0.0, t.user_attrs.get(NODE, ""))
                  for t in running] + others,
@@ -151,23 +152,23 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
         best=max((p.quality for p in points), default=None), devices=devices, driver=driver,
         waiting=len(waiting), pruned=sum(1 for t in trials if t.state == States.PRUNED), rungs=rungs,
         silent_rungs=record.rungs_told_nothing(fidelity["reduction_factor"]) if rungs else [],
-        baseline_points=record.baseline_points(),
-        final=_reevaluation(record, searched=done >= budget and set(job.get("baselines") or []) <= set(record.baselines)))
+        baseline_points=record.baseline_points())
+    return replace(snap, final=_reevaluation(record, snap.searched, named, points))
 
 
-def _reevaluation(record: StudyRecord, searched: bool) -> Reevaluation | None:
-    """Where the re-evaluation stands (None when the job asks for none); its total is known once the search is done."""
+def _reevaluation(record: StudyRecord, searched: bool, named: set[str], points: list[Point]) -> Reevaluation | None:
+    """Where the re-evaluation stands (None when the job asks for none); its total is known once the search is done.
+    ``named``: the job's baselines (one left out of the job on resume is not re-evaluated); ``points``: the finished ones."""
     spec = record.job.get("final") or {}
     seeds = int(spec.get("seeds") or 0)
     final = record.final
     if not seeds and not final:
         return None
-    named = set(record.job.get("baselines") or [])  # a baseline left out of the job on resume is not re-evaluated
-    targets = [target for target, which in record.final_targets(int(spec.get("fronts") or 1))
+    targets = [target for target, which in record.final_targets(int(spec.get("fronts") or 1), points)
                if isinstance(which, int) or which in named] if searched and seeds else []
     outcomes = [r for target in targets for seed, r in final.get(target, {}).items() if int(seed) <= seeds]
     done = sum(1 for r in outcomes if "quality" in r)
-    points, baselines = record.final_points()
+    points, baselines = record.final_points(points, final)
     return Reevaluation(seeds=seeds, total=len(targets) * seeds, done=done, failed=len(outcomes) - done,
                         front=pareto_front(points, record.reference.quality), baselines=baselines,
                         hypervolume=hypervolume(points, record.reference))

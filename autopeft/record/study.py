@@ -235,16 +235,19 @@ class StudyRecord:
         final = self.final if final is None else final
         return {int(seed): r["quality"] for seed, r in final.get(target, {}).items() if "quality" in r}
 
-    def final_targets(self, fronts: int) -> list[tuple[str, int | str]]:
+    def final_targets(self, fronts: int, points: list[Point] | None = None) -> list[tuple[str, int | str]]:
         """What the re-evaluation trains again, as (target, trial number or baseline name): the points of the
-        search's first ``fronts`` non-dominated fronts that score above the quality floor, then the finished baselines."""
+        search's first ``fronts`` non-dominated fronts that score above the quality floor, then the finished baselines
+        (``points``: the finished points, where the caller has read them already)."""
         floor = self.reference.quality
-        points = [p for front in nondominated_fronts(self.finished_points(), fronts) for p in front if p.quality > floor]
+        points = self.finished_points() if points is None else points
+        points = [p for front in nondominated_fronts(points, fronts) for p in front if p.quality > floor]
         return [(f"trial:{p.trial}", p.trial) for p in points] + [(f"baseline:{name}", name) for name in self.baseline_points()]
 
-    def final_points(self) -> tuple[list[Point], dict[str, Point]]:
-        """Re-evaluated trials and baselines as points whose quality is the mean over their seeds."""
-        final = self.final
+    def final_points(self, points: list[Point] | None = None, final: dict | None = None) -> tuple[list[Point], dict[str, Point]]:
+        """Re-evaluated trials and baselines as points whose quality is the mean over their seeds (``points`` and
+        ``final``: the finished points and the re-evaluations, where the caller has read them already)."""
+        final = self.final if final is None else final
         if not final:
             return [], {}
 
@@ -255,7 +258,7 @@ class StudyRecord:
             return replace(point, quality=float(np.mean(qualities)), std=float(np.std(qualities, ddof=1 if len(qualities) > 1 else 0)),
                            seeds=len(qualities))
 
-        trials = [averaged(p, f"trial:{p.trial}") for p in self.finished_points()]
+        trials = [averaged(p, f"trial:{p.trial}") for p in (self.finished_points() if points is None else points)]
         baselines = {name: averaged(p, f"baseline:{name}") for name, p in self.baseline_points().items()}
         return [p for p in trials if p is not None], {n: p for n, p in baselines.items() if p is not None}
 

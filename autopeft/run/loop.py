@@ -714,10 +714,10 @@ class SearchLoop:
             for work in self.running.values():
                 self.tracker.kill_trial(work.run_id, STOPPED)
                 work.stopped(self.record)
-            if status is not None and self._running_noted:  # (status None: another driver has the search now)
-                self.record.note_running_work({})
-            if status is not None:  # a trial stopped between being proposed and being sent to a worker
-                for run_id in self.record.interrupt_orphans():
+            if status is not None:  # (None: another driver has the search now, and its trials and list)
+                if self._running_noted:
+                    self.record.note_running_work({})
+                for run_id in self.record.interrupt_orphans():  # stopped between being proposed and being sent to a worker
                     self.tracker.kill_trial(run_id, STOPPED)
             points = self.record.finished_points()
         except StoreUnavailable:  # trials left running are marked interrupted when the search resumes
