@@ -6,6 +6,7 @@ import json
 import shutil
 
 import optuna
+import pytest
 
 from autopeft.api import export, read_final, submit
 from autopeft.cli import main
@@ -149,3 +150,25 @@ def test_a_search_resumed_with_a_re_evaluation_and_more_trials_resumes_again_and
     out = capsys.readouterr().out
     assert out.startswith(f"search '{more.name}': finished\n") and "] 3/3, 0 failed" in out
     assert f"Re-evaluated front (1 new seeds per point, mean ± std; hypervolume {summary.final_hypervolume:.4f}):" in out
+
+
+def test_a_search_stopped_during_its_re_evaluation_says_so_in_its_report(tmp_path, tiny_bert, reviews_csv, ray_local,
+                                                                         monkeypatch):
+    from autopeft.run.pool import WorkerPool
+
+    sent = WorkerPool.submit
+
+    def stopped_at_the_re_evaluation(self, request):  # Ctrl-C as the first re-training is sent to its worker
+        if request.trial_number is None and request.baseline is None and not request.zero_shot:
+            raise KeyboardInterrupt
+        return sent(self, request)
+
+    monkeypatch.setattr(WorkerPool, "submit", stopped_at_the_re_evaluation)
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 2, "parallel": 1},
+                   objectives={"quality_floor": 0.0}, final={"seeds": 1})
+    with pytest.raises(KeyboardInterrupt):
+        submit(job, progress=False)
+    client, parents, children = runs_of(job)
+    assert len(children) == 2 and parents[0].info.status == "KILLED"
+    page = open(client.download_artifacts(parents[0].info.run_id, "report.html", str(tmp_path))).read()
+    assert "<b>stopped before its re-evaluation finished: submit the same job again to resume it</b>" in page

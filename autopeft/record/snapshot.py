@@ -197,9 +197,9 @@ def _trial_rows(record: StudyRecord) -> list:
     return rows
 
 
-def report_page(record: StudyRecord, status: str | None = None) -> str:
-    """The search in ``record`` as one self-contained HTML page (``autopeft report``); ``status``
-    replaces the state read from the study (the driver's own, as it stops)."""
+def report_page(record: StudyRecord, stopping: bool = False) -> str:
+    """The search in ``record`` as one self-contained HTML page (``autopeft report``); ``stopping``: the page of
+    the driver that is stopping, whose lease is still held, with the status the search has once it has stopped."""
     from autopeft.dashboards.dimensions_chart import dimensions_png, trial_dimensions
     from autopeft.dashboards.hypervolume_chart import hypervolume_png
     from autopeft.dashboards.pareto_chart import pareto_svg
@@ -208,6 +208,8 @@ def report_page(record: StudyRecord, status: str | None = None) -> str:
     from autopeft.workers.models import model_shape
 
     snap = snapshot(record)
+    if stopping:
+        snap = replace(snap, driver=None)
     points = record.finished_points()
     baselines = snap.baseline_points
     charts: dict[str, bytes | str] = {"Quality against trainable parameters (hover a point; click it for its row)": pareto_svg(
@@ -225,6 +227,6 @@ def report_page(record: StudyRecord, status: str | None = None) -> str:
     summary = (f"{snap.done} of {snap.trials} trials, {snap.failed} failed; front {len(snap.front)} points; "
                f"hypervolume {snap.hypervolume:.4f}" + (f"; best {snap.metric} {snap.best:.4f}" if snap.best is not None else ""))
     return report_html(ReportData(
-        name=snap.name, metric=snap.metric, status=status or snap.status, summary=summary, reference=snap.reference, points=points,
+        name=snap.name, metric=snap.metric, status=snap.status, summary=summary, reference=snap.reference, points=points,
         front=snap.front, baselines=baselines, trials=_trial_rows(record), final_front=snap.final.front if snap.final else [],
         final_baselines=snap.final.baselines if snap.final else {}, charts=charts))

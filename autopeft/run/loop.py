@@ -731,8 +731,7 @@ class SearchLoop:
         if status == "FINISHED" and self.job.final.seeds:
             self._log_final_front()
         if points:
-            state = "finished" if status == "FINISHED" else "stopped before its budget: submit the same job again to resume it"
-            self.tracker.log_chart("report.html", report_page(self.record, state).encode())
+            self.tracker.log_chart("report.html", report_page(self.record, stopping=True).encode())
         self.tracker.finish_search(status, {"FINISHED": "finished", "KILLED": "stopped"}.get(status, "failed"))
         self._settle_charts()
 
