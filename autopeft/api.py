@@ -47,15 +47,16 @@ def read_front(job: JobSpec | str | Path) -> tuple[list[Point], Reference]:
     """The current Pareto front of a job's search and its hypervolume reference point."""
     from autopeft.record.study import StudyRecord
 
-    record = StudyRecord.load(_job(job))
-    return pareto_front(record.finished_points(), record.reference.quality), record.reference
+    with StudyRecord.load(_job(job)) as record:
+        return pareto_front(record.finished_points(), record.reference.quality), record.reference
 
 
 def count_scored(job: JobSpec | str | Path) -> int:
     """How many of a job's trials were trained to the end and scored, above the quality floor or not."""
     from autopeft.record.study import StudyRecord
 
-    return len(StudyRecord.load(_job(job)).finished_points())
+    with StudyRecord.load(_job(job)) as record:
+        return len(record.finished_points())
 
 
 def read_final(job: JobSpec | str | Path) -> tuple[list[Point], dict[str, Point]]:
@@ -63,16 +64,17 @@ def read_final(job: JobSpec | str | Path) -> tuple[list[Point], dict[str, Point]
     empty when the job re-evaluates nothing or its re-evaluation has not run."""
     from autopeft.record.study import StudyRecord
 
-    record = StudyRecord.load(_job(job))
-    trials, baselines = record.final_points()
-    return pareto_front(trials, record.reference.quality), baselines
+    with StudyRecord.load(_job(job)) as record:
+        trials, baselines = record.final_points()
+        return pareto_front(trials, record.reference.quality), baselines
 
 
 def read_baselines(job: JobSpec | str | Path) -> dict[str, Point]:
     """The named baselines that have finished in a job's search, by name."""
     from autopeft.record.study import StudyRecord
 
-    return StudyRecord.load(_job(job)).baseline_points()
+    with StudyRecord.load(_job(job)) as record:
+        return record.baseline_points()
 
 
 def export(job: JobSpec | str | Path, pick: str = "knee", out: str | Path = "adapter"):

@@ -47,7 +47,11 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
     ``baseline=<name>``; also written: ``autopeft_point.json`` with the point's metrics, plan and
     origin (job, trial or baseline, MLflow run).
     """
-    record = StudyRecord.load(job)
+    with StudyRecord.load(job) as record:
+        return _export(job, record, how, out)
+
+
+def _export(job: JobSpec, record: StudyRecord, how: str, out: str | Path) -> Exported:
     final, final_baselines = record.final_points()
     shape = model_shape(job.model, record.num_labels)
     if how.startswith("baseline="):

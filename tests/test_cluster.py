@@ -260,6 +260,28 @@ def test_ray_job_submit_runs_a_search_on_the_cluster(tmp_path, tiny_bert, review
     assert all(any(node in t.user_attrs["node"] for node in cluster_nodes) for t in study.trials)
     assert postgres[1] not in job.stdout + job.stderr
 
+    # a script that follows the search through the API, 150 reads of the shared store, keeps no connection
+    # open after each (with the garbage collector off, as in a busy process where it seldom runs)
+    import gc
+
+    import psycopg
+
+    from autopeft.api import count_scored, read_front
+
+    def connections() -> int:
+        with psycopg.connect(f"{postgres[0]}/postgres") as db:
+            return db.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = 'optuna'").fetchone()[0]
+
+    before = connections()  # the test's own study's, above
+    gc.disable()
+    try:
+        for _ in range(75):
+            read_front(work / "job.yaml")
+            scored = count_scored(work / "job.yaml")
+    finally:
+        gc.enable()
+    assert scored == 2 and connections() == before
+
 
 SESSION_FAILED = ("Initialization failure from server:\nTraceback (most recent call last):\n  File \"proxier.py\", line 766\n"
                   "RuntimeError: Starting Ray client server failed. See ray_client_server_23001.err for detailed logs.\n")

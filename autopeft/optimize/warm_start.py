@@ -50,10 +50,15 @@ def map_params(params: dict[str, int], names: Sequence[str], levels: Sequence[in
 def warm_points(source: Path, names: Sequence[str], levels: Sequence[int], limit: int) -> list[dict[str, int]]:
     """Up to ``limit`` points of the earlier search's front above its quality floor, mapped onto this
     space, spread from its smallest plan to its largest; the same mapped point only once."""
-    from autopeft.record.pareto import pareto_front
     from autopeft.record.study import StudyRecord
 
-    record = StudyRecord.at(source, FIELD)
+    with StudyRecord.at(source, FIELD) as record:
+        return _front_points(record, source, names, levels, limit)
+
+
+def _front_points(record, source: Path, names: Sequence[str], levels: Sequence[int], limit: int) -> list[dict[str, int]]:
+    from autopeft.record.pareto import pareto_front
+
     if not record.started:
         raise UserError(FIELD, f"the search in '{source}' has not started", "give a search that has finished trials")
     floor = record.reference.quality

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import replace
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import optuna
@@ -89,9 +90,33 @@ def _quiet() -> None:
 class StudyRecord:
     """A search's study with typed access to what autopeft stores on it."""
 
-    def __init__(self, study: optuna.Study, storage=None):
+    def __init__(self, study: optuna.Study, storage=None, reader=None):
         self.study = study
         self._storage = storage  # autopeft's own storage, where the study was opened with it
+        self._reader = reader  # the database store ``load`` or ``at`` opened, whose connections ``close`` closes
+
+    def close(self) -> None:
+        """Close the connections of a record loaded to be read. A process that reads a search again and again
+        (a script following it through the API) would otherwise keep one per read until the garbage collector
+        ran, and a database server refuses clients past its limit (PostgreSQL's is 100)."""
+        if self._reader is not None:
+            self._reader.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @classmethod
+    def _read(cls, name: str, storage: str) -> StudyRecord:
+        """The study ``name`` in the database at ``storage``, to be read; a ``KeyError`` when it holds none."""
+        backend = optuna.storages.RDBStorage(storage)
+        try:
+            return cls(optuna.load_study(study_name=name, storage=backend), reader=backend)
+        except BaseException:
+            backend.engine.dispose()
+            raise
 
     def batched(self):
         """A block whose trial writes reach the store in one transaction."""
@@ -113,7 +138,7 @@ class StudyRecord:
         if job.stores.optuna_storage is None and not job.layout.study_db.is_file():
             raise UserError("run", f"no search has run for job '{job.name}' (no {job.layout.study_db})", "run 'autopeft submit' first")
         try:
-            return cls(optuna.load_study(study_name=job.name, storage=job.optuna_storage))
+            return cls._read(job.name, job.optuna_storage)
         except KeyError:
             raise UserError("run", f"the study store has no search named '{job.name}'", "run 'autopeft submit' first") from None
 
@@ -142,7 +167,7 @@ class StudyRecord:
         if name is None:
             raise UserError(field, f"'{db}' holds {len(names)} searches ({', '.join(names) or 'none'})",
                             "give the job file of the one you mean")
-        return cls(optuna.load_study(study_name=name, storage=storage))
+        return cls._read(name, storage)
 
     # -- the search --------------------------------------------------------------------------------
 

@@ -109,7 +109,8 @@ def check_job(prepared: Prepared, draws: int = DRAWS) -> JobCheck:
     within = float(domain.feasible(points, costs)[trainable].mean()) if trainable.any() else 0.0
     lengths = example_lengths(prepared)
     if Path(job.run_dir).exists() and job.layout.study_db.is_file():
-        check_resume(StudyRecord.load(job), job, prepared)  # refused here as submit would refuse it
+        with StudyRecord.load(job) as record:
+            check_resume(record, job, prepared)  # refused here as submit would refuse it
     return JobCheck(
         job=job.name, model=job.model, family=shape.family.name, model_type=shape.model_type, layers=shape.num_layers,
         hidden_size=shape.hidden_size, parameters=shape.base_params,
