@@ -167,19 +167,15 @@ def trials_being_created(name: str, storage: str):
     study exist. The store's connection is closed before it returns: a test that polls a server
     every second would otherwise hold a connection per look until the garbage collector ran, and
     PostgreSQL refuses clients past its hundredth."""
-    import optuna
     import sqlalchemy.exc
 
+    from autopeft.record.study import StudyRecord
+
     try:
-        backend = optuna.storages.RDBStorage(storage)
-    except sqlalchemy.exc.SQLAlchemyError:  # its schema being written at this instant
+        with StudyRecord._read(name, storage) as record:
+            return record.study.trials
+    except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # its schema being written at this instant, or no study yet
         return None
-    try:
-        return optuna.load_study(study_name=name, storage=backend).trials
-    except (KeyError, sqlalchemy.exc.SQLAlchemyError):  # no study yet
-        return None
-    finally:
-        backend.engine.dispose()
 
 
 def free_port() -> int:

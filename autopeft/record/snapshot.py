@@ -65,6 +65,7 @@ class Snapshot:
     silent_rungs: list[tuple[int, int, float]] = field(default_factory=list)  # rungs so far that told no plan apart
     baseline_points: dict[str, Point] = field(default_factory=dict)  # the finished baselines, by name
     final: Reevaluation | None = None  # the job re-evaluates its front with new seeds once the search is done
+    points: list[Point] = field(default_factory=list)  # the finished trials
 
     @property
     def searched(self) -> bool:
@@ -152,7 +153,7 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
         best=max((p.quality for p in points), default=None), devices=devices, driver=driver,
         waiting=len(waiting), pruned=sum(1 for t in trials if t.state == States.PRUNED), rungs=rungs,
         silent_rungs=record.rungs_told_nothing(fidelity["reduction_factor"]) if rungs else [],
-        baseline_points=record.baseline_points())
+        baseline_points=record.baseline_points(), points=points)
     return replace(snap, final=_reevaluation(record, snap.searched, named, points))
 
 
@@ -210,8 +211,7 @@ def report_page(record: StudyRecord, stopping: bool = False) -> str:
     snap = snapshot(record)
     if stopping:
         snap = replace(snap, driver=None)
-    points = record.finished_points()
-    baselines = snap.baseline_points
+    points, baselines = snap.points, snap.baseline_points
     charts: dict[str, bytes | str] = {"Quality against trainable parameters (hover a point; click it for its row)": pareto_svg(
         points, snap.front, snap.reference, snap.name, snap.metric, baselines, link="#trial-{n}")}
     if points:

@@ -109,9 +109,10 @@ class StudyRecord:
         self.close()
 
     @classmethod
-    def _read(cls, name: str, storage: str) -> StudyRecord:
-        """The study ``name`` in the database at ``storage``, to be read; a ``KeyError`` when it holds none."""
-        backend = optuna.storages.RDBStorage(storage)
+    def _read(cls, name: str, storage: str | optuna.storages.RDBStorage) -> StudyRecord:
+        """The study ``name`` in the database at ``storage`` (its URL, or a store opened for this record), to be
+        read; a ``KeyError`` when it holds none."""
+        backend = storage if isinstance(storage, optuna.storages.RDBStorage) else optuna.storages.RDBStorage(storage)
         try:
             return cls(optuna.load_study(study_name=name, storage=backend), reader=backend)
         except BaseException:
@@ -157,17 +158,21 @@ class StudyRecord:
         if not db.is_file():
             raise UserError(field, f"'{source}' is neither a job file, a run directory nor a study database",
                             "give the job file or the run directory of a search that has run")
-        storage = f"sqlite:///{db}"
+        backend = None
         try:
-            names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+            backend = optuna.storages.RDBStorage(f"sqlite:///{db}")
+            names = [s.study_name for s in optuna.get_all_study_summaries(backend)]
         except Exception as exc:  # not a database Optuna can read
+            if backend is not None:
+                backend.engine.dispose()
             raise UserError(field, f"cannot read the study database '{db}': {str(exc).splitlines()[0]}",
                             "give the run directory of a search that has run") from None
         name = names[0] if len(names) == 1 else source.name if source.name in names else None
         if name is None:
+            backend.engine.dispose()
             raise UserError(field, f"'{db}' holds {len(names)} searches ({', '.join(names) or 'none'})",
                             "give the job file of the one you mean")
-        return cls._read(name, storage)
+        return cls._read(name, backend)
 
     # -- the search --------------------------------------------------------------------------------
 
