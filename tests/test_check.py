@@ -44,6 +44,7 @@ def test_check_shows_what_peft_would_train_the_data_and_the_share_of_the_space_t
 
     assert summary["largest"]["params"] == trained_by_peft(space.largest_plan()) == largest
     assert summary["smallest"]["params"] == trained_by_peft(space.smallest_plan()) == smallest
+    assert summary["baselines_in_space"] == ["lora-r8"]  # houlsby's adapters are not in a LoRA space
     for name in ("lora-r8", "houlsby"):
         shown = summary["baselines"][name]
         assert shown["params"] == trained_by_peft(baseline_plan(name, shape))

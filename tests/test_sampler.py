@@ -13,7 +13,7 @@ from autopeft.optimize.autopeft_sampler.model import Features
 from autopeft.optimize.autopeft_sampler.sampler import AutoPeftSampler
 from autopeft.optimize.domain import Domain, space_domain
 from autopeft.record.pareto import Reference
-from autopeft.record.study import BRACKET, DIRECTIONS, RUNG, RUNG_QUALITY
+from autopeft.record.study import BASELINES, BRACKET, DIRECTIONS, RUNG, RUNG_QUALITY
 from autopeft.space.search_space import load_space
 from autopeft.workers.models import model_shape
 
@@ -274,3 +274,19 @@ def test_a_plan_tried_under_other_choices_is_not_proposed_again():
     proposed = _run(study, 24, parallel=2)
     plans = [tuple(p[:-1]) for p in proposed]
     assert len(set(plans)) == len(plans)
+
+
+def test_a_baseline_the_space_holds_is_an_observation_and_never_proposed():
+    sampler = AutoPeftSampler(DOMAIN, seed=2, n_startup_trials=4)
+    design = [p for p in sampler._design if np.isfinite(_cost(p[None])[0]) and _cost(p[None])[0] <= BUDGET]
+    taken, failed = tuple(design[0]), tuple(design[2])  # the design's first plan is a finished baseline's, its third a failed one's
+    domain = dataclasses.replace(DOMAIN, baselines={"lora-r8": taken, "ia3": failed})
+    sampler = AutoPeftSampler(domain, seed=2, n_startup_trials=4)
+    study = _study(sampler)
+    study.set_user_attr(BASELINES, {"lora-r8": {"quality": 0.93, "params": 1}, "ia3": {"error": "out of memory"}})
+    proposed = _run(study, 16)
+    assert not any(tuple(p) in (taken, failed) for p in proposed)
+    np.testing.assert_array_equal(np.array(proposed[:3]), np.array([design[1], design[3], design[4]]))
+    _, x_obs, y_obs, costs, fractions, _ = sampler._history(study)
+    x_all, y_all, _, f_all = sampler._with_baselines(study, x_obs, y_obs, costs, fractions)
+    assert len(x_all) == len(x_obs) + 1 and tuple(x_all[-1]) == taken and y_all[-1, 0] == 0.93 and f_all[-1] == 1.0

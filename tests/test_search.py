@@ -392,6 +392,19 @@ def test_a_job_changed_in_what_its_trials_mean_is_refused_on_resume_and_one_chan
     assert len(runs_of(job)[1]) == 1  # the same search, resumed
 
 
+def test_a_baseline_the_space_holds_is_never_trained_again_as_a_trial(tmp_path, tiny_bert, reviews_csv, ray_local):
+    # three plans: LoRA r=8 on query, on value, on both; the last is lora-r8, which the job trains as a baseline
+    (tmp_path / "qv.yaml").write_text("name: qv\nmodules:\n  lora:\n    groups: {query: [0, 8], value: [0, 8]}\n"
+                                      "layers: all\nlearning_rate: fixed\n")
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, search_space=str(tmp_path / "qv.yaml"), budget={"trials": 2, "parallel": 1},
+                   baselines=["lora-r8"], seed=1)
+    summary = submit(job, progress=False)
+    assert summary.finished == 2 and "lora-r8" in summary.baselines
+    with StudyRecord.load(job) as record:
+        plans = sorted(record.plan_of(t.number).describe() for t in record.study.trials)
+    assert plans == ["query:r8 @ layers 0,1", "value:r8 @ layers 0,1"], plans
+
+
 def test_mixed_space_search_with_named_baselines(tmp_path, tiny_bert, reviews_csv, ray_local):
     from autopeft.api import read_baselines
 

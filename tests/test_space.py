@@ -42,6 +42,22 @@ def test_the_learning_rate_is_searched_around_the_jobs_unless_the_space_fixes_it
     assert {d.name: d.choices for d in listed.dimensions}["learning_rate"] == (1e-4, 1e-3)
 
 
+def test_a_named_baseline_is_found_as_a_point_where_the_space_holds_its_plan(shape, tmp_path):
+    from autopeft.workers.methods.base import baseline_plan
+
+    lora_r8 = baseline_plan("lora-r8", shape)
+    space = load_space("lora", shape, learning_rate=2e-3)  # ranks per half of the layers: two choices per group make it
+    point = space.point_of(lora_r8, 2e-3)
+    plan = space.decode(point)
+    assert plan.describe() == "query:r8@0 query:r8@1 value:r8@0 value:r8@1 lr 0.002"
+    assert space.count(plan) == space.count(lora_r8)
+    assert load_space("mixed", shape, learning_rate=2e-3).point_of(baseline_plan("ia3", shape), 2e-3) is None  # IA3 on key, ffn_out
+    entry = {"name": "s", "modules": {"lora": {"groups": {"query": [0, 8], "value": [0, 8]}}}, "layers": "all"}
+    slow = load_space(write_space(tmp_path, {**entry, "learning_rate": [1e-4, 1e-3]}), shape, learning_rate=2e-3)
+    assert slow.point_of(lora_r8, 2e-3) is None  # lora-r8 trains at the job's rate, which the space does not hold
+    assert slow.point_of(lora_r8, 1e-3) is not None
+
+
 def test_decode_turns_ranks_and_bits_into_a_plan(shape):
     space = load_space("lora", shape)
     point = {d.name: 0 for d in space.dimensions}

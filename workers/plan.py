@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .methods.base import METHODS, method, ordered
@@ -42,6 +42,13 @@ class Plan:
     def learning_rate_scale(self, name: str) -> float:
         """The multiple of the plan's learning rate that method ``name`` trains at."""
         return dict(self.learning_rate_scales).get(name, method(name).learning_rate_scale)
+
+    def as_trained(self, learning_rate: float) -> Plan:
+        """This plan with its rates spelled out, given the job's ``learning_rate``: two plans that train alike
+        (one at the job's rate and each method's own scale, one that names them) are then equal."""
+        scales = {n: self.learning_rate_scale(n) for n in self.methods}
+        return replace(self, learning_rate=float(self.learning_rate or learning_rate),
+                       learning_rate_scales=tuple(sorted(scales.items())))
 
     @property
     def methods(self) -> tuple[str, ...]:

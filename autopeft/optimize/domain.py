@@ -61,6 +61,7 @@ class Domain:
     ``rungs``, in a search with rungs, the fractions of the training at which a trial is scored.
     ``plan_key`` maps points to one key per plan: points that differ only in choices the plan does
     not use (the rank of a layer it leaves out) share one. By default each point is its own plan.
+    ``baselines``: the job's named baselines that are points of the space, by name.
     """
 
     names: tuple[str, ...]
@@ -73,11 +74,16 @@ class Domain:
     method_costs: CostFn | None = None
     rungs: tuple[float, ...] = ()
     plan_key: Callable[[np.ndarray], list] | None = None
+    baselines: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def plan_keys(self, points: np.ndarray) -> list:
         """One key per point, equal for points that decode to the same plan."""
         points = np.asarray(points, dtype=np.int64)
         return self.plan_key(points) if self.plan_key is not None else [point_key(row) for row in points]
+
+    def baseline_plans(self) -> set:
+        """The plan keys of the named baselines' points: plans trained beside the search, never as trials."""
+        return set(self.plan_keys(np.asarray(list(self.baselines.values()), dtype=np.int64))) if self.baselines else set()
 
     def distributions(self) -> dict[str, IntDistribution]:
         """Optuna's distributions of the dimensions: every dimension is a choice index."""
@@ -115,10 +121,12 @@ class Domain:
 
 
 def space_domain(space, max_params: int | None, reference=None, memory_gb: Callable | None = None,
-                 memory_limit: MemoryLimit | None = None, rungs: tuple[float, ...] = ()) -> Domain:
+                 memory_limit: MemoryLimit | None = None, rungs: tuple[float, ...] = (),
+                 baselines: dict[str, dict[str, int]] | None = None) -> Domain:
     """The Domain of a ``SearchSpace``: cost is the exact trainable count of the decoded Plan, split
     by method where the space has several; ``memory_gb(plan)``, when given, its estimated peak
-    training memory; ``rungs``, those of a search with rungs."""
+    training memory; ``rungs``, those of a search with rungs; ``baselines``, the points of the named
+    baselines the space holds (``SearchSpace.point_of``)."""
     from autopeft.workers.methods import method
 
     names = tuple(d.name for d in space.dimensions)
@@ -161,5 +169,6 @@ def space_domain(space, max_params: int | None, reference=None, memory_gb: Calla
                   memory=None if estimated is None else lambda points: estimated(points)[:, 0],
                   memory_limit=memory_limit or MemoryLimit(),
                   method_costs=(lambda points: counted(points)[:, 1:]) if len(methods) > 1 else None, rungs=tuple(rungs),
-                  plan_key=plan_key)
+                  plan_key=plan_key,
+                  baselines={name: tuple(point[n] for n in names) for name, point in (baselines or {}).items()})
 

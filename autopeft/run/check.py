@@ -77,6 +77,7 @@ class JobCheck:
     draws: int
     within: float
     baselines: dict[str, PlanSize]
+    baselines_in_space: list[str]  # those that are points of the space: the autopeft sampler learns from them
     trials: int
     parallel: int
     sampler: str
@@ -121,6 +122,7 @@ def check_job(prepared: Prepared, draws: int = DRAWS) -> JobCheck:
         smallest=_size(prepared, space.smallest_plan()), largest=_size(prepared, space.largest_plan()),
         max_trainable_params=prepared.max_params, max_memory_gb=job.budget.max_memory_gb, draws=int(trainable.sum()),
         within=within, baselines={name: _size(prepared, plan) for name, plan in prepared.baselines.items()},
+        baselines_in_space=list(prepared.baseline_points()),
         trials=job.budget.trials, parallel=job.budget.parallel, sampler=job.optimizer.sampler,
         schedule=job.fidelity.schedule, seed=job.seed, gpus_per_trial=job.resources.gpus,
         run_dir=str(job.run_dir), run_dir_exists=Path(job.run_dir).exists(),
@@ -219,7 +221,9 @@ def format_check(check: JobCheck) -> str:
     lines.append(f"budget     {' and '.join(limits)}: {check.within:.0%} of {check.draws:,} random plans are within it"
                  if limits else "budget     none: every plan may train")
     width = max((len(n) for n in check.baselines), default=0)
-    lines += [f"baseline   {name:<{width}}  {size(p)}" for name, p in check.baselines.items()]
+    learns = " (a point of the space: the search learns from it, and trains its plan only as this baseline)"
+    lines += [f"baseline   {name:<{width}}  {size(p)}" + (learns if name in check.baselines_in_space and check.sampler == "autopeft" else "")
+              for name, p in check.baselines.items()]
     device = ("GPU, bf16" if check.gpus_per_trial else "CPU") + (", the base's linear layers in bf16" if check.base_dtype == "bfloat16" else "")
     lines.append(f"training   {check.train_steps:,} optimizer steps a trial: {check.trial_examples:,} examples, "
                  f"batch {check.batch_size}, {check.epochs:g} epoch{'' if check.epochs == 1 else 's'}")

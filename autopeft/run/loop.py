@@ -776,7 +776,7 @@ def _run_search(job: JobSpec, progress: bool, prepared: Prepared, record: StudyR
     for estimate in record.out_of_memory_estimates():
         memory_limit.ran_out(estimate)
     domain = space_domain(prepared.space, prepared.max_params, reference, prepared.memory_gb, memory_limit,
-                          rungs=job.fidelity.rungs if job.fidelity.asha else ())
+                          rungs=job.fidelity.rungs if job.fidelity.asha else (), baselines=prepared.baseline_points())
     record.study.sampler = make_sampler(job.optimizer.sampler, job.seed, job.optimizer.n_startup_trials, domain)
     orphans = record.interrupt_orphans() if resuming else []
     if resuming:
@@ -786,8 +786,10 @@ def _run_search(job: JobSpec, progress: bool, prepared: Prepared, record: StudyR
             log.warning("trials %s were interrupted: their plans run again first", ", ".join(map(str, requeued)))
     else:
         record.start(job.public_dict(), reference, prepared.data.label_names, prepared.space.summary())
+        trained = domain.baseline_plans()
         for params in prepared.warm_start:
-            record.study.enqueue_trial(params, skip_if_exists=True)
+            if domain.plan_keys(domain.point(params))[0] not in trained:  # a named baseline trains that plan already
+                record.study.enqueue_trial(params, skip_if_exists=True)
     embedded = job.stores.mlflow_uri is None  # a tracking server keeps artifacts in its own store
     tracker = Tracker(job.mlflow_uri, job.name, artifact_root=job.layout.artifacts if embedded else None)
     record.parent_run_id = tracker.start_search(

@@ -50,6 +50,12 @@ class Prepared:
     def memory_gb(self, plan: Plan) -> float:
         return self.memory(plan).total_gb
 
+    def baseline_points(self) -> dict[str, dict[str, int]]:
+        """The named baselines that are points of the search space, as those points: the sampler learns from them
+        and never proposes their plans."""
+        rate = self.job.fidelity.learning_rate
+        return {name: point for name, plan in self.baselines.items() if (point := self.space.point_of(plan, rate)) is not None}
+
 
 def prepare(job: JobSpec) -> Prepared:
     """Check the job against its model, data, space and budget; raise ``UserError`` on any problem."""

@@ -67,6 +67,29 @@ class SearchSpace:
         return Plan.of(*parts, learning_rate=value.get("learning_rate"), learning_rate_scales=scales,
                        **(pooler_fields(value[POOLER]) if POOLER in value else self.shape.pooler_default))
 
+    def point_of(self, plan: Plan, learning_rate: float) -> dict[str, int] | None:
+        """A point of the space that trains as ``plan`` does, at the job's ``learning_rate``; None when the space
+        holds none. Found by coordinate descent on how many of the plan's settings a point's plan gets wrong,
+        from the largest point and from the smallest, and kept only when its plan gets none wrong."""
+        wanted = _settings(plan.as_trained(learning_rate))
+
+        def wrong(point: dict[str, int]) -> int:
+            return len(wanted ^ _settings(self.decode(point).as_trained(learning_rate)))
+
+        for start in (lambda d: len(d.choices) - 1, lambda d: 0):
+            point = {d.name: start(d) for d in self.dimensions}
+            best = wrong(point)
+            moved = True
+            while moved and best:
+                moved = False
+                for d in self.dimensions:
+                    for choice in range(len(d.choices)):
+                        if choice != point[d.name] and (w := wrong({**point, d.name: choice})) < best:
+                            point, best, moved = {**point, d.name: choice}, w, True
+            if not best:
+                return point
+        return None
+
     def smallest_plan(self, top: bool = False) -> Plan:
         """The cheapest plan that still trains something: one module at its least size in as few layers as
         allowed; the first of them, or with ``top`` the last (the least memory: no backward below it)."""
@@ -90,6 +113,27 @@ class SearchSpace:
     def methods(self) -> tuple[str, ...]:
         """The methods a plan of the space may hold (those chosen per module group included)."""
         return produced(self.spec)
+
+
+def _settings(plan: Plan) -> set[tuple[str, str]]:
+    """A plan's settings as (where, value) pairs, one per list element and layer: two plans with the same
+    settings train alike. What ``point_of`` counts as right or wrong."""
+    found: set[tuple[str, str]] = set()
+
+    def walk(where: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{where}.{key}", inner)
+        elif isinstance(value, list | tuple):
+            for item in value:  # an entry over several layers is one setting per layer: split alike, it trains alike
+                layers = item.get("layers") if isinstance(item, dict) else None
+                found.update((where, json.dumps({**item, "layers": layer} if layers is not None else item, sort_keys=True))
+                             for layer in (layers if layers is not None else [None]))
+        else:
+            found.add((where, json.dumps(value)))
+
+    walk("", plan.to_dict())
+    return found
 
 
 def produced(spec: SpaceFile) -> tuple[str, ...]:

@@ -6,8 +6,10 @@ domain, so it enters the hypervolume as a deterministic objective and the hard b
 before a point is ever scored. The acquisition function is optimised over the grid itself: a
 hill climb over one-change neighbours, started from the observed Pareto points and from the best
 of a budget-aware random sample. Running trials are pending points of the acquisition function.
+The job's finished named baselines that are points of the space are observations too, and their
+plans are never proposed.
 
-Every proposal is a function of the study's trials, the seed and the trial number only, so a
+Every proposal is a function of the study's trials and baselines, the seed and the trial number only, so a
 search resumed from storage proposes what the interrupted one would have.
 """
 
@@ -26,6 +28,7 @@ from autopeft.optimize.autopeft_sampler.discrete import hill_climb
 from autopeft.optimize.autopeft_sampler.model import Features, fit_quality_gp
 from autopeft.optimize.domain import Domain, point_key
 from autopeft.record.study import (
+    BASELINES,
     RUNG_QUALITY,
     after_rung,
     ranked_where_it_waits,
@@ -83,6 +86,7 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
         if len({point_key(p) for p in x_obs}) < self.n_startup_trials:
             point = self._first_new(self._design, seen)
             return point if point is not None else self._random_point(rng, seen)
+        x_obs, y_obs, costs, fractions = self._with_baselines(study, x_obs, y_obs, costs, fractions)
         with torch.random.fork_rng():
             torch.manual_seed(self.seed * 100_003 + number)
             return self._optimise(rng, seen, x_obs, y_obs, costs, fractions, pending)
@@ -133,11 +137,30 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
                 x_obs.extend(p for p, _ in both)
                 y_obs.extend([q] for _, q in both)
                 fractions.extend([rungs[rung]] * len(observed) + [1.0] * len(ending))
+        seen.update(self.domain.baseline_plans())  # trained beside the search already
         x_obs = np.asarray(x_obs, dtype=np.int64).reshape(len(x_obs), len(self._levels))
         y_obs = np.asarray(y_obs, dtype=float).reshape(len(x_obs), len(qualities))
         costs = self.domain.cost(x_obs)
         keep = self.domain.feasible(x_obs, costs)  # points that cannot be trained say nothing about quality
         return seen, x_obs[keep], y_obs[keep], costs[keep], np.asarray(fractions, dtype=float)[keep], pending
+
+    def _with_baselines(self, study, x_obs, y_obs, costs, fractions):
+        """The observations and the job's finished baselines that are points of the space: trainings of the same
+        data at the same fidelity as the trials. They are not trials, so the initial design does not count them."""
+        recorded = study.user_attrs.get(BASELINES, {})
+        scores = {name: recorded.get(name, {}).get("quality") for name in self.domain.baselines}
+        found = [(point, float(scores[name])) for name, point in self.domain.baselines.items()
+                 if isinstance(scores[name], int | float) and math.isfinite(scores[name])]
+        if not found or y_obs.shape[1] != 1:
+            return x_obs, y_obs, costs, fractions
+        cost_index = self.cost_index % len(study.directions)
+        quality = next(d for i, d in enumerate(study.directions) if i != cost_index)
+        sign = 1.0 if quality == optuna.study.StudyDirection.MAXIMIZE else -1.0
+        points = np.asarray([p for p, _ in found], dtype=np.int64)
+        extra = self.domain.cost(points)
+        keep = self.domain.feasible(points, extra)
+        return (np.concatenate([x_obs, points[keep]]), np.concatenate([y_obs, sign * np.asarray([[q] for _, q in found])[keep]]),
+                np.concatenate([costs, extra[keep]]), np.concatenate([fractions, np.ones(int(keep.sum()))]))
 
     def _indices(self, params: dict) -> tuple[int, ...] | None:
         try:
