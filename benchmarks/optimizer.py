@@ -32,6 +32,13 @@ the other three as running trials. Proposals over the budget (or empty), and pro
 already trained under other choices, are not trained and do not count as trials, as in
 ``autopeft submit``. The forest sees each plan in one form (the choices it does not use at their
 first level), so a plan scores the same however it was proposed, as a real training would.
+
+With ``--baselines`` each search also has the named baselines whose plans are points of its
+space (``lora-r8`` in a LoRA space), scored by the forest before the first trial, as ``autopeft
+submit`` runs them beside the search; ``autopeft`` runs both ways: as the sampler is
+(``autopeft+baselines``: it learns from them and never proposes their plans) and blind to them
+(``autopeft``). Every hypervolume is then that of the trials and the baselines together: what a
+user has trained.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ import os
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cache
 from multiprocessing import Pool
 from pathlib import Path
@@ -60,7 +67,7 @@ from autopeft.optimize.domain import Domain, point_key, space_domain  # noqa: E4
 from autopeft.optimize.propose import Proposer  # noqa: E402
 from autopeft.optimize.registry import SAMPLERS, make_sampler  # noqa: E402
 from autopeft.record.pareto import Point, Reference, hypervolume  # noqa: E402
-from autopeft.record.study import DIRECTIONS, StudyRecord  # noqa: E402
+from autopeft.record.study import BASELINES, DIRECTIONS, StudyRecord  # noqa: E402
 
 HERE = Path(__file__).parent
 OUT = HERE / "out"
@@ -76,6 +83,7 @@ class Problem:
     domain: Domain
     quality: object  # (n, d) choice indices -> n qualities
     fit: dict | None = None  # a real-trial surrogate's 5-fold cross-validated fit: trials, r2, spearman
+    baselines: dict[str, tuple[int, ...]] = field(default_factory=dict)  # the named baselines that are points of the space
 
     @property
     def reference(self) -> Reference:
@@ -149,6 +157,7 @@ def _real_problem(name: str) -> Problem:
 
     from autopeft.job.load import load_job
     from autopeft.space.search_space import load_space
+    from autopeft.workers.methods.base import baseline_plan, every_baseline
     from autopeft.workers.models import model_shape
 
     job = load_job(HERE / "jobs" / REAL[name] if name in REAL else Path(name))
@@ -157,7 +166,8 @@ def _real_problem(name: str) -> Problem:
         raise SystemExit(f"{name}: no real trials of the job '{job.name}' in {data}: collect them first with "
                          f"python benchmarks/collect_trials.py {name}")
     rows = list(csv.DictReader(data.open()))
-    space = load_space(job.search_space, model_shape(job.model, int(rows[0]["num_labels"])), job.fidelity.learning_rate)
+    shape = model_shape(job.model, int(rows[0]["num_labels"]))
+    space = load_space(job.search_space, shape, job.fidelity.learning_rate)
     names = tuple(d.name for d in space.dimensions)
     x = np.array([[int(r[n]) for n in names] for r in rows])
     y = np.array([float(r["quality"]) for r in rows])
@@ -187,7 +197,12 @@ def _real_problem(name: str) -> Problem:
     def quality(points: np.ndarray) -> np.ndarray:
         return forest.predict(features(np.asarray(points)))
 
-    return Problem(name, domain, quality, fit)
+    held = {}
+    for baseline in every_baseline():
+        point = space.point_of(baseline_plan(baseline, shape), job.fidelity.learning_rate)
+        if point is not None:
+            held[baseline] = tuple(point[n] for n in names)
+    return Problem(name, domain, quality, fit, held)
 
 
 @cache
@@ -210,12 +225,19 @@ def _sampler(name: str, prob: Problem, seed: int) -> optuna.samplers.BaseSampler
     return make_sampler(name, seed, N_STARTUP, prob.domain)
 
 
-def run_search(problem_name: str, sampler_name: str, seed: int, parallel: int, trials: int) -> dict:
-    """One search; returns its trials' (quality, cost) in finishing order and its ask latencies."""
+def run_search(problem_name: str, sampler_name: str, seed: int, parallel: int, trials: int, baselines: str = "") -> dict:
+    """One search; returns its trials' (quality, cost) in finishing order and its ask latencies.
+    ``baselines``: "" (none), "blind" (they run, the sampler does not know them) or "known"."""
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     prob = problem(problem_name)
+    held = prob.baselines if baselines else {}
+    points = np.asarray(list(held.values()), dtype=np.int64).reshape(len(held), len(prob.domain.levels))
+    scored = [(float(q), float(c)) for q, c in zip(prob.quality(points), prob.domain.cost(points), strict=True)] if held else []
+    if baselines == "known":
+        prob = replace(prob, domain=replace(prob.domain, baselines=held))
     study = optuna.create_study(directions=DIRECTIONS, sampler=_sampler(sampler_name, prob, seed))
+    study.set_user_attr(BASELINES, {name: {"quality": q, "params": c} for name, (q, c) in zip(held, scored, strict=True)})
     proposer = Proposer(study, prob.domain, seed, max_skips=50 * trials, trained_as=StudyRecord(study).trained_as)
     running: deque = deque()
     done: list[tuple[float, float]] = []
@@ -231,7 +253,7 @@ def run_search(problem_name: str, sampler_name: str, seed: int, parallel: int, t
         study.tell(proposal.trial, [quality, proposal.cost])
         done.append((quality, proposal.cost))
     return {"problem": problem_name, "sampler": sampler_name, "seed": seed, "parallel": parallel,
-            "trials": done, "asks": asks, "skipped": proposer.skips}
+            "trials": done, "asks": asks, "skipped": proposer.skips, "baselines": baselines, "baseline_points": scored}
 
 
 def ask_latency(problem_name: str, sampler_name: str, observed: int, asks: int = 10) -> dict:
@@ -273,7 +295,13 @@ def _call(args):
 def _key(record: dict) -> str:
     if "observed" in record:
         return f"latency/{record['problem']}/{record['sampler']}/{record['observed']}"
-    return f"search/{record['problem']}/{record['sampler']}/{record['seed']}/{record['parallel']}/{len(record['trials'])}"
+    return (f"search/{record['problem']}/{record['sampler']}/{record['seed']}/{record['parallel']}/{len(record['trials'])}"
+            + (f"/{record['baselines']}" if record.get("baselines") else ""))
+
+
+def _label(record: dict) -> str:
+    """A search's row: its sampler, ``+baselines`` where it knew them."""
+    return record["sampler"] + ("+baselines" if record.get("baselines") == "known" else "")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -290,6 +318,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="samplers run only to the middle budget and one trial at a time (Optuna's GPSampler: about 1 s per ask)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--baselines", action="store_true",
+                        help="the named baselines each space holds run before the search; autopeft runs knowing them and blind to them")
     args = parser.parse_args(argv)
     for name in args.problems:  # built once here, before any search: a job file's mistake stops the run with its message
         try:
@@ -313,7 +343,8 @@ def main(argv: list[str] | None = None) -> None:
                 trials = max(top, args.random_budget) if sampler == "random" else top
                 if sampler in args.short:
                     trials = sorted(args.budgets)[len(args.budgets) // 2]
-                jobs += [("search", name, sampler, seed, parallel, trials) for seed in range(args.seeds)]
+                ways = (["blind", "known"] if sampler == "autopeft" else ["blind"]) if args.baselines else [""]
+                jobs += [("search", name, sampler, seed, parallel, trials, way) for seed in range(args.seeds) for way in ways]
             jobs += [("latency", name, sampler, n) for n in args.latency]
     todo = [j for j in jobs if _job_key(j) not in records]
     todo.sort(key=lambda j: (j[2] not in ("autopeft", "gp"), -(j[-1] if j[0] == "latency" else j[5])))
@@ -331,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
 def _job_key(job: tuple) -> str:
     if job[0] == "latency":
         return f"latency/{job[1]}/{job[2]}/{job[3]}"
-    return f"search/{job[1]}/{job[2]}/{job[3]}/{job[4]}/{job[5]}"
+    return f"search/{job[1]}/{job[2]}/{job[3]}/{job[4]}/{job[5]}" + (f"/{job[6]}" if job[6] else "")
 
 
 def report(args, records: list[dict]) -> None:
@@ -339,7 +370,8 @@ def report(args, records: list[dict]) -> None:
     latencies = [r for r in records if "observed" in r]
     budgets = sorted(set(args.budgets))
     lines = [f"Normalised hypervolume, median [25%, 75%] over {args.seeds} seeds "
-             "(1.0 = the best front any run found on the problem)", ""]
+             "(1.0 = the best front any run found on the problem)"
+             + (", of the trials and the baselines each space holds together" if args.baselines else ""), ""]
     header = "| problem | sampler | parallel | " + " | ".join(f"{b} trials" for b in budgets) + " |"
     lines += [header, "|" + "---|" * (3 + len(budgets))]
     medians: dict[tuple, float] = {}
@@ -347,10 +379,11 @@ def report(args, records: list[dict]) -> None:
     for name in args.problems:
         ref = problem(name).reference
         runs = [r for r in searches if r["problem"] == name]
-        best = _hv([t for r in runs for t in r["trials"]], ref)
-        for sampler in args.samplers:
+        best = _hv([t for r in runs for t in r["trials"] + r.get("baseline_points", [])], ref)
+        labels = [label for s in args.samplers for label in (s, f"{s}+baselines") if any(_label(r) == label for r in runs)]
+        for sampler in labels:
             for parallel in args.parallel:
-                mine = [r for r in runs if r["sampler"] == sampler and r["parallel"] == parallel]
+                mine = [r for r in runs if _label(r) == sampler and r["parallel"] == parallel]
                 if not mine:
                     continue
                 cells = []
@@ -359,11 +392,12 @@ def report(args, records: list[dict]) -> None:
                     if b > min(len(r["trials"]) for r in mine):
                         cells.append("-")
                         continue
-                    values = np.array([_hv(r["trials"][:b], ref) / best for r in mine])
+                    values = np.array([_hv(r["trials"][:b] + r.get("baseline_points", []), ref) / best for r in mine])
                     q1, med, q3 = np.percentile(values, [25, 50, 75])
                     medians[(name, sampler, parallel, b)] = med
                     cells.append(f"{med:.3f} [{q1:.3f}, {q3:.3f}]")
-                curve = np.array([[_hv(r["trials"][:n], ref) / best for n in range(1, len(r["trials"]) + 1)] for r in mine])
+                curve = np.array([[_hv(r["trials"][:n] + r.get("baseline_points", []), ref) / best
+                                   for n in range(1, len(r["trials"]) + 1)] for r in mine])
                 curves[(name, sampler, parallel)] = curve
                 extra = f" (at {args.random_budget}: {cells[-1]})" if sampler == "random" and len(steps) > len(budgets) else ""
                 lines.append(f"| {name} | {sampler} | {parallel} | " + " | ".join(cells[: len(budgets)]) + f" |{extra}")
@@ -455,9 +489,11 @@ def _plot(args, curves: dict, path: Path) -> None:
             n = np.arange(1, curve.shape[1] + 1)
             q1, med, q3 = np.percentile(curve, [25, 50, 75], axis=0)
             style = "-" if parallel == 1 else "--"
-            ax.plot(n, med, style, color=colours[sampler], label=f"{sampler}" + (f" x{parallel}" if parallel > 1 else ""))
+            colour = colours[sampler.removesuffix("+baselines")]
+            ax.plot(n, med, ":" if sampler.endswith("+baselines") else style, color=colour,
+                    label=f"{sampler}" + (f" x{parallel}" if parallel > 1 else ""))
             if parallel == 1:
-                ax.fill_between(n, q1, q3, color=colours[sampler], alpha=0.12)
+                ax.fill_between(n, q1, q3, color=colour, alpha=0.12)
         ax.set_title(name)
         ax.set_xlabel("trials")
         ax.set_ylabel("normalised hypervolume")
