@@ -79,3 +79,18 @@ def test_hypervolume_trace_grows_trial_by_trial_to_the_final_hypervolume():
     assert len(trace) == len(POINTS) and trace == sorted(trace)
     assert trace[-1] == pytest.approx(hypervolume(POINTS, ref))
     assert hypervolume_png(POINTS, ref, "t").startswith(b"\x89PNG")
+
+
+def test_the_front_says_which_baselines_it_dominates_and_by_which_trial():
+    from autopeft.cli import format_front
+
+    front = [Point(3, 0.80, 100, 0.1, "small"), Point(7, 0.90, 1000, 1.0, "large")]
+    baselines = {"lora-r8": Point(-1, 0.70, 500, 0.5), "ia3": Point(-1, 0.85, 200, 0.2), "full": Point(-1, 0.95, 5000, 100.0)}
+    table = format_front(front, Reference(0.5, 10_000), "accuracy", baselines).splitlines()
+    assert table[-2] == "dominated by the front: lora-r8 (by trial 3); not dominated: ia3, full"
+    assert table[-1].startswith("reference point:")
+    assert format_front([], Reference(0.5, 10_000), "accuracy", baselines).splitlines()[-2] == \
+        "not dominated: ia3, lora-r8, full"
+    everything = {"lora-r8": Point(-1, 0.70, 500, 0.5), "ia3": Point(-1, 0.75, 1000, 1.0)}
+    assert format_front(front, Reference(0.5, 10_000), "accuracy", everything).splitlines()[-2] == \
+        "dominated by the front: lora-r8 (by trial 3), ia3 (by trial 3)"

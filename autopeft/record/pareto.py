@@ -35,6 +35,11 @@ def dominates(a: Point, b: Point) -> bool:
     return a.quality >= b.quality and a.params <= b.params and (a.quality > b.quality or a.params < b.params)
 
 
+def dominated_by(front: Iterable[Point], point: Point) -> Point | None:
+    """The cheapest point of ``front`` that dominates ``point`` (a baseline, say); None when none does."""
+    return min((p for p in front if dominates(p, point)), key=lambda p: p.params, default=None)
+
+
 def pareto_front(points: Iterable[Point], floor: float | None = None) -> list[Point]:
     """Non-dominated points, from the smallest to the largest; ties keep the earliest trial.
 

@@ -221,7 +221,7 @@ def format_check(check: JobCheck) -> str:
     lines.append(f"budget     {' and '.join(limits)}: {check.within:.0%} of {check.draws:,} random plans are within it"
                  if limits else "budget     none: every plan may train")
     width = max((len(n) for n in check.baselines), default=0)
-    learns = " (a point of the space: the search learns from it, and trains its plan only as this baseline)"
+    learns = " (in the space: the search learns from it, and no trial trains it again)"
     lines += [f"baseline   {name:<{width}}  {size(p)}" + (learns if name in check.baselines_in_space and check.sampler == "autopeft" else "")
               for name, p in check.baselines.items()]
     device = ("GPU, bf16" if check.gpus_per_trial else "CPU") + (", the base's linear layers in bf16" if check.base_dtype == "bfloat16" else "")
