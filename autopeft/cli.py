@@ -15,7 +15,7 @@ from autopeft import api
 from autopeft.errors import UserError
 from autopeft.job.load import BUILTIN_JOBS
 from autopeft.job.secrets import mask_uri
-from autopeft.record.pareto import PICKS, Point, Reference, dominated_by
+from autopeft.record.pareto import PICKS, Point, Reference, beaten_text
 from autopeft.record.storage import StoreUnavailable
 
 
@@ -38,15 +38,6 @@ def format_front(front: list[Point], reference: Reference, metric: str, baseline
         lines.append(beaten_text(front, baselines))
     lines.append(f"reference point: {metric} {reference.quality:.4f}, {reference.params:,} trainable parameters")
     return "\n".join(lines)
-
-
-def beaten_text(front: list[Point], baselines: dict[str, Point]) -> str:
-    """Which baselines the front dominates (each with the cheapest trial that does) and which it does not."""
-    by = {name: dominated_by(front, p) for name, p in sorted(baselines.items(), key=lambda item: item[1].params)}
-    beaten = [f"{name} (by trial {p.trial})" for name, p in by.items() if p is not None]
-    kept = [name for name, p in by.items() if p is None]
-    return "; ".join([*(["dominated by the front: " + ", ".join(beaten)] if beaten else []),
-                      *(["not dominated: " + ", ".join(kept)] if kept else [])])
 
 
 def silent_rungs_text(silent: list[tuple[int, int, float]], rungs: tuple[float, ...]) -> str:

@@ -8,6 +8,8 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from autopeft.record.pareto import beaten_text
+
 
 @dataclass
 class TrialRow:
@@ -84,11 +86,13 @@ def report_html(data: ReportData) -> str:
         seeds = max(p.seeds for p in data.final_front)
         parts.append(f"<h2>Re-evaluated front ({seeds} new seeds per point, mean ± std)</h2>")
         parts.append(_points_table(data.final_front, data.metric))
-    for title, baselines in (("Baselines", data.baselines), ("Re-evaluated baselines", data.final_baselines)):
+    for title, baselines, front in (("Baselines", data.baselines, data.front),
+                                    ("Re-evaluated baselines", data.final_baselines, data.final_front)):
         if baselines:
             ordered = sorted(baselines.items(), key=lambda item: item[1].params)
             parts.append(f"<h2>{title}</h2>")
             parts.append(_points_table([p for _, p in ordered], data.metric, "baseline", [n for n, _ in ordered]))
+            parts.append(f"<p>{html.escape(beaten_text(front, baselines))}</p>")
     parts.append(f"<h2>Every trial ({len(data.trials)})</h2>")
     parts.append(_trials_table(data.trials, data.metric))
     parts.append("</body></html>")

@@ -94,3 +94,10 @@ def test_the_front_says_which_baselines_it_dominates_and_by_which_trial():
     everything = {"lora-r8": Point(-1, 0.70, 500, 0.5), "ia3": Point(-1, 0.75, 1000, 1.0)}
     assert format_front(front, Reference(0.5, 10_000), "accuracy", everything).splitlines()[-2] == \
         "dominated by the front: lora-r8 (by trial 3), ia3 (by trial 3)"
+    from autopeft.dashboards.report import ReportData, report_html
+
+    page = report_html(ReportData(name="s", metric="accuracy", status="finished", summary="", reference=Reference(0.5, 10_000),
+                                  points=front, front=front, baselines=baselines, trials=[],
+                                  final_front=front[1:], final_baselines={"lora-r8": Point(-1, 0.70, 500, 0.5)}))
+    assert "<p>dominated by the front: lora-r8 (by trial 3); not dominated: ia3, full</p>" in page
+    assert "<p>not dominated: lora-r8</p>" in page  # the re-evaluated front, of trial 7 alone, is dearer than lora-r8

@@ -40,6 +40,15 @@ def dominated_by(front: Iterable[Point], point: Point) -> Point | None:
     return min((p for p in front if dominates(p, point)), key=lambda p: p.params, default=None)
 
 
+def beaten_text(front: list[Point], baselines: dict[str, Point]) -> str:
+    """Which baselines the front dominates (each with the cheapest trial that does) and which it does not."""
+    by = {name: dominated_by(front, p) for name, p in sorted(baselines.items(), key=lambda item: item[1].params)}
+    beaten = [f"{name} (by trial {p.trial})" for name, p in by.items() if p is not None]
+    kept = [name for name, p in by.items() if p is None]
+    return "; ".join([*(["dominated by the front: " + ", ".join(beaten)] if beaten else []),
+                      *(["not dominated: " + ", ".join(kept)] if kept else [])])
+
+
 def pareto_front(points: Iterable[Point], floor: float | None = None) -> list[Point]:
     """Non-dominated points, from the smallest to the largest; ties keep the earliest trial.
 
