@@ -44,8 +44,8 @@ class Plan:
         return dict(self.learning_rate_scales).get(name, method(name).learning_rate_scale)
 
     def as_trained(self, learning_rate: float) -> Plan:
-        """This plan with its rates spelled out, given the job's ``learning_rate``: two plans that train alike
-        (one at the job's rate and each method's own scale, one that names them) are then equal."""
+        """This plan with its rates spelled out, given the job's ``learning_rate``: a plan that trains at the job's
+        rate and each method's own scale then reads as one that names those rates."""
         scales = {n: self.learning_rate_scale(n) for n in self.methods}
         return replace(self, learning_rate=float(self.learning_rate or learning_rate),
                        learning_rate_scales=tuple(sorted(scales.items())))
