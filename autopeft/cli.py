@@ -15,7 +15,7 @@ from autopeft import api
 from autopeft.errors import UserError
 from autopeft.job.load import BUILTIN_JOBS
 from autopeft.job.secrets import mask_uri
-from autopeft.record.pareto import PICKS, Point, Reference, beaten_text
+from autopeft.record.pareto import PICKS, Point, Reference, beaten_by, beaten_text
 from autopeft.record.storage import StoreUnavailable
 
 
@@ -154,10 +154,15 @@ def cmd_pareto(args) -> int:
     baselines = api.read_baselines(job)
     final, final_baselines = api.read_final(job)
     if args.json:
+        def trials(front: list[Point], baselines: dict[str, Point]) -> dict[str, int | None]:
+            return {n: None if p is None else p.trial for n, p in beaten_by(front, baselines).items()}
+
         print(json.dumps({"reference": reference.__dict__, "front": [p.to_dict() for p in front],
                           "baselines": {n: p.to_dict() for n, p in baselines.items()},
+                          "baselines_dominated_by": trials(front, baselines),
                           "final_front": [p.to_dict() for p in final],
-                          "final_baselines": {n: p.to_dict() for n, p in final_baselines.items()}}, indent=2))
+                          "final_baselines": {n: p.to_dict() for n, p in final_baselines.items()},
+                          "final_baselines_dominated_by": trials(final, final_baselines)}, indent=2))
     else:
         print(format_front(front, reference, job.task.metric, baselines))
         if _learned_nothing(front, api.count_scored(job)):

@@ -110,6 +110,15 @@ def test_the_front_and_baselines_are_retrained_with_new_seeds_once_and_export_ta
     assert main(["pareto", "job.yaml"]) == 0
     out = capsys.readouterr().out
     assert "Re-evaluated front (2 new seeds per point, mean ± std)" in out and " ± " in out
+    assert main(["pareto", "job.yaml", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    for front, baselines, by in ((listing["front"], listing["baselines"], listing["baselines_dominated_by"]),
+                                 (listing["final_front"], listing["final_baselines"], listing["final_baselines_dominated_by"])):
+        assert set(by) == set(baselines) == {"lora-r8"}
+        base = baselines["lora-r8"]
+        beating = [p for p in front if p["quality"] >= base["quality"] and p["params"] <= base["params"]
+                   and (p["quality"], -p["params"]) != (base["quality"], -base["params"])]
+        assert by["lora-r8"] == (min(beating, key=lambda p: p["params"])["trial"] if beating else None)
 
     front, _ = read_final(job)
     exported = export(job, "best", tmp_path / "adapter")

@@ -51,6 +51,8 @@ def test_a_named_baseline_is_found_as_a_point_where_the_space_holds_its_plan(sha
     plan = space.decode(point)
     assert plan.describe() == "query:r8@0 query:r8@1 value:r8@0 value:r8@1 lr 0.002"
     assert space.count(plan) == space.count(lora_r8)
+    odd = 1.2345e-3  # a job's rate of more significant figures than the space shows its others with
+    assert load_space("lora", shape, learning_rate=odd).point_of(lora_r8, odd) is not None
     assert load_space("mixed", shape, learning_rate=2e-3).point_of(baseline_plan("ia3", shape), 2e-3) is None  # IA3 on key, ffn_out
     entry = {"name": "s", "modules": {"lora": {"groups": {"query": [0, 8], "value": [0, 8]}}}, "layers": "all"}
     slow = load_space(write_space(tmp_path, {**entry, "learning_rate": [1e-4, 1e-3]}), shape, learning_rate=2e-3)

@@ -81,9 +81,10 @@ class Domain:
         points = np.asarray(points, dtype=np.int64)
         return self.plan_key(points) if self.plan_key is not None else [point_key(row) for row in points]
 
-    def baseline_plans(self) -> set:
+    @functools.cached_property
+    def baseline_plans(self) -> frozenset:
         """The plan keys of the named baselines' points: plans trained beside the search, never as trials."""
-        return set(self.plan_keys(np.asarray(list(self.baselines.values()), dtype=np.int64))) if self.baselines else set()
+        return frozenset(self.plan_keys(np.asarray(list(self.baselines.values()), dtype=np.int64)) if self.baselines else ())
 
     def distributions(self) -> dict[str, IntDistribution]:
         """Optuna's distributions of the dimensions: every dimension is a choice index."""

@@ -40,9 +40,14 @@ def dominated_by(front: Iterable[Point], point: Point) -> Point | None:
     return min((p for p in front if dominates(p, point)), key=lambda p: p.params, default=None)
 
 
+def beaten_by(front: list[Point], baselines: dict[str, Point]) -> dict[str, Point | None]:
+    """Each baseline, cheapest first, with the cheapest point of ``front`` that dominates it; None where none does."""
+    return {name: dominated_by(front, p) for name, p in sorted(baselines.items(), key=lambda item: item[1].params)}
+
+
 def beaten_text(front: list[Point], baselines: dict[str, Point]) -> str:
     """Which baselines the front dominates (each with the cheapest trial that does) and which it does not."""
-    by = {name: dominated_by(front, p) for name, p in sorted(baselines.items(), key=lambda item: item[1].params)}
+    by = beaten_by(front, baselines)
     beaten = [f"{name} (by trial {p.trial})" for name, p in by.items() if p is not None]
     kept = [name for name, p in by.items() if p is None]
     return "; ".join([*(["dominated by the front: " + ", ".join(beaten)] if beaten else []),

@@ -162,16 +162,17 @@ class StudyRecord:
         try:
             backend = optuna.storages.RDBStorage(f"sqlite:///{db}")
             names = [s.study_name for s in optuna.get_all_study_summaries(backend)]
-        except Exception as exc:  # not a database Optuna can read
+            name = names[0] if len(names) == 1 else source.name if source.name in names else None
+            if name is None:
+                raise UserError(field, f"'{db}' holds {len(names)} searches ({', '.join(names) or 'none'})",
+                                "give the job file of the one you mean")
+        except BaseException as exc:  # every refusal closes the store; past here ``_read`` owns it
             if backend is not None:
                 backend.engine.dispose()
+            if isinstance(exc, UserError) or not isinstance(exc, Exception):
+                raise
             raise UserError(field, f"cannot read the study database '{db}': {str(exc).splitlines()[0]}",
                             "give the run directory of a search that has run") from None
-        name = names[0] if len(names) == 1 else source.name if source.name in names else None
-        if name is None:
-            backend.engine.dispose()
-            raise UserError(field, f"'{db}' holds {len(names)} searches ({', '.join(names) or 'none'})",
-                            "give the job file of the one you mean")
         return cls._read(name, backend)
 
     # -- the search --------------------------------------------------------------------------------

@@ -786,7 +786,7 @@ def _run_search(job: JobSpec, progress: bool, prepared: Prepared, record: StudyR
             log.warning("trials %s were interrupted: their plans run again first", ", ".join(map(str, requeued)))
     else:
         record.start(job.public_dict(), reference, prepared.data.label_names, prepared.space.summary())
-        trained = domain.baseline_plans()
+        trained = domain.baseline_plans
         for params in prepared.warm_start:
             if domain.plan_keys(domain.point(params))[0] not in trained:  # a named baseline trains that plan already
                 record.study.enqueue_trial(params, skip_if_exists=True)

@@ -174,11 +174,13 @@ def pooler_fields(choice: object) -> dict:
 
 
 def searched_rates(spec: SpaceFile, learning_rate: float | None) -> tuple[float, ...]:
-    """The learning rates the space searches (none: every plan trains at the job's rate)."""
+    """The learning rates the space searches (none: every plan trains at the job's rate). The job's own rate is
+    one of them as written, so that a named baseline at that rate is a point of the space; the others are
+    rounded to three significant figures."""
     if isinstance(spec.learning_rate, list):
         return tuple(sorted(spec.learning_rate))
     if spec.learning_rate == "search" and learning_rate is not None:
-        return tuple(float(f"{learning_rate * f:.3g}") for f in RATE_FACTORS)
+        return tuple(learning_rate if f == 1 else float(f"{learning_rate * f:.3g}") for f in RATE_FACTORS)
     return ()
 
 

@@ -103,9 +103,7 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
         expecting more of plans like it, proposing them again and again to be stopped early. A trial
         waiting at a rung below its bracket goes on unranked: it is pending.
         """
-        directions = study.directions
-        cost_index = self.cost_index % len(directions)
-        signs = [1.0 if d == optuna.study.StudyDirection.MAXIMIZE else -1.0 for d in directions]
+        signs, cost_index = self._signs(study)
         qualities = [s for i, s in enumerate(signs) if i != cost_index]
         rungs = self.domain.rungs if len(qualities) == 1 else ()
         seen: set = set()  # the plans tried or running
@@ -137,12 +135,17 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
                 x_obs.extend(p for p, _ in both)
                 y_obs.extend([q] for _, q in both)
                 fractions.extend([rungs[rung]] * len(observed) + [1.0] * len(ending))
-        seen.update(self.domain.baseline_plans())  # trained beside the search already
+        seen.update(self.domain.baseline_plans)  # trained beside the search already
         x_obs = np.asarray(x_obs, dtype=np.int64).reshape(len(x_obs), len(self._levels))
         y_obs = np.asarray(y_obs, dtype=float).reshape(len(x_obs), len(qualities))
         costs = self.domain.cost(x_obs)
         keep = self.domain.feasible(x_obs, costs)  # points that cannot be trained say nothing about quality
         return seen, x_obs[keep], y_obs[keep], costs[keep], np.asarray(fractions, dtype=float)[keep], pending
+
+    def _signs(self, study) -> tuple[list[float], int]:
+        """1 for each objective maximised, -1 for each minimised; the cost's index among them."""
+        signs = [1.0 if d == optuna.study.StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
+        return signs, self.cost_index % len(signs)
 
     def _with_baselines(self, study, x_obs, y_obs, costs, fractions):
         """The observations and the job's finished baselines that are points of the space: trainings of the same
@@ -153,9 +156,8 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
                  if isinstance(scores[name], int | float) and math.isfinite(scores[name])]
         if not found or y_obs.shape[1] != 1:
             return x_obs, y_obs, costs, fractions
-        cost_index = self.cost_index % len(study.directions)
-        quality = next(d for i, d in enumerate(study.directions) if i != cost_index)
-        sign = 1.0 if quality == optuna.study.StudyDirection.MAXIMIZE else -1.0
+        signs, cost_index = self._signs(study)
+        sign = next(s for i, s in enumerate(signs) if i != cost_index)
         points = np.asarray([p for p, _ in found], dtype=np.int64)
         extra = self.domain.cost(points)
         keep = self.domain.feasible(points, extra)
