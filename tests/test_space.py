@@ -60,6 +60,31 @@ def test_a_named_baseline_is_found_as_a_point_where_the_space_holds_its_plan(sha
     assert slow.point_of(lora_r8, 1e-3) is not None
 
 
+def test_a_plan_of_the_space_is_found_even_where_no_single_change_leads_to_it():
+    import random
+
+    from autopeft.workers.models import model_shape as shape_of
+
+    rate = 2e-4
+    space = load_space("lora", shape_of("minilm-l6", 2), learning_rate=rate)
+    # query r8 on layers 1 and 4 of a plan on layers 1 and 4 only: from the largest point, taking the ranks of
+    # layers 0-2 down first leaves layers 0 and 2 on with nothing in them, and no one change then gets fewer wrong
+    ranks = {"query": (3, 3), "key": (0, 2), "value": (4, 3), "attention_output": (3, 2), "ffn_in": (3, 2), "ffn_out": (4, 1)}
+    point = {f"lora.{g}.rank.{h}": r[h] for g, r in ranks.items() for h in (0, 1)}
+    point.update({"learning_rate": 2, **{f"layer.{i}": int(i in (1, 4)) for i in range(6)}})
+    plan = space.decode(point)
+    found = space.point_of(plan, rate)
+    assert found is not None and space.decode(found).describe() == plan.describe()
+
+    mixed = load_space("mixed", shape_of("minilm-l6", 2), learning_rate=rate)
+    rng = random.Random(1)
+    for _ in range(12):  # random plans of a space of 38 dimensions and four methods
+        plan = mixed.decode({d.name: rng.randrange(len(d.choices)) for d in mixed.dimensions})
+        found = mixed.point_of(plan, rate)
+        assert found is not None and mixed.decode(found).describe() == plan.describe(), plan.describe()
+        assert mixed.count(mixed.decode(found)) == mixed.count(plan)
+
+
 def test_decode_turns_ranks_and_bits_into_a_plan(shape):
     space = load_space("lora", shape)
     point = {d.name: 0 for d in space.dimensions}

@@ -7,6 +7,7 @@ module size of 0 turns that module off and a layer bit of 0 turns that layer off
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 
 from autopeft.errors import UserError
@@ -18,6 +19,8 @@ from autopeft.workers.plan import Plan
 from autopeft.workers.types import SpaceError
 
 SCALE = "learning_rate_scale."  # the dimensions of each method's learning-rate scale
+_POINT_OF_STARTS = 8  # ``point_of``: random starts besides the largest and the smallest point
+_POINT_OF_SIDEWAYS = 8  # ``point_of``: sideways moves in a row at most
 RATE_FACTORS = (1 / 3, 1.0, 3.0)  # ``learning_rate: search``: the job's rate times these
 
 
@@ -69,25 +72,52 @@ class SearchSpace:
 
     def point_of(self, plan: Plan, learning_rate: float) -> dict[str, int] | None:
         """A point of the space that trains as ``plan`` does, at the job's ``learning_rate``; None when the space
-        holds none. Found by coordinate descent on how many of the plan's settings a point's plan gets wrong,
-        from the largest point and from the smallest, and kept only when its plan gets none wrong."""
+        holds none.
+
+        Found by coordinate descent on how many of the plan's settings a point's plan gets wrong, from the
+        largest point, the smallest and a few random ones, and kept only when its plan gets none wrong. Where no
+        single change gets fewer wrong (a layer switched on with nothing in it, say, keeps the rank a
+        neighbouring layer wants from being right), the descent moves sideways to a point it has not seen,
+        a few times in a row at most."""
+        if not set(plan.methods) <= set(self.methods):
+            return None
         wanted = _settings(plan.as_trained(learning_rate))
+        names = [d.name for d in self.dimensions]
+        sizes = [len(d.choices) for d in self.dimensions]
+        wrongs: dict[tuple[int, ...], int] = {}
 
-        def wrong(point: dict[str, int]) -> int:
-            return len(wanted ^ _settings(self.decode(point).as_trained(learning_rate)))
+        def wrong(point: tuple[int, ...]) -> int:
+            if point not in wrongs:
+                decoded = self.decode(dict(zip(names, point, strict=True)))
+                wrongs[point] = len(wanted ^ _settings(decoded.as_trained(learning_rate)))
+            return wrongs[point]
 
-        for start in (lambda d: len(d.choices) - 1, lambda d: 0):
-            point = {d.name: start(d) for d in self.dimensions}
-            best = wrong(point)
-            moved = True
-            while moved and best:
-                moved = False
-                for d in self.dimensions:
-                    for choice in range(len(d.choices)):
-                        if choice != point[d.name] and (w := wrong({**point, d.name: choice})) < best:
-                            point, best, moved = {**point, d.name: choice}, w, True
+        rng = random.Random(0)
+        starts = [tuple(k - 1 for k in sizes), tuple(0 for _ in sizes),
+                  *(tuple(rng.randrange(k) for k in sizes) for _ in range(_POINT_OF_STARTS))]
+        for point in starts:
+            best, sideways = wrong(point), 0
+            while best:
+                improved, level = False, None
+                for i, k in enumerate(sizes):
+                    for choice in range(k):
+                        other = (*point[:i], choice, *point[i + 1:])
+                        if other == point:
+                            continue
+                        seen = other in wrongs
+                        w = wrong(other)
+                        if w < best:
+                            point, best, improved = other, w, True
+                        elif w == best and not seen and level is None:
+                            level = other
+                if improved:
+                    sideways = 0
+                elif level is None or sideways == _POINT_OF_SIDEWAYS:
+                    break
+                else:
+                    point, sideways = level, sideways + 1
             if not best:
-                return point
+                return dict(zip(names, point, strict=True))
         return None
 
     def smallest_plan(self, top: bool = False) -> Plan:
