@@ -15,7 +15,14 @@ from autopeft import api
 from autopeft.errors import UserError
 from autopeft.job.load import BUILTIN_JOBS
 from autopeft.job.secrets import mask_uri
-from autopeft.record.pareto import PICKS, Point, Reference, beaten_by, beaten_text
+from autopeft.record.pareto import (
+    PICKS,
+    Point,
+    Reference,
+    beaten_by,
+    beaten_text,
+    counted,
+)
 from autopeft.record.storage import StoreUnavailable
 
 
@@ -116,7 +123,7 @@ def cmd_submit(args) -> int:
     for caution in cautions(prepared, example_lengths(prepared)):
         print(f"autopeft: caution: {caution}", flush=True)
     summary = api.submit(job, progress=not args.no_progress, prepared=prepared)
-    print(f"\nPareto front ({len(summary.front)} points, {summary.finished} trials, {summary.failed_text()}, "
+    print(f"\nPareto front ({counted(len(summary.front), 'point')}, {counted(summary.finished, 'trial')}, {summary.failed_text()}, "
           f"hypervolume {summary.hypervolume:.4f}):")
     print(format_front(summary.front, summary.reference, job.task.metric, summary.baselines))
     if summary.silent_rungs:
@@ -249,7 +256,7 @@ def render_snapshot(snap) -> str:
     lines = [f"search '{snap.name}': {snap.status}",
              f"trials [{'#' * filled}{'.' * (width - filled)}] {snap.done}/{snap.trials}, {snap.failed} failed"
              + (f"; baselines {snap.baselines_done}/{snap.baselines}" if snap.baselines else "")
-             + f"; {best}; front {len(snap.front)} points; hypervolume {snap.hypervolume:.4f}"]
+             + f"; {best}; front {counted(len(snap.front), 'point')}; hypervolume {snap.hypervolume:.4f}"]
     final = snap.final
     if final is not None and final.total:
         filled = int(width * (final.done + final.failed) / final.total)

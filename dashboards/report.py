@@ -8,7 +8,7 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from autopeft.record.pareto import beaten_text
+from autopeft.record.pareto import beaten_text, counted
 
 
 @dataclass
@@ -79,7 +79,7 @@ def report_html(data: ReportData) -> str:
     for title, chart in data.charts.items():
         parts.append(f"<h2>{html.escape(title)}</h2>" + (chart if isinstance(chart, str) else f"<img alt='{html.escape(title)}' "
                      f"src='data:image/png;base64,{base64.b64encode(chart).decode()}'>"))
-    parts.append(f"<h2>Pareto front ({len(data.front)} points)</h2>")
+    parts.append(f"<h2>Pareto front ({counted(len(data.front), 'point')})</h2>")
     parts.append(_points_table(data.front, data.metric) if data.front else
                  f"<p>no trial has scored above the quality floor ({data.reference.quality:.4f}) yet</p>")
     if data.final_front:

@@ -89,7 +89,7 @@ def test_the_demo_command_runs_a_real_search(tmp_path):
     run = autopeft("demo", "--trials", "2", "--no-progress", cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     # its first plan stays at the majority label's rate, its second learns: one point above the floor
-    assert "autopeft: search 'demo': 2 trials" in run.stdout and "Pareto front (1 points, 2 trials, 0 failed" in run.stdout
+    assert "autopeft: search 'demo': 2 trials" in run.stdout and "Pareto front (1 point, 2 trials, 0 failed" in run.stdout
     assert (tmp_path / "autopeft_runs" / "demo" / "study.db").is_file()
 
 

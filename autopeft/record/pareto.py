@@ -7,6 +7,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 point``, ``3 points``: a count with its noun in the number the count needs."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 @dataclass(frozen=True)
 class Point:
     """One finished trial as the front sees it; a re-evaluated one has the mean quality of its ``seeds`` and their ``std``."""

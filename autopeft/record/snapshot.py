@@ -8,7 +8,7 @@ from datetime import datetime
 
 from autopeft.errors import UserError
 from autopeft.record.lease import live_driver
-from autopeft.record.pareto import Point, Reference, hypervolume, pareto_front
+from autopeft.record.pareto import Point, Reference, counted, hypervolume, pareto_front
 from autopeft.record.study import (
     DEVICE,
     ERROR,
@@ -82,7 +82,7 @@ class Snapshot:
             return f"running: driver process {self.driver.get('pid')} on {self.driver.get('host')} since {self.driver.get('since')}"
         if self.finished:
             failed = self.final.failed if self.final else 0
-            return (f"finished; {failed} re-evaluation{'s' if failed > 1 else ''} failed: submit the same job again to retry "
+            return (f"finished; {counted(failed, 're-evaluation')} failed: submit the same job again to retry "
                     f"{'them' if failed > 1 else 'it'}") if failed else "finished"
         if self.searched:
             return "stopped before its re-evaluation finished: submit the same job again to resume it"
@@ -224,7 +224,7 @@ def report_page(record: StudyRecord, stopping: bool = False) -> str:
         charts["Where the front trains"] = placement_png([record.plan_of(p.trial) for p in snap.front], shape, snap.name)
     if points:
         charts["Searched dimensions"] = dimensions_png(*trial_dimensions(record.completed()), snap.name, snap.metric)
-    summary = (f"{snap.done} of {snap.trials} trials, {snap.failed} failed; front {len(snap.front)} points; "
+    summary = (f"{snap.done} of {snap.trials} trials, {snap.failed} failed; front {counted(len(snap.front), 'point')}; "
                f"hypervolume {snap.hypervolume:.4f}" + (f"; best {snap.metric} {snap.best:.4f}" if snap.best is not None else ""))
     return report_html(ReportData(
         name=snap.name, metric=snap.metric, status=snap.status, summary=summary, reference=snap.reference, points=points,
