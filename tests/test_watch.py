@@ -13,6 +13,7 @@ import optuna
 
 from autopeft.api import read_front
 from autopeft.cli import main
+from autopeft.record.pareto import counted
 from conftest import TINY_FIDELITY, TINY_FLOOR, write_job
 
 TESTS = str(Path(__file__).parent)
@@ -71,7 +72,7 @@ def test_watch_gives_a_last_look_at_a_finished_search_from_its_run_directory(sea
     out = capsys.readouterr().out
     front, reference = read_front(searched)
     assert out.startswith(f"search '{searched.name}': finished")
-    assert "5/5, 0 failed" in out and f"front {len(front)} points" in out
+    assert "5/5, 0 failed" in out and f"front {counted(len(front), 'point')}" in out
     assert f"accuracy {reference.quality:.4f}, {reference.params:,} trainable parameters" in out
 
     assert re.search(rf"trained on: {re.escape(socket.gethostname())} \(ray node [0-9a-f]{{8}}\) cpu \(5\)", out), out
