@@ -120,6 +120,27 @@ def test_resumed_study_proposes_what_the_interrupted_one_would(tmp_path):
     np.testing.assert_array_equal(again.sampler.propose(again, number), expected)
 
 
+def test_proposals_made_together_share_one_fit_and_are_what_a_fresh_fit_proposes(monkeypatch):
+    from autopeft.optimize.autopeft_sampler import sampler as sampler_module
+
+    fits = []
+    fit = sampler_module.fit_quality_gp
+    monkeypatch.setattr(sampler_module, "fit_quality_gp", lambda x, y: fits.append(len(y)) or fit(x, y))
+    study = _study(AutoPeftSampler(DOMAIN, seed=4, n_startup_trials=4))
+    _run(study, 6)
+    together, fresh = [], []
+    for _ in range(3):  # three workers free at once: no result comes in between the proposals
+        number = len(study.trials)
+        fresh.append(tuple(AutoPeftSampler(DOMAIN, seed=4, n_startup_trials=4).propose(study, number)))
+        together.append(tuple(_point(study.ask(DOMAIN.distributions()))))
+    assert together == fresh  # as a resumed search, fitting afresh, would propose them
+    assert len(set(together)) == 3
+    assert fits.count(6) == 4  # three fresh samplers' fits, and one for the three proposals made together
+    study.tell(study.trials[-1].number, [0.7, float(_cost(np.array([together[-1]]))[0])])
+    study.ask(DOMAIN.distributions())
+    assert fits[-1] == 7  # a new result: a new fit
+
+
 def test_real_space_cost_is_the_exact_trainable_count_and_respects_the_budget(tiny_bert):
     space = load_space("mixed", model_shape(tiny_bert, num_labels=2))
     budget = space.count(space.largest_plan()) // 4

@@ -319,6 +319,44 @@ def test_custom_trainer_receives_model_plan_data_and_fidelity(tmp_path, tiny_ber
     assert len(trained) == 2 and all(t.user_attrs["metrics"]["custom"] == 1.0 for t in trained)
 
 
+def test_workers_freed_together_start_trials_proposed_from_one_fit_of_the_model(tmp_path, tiny_bert, reviews_csv,
+                                                                                   ray_local, monkeypatch):
+    from autopeft.optimize.autopeft_sampler import sampler as sampler_module
+
+    fits = []  # the observations each fit of the GP saw
+    fit = sampler_module.fit_quality_gp
+    monkeypatch.setattr(sampler_module, "fit_quality_gp", lambda x, y: fits.append(len(y)) or fit(x, y))
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, trainer="trainers:scores_by_plan", budget={"trials": 3, "parallel": 3},
+                   resources={"cpus": 0.5}, optimizer={"sampler": "autopeft", "n_startup_trials": 3})
+    submit(job, progress=False)
+    assert fits == []  # the quasi-random design
+    more = job.model_copy(update={"budget": job.budget.model_copy(update={"trials": 6})})
+    summary = submit(more, progress=False)  # three workers free at once, three trials to propose
+    assert summary.finished == 6 and summary.failed == 0
+    assert fits == [3]
+    study = optuna.load_study(study_name=job.name, storage=job.optuna_storage)
+    plans = [t.user_attrs["plan_summary"] for t in study.trials]
+    assert len(plans) == 6 and len(set(plans)) == 6  # the later proposals knew the earlier ones as running
+
+
+def test_the_pool_hands_over_every_result_that_is_ready(ray_local):
+    from autopeft.run.pool import ready_results
+
+    @ray_local.remote
+    def after(seconds: float) -> float:
+        import time
+
+        time.sleep(seconds)
+        return seconds
+
+    quick = [after.remote(0.0) for _ in range(3)]
+    slow = after.remote(30.0)
+    ray_local.get(quick)
+    assert set(ready_results(ray_local, [*quick, slow], timeout=5)) == set(quick)  # all three, not only the first
+    assert ready_results(ray_local, [slow], timeout=0.1) == []
+    ray_local.cancel(slow, force=True)
+
+
 def test_resubmitting_resumes_the_same_study_and_parent_run(tmp_path, tiny_bert, reviews_csv, ray_local):
     job = tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 2, "parallel": 2})
     submit(job, progress=False)

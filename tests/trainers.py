@@ -93,3 +93,10 @@ class StartsSlowly(TrialWorker):
 
         time.sleep(30)
         super().__init__(*args)
+
+
+def scores_by_plan(context):
+    """A trial that takes no time: a score of its own for each plan, without building a model."""
+    import zlib
+
+    return {"accuracy": 0.5 + zlib.crc32(context.plan.describe().encode()) % 400 / 1000}

@@ -252,10 +252,10 @@ class SearchLoop:
                 ready = self.pool.wait(list(self.running), self._wait_time())
                 self._note_nodes()
                 self._draw_front()
-                if ready is None:
+                if not ready:
                     self._stop_overdue()
-                else:
-                    self._collect(ready)
+                for i, ref in enumerate(ready):  # every result in before the next proposals, which then share one fit
+                    self._collect(ref, start_next=i == len(ready) - 1)
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -371,7 +371,9 @@ class SearchLoop:
     def _start_next(self, done: TrialWork | BaselineWork | FinalWork) -> None:
         """The worker that ``done`` freed starts the next trial as soon as ``done``'s result is in the
         study, before its adapter, MLflow run and front are written, which are then off the time a
-        worker waits. Where proposals are made ahead, only one that is ready (without error) is
+        worker waits. Of results that came in together, this runs for the last one only, once all of
+        them are in the study; ``_fill`` then starts the other freed workers, and those proposals share
+        one fit of the sampler's model. Where proposals are made ahead, only one that is ready (without error) is
         started here. Only in a search without rungs and once the baselines are out (they and
         promotions go first, from ``_fill``), and while trials are left to start."""
         if (not self.pool.idle or self.rungs or self.baselines_left or not self._trials_to_start(done)
@@ -554,7 +556,8 @@ class SearchLoop:
                 self._fail(work, f"the trial ran longer than the trial timeout of {timeout:.0f} s; its worker was stopped",
                            TIMEOUT)
 
-    def _collect(self, ref) -> None:
+    def _collect(self, ref, start_next: bool = True) -> None:
+        """Record the result of ``ref``; with ``start_next``, its worker starts the next trial at once."""
         work = self.running.pop(ref)
         self._rung_table = None
         self._resolve_run(work)
@@ -594,7 +597,8 @@ class SearchLoop:
             self.job.layout.checkpoint(work.trial.number, work.rung - 1).unlink(missing_ok=True)
         work.finished(self.record, result)
         try:
-            self._start_next(work)
+            if start_next:
+                self._start_next(work)
         finally:
             self._log_result(work, result)
 

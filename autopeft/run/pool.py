@@ -128,6 +128,15 @@ def trainer_for_workers(ray, trainer: str | None):
     return function
 
 
+def ready_results(ray, refs: list, timeout: float | None = None) -> list:
+    """The result references that are ready, once one is (all of them, not only the first); none when none
+    is within ``timeout`` seconds."""
+    ready, rest = ray.wait(refs, num_returns=1, timeout=timeout)
+    if ready and rest:
+        ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+    return ready
+
+
 class WorkerPool:
     """``job.budget.parallel`` trial workers (Ray actors); a worker that died is replaced."""
 
@@ -175,10 +184,8 @@ class WorkerPool:
     def release(self, actor, healthy: bool) -> None:
         self.idle.append(actor if healthy else self._new())
 
-    def wait(self, refs: list, timeout: float | None = None):
-        """The first result reference that is ready; None when none is within ``timeout`` seconds."""
-        ready, _ = self.ray.wait(refs, num_returns=1, timeout=timeout)
-        return ready[0] if ready else None
+    def wait(self, refs: list, timeout: float | None = None) -> list:
+        return ready_results(self.ray, refs, timeout)
 
     def stop(self, actor) -> None:
         """Kill a worker (its trial is abandoned) and put a fresh one in its place."""

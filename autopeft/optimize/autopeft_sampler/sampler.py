@@ -6,6 +6,8 @@ domain, so it enters the hypervolume as a deterministic objective and the hard b
 before a point is ever scored. The acquisition function is optimised over the grid itself: a
 hill climb over one-change neighbours, started from the observed Pareto points and from the best
 of a budget-aware random sample. Running trials are pending points of the acquisition function.
+Proposals made before a new result arrives (the trials that start together after a burst of
+results) share one fit of the GP and differ only in their pending points.
 The job's finished named baselines that are points of the space are observations too, and their
 plans are never proposed.
 
@@ -25,7 +27,7 @@ from optuna.trial import TrialState
 from autopeft.optimize.autopeft_sampler.acquisition import exact_cost_nehvi
 from autopeft.optimize.autopeft_sampler.design import grid_points, sobol
 from autopeft.optimize.autopeft_sampler.discrete import hill_climb
-from autopeft.optimize.autopeft_sampler.model import Features, fit_quality_gp
+from autopeft.optimize.autopeft_sampler.model import Features, data_key, fit_quality_gp
 from autopeft.optimize.domain import Domain, point_key
 from autopeft.record.study import (
     BASELINES,
@@ -57,6 +59,7 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
         self._levels = np.asarray(domain.levels)
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
         self._design = grid_points(sobol(len(domain.levels), 2048, seed), self._levels)
+        self._last_fit: tuple[bytes, object] | None = None  # (the data's key, the GP fitted to it)
 
     def reseed_rng(self) -> None:
         self._fallback.reseed_rng()
@@ -197,12 +200,20 @@ class AutoPeftSampler(optuna.samplers.BaseSampler):
     def _random(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return grid_points(rng.random((n, len(self._levels))), self._levels)
 
+    def _fitted(self, x: torch.Tensor, y: torch.Tensor):
+        """The quality GP of these observations: the last one fitted when its data were the same (a fit is a
+        function of its data alone, so the proposal is what a new fit would give), else a new fit."""
+        key = data_key(x, y)
+        if self._last_fit is None or self._last_fit[0] != key:
+            self._last_fit = (key, fit_quality_gp(x, y))
+        return self._last_fit[1]
+
     def _optimise(self, rng, seen, x_obs, y_obs, costs, fractions, pending) -> np.ndarray:
         from botorch.utils.multi_objective.pareto import is_non_dominated
 
         floors, ceiling = self._reference(y_obs.shape[1])
         features = Features(self._levels, ceiling, self.domain.method_costs, self.domain.rungs if y_obs.shape[1] == 1 else ())
-        model = fit_quality_gp(features(x_obs, costs, fractions), torch.as_tensor(y_obs, dtype=torch.float64))
+        model = self._fitted(features(x_obs, costs, fractions), torch.as_tensor(y_obs, dtype=torch.float64))
         # each point once, by its quality at the largest fraction of the training; the GP predicts a full training
         order = np.argsort(-fractions, kind="stable")
         once = order[np.unique([point_key(p) for p in x_obs[order]], return_index=True)[1]]
