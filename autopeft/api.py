@@ -59,14 +59,15 @@ def count_scored(job: JobSpec | str | Path) -> int:
         return len(record.finished_points())
 
 
-def read_final(job: JobSpec | str | Path) -> tuple[list[Point], dict[str, Point]]:
+def read_final(job: JobSpec | str | Path, every_point: bool = False) -> tuple[list[Point], dict[str, Point]]:
     """The front re-evaluated over seeds (mean quality and std per point) and the re-evaluated baselines;
-    empty when the job re-evaluates nothing or its re-evaluation has not run."""
+    empty when the job re-evaluates nothing or its re-evaluation has not run. With ``every_point``, every
+    re-evaluated trial in place of their front: those the means moved off it too."""
     from autopeft.record.study import StudyRecord
 
     with StudyRecord.load(_job(job)) as record:
         trials, baselines = record.final_points()
-        return pareto_front(trials, record.reference.quality), baselines
+        return (trials if every_point else pareto_front(trials, record.reference.quality)), baselines
 
 
 def read_baselines(job: JobSpec | str | Path) -> dict[str, Point]:

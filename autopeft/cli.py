@@ -22,6 +22,8 @@ from autopeft.record.pareto import (
     beaten_by,
     beaten_text,
     counted,
+    off_the_front,
+    pareto_front,
 )
 from autopeft.record.storage import StoreUnavailable
 
@@ -136,6 +138,9 @@ def cmd_submit(args) -> int:
         print(f"\nRe-evaluated front ({job.final.seeds} new seeds per point, mean ± std; "
               f"hypervolume {summary.final_hypervolume:.4f}):")
         print(format_front(summary.final_front, summary.reference, job.task.metric, summary.final_baselines))
+        left = off_the_front(summary.front, summary.final_points, summary.reference.quality)
+        if left:
+            print(left)
     name = args.job
     print(f"\nWatch it:   autopeft ui {name}")
     if not learned_nothing:
@@ -159,7 +164,8 @@ def cmd_pareto(args) -> int:
     step(f"reading the study of '{job.name}'")
     front, reference = api.read_front(job)
     baselines = api.read_baselines(job)
-    final, final_baselines = api.read_final(job)
+    final_points, final_baselines = api.read_final(job, every_point=True)
+    final = pareto_front(final_points, reference.quality)
     if args.json:
         def trials(front: list[Point], baselines: dict[str, Point]) -> dict[str, int | None]:
             return {n: None if p is None else p.trial for n, p in beaten_by(front, baselines).items()}
@@ -168,6 +174,7 @@ def cmd_pareto(args) -> int:
                           "baselines": {n: p.to_dict() for n, p in baselines.items()},
                           "baselines_dominated_by": trials(front, baselines),
                           "final_front": [p.to_dict() for p in final],
+                          "final_points": [p.to_dict() for p in final_points],
                           "final_baselines": {n: p.to_dict() for n, p in final_baselines.items()},
                           "final_baselines_dominated_by": trials(final, final_baselines)}, indent=2))
     else:
@@ -178,6 +185,9 @@ def cmd_pareto(args) -> int:
             seeds = max(p.seeds for p in final)
             print(f"\nRe-evaluated front ({seeds} new seeds per point, mean ± std):")
             print(format_front(final, reference, job.task.metric, final_baselines))
+            left = off_the_front(front, final_points, reference.quality)
+            if left:
+                print(left)
     return 0
 
 
@@ -287,6 +297,8 @@ def render_snapshot(snap) -> str:
         title = (f"Re-evaluated front{'' if final.over else ' so far'} ({seeds} new seeds per point, mean ± std; "
                  f"hypervolume {final.hypervolume:.4f}):")
         lines += ["", title, format_front(final.front, snap.reference, snap.metric, final.baselines)]
+        left = off_the_front(snap.front, final.points, snap.reference.quality)
+        lines += [left] if left else []
     return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from autopeft.record.pareto import beaten_text, counted
+from autopeft.record.pareto import beaten_text, counted, off_the_front
 
 
 @dataclass
@@ -34,6 +34,7 @@ class ReportData:
     baselines: dict
     trials: list[TrialRow]
     final_front: Sequence = ()
+    final_points: Sequence = ()  # every re-evaluated trial, on that front or not
     final_baselines: dict = field(default_factory=dict)
     charts: dict[str, bytes | str] = field(default_factory=dict)  # title -> PNG, or an SVG drawn inline
 
@@ -86,6 +87,8 @@ def report_html(data: ReportData) -> str:
         seeds = max(p.seeds for p in data.final_front)
         parts.append(f"<h2>Re-evaluated front ({seeds} new seeds per point, mean ± std)</h2>")
         parts.append(_points_table(data.final_front, data.metric))
+        left = off_the_front(data.front, data.final_points, data.reference.quality)
+        parts.append(f"<p>{html.escape(left)}</p>" if left else "")
     for title, baselines, front in (("Baselines", data.baselines, data.front),
                                     ("Re-evaluated baselines", data.final_baselines, data.final_front)):
         if baselines:

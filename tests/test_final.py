@@ -74,6 +74,19 @@ def test_the_front_and_baselines_are_retrained_with_new_seeds_once_and_export_ta
         assert out.startswith(f"search '{job.name}': {status}\n")
         assert f"] {retrainings - (0 if lost else 1)}/{retrainings} trainings with new seeds (2 per point), {len(lost) // 2} failed" in out
         assert ("Re-evaluated front so far (2 new seeds" in out) == (not lost)
+    # a point of the search's front whose new seeds learned nothing is named, with its mean, off the re-evaluated front
+    copy = tmp_path / "study-collapsed.db"
+    shutil.copy(job.run_dir / "study.db", copy)
+    study = optuna.load_study(study_name=job.name, storage=f"sqlite:///{copy}")
+    final = study.user_attrs["final"]
+    final[f"trial:{first}"] = {seed: {**r, "quality": 0.0} for seed, r in final[f"trial:{first}"].items()}
+    study.set_user_attr("final", final)
+    assert main(["watch", str(copy), "--once"]) == 0
+    out = capsys.readouterr().out
+    assert f"off the front on re-evaluation: trial {first} (0.0000 ± 0.0000, {search_front[0].params:,} trainable; " \
+        "at or under the quality floor 0.0000)" in out
+    table = out.split("Re-evaluated front (2 new seeds per point")[1].split("baselines:")[0].splitlines()[2:]
+    assert first not in [int(row.split()[0]) for row in table]
     # a job resumed with other baselines: the search waits for the new one; a dropped one is not re-evaluated
     for baselines, status, shown in ((["ia3"], "stopped before its budget", "baselines 0/1"),
                                      ([], "finished", f"{retrainings - 2}/{retrainings - 2} trainings")):
@@ -110,8 +123,12 @@ def test_the_front_and_baselines_are_retrained_with_new_seeds_once_and_export_ta
     assert main(["pareto", "job.yaml"]) == 0
     out = capsys.readouterr().out
     assert "Re-evaluated front (2 new seeds per point, mean ± std)" in out and " ± " in out
+    off = sorted({p.trial for p in search_front} - {p.trial for p in widened.final_front})
+    assert ("off the front on re-evaluation: " in out) == bool(off)
+    assert all(f"trial {t} (" in out.split("off the front on re-evaluation: ")[1] for t in off)
     assert main(["pareto", "job.yaml", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
+    assert sorted(p["trial"] for p in listing["final_points"]) == sorted(p.trial for p in points)
     for front, baselines, by in ((listing["front"], listing["baselines"], listing["baselines_dominated_by"]),
                                  (listing["final_front"], listing["final_baselines"], listing["final_baselines_dominated_by"])):
         assert set(by) == set(baselines) == {"lora-r8"}

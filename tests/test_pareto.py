@@ -101,3 +101,31 @@ def test_the_front_says_which_baselines_it_dominates_and_by_which_trial():
                                   final_front=front[1:], final_baselines={"lora-r8": Point(-1, 0.70, 500, 0.5)}))
     assert "<p>dominated by the front: lora-r8 (by trial 3); not dominated: ia3, full</p>" in page
     assert "<p>not dominated: lora-r8</p>" in page  # the re-evaluated front, of trial 7 alone, is dearer than lora-r8
+
+
+def test_the_points_the_re_evaluation_puts_off_the_front_are_named_with_their_means_and_why():
+    from autopeft.record.pareto import off_the_front
+
+    def R(trial, quality, params, std=0.01):
+        return Point(trial=trial, quality=quality, params=params, pct=0.0, std=std, seeds=3)
+
+    front = [P(1, 0.70, 100), P(2, 0.75, 200), P(3, 0.80, 300), P(4, 0.85, 400), P(5, 0.90, 500)]
+    # re-trained over seeds: 1 now scores the floor, 3 falls under 2, 4 ties trial 0 (of the second front, as large and
+    # earlier), 6 (of the second front too) joins the front, 5 holds
+    final = [R(0, 0.80, 400), R(1, 0.60, 100), R(2, 0.78, 200), R(3, 0.74, 300, std=0.2), R(4, 0.80, 400),
+             R(5, 0.90, 500), R(6, 0.88, 450)]
+    text = off_the_front(front, final, floor=0.60)
+    assert text == ("off the front on re-evaluation: trial 1 (0.6000 ± 0.0100, 100 trainable; at or under the quality "
+                    "floor 0.6000), trial 3 (0.7400 ± 0.2000, 300 trainable; dominated by trial 2), trial 4 (0.8000 ± "
+                    "0.0100, 400 trainable; the same as trial 0)")
+    assert [p.trial for p in pareto_front(final, 0.60)] == [2, 0, 6, 5]
+    assert "trial 6" not in text and "trial 5" not in text  # 6 was not on the search's front; 5 stays on it
+    assert off_the_front(front, [R(p.trial, p.quality, p.params) for p in front], floor=0.60) == ""
+    assert off_the_front(front, [], floor=0.60) == ""  # nothing re-evaluated yet
+
+    from autopeft.dashboards.report import ReportData, report_html
+
+    page = report_html(ReportData(name="s", metric="accuracy", status="finished", summary="", reference=Reference(0.6, 1000),
+                                  points=front, front=front, baselines={}, trials=[],
+                                  final_front=pareto_front(final, 0.6), final_points=final))
+    assert f"<p>{text}</p>" in page

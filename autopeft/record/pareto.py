@@ -59,6 +59,24 @@ def beaten_text(front: list[Point], baselines: dict[str, Point]) -> str:
                       *(["not dominated: " + ", ".join(kept)] if kept else [])])
 
 
+def off_the_front(front: Iterable[Point], final: Sequence[Point], floor: float) -> str:
+    """Which points of the search's ``front`` the re-evaluation (``final``: every re-evaluated trial, its quality the
+    mean over seeds) put off the re-evaluated front, cheapest first, each with its mean ± std and why; empty when none."""
+    final_front = pareto_front(final, floor)
+    on, searched = {p.trial for p in final_front}, {p.trial for p in front}
+
+    def why(p: Point) -> str:
+        if p.quality <= floor:
+            return f"at or under the quality floor {floor:.4f}"
+        by = dominated_by(final_front, p)  # else the same quality and size as a point kept on the front
+        return f"dominated by trial {by.trial}" if by is not None else "the same as trial " + str(
+            next(q.trial for q in final_front if (q.quality, q.params) == (p.quality, p.params)))
+
+    left = [f"trial {p.trial} ({p.quality:.4f}{'' if p.std is None else f' ± {p.std:.4f}'}, {p.params:,} trainable; {why(p)})"
+            for p in sorted(final, key=lambda p: p.params) if p.trial in searched and p.trial not in on]
+    return "off the front on re-evaluation: " + ", ".join(left) if left else ""
+
+
 def pareto_front(points: Iterable[Point], floor: float | None = None) -> list[Point]:
     """Non-dominated points, from the smallest to the largest; ties keep the earliest trial.
 

@@ -92,7 +92,8 @@ class Snapshot:
 @dataclass(frozen=True)
 class Reevaluation:
     """The re-evaluation of a search's front: ``total`` trainings (its targets times ``seeds``) once the search is done,
-    ``done`` of them finished and ``failed`` failed so far; ``front`` and ``baselines`` average the finished ones."""
+    ``done`` of them finished and ``failed`` failed so far; ``front`` and ``baselines`` average the finished ones,
+    ``points`` every re-evaluated trial (on that front or not)."""
 
     seeds: int
     total: int
@@ -101,6 +102,7 @@ class Reevaluation:
     front: list[Point]
     baselines: dict[str, Point]
     hypervolume: float
+    points: list[Point] = field(default_factory=list)
 
     @property
     def over(self) -> bool:
@@ -172,7 +174,7 @@ def _reevaluation(record: StudyRecord, searched: bool, named: set[str], points: 
     points, baselines = record.final_points(points, final)
     return Reevaluation(seeds=seeds, total=len(targets) * seeds, done=done, failed=len(outcomes) - done,
                         front=pareto_front(points, record.reference.quality), baselines=baselines,
-                        hypervolume=hypervolume(points, record.reference))
+                        hypervolume=hypervolume(points, record.reference), points=points)
 
 
 def _rung_text(attrs: dict) -> str:
@@ -229,4 +231,4 @@ def report_page(record: StudyRecord, stopping: bool = False) -> str:
     return report_html(ReportData(
         name=snap.name, metric=snap.metric, status=snap.status, summary=summary, reference=snap.reference, points=points,
         front=snap.front, baselines=baselines, trials=_trial_rows(record), final_front=snap.final.front if snap.final else [],
-        final_baselines=snap.final.baselines if snap.final else {}, charts=charts))
+        final_points=snap.final.points if snap.final else [], final_baselines=snap.final.baselines if snap.final else {}, charts=charts))

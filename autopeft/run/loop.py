@@ -69,6 +69,7 @@ class SearchSummary:
     baselines: dict[str, Point] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)  # failed trials by reason
     final_front: list[Point] = field(default_factory=list)  # re-evaluated over seeds: mean quality and its std
+    final_points: list[Point] = field(default_factory=list)  # every re-evaluated trial, on that front or not
     final_hypervolume: float = 0.0
     final_baselines: dict[str, Point] = field(default_factory=dict)
     pruned: int = 0  # a search with rungs: trials stopped after a rung before the last
@@ -817,7 +818,7 @@ def _run_search(job: JobSpec, progress: bool, prepared: Prepared, record: StudyR
     return SearchSummary(run_dir=job.run_dir, parent_run_id=record.parent_run_id, finished=loop.finished,
                          failed=loop.failed, reference=reference, front=pareto_front(points, reference.quality), scored=len(points),
                          hypervolume=hypervolume(points, reference), baselines=record.baseline_points(),
-                         failures=record.failures(), final_front=pareto_front(final, reference.quality),
+                         failures=record.failures(), final_front=pareto_front(final, reference.quality), final_points=final,
                          final_hypervolume=hypervolume(final, reference), final_baselines=final_baselines,
                          pruned=len(record.study.get_trials(deepcopy=False, states=(States.PRUNED,))),
                          silent_rungs=record.rungs_told_nothing(job.fidelity.reduction_factor) if job.fidelity.asha else [])
