@@ -134,7 +134,7 @@ def cmd_submit(args) -> int:
     if learned_nothing:
         print("\n" + nothing_learned_text(job.task.metric, summary.reference, floor_kind(job), summary.baselines,
                                           train_steps(prepared)))
-    if summary.final_front:
+    if summary.final_points or summary.final_baselines:
         print(f"\nRe-evaluated front ({job.final.seeds} new seeds per point, mean ± std; "
               f"hypervolume {summary.final_hypervolume:.4f}):")
         print(format_front(summary.final_front, summary.reference, job.task.metric, summary.final_baselines))
@@ -181,8 +181,8 @@ def cmd_pareto(args) -> int:
         print(format_front(front, reference, job.task.metric, baselines))
         if _learned_nothing(front, api.count_scored(job)):
             print("\n" + nothing_learned_text(job.task.metric, reference, floor_kind(job), baselines))
-        if final:
-            seeds = max(p.seeds for p in final)
+        if final_points or final_baselines:
+            seeds = max(p.seeds for p in [*final_points, *final_baselines.values()])
             print(f"\nRe-evaluated front ({seeds} new seeds per point, mean ± std):")
             print(format_front(final, reference, job.task.metric, final_baselines))
             left = off_the_front(front, final_points, reference.quality)
@@ -292,8 +292,8 @@ def render_snapshot(snap) -> str:
             lines += ["", f"Pareto front: no trial has scored above the quality floor ({snap.metric} {snap.reference.quality:.4f}) yet"]
         if snap.baseline_points:
             lines += ["", format_front([], snap.reference, snap.metric, snap.baseline_points)]
-    if final is not None and (final.front or final.baselines):
-        seeds = final.seeds or max(p.seeds for p in [*final.front, *final.baselines.values()])
+    if final is not None and (final.points or final.baselines):
+        seeds = final.seeds or max(p.seeds for p in [*final.points, *final.baselines.values()])
         title = (f"Re-evaluated front{'' if final.over else ' so far'} ({seeds} new seeds per point, mean ± std; "
                  f"hypervolume {final.hypervolume:.4f}):")
         lines += ["", title, format_front(final.front, snap.reference, snap.metric, final.baselines)]

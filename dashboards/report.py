@@ -83,8 +83,8 @@ def report_html(data: ReportData) -> str:
     parts.append(f"<h2>Pareto front ({counted(len(data.front), 'point')})</h2>")
     parts.append(_points_table(data.front, data.metric) if data.front else
                  f"<p>no trial has scored above the quality floor ({data.reference.quality:.4f}) yet</p>")
-    if data.final_front:
-        seeds = max(p.seeds for p in data.final_front)
+    if data.final_front or data.final_points:
+        seeds = max(p.seeds for p in [*data.final_front, *data.final_points])
         parts.append(f"<h2>Re-evaluated front ({seeds} new seeds per point, mean ± std)</h2>")
         parts.append(_points_table(data.final_front, data.metric))
         left = off_the_front(data.front, data.final_points, data.reference.quality)

@@ -129,3 +129,9 @@ def test_the_points_the_re_evaluation_puts_off_the_front_are_named_with_their_me
                                   points=front, front=front, baselines={}, trials=[],
                                   final_front=pareto_front(final, 0.6), final_points=final))
     assert f"<p>{text}</p>" in page
+    # every re-trained point fell to the floor: the re-evaluated front is empty, and the page still says what happened
+    collapsed = [R(p.trial, 0.55, p.params) for p in front]
+    page = report_html(ReportData(name="s", metric="accuracy", status="finished", summary="", reference=Reference(0.6, 1000),
+                                  points=front, front=front, baselines={}, trials=[], final_front=[], final_points=collapsed))
+    assert "<h2>Re-evaluated front (3 new seeds per point, mean ± std)</h2>" in page
+    assert "<p>off the front on re-evaluation: trial 1 (0.5500 ± 0.0100, 100 trainable; at or under the quality floor 0.6000)" in page
