@@ -47,6 +47,8 @@ def test_the_front_and_baselines_are_retrained_with_new_seeds_once_and_export_ta
     assert parent.data.metrics["final_hypervolume"] == summary.final_hypervolume
     logged = json.loads(open(client.download_artifacts(summary.parent_run_id, "final_front.json", str(tmp_path))).read())
     assert [row["trial"] for row in logged["front"]] == [p.trial for p in summary.final_front]
+    assert sorted(row["trial"] for row in logged["points"]) == sorted(p.trial for p in search_front)
+    assert {row["trial"]: row["quality"] for row in logged["points"]} == {p.trial: p.quality for p in summary.final_points}
 
     # watch shows where the re-evaluation stands and its front, beside the search's
     monkeypatch.chdir(tmp_path)

@@ -383,9 +383,10 @@ class MlflowWriter:
         self._log_texts(self.parent_id, artifacts)
 
     def log_final_front(self, front: list[Point], hypervolume: float, baselines: dict[str, Point],
-                        runs: dict[str, Point]) -> None:
-        """The front re-evaluated over seeds (mean and std per point) on the parent run, and each
-        re-evaluated point's mean and std on its own run (``runs``: run id to point)."""
+                        runs: dict[str, Point], points: list[Point] | None = None) -> None:
+        """The front re-evaluated over seeds (mean and std per point) on the parent run, with ``points`` (every
+        re-evaluated trial, on that front or not), and each re-evaluated point's mean and std on its own run
+        (``runs``: run id to point)."""
         for run_id, p in runs.items():
             self.client.log_metric(run_id, "final_quality_mean", p.quality)
             self.client.log_metric(run_id, "final_quality_std", p.std or 0.0)
@@ -393,7 +394,8 @@ class MlflowWriter:
         self.client.log_metric(self.parent_id, "final_hypervolume", hypervolume)
         self.client.log_metric(self.parent_id, "final_front_size", len(front))
         self._log_texts(self.parent_id, {"final_front.json": json.dumps(
-            {"front": [p.to_dict() for p in front], "baselines": {n: p.to_dict() for n, p in baselines.items()}}, indent=2)})
+            {"front": [p.to_dict() for p in front], "points": [p.to_dict() for p in points or front],
+             "baselines": {n: p.to_dict() for n, p in baselines.items()}}, indent=2)})
 
     def log_chart(self, name: str, png: bytes) -> None:
         """Replace a chart of the parent run."""

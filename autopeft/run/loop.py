@@ -750,7 +750,7 @@ class SearchLoop:
         recorded = self.record.baselines
         runs.update({recorded[name].get("mlflow_run_id"): p for name, p in baselines.items()})
         self.tracker.log_final_front(pareto_front(trials, self.reference.quality), hypervolume(trials, self.reference), baselines,
-                                     {run_id: p for run_id, p in runs.items() if run_id})
+                                     {run_id: p for run_id, p in runs.items() if run_id}, trials)
 
 
 def run_search(job: JobSpec, progress: bool = True, prepared: Prepared | None = None) -> SearchSummary:
