@@ -45,7 +45,7 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
 
     ``how`` is ``best``, ``knee``, ``smallest-above=<quality>``, ``trial=<number>`` or
     ``baseline=<name>``; also written: ``autopeft_point.json`` with the point's metrics, plan and
-    origin (job, trial or baseline, MLflow run).
+    origin (job, trial or baseline, MLflow run), and a classifier's class names in the order of its outputs.
     """
     with StudyRecord.load(job) as record:
         return _export(job, record, how, out)
@@ -115,6 +115,7 @@ def _export(job: JobSpec, record: StudyRecord, how: str, out: str | Path) -> Exp
         "baseline": target.split(":", 1)[1] if target.startswith("baseline:") else None,
         "pick": how,
         "metric": job.task.metric,
+        "labels": record.label_names or None,  # a classifier's classes, in the order of its outputs
         "quality": point.quality,
         "quality_std": point.std,
         "seeds": point.seeds,

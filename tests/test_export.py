@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import optuna
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -13,7 +14,9 @@ from autopeft.api import export, read_front
 from autopeft.errors import UserError
 
 
-def _validation_accuracy(model, job, tiny_bert):
+def _validation_accuracy(model, job, tiny_bert, labels=None):
+    """The model's accuracy on the job's validation examples; with ``labels`` (the exported class names), its
+    predictions read as class names and compared with each example's label as the data file spells it."""
     from transformers import AutoTokenizer
 
     from autopeft.job.data import load_task_data
@@ -26,7 +29,10 @@ def _validation_accuracy(model, job, tiny_bert):
     model.eval()
     with torch.no_grad():
         predictions = model(**batch).logits.argmax(-1).tolist()
-    return sum(int(p == y) for p, y in zip(predictions, data.validation_labels[:n])) / n
+    if labels is None:
+        return sum(int(p == y) for p, y in zip(predictions, data.validation_labels[:n])) / n
+    by_text = dict(zip(*(pd.read_csv(job.task.train_file)[c].astype(str) for c in (job.task.text_columns[0], job.task.label_column))))
+    return sum(labels[p] == by_text[t] for p, t in zip(predictions, texts)) / n
 
 
 @pytest.mark.parametrize("how", ["best", "knee"])
@@ -40,18 +46,20 @@ def test_export_reloads_with_peft_alone(searched, tiny_bert, tmp_path, how):
     info = json.loads((tmp_path / "out" / "autopeft_point.json").read_text())
     assert info["trial"] == exported.point.trial and info["job"] == "t" and info["pick"] == how
     assert info["mlflow_run_id"]
+    labels = info["labels"]  # the classes in the order of the head's outputs, as the data file spells them
+    assert sorted(labels) == sorted(set(pd.read_csv(searched.task.train_file)[searched.task.label_column].astype(str)))
 
     config = PeftConfig.from_pretrained(str(tmp_path / "out"))
     assert config.peft_type.value == "LORA"
 
     def base():
-        return AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2, ignore_mismatched_sizes=True)
+        return AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=len(labels), ignore_mismatched_sizes=True)
 
     wrapped = get_peft_model(base(), config)
     assert sum(p.numel() for p in wrapped.parameters() if p.requires_grad) == info["trainable_params"]
 
     loaded = PeftModel.from_pretrained(base(), str(tmp_path / "out"))
-    accuracy = _validation_accuracy(loaded, searched, tiny_bert)
+    accuracy = _validation_accuracy(loaded, searched, tiny_bert, labels)
     assert accuracy == pytest.approx(info["quality"], abs=1.5 / searched.fidelity.eval_examples)
 
 

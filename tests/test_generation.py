@@ -74,6 +74,26 @@ def test_a_generation_search_learns_above_the_zero_shot_floor(tmp_path, plain_ll
     parent = client.get_run(summary.parent_run_id)
     assert float(parent.data.params["reference.quality"]) == floor
 
+    # the export is a causal-LM adapter that peft alone loads on AutoModelForCausalLM, its trained weights with it
+    import torch
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from autopeft.api import export
+
+    exported = export(job, "baseline=lora-r8", tmp_path / "adapter")
+    info = json.loads((tmp_path / "adapter" / "autopeft_point.json").read_text())
+    assert info["labels"] is None and info["load_with"].startswith("peft.PeftModel")
+    assert PeftConfig.from_pretrained(str(tmp_path / "adapter")).task_type == "CAUSAL_LM"
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(plain_llama), str(tmp_path / "adapter"))
+    assert sum(p.numel() for n, p in loaded.named_parameters() if "lora_" in n) == exported.point.params
+    batch = AutoTokenizer.from_pretrained(plain_llama)(["a tedious film"], return_tensors="pt")
+    with torch.no_grad():
+        tuned = loaded(**batch).logits
+        with loaded.disable_adapter():
+            untuned = loaded(**batch).logits
+    assert not torch.allclose(tuned, untuned)  # the trained LoRA, not a fresh one (whose B is zero), was loaded
+
 
 def test_chat_messages_are_rendered_with_the_chat_template(tmp_path, chat_llama, instructions, ray_local):
     job = load_job(write_job(
