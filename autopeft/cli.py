@@ -49,6 +49,14 @@ def format_front(front: list[Point], reference: Reference, metric: str, baseline
     return "\n".join(lines)
 
 
+def format_final_front(search_front: list[Point], final_front: list[Point], final_points: list[Point], reference: Reference,
+                       metric: str, baselines: dict[str, Point]) -> str:
+    """The re-evaluated front as ``format_front`` gives it, and under it the line naming the points of the search's
+    front that the re-evaluation put off it (``final_points``: every re-evaluated trial)."""
+    left = off_the_front(search_front, final_points, reference.quality)
+    return format_front(final_front, reference, metric, baselines) + (f"\n{left}" if left else "")
+
+
 def silent_rungs_text(silent: list[tuple[int, int, float]], rungs: tuple[float, ...]) -> str:
     """What a search with rungs should know about rungs that told no plan apart, and what to change."""
     told = " ".join(f"Rung {r + 1} of {len(rungs)}, at {rungs[r]:.3g} of the training, told no plan apart: all {n} "
@@ -137,10 +145,8 @@ def cmd_submit(args) -> int:
     if summary.final_points or summary.final_baselines:
         print(f"\nRe-evaluated front ({job.final.seeds} new seeds per point, mean ± std; "
               f"hypervolume {summary.final_hypervolume:.4f}):")
-        print(format_front(summary.final_front, summary.reference, job.task.metric, summary.final_baselines))
-        left = off_the_front(summary.front, summary.final_points, summary.reference.quality)
-        if left:
-            print(left)
+        print(format_final_front(summary.front, summary.final_front, summary.final_points, summary.reference,
+                                 job.task.metric, summary.final_baselines))
     name = args.job
     print(f"\nWatch it:   autopeft ui {name}")
     if not learned_nothing:
@@ -184,10 +190,7 @@ def cmd_pareto(args) -> int:
         if final_points or final_baselines:
             seeds = max(p.seeds for p in [*final_points, *final_baselines.values()])
             print(f"\nRe-evaluated front ({seeds} new seeds per point, mean ± std):")
-            print(format_front(final, reference, job.task.metric, final_baselines))
-            left = off_the_front(front, final_points, reference.quality)
-            if left:
-                print(left)
+            print(format_final_front(front, final, final_points, reference, job.task.metric, final_baselines))
     return 0
 
 
@@ -296,9 +299,8 @@ def render_snapshot(snap) -> str:
         seeds = final.seeds or max(p.seeds for p in [*final.points, *final.baselines.values()])
         title = (f"Re-evaluated front{'' if final.over else ' so far'} ({seeds} new seeds per point, mean ± std; "
                  f"hypervolume {final.hypervolume:.4f}):")
-        lines += ["", title, format_front(final.front, snap.reference, snap.metric, final.baselines)]
-        left = off_the_front(snap.front, final.points, snap.reference.quality)
-        lines += [left] if left else []
+        lines += ["", title, format_final_front(snap.front, final.front, final.points, snap.reference, snap.metric,
+                                                final.baselines)]
     return "\n".join(lines)
 
 

@@ -88,7 +88,8 @@ def report_html(data: ReportData) -> str:
         parts.append(f"<h2>Re-evaluated front ({seeds} new seeds per point, mean ± std)</h2>")
         parts.append(_points_table(data.final_front, data.metric))
         left = off_the_front(data.front, data.final_points, data.reference.quality)
-        parts.append(f"<p>{html.escape(left)}</p>" if left else "")
+        if left:
+            parts.append(f"<p>{html.escape(left)}</p>")
     for title, baselines, front in (("Baselines", data.baselines, data.front),
                                     ("Re-evaluated baselines", data.final_baselines, data.final_front)):
         if baselines:
