@@ -33,17 +33,31 @@ def _quality(p: Point, width: int) -> str:
     return f"{text:>{width}}"
 
 
+def _test(p: Point, width: int) -> str:
+    """The test column's cell (none where ``width`` is 0: no point has a test score)."""
+    if not width:
+        return ""
+    text = "-" if p.test is None else f"{p.test:.4f} ± {p.test_std:.4f}"
+    return f"  {text:>{width}}"
+
+
 def format_front(front: list[Point], reference: Reference, metric: str, baselines: dict[str, Point] | None = None) -> str:
-    """The front as a table; re-evaluated points show their mean quality ± its std over seeds."""
-    width = 18 if any(p.std is not None for p in [*front, *(baselines or {}).values()]) else 9
+    """The front as a table; re-evaluated points show their mean quality ± its std over seeds, and their mean score on
+    the test file in a column of its own where any has one."""
+    points = [*front, *(baselines or {}).values()]
+    width = 18 if any(p.std is not None for p in points) else 9
+    tested = max(18, len(metric) + 5) if any(p.test is not None for p in points) else 0
     first = max([9, *map(len, baselines or {})])  # the trial number, or a baseline's name
-    lines = [f"{'trial':>{first}}  {metric:>{width}}  {'trainable':>10}  {'% of base':>9}  plan"]
-    for p in front:
-        lines.append(f"{p.trial:>{first}}  {_quality(p, width)}  {p.params:>10,}  {p.pct:>9.4f}  {p.plan}")
+
+    def row(label, p: Point) -> str:
+        return f"{label:>{first}}  {_quality(p, width)}{_test(p, tested)}  {p.params:>10,}  {p.pct:>9.4f}  {p.plan}"
+
+    header = f"  {'test ' + metric:>{tested}}" if tested else ""
+    lines = [f"{'trial':>{first}}  {metric:>{width}}{header}  {'trainable':>10}  {'% of base':>9}  plan"]
+    lines += [row(p.trial, p) for p in front]
     if baselines:
         lines.append("baselines:")
-        for name, p in sorted(baselines.items(), key=lambda item: item[1].params):
-            lines.append(f"{name:>{first}}  {_quality(p, width)}  {p.params:>10,}  {p.pct:>9.4f}  {p.plan}")
+        lines += [row(name, p) for name, p in sorted(baselines.items(), key=lambda item: item[1].params)]
         lines.append(beaten_text(front, baselines))
     lines.append(f"reference point: {metric} {reference.quality:.4f}, {reference.params:,} trainable parameters")
     return "\n".join(lines)
@@ -200,6 +214,8 @@ def cmd_export(args) -> int:
     exported = api.export(job, args.pick, args.out)
     p = exported.point
     quality = f"{p.quality:.4f}" if p.std is None else f"{p.quality:.4f} ± {p.std:.4f} over {p.seeds} seeds"
+    if p.test is not None:
+        quality += f"; test {p.test:.4f} ± {p.test_std:.4f}"
     print(f"exported {exported.source} ({quality}, {p.params:,} trainable parameters, {p.plan}) to {exported.out}")
     print("  " + "  ".join(sorted(p.name for p in exported.out.iterdir())))
     print(f"load it: {exported.load_with.replace('DIR', repr(str(exported.out)))}")

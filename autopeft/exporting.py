@@ -81,12 +81,13 @@ def _export(job: JobSpec, record: StudyRecord, how: str, out: str | Path) -> Exp
     if out.exists() and any(out.iterdir()):
         raise UserError("--out", f"'{out}' exists and is not empty", "choose a new folder")
     configs = [] if plan.full else peft_configs(plan, shape, base_model_name_or_path=resolve_model(job.model))
-    seed, run_id = None, origin.get("mlflow_run_id")
+    seed, run_id, adapter_test = None, origin.get("mlflow_run_id"), None
     if point.seeds:  # the re-trained adapter whose quality is nearest the mean
         seeds = record.final_seeds(target)
         seed = min(seeds, key=lambda s: (abs(seeds[s] - point.quality), s))
         trained = job.layout.final_adapter(target, seed)
         run_id = record.final[target][str(seed)].get("mlflow_run_id")
+        adapter_test = record.final[target][str(seed)].get("test_quality")
     with tempfile.TemporaryDirectory(prefix="autopeft-export-") as staging:
         trained = _adapter_folder(job, trained, run_id, Path(staging))
         with_weights = (trained / WEIGHTS_FILE).is_file()
@@ -120,6 +121,9 @@ def _export(job: JobSpec, record: StudyRecord, how: str, out: str | Path) -> Exp
         "quality_std": point.std,
         "seeds": point.seeds,
         "adapter_seed": seed,
+        "test_quality": point.test,  # with task.test_file: the mean over the seeds of the metric on it
+        "test_quality_std": point.test_std,
+        "adapter_test_quality": adapter_test,  # the exported adapter's own score on the test file
         "metrics": origin.get("metrics", {}),
         "trainable_params": point.params,
         "trainable_pct": point.pct,

@@ -49,9 +49,18 @@ def _quality(p) -> str:
 
 
 def _points_table(rows: Sequence, metric: str, label: str = "trial", names: Sequence[str] | None = None) -> str:
-    head = f"<tr><th>{label}</th><th>{html.escape(metric)}</th><th>trainable</th><th>% of base</th><th class=l>plan</th></tr>"
+    """Points and their quality; where any has a score on the test file, a column with it."""
+    tested = any(getattr(p, "test", None) is not None for p in rows)
+
+    def test(p) -> str:
+        if not tested:
+            return ""
+        return "<td>-</td>" if p.test is None else f"<td>{p.test:.4f} ± {p.test_std:.4f}</td>"
+
+    head = (f"<tr><th>{label}</th><th>{html.escape(metric)}</th>" + (f"<th>test {html.escape(metric)}</th>" if tested else "")
+            + "<th>trainable</th><th>% of base</th><th class=l>plan</th></tr>")
     body = "".join(
-        f"<tr><td>{html.escape(names[i]) if names else p.trial}</td><td>{_quality(p)}</td><td>{p.params:,}</td>"
+        f"<tr><td>{html.escape(names[i]) if names else p.trial}</td><td>{_quality(p)}</td>{test(p)}<td>{p.params:,}</td>"
         f"<td>{p.pct:.4f}</td><td class=l>{html.escape(p.plan)}</td></tr>" for i, p in enumerate(rows))
     return f"<table>{head}{body}</table>"
 

@@ -39,6 +39,15 @@ def _labelled(directory: Path, labels: list) -> None:
     write_job(directory, task={"train_file": "pairs.csv", "label_column": "gold", "validation_size": 10})
 
 
+def _with_test_file(directory: Path, test: str | None, final: dict | None = None) -> None:
+    """A job on a CSV of sentences labelled a or b, re-evaluated over 2 seeds, with ``test`` as its test file."""
+    (directory / "pairs.csv").write_text("text,gold\n" + "".join(f"sentence {i},{'ab'[i % 2]}\n" for i in range(40)))
+    if test is not None:
+        (directory / "test.csv").write_text(test)
+    write_job(directory, task={"train_file": "pairs.csv", "label_column": "gold", "validation_size": 10,
+                               "test_file": "test.csv"}, final=final or {"seeds": 2})
+
+
 CASES = {
     "syntax error": (lambda d: (d / "job.yaml").write_text("name: t\nmodel: [minilm-l6\n"), ["YAML syntax error at line", "fix the YAML syntax"]),
     "unknown key": (lambda d: write_job(d, trials=3), ["unknown field 'trials'", "budget"]),
@@ -123,6 +132,14 @@ CASES = {
                           "a column of their own"]),
     "an id column as labels": (lambda d: _labelled(d, [f"row-{i}" for i in range(60)]),
                                ["task.label_column", "'gold' has 60 distinct labels in 60 examples", "class labels"]),
+    "test file without a re-evaluation": (lambda d: _with_test_file(d, "text,gold\nfine,a\n", final={"seeds": 0}),
+                                          ["task.test_file is scored by the re-evaluation", "set final.seeds"]),
+    "test file with a class the search lacks": (lambda d: _with_test_file(d, "text,gold\nfine,a\nodd,c\nodder,d\n"),
+                                                ["task.test_file", "has labels the training and validation data do not: 'c', 'd'",
+                                                 "(a, b)"]),
+    "test file without the label column": (lambda d: _with_test_file(d, "text,label\nfine,a\n"),
+                                           ["task.test_file", "column 'gold' is not in", "text, label"]),
+    "missing test file": (lambda d: _with_test_file(d, None), ["task.test_file", "test.csv' does not exist"]),
     "two data sources": (lambda d: write_job(d, task={"dataset": "rotten_tomatoes", "train_file": "x.csv"}), ["task", "exactly one of"]),
 }
 

@@ -64,3 +64,29 @@ def test_rows_without_a_label_are_left_out_and_the_user_is_told_how_many(tmp_pat
     assert data.label_names == ("bad", "good")  # a missing label is not a class of its own
     assert len(data.train_labels) + len(data.validation_labels) == 20
     assert "task.train_file: 10 of 30 rows have no stars and are left out" in caplog.text
+
+
+def test_a_test_file_is_read_as_the_training_data_is_and_held_apart_from_both_splits(tmp_path, caplog):
+    frame = pd.DataFrame({"premise": [f"premise {i}" for i in range(24)], "hypothesis": [f"hypothesis {i}" for i in range(24)],
+                          "gold": ["entail", "contradict", "neutral"] * 8})
+    frame.iloc[:20].to_csv(tmp_path / "pairs.csv", index=False)
+    test = frame.iloc[20:].assign(gold=["neutral", None, "entail", "contradict"])
+    test.to_json(tmp_path / "test.jsonl", orient="records", lines=True)
+    data = load_task_data(TaskSpec(train_file=tmp_path / "pairs.csv", text_columns=["premise", "hypothesis"],
+                                   label_column="gold", validation_size=5, test_file=tmp_path / "test.jsonl"))
+    # the row without a label is left out, as in training data; labels index the classes the search trains on
+    assert data.test_texts == (("premise 20", "hypothesis 20"), ("premise 22", "hypothesis 22"), ("premise 23", "hypothesis 23"))
+    assert [data.label_names[i] for i in data.test_labels] == ["neutral", "entail", "contradict"]
+    assert "task.test_file: 1 of 4 rows have no gold" in caplog.text
+    assert not set(data.test_texts) & {*data.train_texts, *data.validation_texts}
+
+    chats = [[{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i}"}] for i in range(12)]
+    pd.DataFrame({"messages": chats[:10]}).to_json(tmp_path / "chats.jsonl", orient="records", lines=True)
+    pd.DataFrame({"messages": chats[10:]}).to_json(tmp_path / "held.jsonl", orient="records", lines=True)
+    data = load_task_data(TaskSpec(type="generation", train_file=tmp_path / "chats.jsonl", validation_size=2,
+                                   test_file=tmp_path / "held.jsonl"))
+    assert data.chat and [answer for _, answer in data.test_texts] == ["answer 10", "answer 11"]
+    with pytest.raises(UserError, match="a conversation in .*bad.jsonl does not end with an assistant message"):
+        pd.DataFrame({"messages": [chats[0][:1]]}).to_json(tmp_path / "bad.jsonl", orient="records", lines=True)
+        load_task_data(TaskSpec(type="generation", train_file=tmp_path / "chats.jsonl", validation_size=2,
+                                test_file=tmp_path / "bad.jsonl"))

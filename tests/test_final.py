@@ -200,3 +200,85 @@ def test_a_search_stopped_during_its_re_evaluation_says_so_in_its_report(tmp_pat
     assert len(children) == 2 and parents[0].info.status == "KILLED"
     page = open(client.download_artifacts(parents[0].info.run_id, "report.html", str(tmp_path))).read()
     assert "<b>stopped before its re-evaluation finished: submit the same job again to resume it</b>" in page
+
+
+def test_a_test_file_is_scored_by_the_re_evaluation_alone_with_each_adapters_own_score_on_it(
+        tmp_path, tiny_bert, reviews_csv, ray_local, capsys, monkeypatch):
+    import pandas as pd
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from autopeft.job.data import rotten_tomatoes
+
+    seen = set(pd.read_csv(reviews_csv)["review"])
+    held_out = rotten_tomatoes().loc[lambda f: ~f["text"].isin(seen)].sample(n=80, random_state=2)
+    held_out.rename(columns={"text": "review", "label": "sentiment"}).to_json(tmp_path / "test.jsonl", orient="records",
+                                                                             lines=True)
+    task = {"train_file": str(reviews_csv), "text_columns": ["review"], "label_column": "sentiment", "validation_size": 100,
+            "test_file": "test.jsonl"}
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, task=task, budget={"trials": 2, "parallel": 2}, baselines=["lora-r8"],
+                   objectives={"quality_floor": 0.0}, final={"seeds": 2})
+    summary = submit(job, progress=False)
+    record = StudyRecord.load(job)
+
+    # the search never scores the test file: its trials and baselines hold no test metric
+    client, _, children = runs_of(job)
+    assert children and not any(k.startswith("test_") for r in children for k in r.data.metrics)
+    assert not any(k.startswith("test_") for t in record.study.trials for k in t.user_attrs.get("metrics", {}))
+    # each re-training is scored on all of it; the point's test score is the mean over its seeds
+    final = record.final
+    assert summary.final_points and summary.final_baselines.keys() == {"lora-r8"}
+    assert all(p.test is not None and p.test_std is not None
+               for p in [*summary.final_points, *summary.final_baselines.values()])
+    for target, seeds in final.items():
+        scores = [seeds[s]["test_quality"] for s in ("1", "2")]
+        assert all(seeds[s]["metrics"]["test_accuracy"] == seeds[s]["test_quality"] for s in ("1", "2"))
+        assert all(k * 80 == pytest.approx(round(k * 80)) for k in scores)  # a share of the 80 test examples
+        point = summary.final_baselines["lora-r8"] if target == "baseline:lora-r8" else \
+            next(p for p in summary.final_points if f"trial:{p.trial}" == target)
+        assert point.test == pytest.approx(sum(scores) / 2)
+
+    for p in summary.final_points:
+        logged = client.get_run(record.trial_info(p.trial)["mlflow_run_id"]).data.metrics
+        assert (logged["final_test_mean"], logged["final_test_std"]) == (p.test, p.test_std)
+
+    # the exported adapter's score on the test file is what peft alone measures on it
+    exported = export(job, "best", tmp_path / "out")
+    info = json.loads((tmp_path / "out" / "autopeft_point.json").read_text())
+    assert info["test_quality"] == exported.point.test and info["adapter_test_quality"] is not None
+    labels = info["labels"]
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=len(labels), ignore_mismatched_sizes=True)
+    model = PeftModel.from_pretrained(base, str(tmp_path / "out")).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    batch = tokenizer(held_out["text"].tolist(), truncation=True, max_length=job.fidelity.max_seq_length, padding=True,
+                      return_tensors="pt")
+    with torch.no_grad():
+        predicted = [labels[i] for i in model(**batch).logits.argmax(-1).tolist()]
+    accuracy = sum(p == y for p, y in zip(predicted, held_out["label"], strict=True)) / len(held_out)
+    assert accuracy == pytest.approx(info["adapter_test_quality"], abs=1.5 / len(held_out))
+
+    # pareto shows the test column beside the validation one, and JSON holds it
+    monkeypatch.chdir(tmp_path)
+    assert main(["pareto", "job.yaml"]) == 0
+    shown = capsys.readouterr().out.split("Re-evaluated front")[1]
+    header, *rows = shown.splitlines()[1:]
+    assert header.split()[:4] == ["trial", "accuracy", "test", "accuracy"]
+    for p in summary.final_front:
+        row = next(r for r in rows if r.split()[0] == str(p.trial))
+        assert row.split()[1:7] == [f"{p.quality:.4f}", "±", f"{p.std:.4f}", f"{p.test:.4f}", "±", f"{p.test_std:.4f}"]
+    assert main(["pareto", "job.yaml", "--json"]) == 0
+    points = json.loads(capsys.readouterr().out)["final_points"]
+    assert {row["trial"]: row["test"] for row in points} == {p.trial: p.test for p in summary.final_points}
+
+    assert main(["report", "job.yaml", "--out", "report.html"]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("<th>test accuracy</th>") == 2  # the re-evaluated front's table and its baselines'
+    assert all(f"<td>{p.test:.4f} ± {p.test_std:.4f}</td>" in page for p in summary.final_front)
+
+    # once the re-evaluation has scored it, the test file is part of the search: another is refused
+    other = tmp_path / "other.jsonl"
+    other.write_text((tmp_path / "test.jsonl").read_text())
+    (tmp_path / "job.yaml").write_text((tmp_path / "job.yaml").read_text().replace("test.jsonl", "other.jsonl"))
+    assert main(["check", "job.yaml"]) == 2
+    assert "task.test_file" in capsys.readouterr().err

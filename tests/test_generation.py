@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import optuna
 import pandas as pd
@@ -120,6 +121,32 @@ def test_long_examples_keep_their_completion_and_are_counted(plain_llama, instru
         result = run_trial(TrialRequest(None, Plan(), plain_llama, 0, "token_accuracy", fidelity, 0, zero_shot=True), data)
         assert result.metrics["truncated_examples"] == sum(n > limit for n in lengths)
         assert 0.0 <= result.metrics["token_accuracy"] <= 1.0 and "exact_match" in result.metrics
+
+
+def test_a_test_file_of_instructions_is_scored_whole_after_a_re_training_and_only_when_asked(plain_llama, instructions,
+                                                                                             tmp_path):
+    from autopeft.job.data import load_task_data
+    from autopeft.job.spec import TaskSpec
+    from autopeft.run.prepare import baseline_plans
+    from autopeft.workers.models import model_shape
+    from autopeft.workers.trial import run_trial
+    from autopeft.workers.types import Fidelity, TrialRequest
+
+    test = tmp_path / "test.jsonl"
+    pd.read_csv(instructions[0]).iloc[:30].to_json(test, orient="records", lines=True)
+    data = load_task_data(TaskSpec(type="generation", train_file=instructions[0], validation_size=20, test_file=test))
+    assert len(data.test_texts) == 30 and data.test_labels == ()
+    lengths = [len(prompt.split()) + 2 for prompt, _ in data.test_texts]  # words, the answer and </s>
+    plan = baseline_plans(["lora-r8"], model_shape(plain_llama, 0))["lora-r8"]
+    fidelity = Fidelity(train_examples=16, eval_examples=8, max_seq_length=8, batch_size=8)
+    request = TrialRequest(None, plan, plain_llama, 0, "token_accuracy", fidelity, 0, save_adapter=False)
+    searched = run_trial(request, data)
+    assert searched.test_quality is None and not any(k.startswith("test_") for k in searched.metrics)
+    retrained = run_trial(replace(request, score_test=True), data)
+    # every one of the 30 test examples is scored, not the 8 a trial scores of the validation split
+    assert retrained.metrics["test_truncated_examples"] == sum(n > 8 for n in lengths) > 8
+    assert retrained.test_quality == retrained.metrics["test_token_accuracy"] and "test_exact_match" in retrained.metrics
+    assert {k for k in retrained.metrics if not k.startswith("test_")} == set(searched.metrics)
 
 
 def _cli(capsys, job_file) -> tuple[int, str]:

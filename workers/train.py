@@ -6,6 +6,7 @@ generation trains the plan's modules on the completion tokens only (``workers/ge
 
 from __future__ import annotations
 
+import copy
 import random
 
 from .build import parameter_groups
@@ -126,6 +127,14 @@ def task_for(kind: str):
 def evaluate(context, model) -> dict[str, float]:
     """Score ``model`` on the first ``fidelity.eval_examples`` validation examples."""
     return task_of(context).evaluate(context, model)
+
+
+def evaluate_test(context, model) -> dict[str, float]:
+    """Score ``model`` on every example of the test split, each metric's name prefixed with ``test_``."""
+    held_out = copy.copy(context)  # the same loaded model and tokenizer
+    held_out.data = context.data.test_as_validation()
+    held_out.fidelity = context.fidelity.model_copy(update={"eval_examples": len(context.data.test_texts)})
+    return {f"test_{name}": value for name, value in evaluate(held_out, model).items()}
 
 
 class TrainingBatches:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from .build import apply_plan, count_trainable, save_adapter
 from .models import ModelShape, load_base, model_shape
 from .plan import Plan
-from .train import evaluate
+from .train import evaluate, evaluate_test
 from .types import Fidelity, TaskData, TrialOutcomeError, TrialRequest, TrialResult
 
 BUILTIN_TRAINER = "autopeft.workers.train:train_and_evaluate"
@@ -114,6 +114,10 @@ def run_trial(request: TrialRequest, data: TaskData, trainer: Callable[[TrialCon
     metrics = checked_metrics(evaluate(context, context.model.to(device)) if request.zero_shot else trainer(context),
                               request.metric)
     seconds = time.perf_counter() - started
+    test_quality = None
+    if request.score_test and data.test_texts and context.peft_model is not None:
+        metrics.update(checked_metrics(evaluate_test(context, context.peft_model), f"test_{request.metric}"))
+        test_quality = metrics[f"test_{request.metric}"]
     if context.peft_model is not None:
         params = count_trainable(request.plan, shape)
         measured = sum(p.numel() for p in context.peft_model.parameters() if p.requires_grad)
@@ -137,6 +141,7 @@ def run_trial(request: TrialRequest, data: TaskData, trainer: Callable[[TrialCon
         adapter_files=files,
         node=_node(),
         checkpoint=context.checkpoint,
+        test_quality=test_quality,
     )
 
 

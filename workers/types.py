@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -138,6 +138,8 @@ class TaskData:
     label_names: tuple[str, ...]
     kind: TaskType = "classification"
     chat: bool = False
+    test_texts: tuple[tuple[str, ...], ...] = ()  # held out from the search: scored by the re-evaluation only
+    test_labels: tuple[int, ...] = ()
 
     @property
     def num_labels(self) -> int:
@@ -147,6 +149,10 @@ class TaskData:
     @property
     def num_validation(self) -> int:
         return len(self.validation_texts)
+
+    def test_as_validation(self) -> TaskData:
+        """The same task with the test examples in the validation split's place, for the evaluation to score."""
+        return replace(self, validation_texts=self.test_texts, validation_labels=self.test_labels)
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,7 @@ class TrialRequest:
     zero_shot: bool = False  # score the base model as it is: no plan, no training
     stop_at: float = 1.0  # the fraction of the fidelity's training steps to train up to (a rung)
     resume: bytes | None = None  # the checkpoint of an earlier rung to continue from
+    score_test: bool = False  # also score the trained model on the test split (the re-evaluation of the final front)
 
     @property
     def final_rung(self) -> bool:
@@ -191,3 +198,4 @@ class TrialResult:
     adapter_files: dict[str, bytes] = field(default_factory=dict)
     node: str = ""  # the machine it ran on: its host name, and its Ray node where it ran in Ray
     checkpoint: bytes | None = None  # a rung before the last: what the next rung continues from
+    test_quality: float | None = None  # the task metric on the test split, where the request asked for it

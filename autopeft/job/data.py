@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -68,13 +69,16 @@ REVIEW_QUESTION = "Is this movie review fresh or rotten? Answer with one word: f
 
 
 def load_task_data(task) -> TaskData:
-    """Load the task's examples into train and validation splits.
+    """Load the task's examples into train and validation splits, and the test file's examples where there is one.
 
     Without a validation file, a fixed seeded split (``task.split_seed``) holds out
     ``task.validation_size`` examples.
     """
-    if task.type == "generation":
-        return _generation_data(task)
+    data = _generation_data(task) if task.type == "generation" else _classification_data(task)
+    return data if task.test_file is None else _with_test(task, data)
+
+
+def _classification_data(task) -> TaskData:
     columns = list(task.text_columns) + [task.label_column]
     frame, validation = _split(task, *_frames(task, columns, "task.text_columns/label_column"), [task.label_column])
     label_names = sorted({str(v) for v in frame[task.label_column]} | {str(v) for v in validation[task.label_column]})
@@ -177,21 +181,53 @@ def _generation_data(task) -> TaskData:
 
 
 def _chat_data(frame: pd.DataFrame, validation: pd.DataFrame, column: str, source: str) -> TaskData:
-    def examples(part: pd.DataFrame) -> tuple[tuple[str, str], ...]:
-        rows = []
-        for messages in part[column]:
-            if isinstance(messages, str):
-                messages = json.loads(messages)
-            messages = [dict(m) for m in messages]
-            if not messages or messages[-1].get("role") != "assistant":
-                raise UserError(f"task.{column}", f"a conversation in {source} does not end with an assistant message",
-                                "end every conversation with the assistant's answer, the completion to learn")
-            rows.append((json.dumps(messages[:-1]), str(messages[-1].get("content", ""))))
-        _check_completions([c for _, c in rows], f"task.{column}", source)
-        return tuple(rows)
+    return TaskData(train_texts=_chat_examples(frame, column, source), train_labels=(),
+                    validation_texts=_chat_examples(validation, column, source), validation_labels=(), label_names=(),
+                    kind="generation", chat=True)
 
-    return TaskData(train_texts=examples(frame), train_labels=(), validation_texts=examples(validation),
-                    validation_labels=(), label_names=(), kind="generation", chat=True)
+
+def _chat_examples(part: pd.DataFrame, column: str, source: str) -> tuple[tuple[str, str], ...]:
+    """(JSON of the messages before the answer, the answer) of each conversation in ``part[column]``."""
+    rows = []
+    for messages in part[column]:
+        if isinstance(messages, str):
+            messages = json.loads(messages)
+        messages = [dict(m) for m in messages]
+        if not messages or messages[-1].get("role") != "assistant":
+            raise UserError(f"task.{column}", f"a conversation in {source} does not end with an assistant message",
+                            "end every conversation with the assistant's answer, the completion to learn")
+        rows.append((json.dumps(messages[:-1]), str(messages[-1].get("content", ""))))
+    _check_completions([c for _, c in rows], f"task.{column}", source)
+    return tuple(rows)
+
+
+def _with_test(task, data: TaskData) -> TaskData:
+    """``data`` with the examples of ``task.test_file``, read as the training data's are, in its test split."""
+    path = Path(task.test_file)
+    frame = read_table(path, "task.test_file")
+    if data.kind == "classification":
+        columns = [*task.text_columns, task.label_column]
+    elif data.chat:
+        columns = [task.messages_column]
+    else:
+        columns = [task.prompt_column, task.completion_column]
+    _check_columns(frame, columns, "task.test_file", str(path))
+    frame = _complete(frame, columns[-1:] if data.kind == "classification" else columns, "task.test_file")
+    if frame.empty:
+        raise UserError("task.test_file", f"{path} has no examples", "give a file of held-out examples, or remove task.test_file")
+    if data.chat:
+        return replace(data, test_texts=_chat_examples(frame, task.messages_column, str(path)))
+    if data.kind == "generation":
+        _check_completions(frame[task.completion_column].astype(str).tolist(), "task.test_file", str(path))
+        return replace(data, test_texts=_texts(frame, columns))
+    labels = [str(v) for v in frame[task.label_column]]
+    unknown = sorted(set(labels) - set(data.label_names))
+    if unknown:
+        raise UserError("task.test_file", f"{path} has labels the training and validation data do not: "
+                        f"{', '.join(map(repr, unknown[:5]))}{' ...' if len(unknown) > 5 else ''}",
+                        f"keep only the classes the search trains on ({', '.join(data.label_names)}) in the test file")
+    index = {name: i for i, name in enumerate(data.label_names)}
+    return replace(data, test_texts=_texts(frame, task.text_columns), test_labels=tuple(index[v] for v in labels))
 
 
 def _check_completions(completions: list[str], field: str, source: str) -> None:

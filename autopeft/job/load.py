@@ -59,6 +59,7 @@ def _resolve_paths(job: JobSpec, base: Path) -> JobSpec:
         update={
             "train_file": rel(job.task.train_file) or job.task.train_file,
             "validation_file": rel(job.task.validation_file) or job.task.validation_file,
+            "test_file": rel(job.task.test_file) or job.task.test_file,
         }
     )
     stores = job.stores.model_copy(update={"run_dir": rel(job.stores.run_dir) or job.stores.run_dir})

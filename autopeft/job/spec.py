@@ -20,6 +20,8 @@ class TaskSpec(Strict):
     dataset: Literal["rotten_tomatoes"] | None = None
     train_file: Path | None = None
     validation_file: Path | None = None
+    test_file: Path | None = Field(None, description="held-out examples, never seen by the search: each re-evaluated "
+                                   "point is scored on all of them (needs final.seeds)")
     text_columns: list[str] = Field(default_factory=lambda: ["text"], min_length=1, max_length=2)
     label_column: str = "label"
     prompt_column: str = Field("prompt", description="generation: the instruction; its completion follows it")
@@ -148,6 +150,13 @@ class JobSpec(Strict):
         if self.fidelity.asha and self.trainer is not None:
             raise ValueError("fidelity.schedule asha trains trials in rungs from checkpoints, which only the built-in "
                              "trainer does; remove 'trainer' or set fidelity.schedule to full")
+        return self
+
+    @model_validator(mode="after")
+    def _a_test_file_is_scored_by_the_re_evaluation(self) -> JobSpec:
+        if self.task.test_file is not None and self.final.seeds == 0:
+            raise ValueError("task.test_file is scored by the re-evaluation of the final front, and final.seeds is 0: "
+                             "nothing would score it; set final.seeds (3, for example) or remove task.test_file")
         return self
 
     @property

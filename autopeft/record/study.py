@@ -83,6 +83,11 @@ def ranked_where_it_waits(attrs: dict) -> bool:
     return ranked_at(len(attrs.get(RUNG_QUALITY, [])) - 1, attrs.get(BRACKET, 0))
 
 
+def _std(values: list[float]) -> float:
+    """The sample standard deviation (0 for one value)."""
+    return float(np.std(values, ddof=1 if len(values) > 1 else 0))
+
+
 def _quiet() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -286,8 +291,9 @@ class StudyRecord:
             qualities = list(self.final_seeds(target, final).values())
             if not qualities:
                 return None
-            return replace(point, quality=float(np.mean(qualities)), std=float(np.std(qualities, ddof=1 if len(qualities) > 1 else 0)),
-                           seeds=len(qualities))
+            tests = [r["test_quality"] for r in final[target].values() if r.get("test_quality") is not None]
+            return replace(point, quality=float(np.mean(qualities)), std=_std(qualities), seeds=len(qualities),
+                           test=float(np.mean(tests)) if tests else None, test_std=_std(tests) if tests else None)
 
         trials = [averaged(p, f"trial:{p.trial}") for p in (self.finished_points() if points is None else points)]
         baselines = {name: averaged(p, f"baseline:{name}") for name, p in self.baseline_points().items()}

@@ -385,12 +385,15 @@ class MlflowWriter:
     def log_final_front(self, front: list[Point], hypervolume: float, baselines: dict[str, Point],
                         runs: dict[str, Point], points: list[Point] | None = None) -> None:
         """The front re-evaluated over seeds (mean and std per point) on the parent run, with ``points`` (every
-        re-evaluated trial, on that front or not), and each re-evaluated point's mean and std on its own run
-        (``runs``: run id to point)."""
+        re-evaluated trial, on that front or not), and each re-evaluated point's mean and std on its own run, and
+        those of its test scores where there is a test file (``runs``: run id to point)."""
         for run_id, p in runs.items():
             self.client.log_metric(run_id, "final_quality_mean", p.quality)
             self.client.log_metric(run_id, "final_quality_std", p.std or 0.0)
             self.client.log_metric(run_id, "final_seeds", p.seeds)
+            if p.test is not None:
+                self.client.log_metric(run_id, "final_test_mean", p.test)
+                self.client.log_metric(run_id, "final_test_std", p.test_std or 0.0)
         self.client.log_metric(self.parent_id, "final_hypervolume", hypervolume)
         self.client.log_metric(self.parent_id, "final_front_size", len(front))
         self._log_texts(self.parent_id, {"final_front.json": json.dumps(

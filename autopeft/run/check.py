@@ -65,6 +65,7 @@ class JobCheck:
     labels: list[str]
     train_examples: int
     validation_examples: int
+    test_examples: int  # held out from the search, scored by the re-evaluation
     quality_floor: float | None
     floor: str  # "majority", "given" or "zero-shot"
     space: str
@@ -116,7 +117,7 @@ def check_job(prepared: Prepared, draws: int = DRAWS) -> JobCheck:
         job=job.name, model=job.model, family=shape.family.name, model_type=shape.model_type, layers=shape.num_layers,
         hidden_size=shape.hidden_size, parameters=shape.base_params,
         task_type=data.kind, metric=job.task.metric, labels=list(data.label_names), train_examples=len(data.train_texts),
-        validation_examples=data.num_validation, quality_floor=None if prepared.zero_shot_floor else prepared.reference.quality,
+        validation_examples=data.num_validation, test_examples=len(data.test_texts), quality_floor=None if prepared.zero_shot_floor else prepared.reference.quality,
         floor=floor_kind(job), space=space.spec.name, dimensions=len(space.dimensions),
         points=math.prod(len(d.choices) for d in space.dimensions),
         smallest=_size(prepared, space.smallest_plan()), largest=_size(prepared, space.largest_plan()),
@@ -210,7 +211,9 @@ def format_check(check: JobCheck) -> str:
         (f"model      {check.model}: {check.family} family ({check.model_type}), {check.layers} layers, "
          f"hidden size {check.hidden_size}, {check.parameters:,} parameters"),
         (f"task       {check.task_type}, {check.metric}: {check.train_examples:,} training and "
-         f"{check.validation_examples:,} validation examples" + (f"; {len(check.labels)} labels ({labels})" if labels else "")),
+         f"{check.validation_examples:,} validation examples"
+         + (f" ({check.test_examples:,} test examples, scored by the re-evaluation only)" if check.test_examples else "")
+         + (f"; {len(check.labels)} labels ({labels})" if labels else "")),
         f"floor      {check.quality_floor:.4f} ({floor})" if floor else "floor      the base model's zero-shot score, measured first",
         f"space      {check.space}: {check.dimensions} dimensions, {check.points:.3g} points",
         f"smallest   {size(check.smallest)}",

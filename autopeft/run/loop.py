@@ -201,7 +201,8 @@ class FinalWork:
         record.record_final(self.target, self.seed, {"error": error[-2000:], "reason": reason, "mlflow_run_id": lasting(self.run_id)})
 
     def finished(self, record: StudyRecord, result: TrialResult) -> None:
-        record.record_final(self.target, self.seed, {"quality": result.quality, "metrics": result.metrics,
+        record.record_final(self.target, self.seed, {"quality": result.quality, "test_quality": result.test_quality,
+                                                     "metrics": result.metrics,
                                                      "train_seconds": result.train_seconds, "mlflow_run_id": lasting(self.run_id)})
 
     def stopped(self, record: StudyRecord) -> None:
@@ -347,7 +348,8 @@ class SearchLoop:
             memory = self.prepared.memory(plan)
             run_id = self.tracker.start_trial(None, {"plan": plan.describe(), "trainable_params": params, "seed": seed},
                                               final=(target, seed))
-            overrides = {"seed": self.job.seed + seed, "fidelity": self.job.final_fidelity}
+            overrides = {"seed": self.job.seed + seed, "fidelity": self.job.final_fidelity,
+                         "score_test": bool(self.prepared.data.test_texts)}
             self._submit(FinalWork(target, seed, plan, params, self.prepared.shape.pct(params), memory.total_gb, run_id,
                                    overrides))
 

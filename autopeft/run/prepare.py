@@ -131,6 +131,7 @@ def floor_kind(job: JobSpec) -> str:
 RESUMED_AS_STARTED = ("model", "task", "search_space", "objectives", "budget.max_trainable_pct",
                       "budget.max_trainable_params", "fidelity")
 MOVABLE = ("task.train_file", "task.validation_file")  # a data file may move; its labels are compared instead
+UNTIL_FINAL = ("task.test_file",)  # scored by the re-evaluation only: it may change until a re-evaluation has scored it
 RUNGS_ONLY = ("fidelity.rungs", "fidelity.reduction_factor", "fidelity.brackets")  # mean nothing with schedule: full
 
 
@@ -143,16 +144,18 @@ def check_resume(record: StudyRecord, job: JobSpec, prepared: Prepared) -> None:
         return
     fix = f"put it back to resume the search '{job.name}', or give the job a new name to start another search"
     fixed = RESUMED_AS_STARTED + (("final.epochs",) if record.final else ())
+    free = MOVABLE + (() if record.final else UNTIL_FINAL)
     before, now = flatten(record.job), flatten(job.public_dict())
     in_full = "asha" not in (before.get("fidelity.schedule"), now.get("fidelity.schedule"))
     for key in sorted(before.keys() & now.keys()):
         if in_full and key in RUNGS_ONLY:
             continue
-        if before[key] != now[key] and _under(key, fixed) and not _under(key, MOVABLE):
+        if before[key] != now[key] and _under(key, fixed) and not _under(key, free):
             raise UserError(key, f"the search '{job.name}' was started with {key}: {before[key]!r}, and this job "
                                  f"file has {now[key]!r}", fix)
     for key in sorted(now.keys() - before.keys()):  # a setting newer than the search: the search ran with its default
-        if _under(key, fixed) and not (in_full and key in RUNGS_ONLY) and now[key] != (default := _default(key)):
+        if (_under(key, fixed) and not _under(key, free) and not (in_full and key in RUNGS_ONLY)
+                and now[key] != (default := _default(key))):
             raise UserError(key, f"the search '{job.name}' was started before autopeft had {key}, as its default "
                                  f"{default!r}, and this job file has {now[key]!r}", fix)
     labels = record.label_names
