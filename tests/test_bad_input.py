@@ -140,6 +140,14 @@ CASES = {
     "test file without the label column": (lambda d: _with_test_file(d, "text,label\nfine,a\n"),
                                            ["task.test_file", "column 'gold' is not in", "text, label"]),
     "missing test file": (lambda d: _with_test_file(d, None), ["task.test_file", "test.csv' does not exist"]),
+    "a test file and a test size": (lambda d: write_job(d, task={"dataset": "rotten_tomatoes", "test_file": "t.csv",
+                                                                 "test_size": 0.1}, final={"seeds": 2}),
+                                    ["task", "at most one of 'test_file'", "'test_size'"]),
+    "test size without a re-evaluation": (lambda d: write_job(d, task={"dataset": "rotten_tomatoes", "test_size": 500}),
+                                          ["task.test_size is scored by the re-evaluation", "set final.seeds"]),
+    "test size of every example": (lambda d: write_job(d, task={"dataset": "rotten_tomatoes", "test_size": 0.99999},
+                                                       final={"seeds": 2}),
+                                   ["task.test_size", "leaves no train or no test examples"]),
     "two data sources": (lambda d: write_job(d, task={"dataset": "rotten_tomatoes", "train_file": "x.csv"}), ["task", "exactly one of"]),
 }
 

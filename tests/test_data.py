@@ -90,3 +90,20 @@ def test_a_test_file_is_read_as_the_training_data_is_and_held_apart_from_both_sp
         pd.DataFrame({"messages": [chats[0][:1]]}).to_json(tmp_path / "bad.jsonl", orient="records", lines=True)
         load_task_data(TaskSpec(type="generation", train_file=tmp_path / "chats.jsonl", validation_size=2,
                                 test_file=tmp_path / "bad.jsonl"))
+
+
+def test_test_size_holds_out_test_examples_first_by_the_seeded_shuffle_and_leaves_the_default_split_alone(reviews_csv):
+    task = {"train_file": reviews_csv, "text_columns": ["review"], "label_column": "sentiment", "validation_size": 100}
+    plain = load_task_data(TaskSpec(**task))
+    held = load_task_data(TaskSpec(**task, test_size=0.1))
+    assert (len(held.test_texts), len(held.validation_texts), len(held.train_texts)) == (40, 100, 260)
+    assert held.test_texts == load_task_data(TaskSpec(**task, test_size=40)).test_texts  # a fraction or a count
+    assert not set(held.test_texts) & {*held.train_texts, *held.validation_texts}
+    assert {*held.test_texts, *held.train_texts, *held.validation_texts} == {*plain.train_texts, *plain.validation_texts}
+    assert [held.label_names[i] for i in held.test_labels] == [
+        dict(zip(pd.read_csv(reviews_csv)["review"], pd.read_csv(reviews_csv)["sentiment"], strict=True))[t]
+        for (t,) in held.test_texts]
+    assert load_task_data(TaskSpec(**task, test_size=0.1, split_seed=1)).test_texts != held.test_texts
+    assert plain.test_texts == () and plain.validation_texts == load_task_data(TaskSpec(**task)).validation_texts
+    with pytest.raises(UserError, match="task.test_size: 400 leaves no train or no test examples out of 400"):
+        load_task_data(TaskSpec(**task, test_size=400))

@@ -165,6 +165,12 @@ def test_a_search_resumed_with_a_re_evaluation_and_more_trials_resumes_again_and
         tmp_path, tiny_bert, reviews_csv, ray_local, capsys, monkeypatch):
     fields = {"objectives": {"quality_floor": 0.0}, "optimizer": {"sampler": "random"}}
     submit(tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 2, "parallel": 2}, **fields), progress=False)
+    # examples held out of the training data would change what the search trained on: refused from its start
+    held_out = {"train_file": str(reviews_csv), "text_columns": ["review"], "label_column": "sentiment",
+                "validation_size": 100, "test_size": 40}
+    tiny_job(tmp_path, tiny_bert, reviews_csv, task=held_out, budget={"trials": 2, "parallel": 2}, final={"seeds": 1}, **fields)
+    assert main(["check", str(tmp_path / "job.yaml")]) == 2
+    assert "task.test_size: the search 't' was started with task.test_size: None" in capsys.readouterr().err
     # resumed with a re-evaluation at a longer training than the search's, then with a third trial
     job = tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 2, "parallel": 2}, final={"seeds": 1, "epochs": 2}, **fields)
     assert submit(job, progress=False).final_front

@@ -69,18 +69,23 @@ REVIEW_QUESTION = "Is this movie review fresh or rotten? Answer with one word: f
 
 
 def load_task_data(task) -> TaskData:
-    """Load the task's examples into train and validation splits, and the test file's examples where there is one.
+    """Load the task's examples into train and validation splits, and test examples where the task has them.
 
     Without a validation file, a fixed seeded split (``task.split_seed``) holds out
-    ``task.validation_size`` examples.
+    ``task.validation_size`` examples. The test examples are ``task.test_file``'s, or ``task.test_size``
+    examples held out of the training data first, by the same seeded shuffle.
     """
-    data = _generation_data(task) if task.type == "generation" else _classification_data(task)
-    return data if task.test_file is None else _with_test(task, data)
+    data, held_out = _generation_data(task) if task.type == "generation" else _classification_data(task)
+    if task.test_file is not None:
+        return _with_test(task, data, read_table(Path(task.test_file), "task.test_file"), "task.test_file", str(task.test_file))
+    if held_out is not None:
+        return _with_test(task, data, held_out, "task.test_size", f"the {len(held_out)} examples task.test_size holds out")
+    return data
 
 
-def _classification_data(task) -> TaskData:
+def _classification_data(task) -> tuple[TaskData, pd.DataFrame | None]:
     columns = list(task.text_columns) + [task.label_column]
-    frame, validation = _split(task, *_frames(task, columns, "task.text_columns/label_column"), [task.label_column])
+    frame, validation, held_out = _split(task, *_frames(task, columns, "task.text_columns/label_column"), [task.label_column])
     label_names = sorted({str(v) for v in frame[task.label_column]} | {str(v) for v in validation[task.label_column]})
     if len(label_names) < 2:
         raise UserError("task.label_column", f"'{task.label_column}' has fewer than two distinct labels", "choose the column that holds the class labels")
@@ -92,7 +97,7 @@ def _classification_data(task) -> TaskData:
         validation_texts=_texts(validation, task.text_columns),
         validation_labels=tuple(index[str(v)] for v in validation[task.label_column]),
         label_names=tuple(label_names),
-    )
+    ), held_out
 
 
 def _check_classes(labels: pd.Series, column: str, distinct: int) -> None:
@@ -135,22 +140,31 @@ def _complete(frame: pd.DataFrame, required: list[str], what: str) -> pd.DataFra
 
 
 def _split(task, frame: pd.DataFrame, validation: pd.DataFrame | None, required: list[str]):
-    """(train, validation): rows missing a ``required`` value dropped; a seeded split without a validation file."""
+    """(train, validation, test): rows missing a ``required`` value dropped; one seeded shuffle holds out the
+    ``task.test_size`` test examples (None without it) and then, without a validation file, the validation examples."""
     frame = _complete(frame, required, "task.train_file" if task.train_file is not None else f"dataset '{task.dataset}'")
+    held_out = None
+    if task.test_size is not None or validation is None:
+        frame = frame.sample(frac=1.0, random_state=task.split_seed).reset_index(drop=True)
+    if task.test_size is not None:
+        n_test = _count(task.test_size, len(frame), "task.test_size", "test")
+        frame, held_out = frame.iloc[n_test:], frame.iloc[:n_test]
     if validation is not None:
-        return frame, _complete(validation, required, "task.validation_file")
-    shuffled = frame.sample(frac=1.0, random_state=task.split_seed).reset_index(drop=True)
-    size = task.validation_size
-    n_val = int(round(size * len(shuffled))) if isinstance(size, float) and size < 1 else int(size)
-    if n_val < 1 or n_val >= len(shuffled):
-        raise UserError(
-            "task.validation_size", f"{size} leaves no train or no validation examples out of {len(shuffled)}",
-            "use a fraction between 0 and 1 or a smaller count",
-        )
-    return shuffled.iloc[n_val:], shuffled.iloc[:n_val]
+        return frame, _complete(validation, required, "task.validation_file"), held_out
+    n_val = _count(task.validation_size, len(frame), "task.validation_size", "validation")
+    return frame.iloc[n_val:], frame.iloc[:n_val], held_out
 
 
-def _generation_data(task) -> TaskData:
+def _count(size: float, examples: int, field: str, what: str) -> int:
+    """The examples a fraction below 1 or a count of ``examples`` holds out, refused where it leaves none on either side."""
+    n = int(round(size * examples)) if isinstance(size, float) and size < 1 else int(size)
+    if n < 1 or n >= examples:
+        raise UserError(field, f"{size:g} leaves no train or no {what} examples out of {examples}",
+                        "use a fraction between 0 and 1 or a smaller count")
+    return n
+
+
+def _generation_data(task) -> tuple[TaskData, pd.DataFrame | None]:
     """Instruction examples: ``prompt`` and ``completion`` columns, or a chat ``messages`` column.
 
     The built-in Rotten Tomatoes becomes a chat task: the review with a question, the label as the answer.
@@ -160,24 +174,25 @@ def _generation_data(task) -> TaskData:
         frame = pd.DataFrame({"messages": [
             [{"role": "user", "content": REVIEW_QUESTION.format(text=text)}, {"role": "assistant", "content": label}]
             for text, label in zip(frame["text"], frame["label"], strict=True)]})
-        frame, validation = _split(task, frame, None, ["messages"])
-        return _chat_data(frame, validation, "messages", f"built-in dataset '{task.dataset}'")
+        frame, validation, held_out = _split(task, frame, None, ["messages"])
+        return _chat_data(frame, validation, "messages", f"built-in dataset '{task.dataset}'"), held_out
     frame = read_table(Path(task.train_file), "task.train_file")
     if task.messages_column in frame.columns:
-        frame, validation = _split(task, *_frames(task, [task.messages_column], "task.messages_column", frame),
-                                   [task.messages_column])
-        return _chat_data(frame, validation, task.messages_column, str(task.train_file))
+        frame, validation, held_out = _split(task, *_frames(task, [task.messages_column], "task.messages_column", frame),
+                                             [task.messages_column])
+        return _chat_data(frame, validation, task.messages_column, str(task.train_file)), held_out
     columns = [task.prompt_column, task.completion_column]
     if not set(columns) <= set(frame.columns):
         raise UserError("task.prompt_column/completion_column",
                         f"{task.train_file} has neither '{task.messages_column}' nor both '{columns[0]}' and '{columns[1]}'",
                         f"name the columns in the job (task.prompt_column, task.completion_column or task.messages_column); "
                         f"its columns: {', '.join(map(str, frame.columns))}")
-    frame, validation = _split(task, *_frames(task, columns, "task.prompt_column/completion_column", frame), columns)
+    frame, validation, held_out = _split(task, *_frames(task, columns, "task.prompt_column/completion_column", frame),
+                                         columns)
     for part, source in ((frame, str(task.train_file)), (validation, str(task.validation_file or task.train_file))):
         _check_completions(part[task.completion_column].astype(str).tolist(), "task.completion_column", source)
     return TaskData(train_texts=_texts(frame, columns), train_labels=(), validation_texts=_texts(validation, columns),
-                    validation_labels=(), label_names=(), kind="generation")
+                    validation_labels=(), label_names=(), kind="generation"), held_out
 
 
 def _chat_data(frame: pd.DataFrame, validation: pd.DataFrame, column: str, source: str) -> TaskData:
@@ -201,31 +216,29 @@ def _chat_examples(part: pd.DataFrame, column: str, source: str) -> tuple[tuple[
     return tuple(rows)
 
 
-def _with_test(task, data: TaskData) -> TaskData:
-    """``data`` with the examples of ``task.test_file``, read as the training data's are, in its test split."""
-    path = Path(task.test_file)
-    frame = read_table(path, "task.test_file")
+def _with_test(task, data: TaskData, frame: pd.DataFrame, field: str, source: str) -> TaskData:
+    """``data`` with the examples of ``frame`` (the test file's, or those ``task.test_size`` held out), read as the
+    training data's are, in its test split; ``field`` and ``source`` name them in a message."""
+    chat_column = "messages" if task.dataset is not None else task.messages_column
     if data.kind == "classification":
         columns = [*task.text_columns, task.label_column]
-    elif data.chat:
-        columns = [task.messages_column]
     else:
-        columns = [task.prompt_column, task.completion_column]
-    _check_columns(frame, columns, "task.test_file", str(path))
-    frame = _complete(frame, columns[-1:] if data.kind == "classification" else columns, "task.test_file")
+        columns = [chat_column] if data.chat else [task.prompt_column, task.completion_column]
+    _check_columns(frame, columns, field, source)
+    frame = _complete(frame, columns[-1:] if data.kind == "classification" else columns, field)
     if frame.empty:
-        raise UserError("task.test_file", f"{path} has no examples", "give a file of held-out examples, or remove task.test_file")
+        raise UserError(field, f"{source} has no examples", f"give held-out examples, or remove {field}")
     if data.chat:
-        return replace(data, test_texts=_chat_examples(frame, task.messages_column, str(path)))
+        return replace(data, test_texts=_chat_examples(frame, chat_column, source))
     if data.kind == "generation":
-        _check_completions(frame[task.completion_column].astype(str).tolist(), "task.test_file", str(path))
+        _check_completions(frame[task.completion_column].astype(str).tolist(), field, source)
         return replace(data, test_texts=_texts(frame, columns))
     labels = [str(v) for v in frame[task.label_column]]
     unknown = sorted(set(labels) - set(data.label_names))
     if unknown:
-        raise UserError("task.test_file", f"{path} has labels the training and validation data do not: "
+        raise UserError(field, f"{source} has labels the training and validation data do not: "
                         f"{', '.join(map(repr, unknown[:5]))}{' ...' if len(unknown) > 5 else ''}",
-                        f"keep only the classes the search trains on ({', '.join(data.label_names)}) in the test file")
+                        f"keep only the classes the search trains on ({', '.join(data.label_names)}) in the test examples")
     index = {name: i for i, name in enumerate(data.label_names)}
     return replace(data, test_texts=_texts(frame, task.text_columns), test_labels=tuple(index[v] for v in labels))
 

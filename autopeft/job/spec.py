@@ -29,14 +29,23 @@ class TaskSpec(Strict):
     messages_column: str = Field("messages", description="generation: chat messages, rendered with the chat template")
     metric: Metric | None = Field(None, description="default: accuracy for classification, exact_match for generation")
     validation_size: float = Field(0.2, gt=0, allow_inf_nan=False)
+    test_size: float | None = Field(None, gt=0, allow_inf_nan=False, description="without a test file: a fraction or a "
+                                    "count of the training data held out as test examples, before the validation split")
     split_seed: int = 0
 
-    @field_validator("validation_size")
+    @field_validator("validation_size", "test_size")
     @classmethod
-    def _fraction_or_count(cls, value: float) -> float:
-        if value >= 1 and value != int(value):
+    def _fraction_or_count(cls, value: float | None) -> float | None:
+        if value is not None and value >= 1 and value != int(value):
             raise ValueError(f"{value} is neither a fraction below 1 nor a whole number of examples")
         return value
+
+    @model_validator(mode="after")
+    def _one_test_source(self) -> TaskSpec:
+        if self.test_file is not None and self.test_size is not None:
+            raise ValueError("give at most one of 'test_file' (held-out examples of their own) or 'test_size' (examples "
+                             "held out of the training data)")
+        return self
 
     @model_validator(mode="after")
     def _one_source(self) -> TaskSpec:
@@ -153,10 +162,11 @@ class JobSpec(Strict):
         return self
 
     @model_validator(mode="after")
-    def _a_test_file_is_scored_by_the_re_evaluation(self) -> JobSpec:
-        if self.task.test_file is not None and self.final.seeds == 0:
-            raise ValueError("task.test_file is scored by the re-evaluation of the final front, and final.seeds is 0: "
-                             "nothing would score it; set final.seeds (3, for example) or remove task.test_file")
+    def _test_examples_are_scored_by_the_re_evaluation(self) -> JobSpec:
+        field = "test_file" if self.task.test_file is not None else "test_size" if self.task.test_size is not None else None
+        if field is not None and self.final.seeds == 0:
+            raise ValueError(f"task.{field} is scored by the re-evaluation of the final front, and final.seeds is 0: "
+                             f"nothing would score it; set final.seeds (3, for example) or remove task.{field}")
         return self
 
     @property

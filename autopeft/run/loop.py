@@ -28,7 +28,7 @@ from autopeft.optimize.propose import Proposer
 from autopeft.optimize.registry import make_sampler
 from autopeft.record.layout import RunLayout
 from autopeft.record.lease import HEARTBEAT, Lease, LeaseLost
-from autopeft.record.pareto import Point, Reference, hypervolume, pareto_front
+from autopeft.record.pareto import Point, Reference, counted, hypervolume, pareto_front
 from autopeft.record.storage import StoreUnavailable
 from autopeft.record.study import (
     BRACKET,
@@ -277,10 +277,12 @@ class SearchLoop:
             self._prune_paused()
             self.finals = self._final_items()
             if self.finals:
-                targets = len({target for target, _, _ in self.finals})
+                targets = {target for target, _, _ in self.finals}
+                trials = counted(sum(t.startswith("trial:") for t in targets), "point")
+                baselines = counted(sum(t.startswith("baseline:") for t in targets), "baseline")
                 fronts = "front" if self.job.final.fronts == 1 else f"first {self.job.final.fronts} non-dominated fronts"
-                log.warning("re-evaluating %d points of the search's %s and baselines: %d trainings with new seeds",
-                            targets, fronts, len(self.finals))
+                log.warning("re-evaluating %s of the search's %s and %s: %d trainings with new seeds",
+                            trials, fronts, baselines, len(self.finals))
                 if hasattr(self.bar, "total"):
                     self.bar.total += len(self.finals)
                     self.bar.refresh()

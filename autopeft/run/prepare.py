@@ -131,7 +131,9 @@ def floor_kind(job: JobSpec) -> str:
 RESUMED_AS_STARTED = ("model", "task", "search_space", "objectives", "budget.max_trainable_pct",
                       "budget.max_trainable_params", "fidelity")
 MOVABLE = ("task.train_file", "task.validation_file")  # a data file may move; its labels are compared instead
-UNTIL_FINAL = ("task.test_file",)  # scored by the re-evaluation only: it may change until a re-evaluation has scored it
+# scored by the re-evaluation only, it may change until a re-evaluation has scored it (task.test_size may not: it
+# changes which examples the search trains on)
+UNTIL_FINAL = ("task.test_file",)
 RUNGS_ONLY = ("fidelity.rungs", "fidelity.reduction_factor", "fidelity.brackets")  # mean nothing with schedule: full
 
 
