@@ -15,7 +15,7 @@ def counted(n: int, noun: str) -> str:
 @dataclass(frozen=True)
 class Point:
     """One finished trial as the front sees it; a re-evaluated one has the mean quality of its ``seeds`` and their ``std``,
-    and with a test file the mean and std of their scores on it (``test``, ``test_std``)."""
+    and where the task has test examples the mean and std of their scores on them (``test``, ``test_std``)."""
 
     trial: int
     quality: float
@@ -24,7 +24,7 @@ class Point:
     plan: str = ""
     std: float | None = None
     seeds: int = 0
-    test: float | None = None  # the mean over its seeds of the task metric on the test file
+    test: float | None = None  # the mean over its seeds of the task metric on the test examples
     test_std: float | None = None
 
     def to_dict(self) -> dict:
