@@ -107,3 +107,14 @@ def test_test_size_holds_out_test_examples_first_by_the_seeded_shuffle_and_leave
     assert plain.test_texts == () and plain.validation_texts == load_task_data(TaskSpec(**task)).validation_texts
     with pytest.raises(UserError, match="task.test_size: 400 leaves no train or no test examples out of 400"):
         load_task_data(TaskSpec(**task, test_size=400))
+
+
+def test_test_size_beside_a_validation_file_holds_out_of_the_training_file_alone(tmp_path, reviews_csv):
+    frame = pd.read_csv(reviews_csv)
+    frame.iloc[:300].to_csv(tmp_path / "train.csv", index=False)
+    frame.iloc[300:].to_csv(tmp_path / "dev.csv", index=False)
+    data = load_task_data(TaskSpec(train_file=tmp_path / "train.csv", validation_file=tmp_path / "dev.csv", test_size=50,
+                                   text_columns=["review"], label_column="sentiment"))
+    assert (len(data.train_texts), len(data.validation_texts), len(data.test_texts)) == (250, 100, 50)
+    assert {t for (t,) in data.validation_texts} == set(frame.iloc[300:]["review"])
+    assert {t for (t,) in data.test_texts} < set(frame.iloc[:300]["review"])
