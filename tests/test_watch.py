@@ -57,7 +57,7 @@ def test_watch_follows_a_search_run_by_another_process_and_exits_when_it_finishe
     assert any(f"({socket.gethostname()} (ray node " in line for line in seen)  # and the machine it trains on
     last = out[out.rindex("search 't'"):]
     assert last.startswith("search 't': finished") and "3/3, 0 failed" in last and "running now:" not in last
-    assert "trainings with new seeds (1 per point), 0 failed" in last and "Re-evaluated front (1 new seeds" in last
+    assert "trainings with new seeds (1 per point), 0 failed" in last and "Re-evaluated front (1 new seed per point" in last
     front, _ = read_front(job_path)
     assert [int(line.split()[0]) for line in last.split("Pareto front:")[1].splitlines()[2:2 + len(front)]] == \
         [p.trial for p in front]
