@@ -43,7 +43,7 @@ def _test(p: Point, width: int) -> str:
 
 def format_front(front: list[Point], reference: Reference, metric: str, baselines: dict[str, Point] | None = None) -> str:
     """The front as a table; re-evaluated points show their mean quality ± its std over seeds, and their mean score on
-    the test file in a column of its own where any has one."""
+    the test examples in a column of its own where any has one."""
     points = [*front, *(baselines or {}).values()]
     width = 18 if any(p.std is not None for p in points) else 9
     tested = max(18, len(metric) + 5) if any(p.test is not None for p in points) else 0

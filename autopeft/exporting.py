@@ -121,9 +121,9 @@ def _export(job: JobSpec, record: StudyRecord, how: str, out: str | Path) -> Exp
         "quality_std": point.std,
         "seeds": point.seeds,
         "adapter_seed": seed,
-        "test_quality": point.test,  # with task.test_file: the mean over the seeds of the metric on it
+        "test_quality": point.test,  # with test examples (task.test_file or test_size): the seeds' mean on them
         "test_quality_std": point.test_std,
-        "adapter_test_quality": adapter_test,  # the exported adapter's own score on the test file
+        "adapter_test_quality": adapter_test,  # the exported adapter's own score on the test examples
         "metrics": origin.get("metrics", {}),
         "trainable_params": point.params,
         "trainable_pct": point.pct,

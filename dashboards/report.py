@@ -49,7 +49,7 @@ def _quality(p) -> str:
 
 
 def _points_table(rows: Sequence, metric: str, label: str = "trial", names: Sequence[str] | None = None) -> str:
-    """Points and their quality; where any has a score on the test file, a column with it."""
+    """Points and their quality; where any has a score on the test examples, a column with it."""
     tested = any(getattr(p, "test", None) is not None for p in rows)
 
     def test(p) -> str:

@@ -386,7 +386,7 @@ class MlflowWriter:
                         runs: dict[str, Point], points: list[Point] | None = None) -> None:
         """The front re-evaluated over seeds (mean and std per point) on the parent run, with ``points`` (every
         re-evaluated trial, on that front or not), and each re-evaluated point's mean and std on its own run, and
-        those of its test scores where there is a test file (``runs``: run id to point)."""
+        those of its test scores where the task has test examples (``runs``: run id to point)."""
         for run_id, p in runs.items():
             self.client.log_metric(run_id, "final_quality_mean", p.quality)
             self.client.log_metric(run_id, "final_quality_std", p.std or 0.0)
