@@ -92,7 +92,8 @@ def test_a_test_file_is_read_as_the_training_data_is_and_held_apart_from_both_sp
                                 test_file=tmp_path / "bad.jsonl"))
 
 
-def test_test_size_holds_out_test_examples_first_by_the_seeded_shuffle_and_leaves_the_default_split_alone(reviews_csv):
+def test_test_size_holds_out_test_examples_first_by_the_seeded_shuffle_and_leaves_the_default_split_alone(tmp_path,
+                                                                                                        reviews_csv):
     task = {"train_file": reviews_csv, "text_columns": ["review"], "label_column": "sentiment", "validation_size": 100}
     plain = load_task_data(TaskSpec(**task))
     held = load_task_data(TaskSpec(**task, test_size=0.1))
@@ -107,6 +108,14 @@ def test_test_size_holds_out_test_examples_first_by_the_seeded_shuffle_and_leave
     assert plain.test_texts == () and plain.validation_texts == load_task_data(TaskSpec(**task)).validation_texts
     with pytest.raises(UserError, match="task.test_size: 400 leaves no train or no test examples out of 400"):
         load_task_data(TaskSpec(**task, test_size=400))
+    # a class all of whose examples were held out: the search could not learn it
+    rare = pd.read_csv(reviews_csv).assign(sentiment=lambda f: f["sentiment"].where(f.index != 7, "unsure"))
+    rare.to_csv(tmp_path / "rare.csv", index=False)
+    shuffled = rare.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    held = int(shuffled.index[shuffled["review"] == rare.loc[7, "review"]][0]) + 1
+    with pytest.raises(UserError, match="task.test_size: the .* examples task.test_size holds out has labels the training "
+                                        "and validation data do not: 'unsure'. Fix: hold out fewer examples"):
+        load_task_data(TaskSpec(**{**task, "train_file": tmp_path / "rare.csv"}, test_size=held))
 
 
 def test_test_size_beside_a_validation_file_holds_out_of_the_training_file_alone(tmp_path, reviews_csv):

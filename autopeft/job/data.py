@@ -236,9 +236,11 @@ def _with_test(task, data: TaskData, frame: pd.DataFrame, field: str, source: st
     labels = [str(v) for v in frame[task.label_column]]
     unknown = sorted(set(labels) - set(data.label_names))
     if unknown:
+        fix = (f"keep only the classes the search trains on ({', '.join(data.label_names)}) in the test file"
+               if field == "task.test_file" else "hold out fewer examples (task.test_size) or shuffle them otherwise "
+               "(task.split_seed), so that every class keeps training examples")
         raise UserError(field, f"{source} has labels the training and validation data do not: "
-                        f"{', '.join(map(repr, unknown[:5]))}{' ...' if len(unknown) > 5 else ''}",
-                        f"keep only the classes the search trains on ({', '.join(data.label_names)}) in the test examples")
+                        f"{', '.join(map(repr, unknown[:5]))}{' ...' if len(unknown) > 5 else ''}", fix)
     index = {name: i for i, name in enumerate(data.label_names)}
     return replace(data, test_texts=_texts(frame, task.text_columns), test_labels=tuple(index[v] for v in labels))
 
