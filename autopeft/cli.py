@@ -22,6 +22,7 @@ from autopeft.record.pareto import (
     beaten_by,
     beaten_text,
     counted,
+    mean_std,
     off_the_front,
     pareto_front,
 )
@@ -29,7 +30,7 @@ from autopeft.record.storage import StoreUnavailable
 
 
 def _quality(p: Point, width: int) -> str:
-    text = f"{p.quality:.4f}" if p.std is None else f"{p.quality:.4f} ± {p.std:.4f}"
+    text = mean_std(p.quality, p.std)
     return f"{text:>{width}}"
 
 
@@ -37,7 +38,7 @@ def _test(p: Point, width: int) -> str:
     """The test column's cell (none where ``width`` is 0: no point has a test score)."""
     if not width:
         return ""
-    text = "-" if p.test is None else f"{p.test:.4f} ± {p.test_std:.4f}"
+    text = "-" if p.test is None else mean_std(p.test, p.test_std)
     return f"  {text:>{width}}"
 
 
@@ -213,9 +214,9 @@ def cmd_export(args) -> int:
     step(f"exporting the {args.pick} point of '{job.name}'")
     exported = api.export(job, args.pick, args.out)
     p = exported.point
-    quality = f"{p.quality:.4f}" if p.std is None else f"{p.quality:.4f} ± {p.std:.4f} over {p.seeds} seeds"
+    quality = mean_std(p.quality, p.std) + ("" if p.std is None else f" over {p.seeds} seeds")
     if p.test is not None:
-        quality += f"; test {p.test:.4f} ± {p.test_std:.4f}"
+        quality += f"; test {mean_std(p.test, p.test_std)}"
     print(f"exported {exported.source} ({quality}, {p.params:,} trainable parameters, {p.plan}) to {exported.out}")
     print("  " + "  ".join(sorted(p.name for p in exported.out.iterdir())))
     print(f"load it: {exported.load_with.replace('DIR', repr(str(exported.out)))}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Sequence
 
+from autopeft.record.pareto import mean_std
+
 
 def figure_png(draw: Callable, size: tuple[float, float] = (7, 4.5)) -> bytes:
     """A PNG of one matplotlib axes that ``draw(ax)`` fills. The figure is matplotlib's own object,
@@ -73,7 +75,7 @@ def pareto_svg(points: Sequence, front: Sequence, reference, title: str, metric:
         return top + (y_hi - quality) / (y_hi - y_lo) * (height - top - bottom)
 
     def tip(p, name: str) -> str:
-        text = f"{name}\n{metric} {p.quality:.4f}" + (f" ± {p.std:.4f}" if getattr(p, "std", None) is not None else "")
+        text = f"{name}\n{metric} {mean_std(p.quality, getattr(p, 'std', None))}"
         return html.escape(f"{text}\n{p.params:,} trainable parameters\n{p.plan}")
 
     out = [f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {width} {height}' width='{width}' height='{height}' "

@@ -8,7 +8,7 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from autopeft.record.pareto import beaten_text, counted, off_the_front
+from autopeft.record.pareto import beaten_text, counted, mean_std, off_the_front
 
 
 @dataclass
@@ -45,7 +45,7 @@ text-align:right}td.l,th.l{text-align:left}h1{margin-bottom:.2em}.muted{color:#6
 
 
 def _quality(p) -> str:
-    return f"{p.quality:.4f}" if getattr(p, "std", None) is None else f"{p.quality:.4f} ± {p.std:.4f}"
+    return mean_std(p.quality, getattr(p, "std", None))
 
 
 def _points_table(rows: Sequence, metric: str, label: str = "trial", names: Sequence[str] | None = None) -> str:
@@ -55,7 +55,7 @@ def _points_table(rows: Sequence, metric: str, label: str = "trial", names: Sequ
     def test(p) -> str:
         if not tested:
             return ""
-        return "<td>-</td>" if p.test is None else f"<td>{p.test:.4f} ± {p.test_std:.4f}</td>"
+        return "<td>-</td>" if p.test is None else f"<td>{mean_std(p.test, p.test_std)}</td>"
 
     head = (f"<tr><th>{label}</th><th>{html.escape(metric)}</th>" + (f"<th>test {html.escape(metric)}</th>" if tested else "")
             + "<th>trainable</th><th>% of base</th><th class=l>plan</th></tr>")

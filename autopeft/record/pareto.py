@@ -12,6 +12,11 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
+def mean_std(mean: float, std: float | None) -> str:
+    """``0.6933 ± 0.0801``, or ``0.6933`` where there is no std (one training, no re-evaluation)."""
+    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
+
+
 @dataclass(frozen=True)
 class Point:
     """One finished trial as the front sees it; a re-evaluated one has the mean quality of its ``seeds`` and their ``std``,
@@ -75,7 +80,7 @@ def off_the_front(front: Iterable[Point], final: Sequence[Point], floor: float) 
         return f"dominated by trial {by.trial}" if by is not None else "the same as trial " + str(
             next(q.trial for q in final_front if (q.quality, q.params) == (p.quality, p.params)))
 
-    left = [f"trial {p.trial} ({p.quality:.4f}{'' if p.std is None else f' ± {p.std:.4f}'}, {p.params:,} trainable; {why(p)})"
+    left = [f"trial {p.trial} ({mean_std(p.quality, p.std)}, {p.params:,} trainable; {why(p)})"
             for p in sorted(final, key=lambda p: p.params) if p.trial in searched and p.trial not in on]
     return "off the front on re-evaluation: " + ", ".join(left) if left else ""
 
