@@ -214,7 +214,7 @@ def cmd_export(args) -> int:
     step(f"exporting the {args.pick} point of '{job.name}'")
     exported = api.export(job, args.pick, args.out)
     p = exported.point
-    quality = mean_std(p.quality, p.std) + ("" if p.std is None else f" over {p.seeds} seeds")
+    quality = mean_std(p.quality, p.std) + (f" over {counted(p.seeds, 'seed')}" if p.seeds else "")
     if p.test is not None:
         quality += f"; test {mean_std(p.test, p.test_std)}"
     print(f"exported {exported.source} ({quality}, {p.params:,} trainable parameters, {p.plan}) to {exported.out}")

@@ -58,6 +58,8 @@ def test_watch_follows_a_search_run_by_another_process_and_exits_when_it_finishe
     last = out[out.rindex("search 't'"):]
     assert last.startswith("search 't': finished") and "3/3, 0 failed" in last and "running now:" not in last
     assert "trainings with new seeds (1 per point), 0 failed" in last and "Re-evaluated front (1 new seed per point" in last
+    rows = last.split("Re-evaluated front (1 new seed per point")[1].splitlines()[1:]
+    assert rows and not any("±" in row for row in rows), rows  # one seed has no spread: its mean alone, not "± 0.0000"
     front, _ = read_front(job_path)
     assert [int(line.split()[0]) for line in last.split("Pareto front:")[1].splitlines()[2:2 + len(front)]] == \
         [p.trial for p in front]

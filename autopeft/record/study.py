@@ -83,9 +83,9 @@ def ranked_where_it_waits(attrs: dict) -> bool:
     return ranked_at(len(attrs.get(RUNG_QUALITY, [])) - 1, attrs.get(BRACKET, 0))
 
 
-def _std(values: list[float]) -> float:
-    """The sample standard deviation (0 for one value)."""
-    return float(np.std(values, ddof=1 if len(values) > 1 else 0))
+def _std(values: list[float]) -> float | None:
+    """The sample standard deviation; None for one value, which has none (a table shows its mean alone)."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
 def _quiet() -> None:

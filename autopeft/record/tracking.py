@@ -389,11 +389,13 @@ class MlflowWriter:
         those of its test scores where the task has test examples (``runs``: run id to point)."""
         for run_id, p in runs.items():
             self.client.log_metric(run_id, "final_quality_mean", p.quality)
-            self.client.log_metric(run_id, "final_quality_std", p.std or 0.0)
             self.client.log_metric(run_id, "final_seeds", p.seeds)
+            if p.std is not None:  # one seed has none
+                self.client.log_metric(run_id, "final_quality_std", p.std)
             if p.test is not None:
                 self.client.log_metric(run_id, "final_test_mean", p.test)
-                self.client.log_metric(run_id, "final_test_std", p.test_std or 0.0)
+            if p.test_std is not None:
+                self.client.log_metric(run_id, "final_test_std", p.test_std)
         self.client.log_metric(self.parent_id, "final_hypervolume", hypervolume)
         self.client.log_metric(self.parent_id, "final_front_size", len(front))
         self._log_texts(self.parent_id, {"final_front.json": json.dumps(
