@@ -25,6 +25,7 @@ from autopeft.record.pareto import (
     mean_std,
     off_the_front,
     pareto_front,
+    per_point,
 )
 from autopeft.record.storage import StoreUnavailable
 
@@ -158,7 +159,7 @@ def cmd_submit(args) -> int:
         print("\n" + nothing_learned_text(job.task.metric, summary.reference, floor_kind(job), summary.baselines,
                                           train_steps(prepared)))
     if summary.final_points or summary.final_baselines:
-        print(f"\nRe-evaluated front ({counted(job.final.seeds, 'new seed')} per point, mean ± std; "
+        print(f"\nRe-evaluated front ({per_point(job.final.seeds)}; "
               f"hypervolume {summary.final_hypervolume:.4f}):")
         print(format_final_front(summary.front, summary.final_front, summary.final_points, summary.reference,
                                  job.task.metric, summary.final_baselines))
@@ -204,7 +205,7 @@ def cmd_pareto(args) -> int:
             print("\n" + nothing_learned_text(job.task.metric, reference, floor_kind(job), baselines))
         if final_points or final_baselines:
             seeds = max(p.seeds for p in [*final_points, *final_baselines.values()])
-            print(f"\nRe-evaluated front ({counted(seeds, 'new seed')} per point, mean ± std):")
+            print(f"\nRe-evaluated front ({per_point(seeds)}):")
             print(format_final_front(front, final, final_points, reference, job.task.metric, final_baselines))
     return 0
 
@@ -314,7 +315,7 @@ def render_snapshot(snap) -> str:
             lines += ["", format_front([], snap.reference, snap.metric, snap.baseline_points)]
     if final is not None and (final.points or final.baselines):
         seeds = final.seeds or max(p.seeds for p in [*final.points, *final.baselines.values()])
-        title = (f"Re-evaluated front{'' if final.over else ' so far'} ({counted(seeds, 'new seed')} per point, mean ± std; "
+        title = (f"Re-evaluated front{'' if final.over else ' so far'} ({per_point(seeds)}; "
                  f"hypervolume {final.hypervolume:.4f}):")
         lines += ["", title, format_final_front(snap.front, final.front, final.points, snap.reference, snap.metric,
                                                 final.baselines)]

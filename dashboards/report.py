@@ -8,7 +8,13 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from autopeft.record.pareto import beaten_text, counted, mean_std, off_the_front
+from autopeft.record.pareto import (
+    beaten_text,
+    counted,
+    mean_std,
+    off_the_front,
+    per_point,
+)
 
 
 @dataclass
@@ -94,7 +100,7 @@ def report_html(data: ReportData) -> str:
                  f"<p>no trial has scored above the quality floor ({data.reference.quality:.4f}) yet</p>")
     if data.final_front or data.final_points:
         seeds = max(p.seeds for p in [*data.final_front, *data.final_points])
-        parts.append(f"<h2>Re-evaluated front ({counted(seeds, 'new seed')} per point, mean ± std)</h2>")
+        parts.append(f"<h2>Re-evaluated front ({per_point(seeds)})</h2>")
         parts.append(_points_table(data.final_front, data.metric))
         left = off_the_front(data.front, data.final_points, data.reference.quality)
         if left:

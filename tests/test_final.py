@@ -183,7 +183,7 @@ def test_a_search_resumed_with_a_re_evaluation_and_more_trials_resumes_again_and
     assert main(["watch", "job.yaml", "--once"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"search '{more.name}': finished\n") and "] 3/3, 0 failed" in out
-    assert f"Re-evaluated front (1 new seed per point, mean ± std; hypervolume {summary.final_hypervolume:.4f}):" in out
+    assert f"Re-evaluated front (1 new seed per point; hypervolume {summary.final_hypervolume:.4f}):" in out
 
 
 def test_a_search_stopped_during_its_re_evaluation_says_so_in_its_report(tmp_path, tiny_bert, reviews_csv, ray_local,

@@ -12,6 +12,12 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
+def per_point(seeds: int) -> str:
+    """How a re-evaluated front was measured, for its title: ``3 new seeds per point, mean ± std``, or with one
+    seed, which has no spread, ``1 new seed per point``."""
+    return f"{counted(seeds, 'new seed')} per point" + (", mean ± std" if seeds > 1 else "")
+
+
 def mean_std(mean: float, std: float | None) -> str:
     """``0.6933 ± 0.0801``, or ``0.6933`` where there is no std (one training, no re-evaluation)."""
     return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
