@@ -19,7 +19,7 @@ def per_point(seeds: int) -> str:
 
 
 def mean_std(mean: float, std: float | None) -> str:
-    """``0.6933 ± 0.0801``, or ``0.6933`` where there is no std (one training, no re-evaluation)."""
+    """``0.6933 ± 0.0801``, or ``0.6933`` where there is no std (a search trial, or a point re-trained with one seed)."""
     return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
 
 
