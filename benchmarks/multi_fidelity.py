@@ -31,7 +31,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
 from scipy.stats import spearmanr
 
 from autopeft import api
@@ -39,7 +38,7 @@ from autopeft.record.pareto import Point, hypervolume
 from autopeft.record.study import RUNG_FINISHED, RUNG_QUALITY, RUNG_SECONDS, TRAIN_SECONDS, States, StudyRecord
 from autopeft.workers.types import Fidelity
 from collect_trials import write_derived
-from reporting import publish
+from reporting import job_data, publish, write_job
 
 HERE = Path(__file__).parent
 JOBS = [HERE / "jobs" / "quality_rotten.yaml", HERE / "jobs" / "quality_debates.yaml"]
@@ -52,7 +51,7 @@ def search_only(job_path: Path, trials: int, schedule: str, brackets: int | None
     """A copy of the job with ``trials`` trials trained on ``schedule`` (full or asha, in ``brackets``
     brackets, with the job's seed or ``seed`` and its rungs or ``rungs``, all named in its run
     directory), no baselines and no re-evaluation."""
-    data = yaml.safe_load(job_path.read_text())
+    data = job_data(job_path)
     data["name"] = f"{data['name']}-{schedule}"
     if schedule == "asha":
         data["fidelity"]["brackets"] = brackets or data["fidelity"].get("brackets") or Fidelity().brackets
@@ -66,13 +65,7 @@ def search_only(job_path: Path, trials: int, schedule: str, brackets: int | None
     data["final"] = {"seeds": 0}
     data["budget"]["trials"] = trials
     data["fidelity"]["schedule"] = schedule
-    for key in ("train_file", "validation_file"):
-        if data["task"].get(key):
-            data["task"][key] = str((job_path.parent / data["task"][key]).resolve())
-    out = HERE / "out" / "jobs" / f"{data['name']}.yaml"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump(data, sort_keys=False))
-    return out
+    return write_job(data)
 
 
 def trials_of(job) -> tuple[StudyRecord, list]:

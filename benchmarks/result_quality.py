@@ -2,7 +2,7 @@
 accuracy points of full fine-tuning, and dominate every named baseline, once its front and the
 baselines are re-trained over 3 new seeds?
 
-    python benchmarks/result_quality.py [JOB.yaml ...]   # default: jobs/quality_rotten.yaml, jobs/quality_debates.yaml
+    python benchmarks/result_quality.py [--seed N] [JOB.yaml ...]   # default: jobs/quality_rotten.yaml, jobs/quality_debates.yaml
 
 Each job runs (or resumes) ``autopeft submit``: the lora space with the learning rate searched,
 the named baselines at their methods' own rates, full fine-tuning as the reference row, and the
@@ -14,7 +14,9 @@ A job with held-out test examples (``task.test_file`` or ``task.test_size``) add
 the same front, chosen on the validation means, with every point and baseline measured by its
 mean on the test examples, which neither the search nor the choice of front has seen. Its best
 point is the validation table's, so the gap there is what a user reporting on a test set would
-find. The report also goes to ``benchmarks/out/result_quality.md``.
+find. With ``--seed`` each job runs as a copy with that search seed (its name ends in ``-sN``); the
+data, their split and the test examples are the job's. The report also goes to
+``benchmarks/out/result_quality.md``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from autopeft import api
 from autopeft.record.pareto import Point, dominates, hypervolume, mean_std, pareto_front
 from autopeft.record.study import StudyRecord
 from collect_trials import write_derived
-from reporting import publish
+from reporting import job_data, publish, write_job
 
 HERE = Path(__file__).parent
 JOBS = [HERE / "jobs" / "quality_rotten.yaml", HERE / "jobs" / "quality_debates.yaml"]
@@ -81,11 +83,16 @@ def report(job_path: Path) -> tuple[list[str], list[str]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("jobs", type=Path, nargs="*", default=JOBS)
+    parser.add_argument("--seed", type=int, help="the searches' seed (default: each job's)")
     args = parser.parse_args(argv)
     lines = ["| job | fronts re-evaluated (points) | full fine-tuning | best re-evaluated point (params, % of base, plan) | "
              "gap (points) | re-evaluated hypervolume | baselines not dominated | target |", "|---|---|---|---|---|---|---|---|"]
     test_lines = []
     for job_path in args.jobs:
+        if args.seed is not None:
+            data = job_data(job_path)
+            data["seed"], data["name"] = args.seed, f"{data['name']}-s{args.seed}"
+            job_path = write_job(data)
         write_derived(api.load_job(job_path))
         subprocess.run([sys.executable, "-m", "autopeft", "submit", str(job_path), "--no-progress"], check=True)
         validation, test = report(job_path)

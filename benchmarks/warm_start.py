@@ -18,30 +18,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
+from reporting import job_data, write_job
 
 HERE = Path(__file__).parent
 
 
 def run(target: Path, source: Path | None, seed: int, out: Path) -> Path:
-    from autopeft.job.load import load_job
-
-    job = yaml.safe_load(target.read_text())
-    resolved = load_job(target)  # the loader's paths, relative to the target's folder: the copy lives elsewhere
+    job = job_data(target)
     kind = "warm" if source else "cold"
     job["name"] = f"{job['name']}-{kind}-{seed}"
     job["seed"] = seed
     job["stores"] = {"run_dir": str((out / job["name"]).resolve())}
-    job["model"] = resolved.model
-    space = Path(resolved.search_space)
-    job["search_space"] = str(space.resolve()) if space.suffix in (".yaml", ".yml") else resolved.search_space
-    for key in ("train_file", "validation_file"):
-        if getattr(resolved.task, key) is not None:
-            job["task"][key] = str(getattr(resolved.task, key).resolve())
     if source:
         job["optimizer"]["warm_start"] = str(source.resolve())
-    path = out / f"{job['name']}.yaml"
-    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    path = write_job(job, out)
     subprocess.run([sys.executable, "-m", "autopeft", "submit", str(path), "--no-progress"], check=True,
                    stdout=subprocess.DEVNULL)
     return path
