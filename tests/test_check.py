@@ -77,7 +77,7 @@ def test_check_shows_what_peft_would_train_the_data_and_the_share_of_the_space_t
         assert json.loads(out)["baselines"][name]["memory_gb"] < summary["baselines"][name]["memory_gb"]
 
 
-def test_check_cautions_when_one_label_is_so_common_that_accuracy_tells_little(tmp_path, tiny_bert, capsys, monkeypatch):
+def test_check_cautions_when_accuracy_tells_little_one_label_so_common_or_few_examples_scored(tmp_path, tiny_bert, capsys, monkeypatch):
     """Who speaks in the 2016 US presidential debates, asked as 'is it Trump?': 79% of the statements are not."""
     import importlib.util
     from pathlib import Path
@@ -92,9 +92,15 @@ def test_check_cautions_when_one_label_is_so_common_that_accuracy_tells_little(t
     task = {"train_file": "trump.csv", "text_columns": ["statement"], "label_column": "trump"}
     fidelity = {"train_examples": 800, "batch_size": 8}  # 100 steps: no caution about the training's length
     _, text = _check(capsys, write_job(tmp_path, model=tiny_bert, task=task, fidelity=fidelity))
-    cautions = [line for line in text.splitlines() if line.startswith("caution")]
-    assert cautions == ["caution    always answering the majority label scores 0.82 accuracy, so accuracy barely tells "
-                        "plans apart. Macro F1 (task.metric: f1) scores that answer 0.45, Matthews correlation (mcc) 0"]
+    lopsided = ("caution    always answering the majority label scores 0.82 accuracy, so accuracy barely tells "
+                "plans apart. Macro F1 (task.metric: f1) scores that answer 0.45, Matthews correlation (mcc) 0")
+    few = ("caution    each trial is scored on 215 validation examples: its accuracy, a share of them, is uncertain by up "
+           "to 3.4 points (one standard error), more than close plans differ by, so the front may rank them by chance. "
+           "Score more examples where the data and time allow: raise task.validation_size (it holds out 215 examples now)")
+    assert [line for line in text.splitlines() if line.startswith("caution")] == [lopsided, few]
+    # 300 scored examples: an error of 2.9 points at most, no caution about their number
+    _, text = _check(capsys, write_job(tmp_path, model=tiny_bert, task={**task, "validation_size": 300}, fidelity=fidelity))
+    assert "each trial is scored on 300 validation examples" not in text and "300 validation examples" in text
     _, text = _check(capsys, write_job(tmp_path, model=tiny_bert, task={**task, "metric": "mcc"}, fidelity=fidelity))
     assert "floor      0.0000 (always the majority label)" in text and "\ncaution" not in text
 

@@ -24,6 +24,7 @@ DRAWS = 1000  # random points of the space drawn to tell how much of it the budg
 SHORT_TRAINING = 30
 LENGTH_SAMPLE = 1000  # training examples whose tokens are counted
 LOPSIDED = 0.8  # the majority label's accuracy from which accuracy is a poor measure
+COARSE = 0.03  # a share's standard error (at 0.5) from which a trial's score ranks close plans by chance
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,27 @@ def cautions(prepared: Prepared, lengths: Lengths) -> list[str]:
                     f"their median is {lengths.median:,}) and lose {lost}. Raise it ({_keeps(prepared, lengths)}) "
                     f"if the task needs more of them")
     said.append(_lopsided(prepared))
+    said.append(_few_scored(prepared))
     return [text for text in said if text]
+
+
+def _few_scored(prepared: Prepared) -> str | None:
+    """A caution when each trial is scored on so few examples that its accuracy (or exact match), a share of
+    them, is uncertain by more than ``COARSE``: more than close plans differ by."""
+    job, data = prepared.job, prepared.data
+    scored = min(job.fidelity.eval_examples, data.num_validation)
+    error = 0.5 / math.sqrt(scored)  # the standard error of a share of ``scored`` examples, at its largest
+    if job.task.metric not in ("accuracy", "exact_match") or error <= COARSE:
+        return None
+    if job.fidelity.eval_examples < data.num_validation:
+        fix = f"raise fidelity.eval_examples (the validation set holds {data.num_validation:,})"
+    elif job.task.validation_file is not None:
+        fix = "give a larger task.validation_file"
+    else:
+        fix = f"raise task.validation_size (it holds out {data.num_validation:,} examples now)"
+    return (f"each trial is scored on {scored:,} validation examples: its {job.task.metric}, a share of them, is "
+            f"uncertain by up to {100 * error:.1f} points (one standard error), more than close plans differ by, so the "
+            f"front may rank them by chance. Score more examples where the data and time allow: {fix}")
 
 
 def _lopsided(prepared: Prepared) -> str | None:
