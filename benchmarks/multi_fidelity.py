@@ -20,7 +20,8 @@ columns show how each search gets there: the seconds (as a share of the full-fid
 each had spent on first reaching 90% of the full-fidelity hypervolume, and how many trials of the
 search with rungs went no further than their first rung. The last column gives, for each rung
 before the last, Spearman's rank correlation between its quality and the final one over the
-trials trained to the end: how well a rung foretells the full training.
+trials trained to the end: how well a rung foretells the full training; and the same of its validation
+loss (negated).
 The report also goes to ``benchmarks/out/multi_fidelity.md``.
 """
 
@@ -35,7 +36,7 @@ from scipy.stats import spearmanr
 
 from autopeft import api
 from autopeft.record.pareto import Point, hypervolume
-from autopeft.record.study import RUNG_FINISHED, RUNG_QUALITY, RUNG_SECONDS, TRAIN_SECONDS, States, StudyRecord
+from autopeft.record.study import RUNG_FINISHED, RUNG_LOSS, RUNG_QUALITY, RUNG_SECONDS, TRAIN_SECONDS, States, StudyRecord
 from autopeft.workers.types import Fidelity
 from collect_trials import write_derived
 from reporting import job_data, publish, write_job
@@ -130,14 +131,21 @@ def full_compute_to_reach(full: list, target: float, reference) -> float | None:
 def rung_correlations(asha: list, rungs: tuple[float, ...]) -> str:
     """Spearman's rank correlation of each rung's quality (before the last) with the final quality, over the
     trials trained to the end: how well a rung foretells what the full training scores ("flat" where every
-    trial scored the same there, "too few" under 3 trials)."""
+    trial scored the same there, "too few" under 3 trials); then the same of the rung's validation loss (negated,
+    so that both are positive where the rung ranks as the full training does), where the trainer reports one."""
     done = [t for t in asha if t.state == States.COMPLETE]
+
+    def correlation(pairs: list[tuple[float, float]]) -> str:
+        flat = len({q for q, _ in pairs}) == 1 or len({f for _, f in pairs}) == 1
+        return "too few" if len(pairs) < 3 else "flat" if flat else f"{spearmanr(*zip(*pairs)).statistic:.2f}"
+
     texts = []
     for i, rung in enumerate(rungs[:-1]):
-        pairs = [(t.user_attrs[RUNG_QUALITY][i], t.values[0]) for t in done if len(t.user_attrs.get(RUNG_QUALITY, [])) > i]
-        flat = len({q for q, _ in pairs}) == 1 or len({f for _, f in pairs}) == 1
-        text = "too few" if len(pairs) < 3 else "flat" if flat else f"{spearmanr(*zip(*pairs)).statistic:.2f}"
-        texts.append(f"{rung:.3g}: {text}")
+        reached = [t for t in done if len(t.user_attrs.get(RUNG_QUALITY, [])) > i]
+        text = f"{rung:.3g}: {correlation([(t.user_attrs[RUNG_QUALITY][i], t.values[0]) for t in reached])}"
+        losses = [(-t.user_attrs[RUNG_LOSS][i], t.values[0]) for t in reached
+                  if len(t.user_attrs.get(RUNG_LOSS, [])) > i and t.user_attrs[RUNG_LOSS][i] is not None]
+        texts.append(text + (f" (by its loss {correlation(losses)})" if losses else ""))
     return ", ".join(texts)
 
 
