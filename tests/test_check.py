@@ -96,8 +96,13 @@ def test_check_cautions_when_accuracy_tells_little_one_label_so_common_or_few_ex
                 "plans apart. Macro F1 (task.metric: f1) scores that answer 0.45, Matthews correlation (mcc) 0")
     few = ("caution    each trial is scored on 215 validation examples: its accuracy, a share of them, is uncertain by up "
            "to 3.4 points (one standard error), more than close plans differ by, so the front may rank them by chance. "
-           "Score more examples where the data and time allow: raise task.validation_size (it holds out 215 examples now)")
+           "Score 278 or more where the data and time allow: raise task.validation_size (it holds out 215 examples now)")
     assert [line for line in text.splitlines() if line.startswith("caution")] == [lopsided, few]
+    frame.head(100).assign(trump="no")[["statement", "trump"]].to_csv(tmp_path / "few.csv", index=False)
+    _, text = _check(capsys, write_job(tmp_path, model=tiny_bert, task={**task, "validation_file": "few.csv"},
+                                       fidelity={**fidelity, "eval_examples": 64}))
+    assert "scored on 64 validation examples: its accuracy, a share of them, is uncertain by up to 6.2 points" in text
+    assert "allow: give a task.validation_file of 278 examples or more and raise fidelity.eval_examples (64 now)\n" in text
     # 300 scored examples: an error of 2.9 points at most, no caution about their number
     _, text = _check(capsys, write_job(tmp_path, model=tiny_bert, task={**task, "validation_size": 300}, fidelity=fidelity))
     assert "each trial is scored on 300 validation examples" not in text and "300 validation examples" in text

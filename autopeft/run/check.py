@@ -169,21 +169,25 @@ def cautions(prepared: Prepared, lengths: Lengths) -> list[str]:
 
 def _few_scored(prepared: Prepared) -> str | None:
     """A caution when each trial is scored on so few examples that its accuracy (or exact match), a share of
-    them, is uncertain by more than ``COARSE``: more than close plans differ by."""
+    them, is uncertain by more than ``COARSE``: more than close plans differ by. It names what to raise to score
+    enough of them."""
     job, data = prepared.job, prepared.data
     scored = min(job.fidelity.eval_examples, data.num_validation)
     error = 0.5 / math.sqrt(scored)  # the standard error of a share of ``scored`` examples, at its largest
     if job.task.metric not in ("accuracy", "exact_match") or error <= COARSE:
         return None
-    if job.fidelity.eval_examples < data.num_validation:
-        fix = f"raise fidelity.eval_examples (the validation set holds {data.num_validation:,})"
-    elif job.task.validation_file is not None:
-        fix = "give a larger task.validation_file"
-    else:
-        fix = f"raise task.validation_size (it holds out {data.num_validation:,} examples now)"
+    enough = math.ceil((0.5 / COARSE) ** 2)
+    given, raised = [], []  # the validation file to give, the fields to raise
+    if data.num_validation < enough and job.task.validation_file is not None:
+        given.append(f"give a task.validation_file of {enough:,} examples or more")
+    elif data.num_validation < enough:
+        raised.append(f"task.validation_size (it holds out {data.num_validation:,} examples now)")
+    if job.fidelity.eval_examples < enough:
+        raised.append(f"fidelity.eval_examples ({job.fidelity.eval_examples:,} now)")
+    fixes = given + ([f"raise {' and '.join(raised)}"] if raised else [])
     return (f"each trial is scored on {scored:,} validation examples: its {job.task.metric}, a share of them, is "
             f"uncertain by up to {100 * error:.1f} points (one standard error), more than close plans differ by, so the "
-            f"front may rank them by chance. Score more examples where the data and time allow: {fix}")
+            f"front may rank them by chance. Score {enough:,} or more where the data and time allow: {' and '.join(fixes)}")
 
 
 def _lopsided(prepared: Prepared) -> str | None:
