@@ -82,7 +82,7 @@ class Generation:
         import torch
 
         data = context.data
-        n = min(context.fidelity.eval_examples, data.num_validation)
+        n = data.num_scored(context.fidelity)
         encoded, truncated = _encode(context, data.validation_texts, list(range(n)))
         by_length = sorted(range(n), key=lambda i: len(encoded[i][0]))
         pad = context.tokenizer.pad_token_id

@@ -95,7 +95,7 @@ class Classification:
         import torch
 
         data = context.data
-        n = min(context.fidelity.eval_examples, len(data.validation_labels))
+        n = data.num_scored(context.fidelity)
         tokens = _tokenize(context, data.validation_texts, list(range(n)))
         by_length = sorted(range(n), key=lambda i: len(tokens[i]["input_ids"]))
         predictions: dict[int, int] = {}

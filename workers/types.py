@@ -150,6 +150,10 @@ class TaskData:
     def num_validation(self) -> int:
         return len(self.validation_texts)
 
+    def num_scored(self, fidelity: Fidelity) -> int:
+        """The validation examples a trial at ``fidelity`` is scored on: the first ``eval_examples`` of them."""
+        return min(fidelity.eval_examples, self.num_validation)
+
     def test_as_validation(self) -> TaskData:
         """The same task with the test examples in the validation split's place, for the evaluation to score."""
         return replace(self, validation_texts=self.test_texts, validation_labels=self.test_labels)

@@ -172,7 +172,7 @@ def _few_scored(prepared: Prepared) -> str | None:
     them, is uncertain by more than ``COARSE``: more than close plans differ by. It names what to raise to score
     enough of them."""
     job, data = prepared.job, prepared.data
-    scored = min(job.fidelity.eval_examples, data.num_validation)
+    scored = data.num_scored(job.fidelity)
     error = 0.5 / math.sqrt(scored)  # the standard error of a share of ``scored`` examples, at its largest
     if job.task.metric not in ("accuracy", "exact_match") or error <= COARSE:
         return None
@@ -196,7 +196,7 @@ def _lopsided(prepared: Prepared) -> str | None:
     if data.kind != "classification" or job.task.metric != "accuracy" or job.objectives.quality_floor is not None \
             or prepared.reference.quality < LOPSIDED:
         return None
-    labels = data.validation_labels[:job.fidelity.eval_examples]  # the examples the floor was scored on
+    labels = data.validation_labels[:data.num_scored(job.fidelity)]  # the examples the floor was scored on
     return (f"always answering the majority label scores {prepared.reference.quality:.2f} accuracy, so accuracy barely "
             f"tells plans apart. Macro F1 (task.metric: f1) scores that answer {majority_score('f1', labels):.2f}, "
             f"Matthews correlation (mcc) 0")

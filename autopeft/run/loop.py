@@ -832,7 +832,7 @@ def zero_shot_score(prepared: Prepared, pool: WorkerPool, progress: bool) -> flo
     """The base model's own score on the evaluation set: the quality floor of a generation task."""
     job = prepared.job
     if progress:
-        print(f"autopeft: scoring {job.model} zero-shot on {min(job.fidelity.eval_examples, prepared.data.num_validation)} "
+        print(f"autopeft: scoring {job.model} zero-shot on {prepared.data.num_scored(job.fidelity)} "
               "examples (the reference point's quality)", file=sys.stderr, flush=True)
     return pool.run_one(trial_request(prepared, Plan(), trial_number=None, save_adapter=False, zero_shot=True)).quality
 

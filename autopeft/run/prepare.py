@@ -98,7 +98,7 @@ def prepare(job: JobSpec) -> Prepared:
     ceiling = largest if max_params is None else min(largest, max_params)
     if job.objectives.params_ceiling_pct is not None:
         ceiling = int(job.objectives.params_ceiling_pct / 100.0 * shape.base_params)
-    n_eval = min(job.fidelity.eval_examples, data.num_validation)
+    n_eval = data.num_scored(job.fidelity)
     floor = job.objectives.quality_floor
     zero_shot = floor_kind(job) == "zero-shot"
     if floor is None:
