@@ -13,7 +13,7 @@ from autopeft.job.secrets import mask_uri
 from autopeft.job.spec import JobSpec
 from autopeft.record.pareto import Point, pareto_front, pick
 from autopeft.record.study import StudyRecord
-from autopeft.workers.build import WEIGHTS_FILE, peft_configs
+from autopeft.workers.build import POINT_FILE, WEIGHTS_FILE, peft_configs
 from autopeft.workers.methods import baseline_plan, method
 from autopeft.workers.methods.peft_registry import OWN_TYPES
 from autopeft.workers.models import model_shape, resolve_model
@@ -136,7 +136,7 @@ def _export(job: JobSpec, record: StudyRecord, how: str, out: str | Path) -> Exp
         "merge_note": _merge_note(plan),
         "load_with": load_with,
     }
-    (out / "autopeft_point.json").write_text(json.dumps(info, indent=2))
+    (out / POINT_FILE).write_text(json.dumps(info, indent=2))
     return Exported(out=out, point=point, plan=plan, with_weights=with_weights, load_with=load_with,
                     source=source, floor=record.reference.quality)
 

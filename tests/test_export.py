@@ -147,6 +147,13 @@ def test_a_combined_plan_exports_and_reloads_with_the_recorded_quality(searched_
     model = autopeft.load_adapter(base, tmp_path / "out")
     accuracy = _validation_accuracy(model, searched_mixed, tiny_bert)
     assert accuracy == pytest.approx(info["quality"], abs=1.5 / searched_mixed.fidelity.eval_examples)
+    assert len(info["labels"]) == 2
+    assert model.config.id2label == dict(enumerate(info["labels"]))  # the outputs carry the search's class names
+    assert model.config.label2id == {name: i for i, name in enumerate(info["labels"])}
+
+    named = AutoModelForSequenceClassification.from_pretrained(
+        tiny_bert, num_labels=2, id2label={0: "no", 1: "yes"}, label2id={"no": 0, "yes": 1}, ignore_mismatched_sizes=True)
+    assert autopeft.load_adapter(named, tmp_path / "out").config.id2label == {0: "no", 1: "yes"}  # the user's names stay
 
 
 def test_a_search_recorded_by_autopeft_0_1_is_read_and_exported(tmp_path, tiny_bert, reviews_csv):

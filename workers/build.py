@@ -20,6 +20,7 @@ from .plan import Plan
 
 COMPOSITE_FILE = "autopeft_adapter.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
+POINT_FILE = "autopeft_point.json"
 PEFT_CONFIG_FILE = "adapter_config.json"
 
 
@@ -211,13 +212,18 @@ def save_adapter(model, directory: str | Path) -> None:
 
 
 def load_adapter(base_model, directory: str | Path):
-    """Rebuild a saved plan on ``base_model`` (a transformers model) and load its trained tensors."""
+    """Rebuild a saved plan on ``base_model`` (a transformers model) and load its trained tensors.
+
+    A classifier's outputs are named after the search's classes (``config.id2label``), unless the
+    base model already names them.
+    """
     from peft import PeftModel
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
     from peft.utils import PeftType
     from safetensors.torch import load_file
 
     directory = Path(directory)
+    _name_classes(base_model, directory)
     if not (directory / COMPOSITE_FILE).is_file():
         with _peft_quiet():
             return PeftModel.from_pretrained(base_model, str(directory))
@@ -238,3 +244,16 @@ def load_adapter(base_model, directory: str | Path):
         raise ValueError(f"{directory} holds tensors the model does not have: {sorted(missing)[:3]}")
     model.load_state_dict(tensors, strict=False)
     return model
+
+
+def _name_classes(model, directory: Path) -> None:
+    """Set ``id2label`` and ``label2id`` from the exported point's ``labels`` where the model's are transformers' LABEL_i."""
+    point = directory / POINT_FILE
+    labels = json.loads(point.read_text()).get("labels") if point.is_file() else None
+    config = getattr(model, "config", None)
+    if not labels or config is None or getattr(config, "num_labels", None) != len(labels):
+        return
+    if any(name != f"LABEL_{i}" for i, name in config.id2label.items()):
+        return
+    config.id2label = dict(enumerate(labels))
+    config.label2id = {name: i for i, name in enumerate(labels)}
