@@ -47,6 +47,12 @@ def test_separate_validation_file(tmp_path, reviews_csv):
     assert len(data.train_labels) == 300 and len(data.validation_labels) == 100
 
 
+def test_one_text_column_may_be_named_without_a_list(reviews_csv):
+    data = load_task_data(TaskSpec(train_file=reviews_csv, text_columns="review", label_column="sentiment"))
+    assert TaskSpec(train_file=reviews_csv, text_columns="review").text_columns == ["review"]
+    assert data.train_texts and all(len(example) == 1 for example in data.train_texts)  # one text per example
+
+
 def test_missing_column_names_the_column_and_the_columns_there(reviews_csv):
     with pytest.raises(UserError) as info:
         load_task_data(TaskSpec(train_file=reviews_csv, text_columns=["review"], label_column="stars"))

@@ -15,6 +15,11 @@ from autopeft.record.layout import RunLayout
 from autopeft.workers.types import METRICS, Fidelity, Metric, Strict, TaskType
 
 
+def one_or_more(value):
+    """A list field given one name (``text_columns: review``, ``baselines: lora-r8``) holds that one name."""
+    return [value] if isinstance(value, str) else value
+
+
 class TaskSpec(Strict):
     type: TaskType = "classification"
     dataset: Literal["rotten_tomatoes"] | None = None
@@ -32,6 +37,8 @@ class TaskSpec(Strict):
     test_size: float | None = Field(None, gt=0, allow_inf_nan=False, description="without a test file: a fraction or a "
                                     "count of the training data held out as test examples, before the validation split")
     split_seed: int = 0
+
+    _one_text_column = field_validator("text_columns", mode="before")(one_or_more)
 
     @field_validator("validation_size", "test_size")
     @classmethod
@@ -146,6 +153,8 @@ class JobSpec(Strict):
     trainer: str | None = Field(None, pattern=r"^[\w.]+:\w+$")
     baselines: list[str] = Field(default_factory=list, description="named baselines run first, shown beside the search")
     seed: int = 0
+
+    _one_baseline = field_validator("baselines", mode="before")(one_or_more)
 
     @model_validator(mode="after")
     def _something_to_run(self) -> JobSpec:
