@@ -25,7 +25,26 @@ def from_validation_error(error, source: str, model_cls=None) -> UserError:
         return UserError(f"{source}: {field}", f"unknown field '{loc[-1]}'", hint)
     if kind == "missing":
         return UserError(f"{source}: {field}", "required field is missing", f"add '{loc[-1]}'")
-    return UserError(f"{source}: {field}", first["msg"].removeprefix("Value error, "), "correct the value")
+    problem = first["msg"].removeprefix("Value error, ")
+    given = first.get("input")
+    if kind != "value_error" and given is not None and not isinstance(given, dict):
+        shown = repr(given)
+        problem += f" (it is {shown if len(shown) <= 60 else shown[:57] + '...'})"
+    bound = _BOUNDS.get(kind)
+    if bound is not None and first.get("ctx"):
+        limit = next(iter(first["ctx"].values()))
+        return UserError(f"{source}: {field}", problem, f"set it to a value {bound} {limit:g}" if isinstance(limit, (int, float))
+                         else f"set it to a value {bound} {limit}")
+    return UserError(f"{source}: {field}", problem, _FIXES.get(kind, "correct the value"))
+
+
+_BOUNDS = {"greater_than": "above", "greater_than_equal": "of at least", "less_than": "below", "less_than_equal": "of at most"}
+_FIXES = {
+    "int_type": "give a whole number", "int_parsing": "give a whole number", "int_from_float": "give a whole number",
+    "float_type": "give a number", "float_parsing": "give a number", "finite_number": "give a finite number",
+    "bool_type": "give true or false", "bool_parsing": "give true or false",
+    "list_type": "give a list, as [a, b]", "string_type": "give a text value", "literal_error": "use one of the values named",
+}
 
 
 def model_at(model_cls, loc) -> type | None:
