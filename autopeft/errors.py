@@ -14,9 +14,19 @@ class UserError(Exception):
 
 
 def from_validation_error(error, source: str, model_cls=None) -> UserError:
-    """Turn the first problem of a pydantic ``ValidationError`` into a ``UserError``."""
-    first = error.errors()[0]
-    loc = [str(p) for p in first["loc"]]
+    """Turn the first problem of a pydantic ``ValidationError`` into a ``UserError``.
+
+    A field that takes one of several kinds (a number or a list of numbers) fails once per kind;
+    the failure that reaches deepest into the value (the list's one bad item) is the one reported,
+    and the kinds' names (``float``, ``list[float]``) are left out of the field's path.
+    """
+    errors = error.errors()
+    first = errors[0]
+    branch = next((i for i, part in enumerate(first["loc"]) if _is_kind(part)), None)
+    if branch is not None:
+        same_field = [e for e in errors if tuple(e["loc"][:branch]) == tuple(first["loc"][:branch])]
+        first = max(same_field, key=lambda e: len(e["loc"]))
+    loc = [str(p) for p in first["loc"] if not _is_kind(p)]
     field = ".".join(loc) or "(top level)"
     kind = first["type"]
     if kind == "extra_forbidden":
@@ -45,6 +55,12 @@ _FIXES = {
     "bool_type": "give true or false", "bool_parsing": "give true or false",
     "list_type": "give a list, as [a, b]", "string_type": "give a text value", "literal_error": "use one of the values named",
 }
+
+
+def _is_kind(part) -> bool:
+    """Whether a part of a pydantic error's location names one kind of a union (``float``, ``list[int]``), not a field."""
+    return isinstance(part, str) and ("[" in part or part in {"int", "float", "str", "bool", "list", "dict", "none"}
+                                      or part.startswith("function-"))
 
 
 def model_at(model_cls, loc) -> type | None:

@@ -158,9 +158,14 @@ def test_alpha_and_learning_rate_dimensions(tmp_path, shape):
     ({"name": "x", "modules": {"serial": {"sizes": [0, 8]}}, "layers": [0, 5]}, "layers", "layer 5 is outside the model"),
     ({"name": "x", "modules": {"lora": {"groups": {"key": [0, 4]}}, "ia3": {"groups": ["key"]}}}, "modules.ia3.groups", "cannot both adapt 'key'"),
     ({"name": "x", "modules": {"prefix": {"sizes": [0, 8], "size_fractions": [0.5]}}}, "modules.prefix", "exactly one of"),
+    # a field of several kinds: the kinds' names stay out of the path, and the list's bad item is the one named
+    ({"name": "x", "modules": {"lora": {"groups": {"query": [0, 4]}, "alpha": [8, "x"]}}}, "modules.lora.alpha.1", "(it is 'x')"),
+    ({"name": "x", "modules": {"lora": {"groups": {"query": [0, 4]}}}, "layers": "some"}, "layers",
+     "'per_layer', 'per_module' or 'all' (it is 'some')"),
 ])
 def test_bad_space_files_name_the_entry(tmp_path, shape, data, field, words):
     with pytest.raises(UserError) as info:
         load_space(write_space(tmp_path, data), shape)
     assert field in info.value.field
+    assert "[" not in info.value.field  # no pydantic kind such as list[float] in the path
     assert words in info.value.problem
