@@ -43,8 +43,8 @@ def from_validation_error(error, source: str, model_cls=None) -> UserError:
     bound = _BOUNDS.get(kind)
     if bound is not None and first.get("ctx"):
         limit = next(iter(first["ctx"].values()))
-        return UserError(f"{source}: {field}", problem, f"set it to a value {bound} {limit:g}" if isinstance(limit, (int, float))
-                         else f"set it to a value {bound} {limit}")
+        shown_limit = f"{limit:g}" if isinstance(limit, (int, float)) else limit
+        return UserError(f"{source}: {field}", problem, f"set it to a value {bound} {shown_limit}")
     return UserError(f"{source}: {field}", problem, _FIXES.get(kind, "correct the value"))
 
 
