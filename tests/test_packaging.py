@@ -71,3 +71,19 @@ def test_autopeft_turns_off_mlflow_telemetry_ray_usage_stats_and_hub_kernels_unl
     assert check("import autopeft; ") == ["True", "False", "False"]
     assert check("import autopeft; ", MLFLOW_DISABLE_TELEMETRY="false", RAY_USAGE_STATS_ENABLED="1",
                  USE_HUB_KERNELS="YES") == ["False", "True", "True"]
+
+
+def test_importing_autopeft_loads_neither_peft_nor_torch_and_peft_knows_its_methods_once_imported_in_either_order():
+    code = ("import sys; {first}; loaded = [m for m in ('peft', 'torch') if m in sys.modules]; {then}; "
+            "from peft.utils import PeftType; from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING; "
+            "print(loaded, [t for t in ('BOTTLENECK', 'KV_PREFIX') if PeftType[t] in PEFT_TYPE_TO_CONFIG_MAPPING])")
+
+    def run(first: str, then: str) -> str:
+        done = subprocess.run([sys.executable, "-c", code.format(first=first, then=then)], capture_output=True,
+                              text=True, timeout=300, cwd="/")
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.strip()
+
+    assert run("import autopeft", "import importlib.util; importlib.util.find_spec('peft'); import peft") == \
+        "[] ['BOTTLENECK', 'KV_PREFIX']"
+    assert run("import peft", "import autopeft") == "['peft', 'torch'] ['BOTTLENECK', 'KV_PREFIX']"
