@@ -14,6 +14,7 @@ import warnings
 from autopeft import api
 from autopeft.errors import UserError
 from autopeft.job.load import BUILTIN_JOBS
+from autopeft.job.spec import FLOORS
 from autopeft.job.secrets import mask_uri
 from autopeft.record.pareto import (
     PICKS,
@@ -87,8 +88,6 @@ def silent_rungs_text(silent: list[tuple[int, int, float]], rungs: tuple[float, 
 def nothing_learned_text(metric: str, reference: Reference, floor: str, baselines: dict[str, Point],
                          steps: int | None = None) -> str:
     """What a search whose every trial scored at or under its quality floor should tell, and what to change."""
-    from autopeft.run.prepare import FLOORS
-
     told = f"No trial scored above the quality floor ({metric} {reference.quality:.4f}: {FLOORS[floor]})"
     learned = sorted(name for name, p in baselines.items() if p.quality > reference.quality)
     trained = f" Each trial trained {steps:,} optimizer steps." if steps is not None else ""
@@ -129,8 +128,6 @@ def _as_run(job, name: str):
 
 def cmd_submit(args) -> int:
     from autopeft.run.check import cautions, example_lengths, train_steps
-    from autopeft.run.prepare import floor_kind
-
     job = api.load_job(args.job)
     if args.trials is not None and args.trials < 0:
         raise UserError("--trials", f"{args.trials} is negative", "give 0 or more trials")
@@ -156,7 +153,7 @@ def cmd_submit(args) -> int:
         print("\n" + silent_rungs_text(summary.silent_rungs, job.fidelity.rungs))
     learned_nothing = _learned_nothing(summary.front, summary.scored)
     if learned_nothing:
-        print("\n" + nothing_learned_text(job.task.metric, summary.reference, floor_kind(job), summary.baselines,
+        print("\n" + nothing_learned_text(job.task.metric, summary.reference, job.floor_kind, summary.baselines,
                                           train_steps(prepared)))
     if summary.final_points or summary.final_baselines:
         print(f"\nRe-evaluated front ({per_point(job.final.seeds)}; "
@@ -180,8 +177,6 @@ def cmd_check(args) -> int:
 
 
 def cmd_pareto(args) -> int:
-    from autopeft.run.prepare import floor_kind
-
     job = api.load_job(args.job)
     step(f"reading the study of '{job.name}'")
     front, reference = api.read_front(job)
@@ -202,7 +197,7 @@ def cmd_pareto(args) -> int:
     else:
         print(format_front(front, reference, job.task.metric, baselines))
         if _learned_nothing(front, api.count_scored(job)):
-            print("\n" + nothing_learned_text(job.task.metric, reference, floor_kind(job), baselines))
+            print("\n" + nothing_learned_text(job.task.metric, reference, job.floor_kind, baselines))
         if final_points or final_baselines:
             seeds = max(p.seeds for p in [*final_points, *final_baselines.values()])
             print(f"\nRe-evaluated front ({per_point(seeds)}):")

@@ -73,7 +73,7 @@ def test_autopeft_turns_off_mlflow_telemetry_ray_usage_stats_and_hub_kernels_unl
                  USE_HUB_KERNELS="YES") == ["False", "True", "True"]
 
 
-def test_importing_autopeft_loads_neither_peft_nor_torch_and_peft_knows_its_methods_once_imported_in_either_order():
+def test_the_command_line_and_the_study_reader_load_neither_peft_nor_torch_and_peft_knows_autopeft_methods_once_imported():
     code = ("import sys; {first}; loaded = [m for m in ('peft', 'torch') if m in sys.modules]; {then}; "
             "from peft.utils import PeftType; from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING; "
             "print(loaded, [t for t in ('BOTTLENECK', 'KV_PREFIX') if PeftType[t] in PEFT_TYPE_TO_CONFIG_MAPPING])")
@@ -84,6 +84,6 @@ def test_importing_autopeft_loads_neither_peft_nor_torch_and_peft_knows_its_meth
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout.strip()
 
-    assert run("import autopeft", "import importlib.util; importlib.util.find_spec('peft'); import peft") == \
+    assert run("import autopeft.cli, autopeft.record.study", "import importlib.util; importlib.util.find_spec('peft'); import peft") == \
         "[] ['BOTTLENECK', 'KV_PREFIX']"
     assert run("import peft", "import autopeft") == "['peft', 'torch'] ['BOTTLENECK', 'KV_PREFIX']"

@@ -138,6 +138,10 @@ class StoresSpec(Strict):
         return re.sub(r"\$\{(\w+)\}", lambda m: os.environ[m.group(1)], value)
 
 
+FLOORS = {"majority": "always the majority label", "given": "objectives.quality_floor",
+          "zero-shot": "the base model's zero-shot score"}
+
+
 class JobSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     model: str
@@ -184,6 +188,14 @@ class JobSpec(Strict):
         if self.final.epochs is None:
             return self.fidelity
         return self.fidelity.model_copy(update={"epochs": self.final.epochs})
+
+    @property
+    def floor_kind(self) -> str:
+        """What the quality floor is: ``given`` in the job, the base model's ``zero-shot`` score (generation), or
+        the ``majority`` label's score (classification); ``FLOORS`` says each in words."""
+        if self.objectives.quality_floor is not None:
+            return "given"
+        return "zero-shot" if self.task.type == "generation" else "majority"
 
     @property
     def run_dir(self) -> Path:

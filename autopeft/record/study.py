@@ -12,14 +12,16 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import replace
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import optuna
 
 from autopeft.errors import UserError
 from autopeft.record.pareto import Point, Reference, nondominated_fronts
-from autopeft.workers.plan import Plan
+
+if TYPE_CHECKING:
+    from autopeft.workers.plan import Plan
 
 DIRECTIONS = ["maximize", "minimize"]
 States = optuna.trial.TrialState
@@ -448,6 +450,8 @@ class StudyRecord:
 
     def plan_of(self, number: int) -> Plan:
         """The plan trial ``number`` trained (stored by this version or by autopeft 0.1)."""
+        from autopeft.workers.plan import Plan  # it loads every method, and peft with them
+
         try:
             return Plan.from_dict(self.study.get_trials(deepcopy=False)[number].user_attrs[PLAN])
         except (KeyError, TypeError, ValueError) as exc:

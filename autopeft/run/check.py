@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from autopeft.job.spec import FLOORS
 from autopeft.optimize.domain import MemoryLimit, space_domain
 from autopeft.record.study import StudyRecord
-from autopeft.run.prepare import FLOORS, Prepared, check_resume, floor_kind
+from autopeft.run.prepare import Prepared, check_resume
 from autopeft.workers.metrics import majority_score
 
 DRAWS = 1000  # random points of the space drawn to tell how much of it the budget leaves
@@ -120,7 +121,7 @@ def check_job(prepared: Prepared, draws: int = DRAWS) -> JobCheck:
         task_type=data.kind, metric=job.task.metric, labels=list(data.label_names), train_examples=len(data.train_texts),
         validation_examples=data.num_validation, test_examples=len(data.test_texts),
         quality_floor=None if prepared.zero_shot_floor else prepared.reference.quality,
-        floor=floor_kind(job), space=space.spec.name, dimensions=len(space.dimensions),
+        floor=job.floor_kind, space=space.spec.name, dimensions=len(space.dimensions),
         points=math.prod(len(d.choices) for d in space.dimensions),
         smallest=_size(prepared, space.smallest_plan()), largest=_size(prepared, space.largest_plan()),
         max_trainable_params=prepared.max_params, max_memory_gb=job.budget.max_memory_gb, draws=int(trainable.sum()),

@@ -100,7 +100,7 @@ def prepare(job: JobSpec) -> Prepared:
         ceiling = int(job.objectives.params_ceiling_pct / 100.0 * shape.base_params)
     n_eval = data.num_scored(job.fidelity)
     floor = job.objectives.quality_floor
-    zero_shot = floor_kind(job) == "zero-shot"
+    zero_shot = job.floor_kind == "zero-shot"
     if floor is None:
         floor = 0.0 if zero_shot else majority_score(job.task.metric, data.validation_labels[:n_eval])
     baselines = baseline_plans(job.baselines, shape)
@@ -113,18 +113,6 @@ def prepare(job: JobSpec) -> Prepared:
                            [len(d.choices) for d in space.dimensions], job.optimizer.n_startup_trials)
     return Prepared(job, shape, space, data, Reference(quality=floor, params=ceiling + 1), max_params, baselines, zero_shot,
                     warm)
-
-
-FLOORS = {"majority": "always the majority label", "given": "objectives.quality_floor",
-          "zero-shot": "the base model's zero-shot score"}
-
-
-def floor_kind(job: JobSpec) -> str:
-    """What the quality floor is: ``given`` in the job, the base model's ``zero-shot`` score (generation), or
-    the ``majority`` label's score (classification)."""
-    if job.objectives.quality_floor is not None:
-        return "given"
-    return "zero-shot" if job.task.type == "generation" else "majority"
 
 
 # what a trial's result means; not the trainer, whose code may change under the same name anyway
