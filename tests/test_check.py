@@ -122,3 +122,22 @@ def test_a_search_that_learned_nothing_beside_baselines_that_did_is_pointed_at_i
     assert "Each trial trained 40 optimizer steps." in told and "fidelity.learning_rate" in told
     assert "train longer" not in told  # the baselines trained as long and learned
     assert "train longer" in nothing_learned_text("accuracy", floor, "majority", {"ia3": baselines["ia3"]})
+
+
+def test_check_cautions_when_a_method_asks_for_more_blocks_of_layers_than_the_model_has(tmp_path, tiny_bert, reviews_csv,
+                                                                                     capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    task = {"train_file": str(reviews_csv), **TASK}
+    fidelity = {"train_examples": 300, "batch_size": 2}  # 150 steps: no caution about the training's length
+
+    def cautions(layer_groups: int) -> list[str]:
+        (tmp_path / "space.yaml").write_text(yaml.safe_dump({"name": "blocks", "modules": {"lora": {
+            "groups": {"query": [0, 4], "value": [0, 4]}, "layer_groups": layer_groups}}, "layers": "all"}))
+        code, text = _check(capsys, write_job(tmp_path, model=tiny_bert, task=task, search_space="space.yaml",
+                                              fidelity=fidelity))
+        assert code == 0
+        return [line for line in text.splitlines() if line.startswith("caution") and "layer_groups" in line]
+
+    assert cautions(2) == []  # the tiny model's 2 layers, a block each
+    assert cautions(3) == [f"caution    modules.lora.layer_groups is 3, more than the 2 layers of {tiny_bert}: each layer "
+                           "is a block of its own (2 blocks). Set it to 2 or fewer to say what is searched"]

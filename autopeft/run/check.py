@@ -165,7 +165,20 @@ def cautions(prepared: Prepared, lengths: Lengths) -> list[str]:
                     f"if the task needs more of them")
     said.append(_lopsided(prepared))
     said.append(_few_scored(prepared))
+    said.append(_blocks_capped(prepared))
     return [text for text in said if text]
+
+
+def _blocks_capped(prepared: Prepared) -> str | None:
+    """A caution when a method asks for more blocks of layers (``layer_groups``) than the model has layers: it
+    gets one block per layer."""
+    layers = prepared.shape.num_layers
+    asked = {name: getattr(entry, "layer_groups", 1) for name, entry in prepared.space.spec.modules if entry is not None}
+    capped = [f"modules.{name}.layer_groups is {blocks}" for name, blocks in asked.items() if blocks > layers]
+    if not capped:
+        return None
+    return (f"{' and '.join(capped)}, more than the {layers} layers of {prepared.job.model}: each layer is a block of "
+            f"its own ({layers} blocks). Set it to {layers} or fewer to say what is searched")
 
 
 def _few_scored(prepared: Prepared) -> str | None:
