@@ -11,7 +11,7 @@ from pathlib import Path
 from autopeft.errors import UserError
 from autopeft.job.secrets import mask_uri
 from autopeft.job.spec import JobSpec
-from autopeft.record.pareto import Point, pareto_front, pick
+from autopeft.record.pareto import PICK_FORMS, PICKS, Point, pareto_front, pick
 from autopeft.record.study import StudyRecord
 from autopeft.workers.build import POINT_FILE, WEIGHTS_FILE, peft_configs
 from autopeft.workers.methods import baseline_plan, method
@@ -52,6 +52,8 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
 
 
 def _export(job: JobSpec, record: StudyRecord, how: str, out: str | Path) -> Exported:
+    if not PICK_FORMS.fullmatch(how):
+        raise UserError("--pick", f"'{how}' is not a pick", f"use {PICKS}")
     final, final_baselines = record.final_points()
     shape = model_shape(job.model, record.num_labels)
     if how.startswith("baseline="):

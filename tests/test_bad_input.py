@@ -225,6 +225,10 @@ def test_export_to_a_file_is_refused(searched, tmp_path, capsys):
     job_file.write_text(_yaml.safe_dump(searched.model_dump(mode="json")))
     code, err = run_cli(capsys, "export", str(job_file), "--out", str(target))
     assert code == 2 and "is a file" in err and target.read_text() == "mine"
+    for bad in ("trial=x", "largest", "smallest-above=abc"):
+        code, err = run_cli(capsys, "export", str(job_file), "--pick", bad, "--out", str(tmp_path / "new"))
+        assert code == 2 and f"--pick: '{bad}' is not a pick. Fix: use best | knee | smallest-above=<quality>" in err
+        assert not (tmp_path / "new").exists()
 
 
 def test_a_module_in_the_current_folder_never_shadows_an_installed_package(tmp_path):

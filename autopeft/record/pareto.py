@@ -148,11 +148,14 @@ def knee(front: Sequence[Point]) -> Point:
 
 
 PICKS = "best | knee | smallest-above=<quality> | trial=<number> | baseline=<name>"
+PICK_FORMS = re.compile(r"best|knee|smallest-above=[0-9.eE+-]+|trial=\d+|baseline=.+")  # what PICKS says, as a pattern
 
 
 def pick(front: Sequence[Point], how: str, points: Sequence[Point] | None = None) -> Point:
     """Choose a point of the front: ``best`` quality, the ``knee``, ``smallest-above=Q``, or
     ``trial=N``: trial N, on the front or among ``points`` (every finished point)."""
+    if not PICK_FORMS.fullmatch(how):
+        raise ValueError(f"unknown pick '{how}'; use {PICKS}")
     if not front:
         raise ValueError("the front is empty: no trial has finished yet")
     if how == "best":
