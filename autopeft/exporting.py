@@ -47,13 +47,13 @@ def export_point(job: JobSpec, how: str, out: str | Path) -> Exported:
     ``baseline=<name>``; also written: ``autopeft_point.json`` with the point's metrics, plan and
     origin (job, trial or baseline, MLflow run), and a classifier's class names in the order of its outputs.
     """
+    if not PICK_FORMS.fullmatch(how):
+        raise UserError("--pick", f"'{how}' is not a pick", f"use {PICKS}")
     with StudyRecord.load(job) as record:
         return _export(job, record, how, out)
 
 
 def _export(job: JobSpec, record: StudyRecord, how: str, out: str | Path) -> Exported:
-    if not PICK_FORMS.fullmatch(how):
-        raise UserError("--pick", f"'{how}' is not a pick", f"use {PICKS}")
     final, final_baselines = record.final_points()
     shape = model_shape(job.model, record.num_labels)
     if how.startswith("baseline="):

@@ -206,6 +206,8 @@ def test_pareto_and_export_before_any_search(tmp_path, capsys):
     assert code == 2 and "no search has run for job 't'" in err and "autopeft submit" in err
     code, err = run_cli(capsys, "export", str(job), "--out", "x")
     assert code == 2 and "no search has run" in err
+    code, err = run_cli(capsys, "export", str(job), "--pick", "largest", "--out", "x")
+    assert code == 2 and "'largest' is not a pick" in err
     assert_nothing_written(tmp_path)
 
 
