@@ -440,7 +440,7 @@ def test_a_baseline_the_space_holds_is_never_trained_again_as_a_trial(tmp_path, 
     assert summary.finished == 2 and "lora-r8" in summary.baselines
     with StudyRecord.load(job) as record:
         plans = sorted(record.plan_of(t.number).describe() for t in record.study.trials)
-    assert plans == ["query:r8 @ layers 0,1", "value:r8 @ layers 0,1"], plans
+    assert plans == ["query:r8 @ layers 0-1", "value:r8 @ layers 0-1"], plans
 
 
 def test_mixed_space_search_with_named_baselines(tmp_path, tiny_bert, reviews_csv, ray_local):

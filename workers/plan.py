@@ -73,7 +73,7 @@ class Plan:
         return not self.parts
 
     def describe(self) -> str:
-        """A short human-readable summary, e.g. ``query:r8 value:r8 @ layers 0,1,2``, and the plan's
+        """A short human-readable summary, e.g. ``query:r8 value:r8 @ layers 0-2``, and the plan's
         own learning rate where it has one (``... lr 0.006``); ``+ pooler`` when the pooler trains,
         ``+ pooler:r8`` for a LoRA on it."""
         text = " | ".join(method(type(p).method).describe(p) for p in self.parts) or "no adapter"

@@ -153,7 +153,7 @@ class RankedMethod(Method):
         tag = "" if self.name == "lora" else f"{self.name} "
         if len(layer_sets) == 1:
             return (tag + " ".join(f"{t.group}:r{t.rank}" for t in part.targets)
-                    + " @ layers " + ",".join(map(str, next(iter(layer_sets)))))
+                    + " @ layers " + layers_text(next(iter(layer_sets))))
         return tag + " ".join(f"{t.group}:r{t.rank}@{layers_text(t.layers)}" for t in part.targets)
 
     def from_dict(self, data):
