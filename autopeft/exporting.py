@@ -83,13 +83,15 @@ def _export(job: JobSpec, record: StudyRecord, how: str, out: str | Path) -> Exp
     if out.exists() and any(out.iterdir()):
         raise UserError("--out", f"'{out}' exists and is not empty", "choose a new folder")
     configs = [] if plan.full else peft_configs(plan, shape, base_model_name_or_path=resolve_model(job.model))
-    seed, run_id, adapter_test = None, origin.get("mlflow_run_id"), None
-    if point.seeds:  # the re-trained adapter whose quality is nearest the mean
+    seed, run_id, metrics = None, origin.get("mlflow_run_id"), origin.get("metrics", {})
+    adapter_quality, adapter_test = point.quality, None
+    if point.seeds:  # the re-trained adapter that scored best on validation: a seed that collapsed is never the one
         seeds = record.final_seeds(target)
-        seed = min(seeds, key=lambda s: (abs(seeds[s] - point.quality), s))
+        seed = min(seeds, key=lambda s: (-seeds[s], s))
         trained = job.layout.final_adapter(target, seed)
-        run_id = record.final[target][str(seed)].get("mlflow_run_id")
-        adapter_test = record.final[target][str(seed)].get("test_quality")
+        retrained = record.final[target][str(seed)]
+        run_id, metrics, adapter_quality = retrained.get("mlflow_run_id"), retrained.get("metrics", {}), seeds[seed]
+        adapter_test = retrained.get("test_quality")
     with tempfile.TemporaryDirectory(prefix="autopeft-export-") as staging:
         trained = _adapter_folder(job, trained, run_id, Path(staging))
         with_weights = (trained / WEIGHTS_FILE).is_file()
@@ -123,10 +125,11 @@ def _export(job: JobSpec, record: StudyRecord, how: str, out: str | Path) -> Exp
         "quality_std": point.std,
         "seeds": point.seeds,
         "adapter_seed": seed,
+        "adapter_quality": adapter_quality,  # the exported adapter's own validation score
         "test_quality": point.test,  # with test examples (task.test_file or test_size): the seeds' mean on them
         "test_quality_std": point.test_std,
         "adapter_test_quality": adapter_test,  # the exported adapter's own score on the test examples
-        "metrics": origin.get("metrics", {}),
+        "metrics": metrics,  # the exported adapter's own metrics
         "trainable_params": point.params,
         "trainable_pct": point.pct,
         "plan": plan.to_dict(),

@@ -147,6 +147,10 @@ def test_the_front_and_baselines_are_retrained_with_new_seeds_once_and_export_ta
     assert info["seeds"] == 2 and info["quality"] == best.quality
     chosen = job.layout.final_adapter(f"trial:{best.trial}", info["adapter_seed"]) / "adapter_model.safetensors"
     assert (tmp_path / "adapter" / "adapter_model.safetensors").read_bytes() == chosen.read_bytes()
+    with StudyRecord.load(job) as stored:  # the seed that scored best on validation, with its own scores
+        seeds, retrained = stored.final_seeds(f"trial:{best.trial}"), stored.final[f"trial:{best.trial}"]
+    assert info["adapter_seed"] == min(seeds, key=lambda s: (-seeds[s], s)) and info["adapter_quality"] == max(seeds.values())
+    assert info["metrics"] == retrained[str(info["adapter_seed"])]["metrics"]
 
     # a named baseline exports too: its re-trained adapter, with the mean over its seeds
     exported = export(job, "baseline=lora-r8", tmp_path / "baseline")
