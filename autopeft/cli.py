@@ -214,6 +214,10 @@ def cmd_export(args) -> int:
     if p.test is not None:
         quality += f"; test {mean_std(p.test, p.test_std)}"
     print(f"exported {exported.source} ({quality}, {p.params:,} trainable parameters, {p.plan}) to {exported.out}")
+    if exported.seed is not None:
+        own = f"{job.task.metric} {exported.adapter_quality:.4f}" + (
+            f", test {exported.adapter_test:.4f}" if exported.adapter_test is not None else "")
+        print(f"  the adapter re-trained with seed {exported.seed}, the best of its seeds on validation ({own})")
     print("  " + "  ".join(sorted(p.name for p in exported.out.iterdir())))
     print(f"load it: {exported.load_with.replace('DIR', repr(str(exported.out)))}")
     if p.quality <= exported.floor:

@@ -29,6 +29,9 @@ class Exported:
     load_with: str
     source: str  # what was exported: "trial 3", "baseline lora-r8"
     floor: float  # the search's quality floor: a point at or under it learned nothing
+    seed: int | None = None  # the re-evaluation seed whose adapter was written; None: the search's own training
+    adapter_quality: float | None = None  # that adapter's own validation score
+    adapter_test: float | None = None  # and its score on the test examples, where there are some
 
 
 def how_to_load(plan: Plan, peft_types: list[str]) -> str:
@@ -143,7 +146,8 @@ def _export(job: JobSpec, record: StudyRecord, how: str, out: str | Path) -> Exp
     }
     (out / POINT_FILE).write_text(json.dumps(info, indent=2))
     return Exported(out=out, point=point, plan=plan, with_weights=with_weights, load_with=load_with,
-                    source=source, floor=record.reference.quality)
+                    source=source, floor=record.reference.quality, seed=seed, adapter_quality=adapter_quality,
+                    adapter_test=adapter_test)
 
 
 def _adapter_folder(job: JobSpec, trained: Path, run_id: str | None, staging: Path) -> Path:
