@@ -51,13 +51,16 @@ def read_table(path: Path, field: str) -> pd.DataFrame:
     raise UserError(field, f"unknown file type '{path.suffix}'", "use .csv, .tsv, .jsonl, .json or .parquet")
 
 
-def _check_columns(frame: pd.DataFrame, columns: list[str], field: str, path: str) -> None:
+def _check_columns(frame: pd.DataFrame, columns: list[str], field: str | dict[str, str], path: str) -> None:
+    """Every one of ``columns`` is in ``frame``; ``field`` is the job field that names them, or, by column, the field
+    that names each."""
     for column in columns:
         if column not in frame.columns:
-            raise UserError(
-                field, f"column '{column}' is not in {path}",
-                f"use one of its columns: {', '.join(map(str, frame.columns))}",
-            )
+            named_by = field if isinstance(field, str) else field[column]
+            fix = (f"name one of its columns in {named_by}" if named_by.endswith(("_column", "_columns"))
+                   else "use one of its columns")
+            raise UserError(named_by, f"column '{column}' is not in {path}",
+                            f"{fix}: {', '.join(map(str, frame.columns))}")
 
 
 def _texts(frame: pd.DataFrame, columns: list[str]) -> tuple[tuple[str, ...], ...]:
@@ -85,7 +88,8 @@ def load_task_data(task) -> TaskData:
 
 def _classification_data(task) -> tuple[TaskData, pd.DataFrame | None]:
     columns = list(task.text_columns) + [task.label_column]
-    frame, validation, held_out = _split(task, *_frames(task, columns, "task.text_columns/label_column"), [task.label_column])
+    fields = {**dict.fromkeys(task.text_columns, "task.text_columns"), task.label_column: "task.label_column"}
+    frame, validation, held_out = _split(task, *_frames(task, columns, fields), [task.label_column])
     label_names = sorted({str(v) for v in frame[task.label_column]} | {str(v) for v in validation[task.label_column]})
     if len(label_names) < 2:
         raise UserError("task.label_column", f"'{task.label_column}' has fewer than two distinct labels", "choose the column that holds the class labels")
@@ -114,7 +118,7 @@ def _check_classes(labels: pd.Series, column: str, distinct: int) -> None:
                         "nearly one class per example", "choose the column that holds the class labels")
 
 
-def _frames(task, columns: list[str], field: str, train: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def _frames(task, columns: list[str], field: str | dict[str, str], train: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The train table (``train`` when read already) and the validation table (None without a validation
     file), their columns checked."""
     if task.dataset is not None:
