@@ -792,7 +792,8 @@ def _run_search(job: JobSpec, progress: bool, prepared: Prepared, record: StudyR
         record.resubmitted(job.public_dict())
         requeued = record.requeue_interrupted()
         if requeued:
-            log.warning("trials %s were interrupted: their plans run again first", ", ".join(map(str, requeued)))
+            log.warning("trial %s was interrupted: its plan runs again first" if len(requeued) == 1 else
+                        "trials %s were interrupted: their plans run again first", ", ".join(map(str, requeued)))
     else:
         record.start(job.public_dict(), reference, prepared.data.label_names, prepared.space.summary())
         trained = domain.baseline_plans
