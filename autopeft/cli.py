@@ -383,8 +383,29 @@ def _stop_group(process: subprocess.Popen) -> None:
         process.wait()
 
 
+STACK = ("peft", "transformers", "torch", "optuna", "botorch", "ray", "mlflow")
+
+
+def version_text() -> str:
+    """``autopeft 0.1.0 (peft 0.18.0, transformers ...)``: what a bug report needs, read without importing any of them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from autopeft import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            return f"{name} not installed"
+
+    return f"autopeft {__version__} ({', '.join(map(installed, STACK))})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autopeft", description="Search PEFT configurations: quality vs trainable parameters.")
+    parser = argparse.ArgumentParser(prog="autopeft", description="Search PEFT configurations: quality vs trainable parameters.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # the version on one line
+    parser.add_argument("--version", action="version", version=version_text(),
+                        help="show autopeft's version and those of the libraries it runs on, and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     job_help = "job YAML file, or 'demo' / 'demo-decoder' for a built-in demo job"
 

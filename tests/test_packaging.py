@@ -87,3 +87,14 @@ def test_the_command_line_and_the_study_reader_load_neither_peft_nor_torch_and_p
     assert run("import autopeft.cli, autopeft.record.study", "import importlib.util; importlib.util.find_spec('peft'); import peft") == \
         "[] ['BOTTLENECK', 'KV_PREFIX']"
     assert run("import peft", "import autopeft") == "['peft', 'torch'] ['BOTTLENECK', 'KV_PREFIX']"
+
+
+def test_the_version_names_autopeft_and_the_libraries_it_runs_on_on_one_line():
+    from importlib.metadata import version
+
+    shown = subprocess.run([sys.executable, "-m", "autopeft", "--version"], capture_output=True, text=True, timeout=120,
+                           cwd="/", env={"PATH": "/usr/bin:/bin", "COLUMNS": "40"})
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert shown.stdout == (f"autopeft 0.1.0 (peft {version('peft')}, transformers {version('transformers')}, torch "
+                            f"{version('torch')}, optuna {version('optuna')}, botorch {version('botorch')}, ray "
+                            f"{version('ray')}, mlflow {version('mlflow')})\n")
