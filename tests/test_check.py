@@ -141,3 +141,20 @@ def test_check_cautions_when_a_method_asks_for_more_blocks_of_layers_than_the_mo
     assert cautions(2) == []  # the tiny model's 2 layers, a block each
     assert cautions(3) == [f"caution    modules.lora.layer_groups is 3, more than the 2 layers of {tiny_bert}: each layer "
                            "is a block of its own (2 blocks). Set it to 2 or fewer to say what is searched"]
+
+
+def test_check_says_what_the_re_evaluation_after_the_search_trains(tmp_path, tiny_bert, reviews_csv, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    task = {"train_file": str(reviews_csv), **TASK}
+    fidelity = {"train_examples": 300, "batch_size": 10}  # 30 steps a trial
+
+    def final_line(**job) -> str:
+        code, text = _check(capsys, write_job(tmp_path, model=tiny_bert, task=task, fidelity=fidelity, **job))
+        assert code == 0
+        return next(line for line in text.splitlines() if line.startswith("final "))
+
+    assert final_line() == "final      no re-evaluation (final.seeds: 0): each point's score is that of its one training"
+    assert final_line(final={"seeds": 3}, baselines=["lora-r8"]) == \
+        "final      3 new seeds of each point of the search's front and the baseline, 30 optimizer steps each"
+    assert final_line(final={"seeds": 2, "epochs": 2, "fronts": 2}, baselines=["lora-r8", "ia3"]) == \
+        "final      2 new seeds of each point of the search's first 2 fronts and each of the 2 baselines, 60 optimizer steps each"

@@ -96,6 +96,9 @@ class JobCheck:
     epochs: float
     lengths: Lengths
     cautions: list[str]  # what would keep the search from telling plans apart (``cautions``)
+    final_seeds: int = 0  # new seeds of each re-evaluated point and baseline after the search (0: none)
+    final_fronts: int = 1  # the search's non-dominated fronts whose points are re-evaluated
+    final_steps: int = 0  # optimizer steps of one re-training
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -132,7 +135,8 @@ def check_job(prepared: Prepared, draws: int = DRAWS) -> JobCheck:
         run_dir=str(job.run_dir), run_dir_exists=Path(job.run_dir).exists(),
         train_steps=train_steps(prepared), trial_examples=job.fidelity.examples(len(data.train_texts)),
         batch_size=job.fidelity.batch_size, base_dtype=job.fidelity.base_dtype, epochs=job.fidelity.epochs, lengths=lengths,
-        cautions=cautions(prepared, lengths),
+        cautions=cautions(prepared, lengths), final_seeds=job.final.seeds, final_fronts=job.final.fronts,
+        final_steps=job.final_fidelity.steps(len(data.train_texts)),
     )
 
 
@@ -276,5 +280,17 @@ def format_check(check: JobCheck) -> str:
     lines += [f"caution    {text}" for text in check.cautions]
     lines.append(f"search     {check.trials} trials, {check.parallel} at a time, sampler {check.sampler}, "
                  f"schedule {check.schedule}, seed {check.seed}; memory estimated for {device}")
+    lines.append(_final_line(check))
     lines.append(f"run dir    {check.run_dir}" + (" (exists: submit resumes its search)" if check.run_dir_exists else ""))
     return "\n".join(lines)
+
+
+def _final_line(check: JobCheck) -> str:
+    """What the re-evaluation after the search trains: how many seeds of what, and how long each."""
+    if not check.final_seeds:
+        return "final      no re-evaluation (final.seeds: 0): each point's score is that of its one training"
+    fronts = "front" if check.final_fronts == 1 else f"first {check.final_fronts} fronts"
+    count = len(check.baselines)
+    baselines = "" if not count else " and the baseline" if count == 1 else f" and each of the {count} baselines"
+    return (f"final      {check.final_seeds} new seeds of each point of the search's {fronts}{baselines}, "
+            f"{check.final_steps:,} optimizer steps each")
