@@ -14,8 +14,8 @@ import warnings
 from autopeft import api
 from autopeft.errors import UserError
 from autopeft.job.load import BUILTIN_JOBS
-from autopeft.job.spec import FLOORS
 from autopeft.job.secrets import mask_uri
+from autopeft.job.spec import FLOORS
 from autopeft.record.pareto import (
     PICKS,
     Point,
@@ -128,6 +128,7 @@ def _as_run(job, name: str):
 
 def cmd_submit(args) -> int:
     from autopeft.run.check import cautions, example_lengths, train_steps
+
     job = api.load_job(args.job)
     if args.trials is not None and args.trials < 0:
         raise UserError("--trials", f"{args.trials} is negative", "give 0 or more trials")
