@@ -23,6 +23,7 @@ from autopeft.record.pareto import (
     beaten_by,
     beaten_text,
     counted,
+    floored_text,
     mean_std,
     off_the_front,
     pareto_front,
@@ -68,10 +69,11 @@ def format_front(front: list[Point], reference: Reference, metric: str, baseline
 
 def format_final_front(search_front: list[Point], final_front: list[Point], final_points: list[Point], reference: Reference,
                        metric: str, baselines: dict[str, Point]) -> str:
-    """The re-evaluated front as ``format_front`` gives it, and under it the line naming the points of the search's
-    front that the re-evaluation put off it (``final_points``: every re-evaluated trial)."""
-    left = off_the_front(search_front, final_points, reference.quality)
-    return format_front(final_front, reference, metric, baselines) + (f"\n{left}" if left else "")
+    """The re-evaluated front as ``format_front`` gives it, and under it the lines naming the points of the search's
+    front that the re-evaluation put off it (``final_points``: every re-evaluated trial) and the re-trainings that
+    learned nothing."""
+    said = [off_the_front(search_front, final_points, reference.quality), floored_text(final_points, baselines)]
+    return "\n".join([format_front(final_front, reference, metric, baselines), *filter(None, said)])
 
 
 def silent_rungs_text(silent: list[tuple[int, int, float]], rungs: tuple[float, ...]) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from autopeft.record.pareto import (
     beaten_text,
     counted,
+    floored_text,
     mean_std,
     off_the_front,
     per_point,
@@ -102,9 +103,10 @@ def report_html(data: ReportData) -> str:
         seeds = max(p.seeds for p in [*data.final_front, *data.final_points])
         parts.append(f"<h2>Re-evaluated front ({per_point(seeds)})</h2>")
         parts.append(_points_table(data.final_front, data.metric))
-        left = off_the_front(data.front, data.final_points, data.reference.quality)
-        if left:
-            parts.append(f"<p>{html.escape(left)}</p>")
+        for said in (off_the_front(data.front, data.final_points, data.reference.quality),
+                     floored_text(data.final_points, data.final_baselines)):
+            if said:
+                parts.append(f"<p>{html.escape(said)}</p>")
     for title, baselines, front in (("Baselines", data.baselines, data.front),
                                     ("Re-evaluated baselines", data.final_baselines, data.final_front)):
         if baselines:

@@ -135,3 +135,34 @@ def test_the_points_the_re_evaluation_puts_off_the_front_are_named_with_their_me
                                   points=front, front=front, baselines={}, trials=[], final_front=[], final_points=collapsed))
     assert "<h2>Re-evaluated front (3 new seeds per point, mean ± std)</h2>" in page
     assert "<p>off the front on re-evaluation: trial 1 (0.5500 ± 0.0100, 100 trainable; at or under the quality floor 0.6000)" in page
+
+
+def test_re_trainings_that_learned_nothing_are_counted_per_point_and_named_under_the_re_evaluated_front():
+    import optuna
+
+    from autopeft.cli import format_final_front
+    from autopeft.dashboards.report import ReportData, report_html
+    from autopeft.record.study import FINAL, REFERENCE, StudyRecord
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for number, (quality, params) in enumerate([(0.70, 100), (0.80, 300)]):
+        study.add_trial(optuna.trial.create_trial(values=[quality, params], user_attrs={"plan_summary": f"plan {number}"}))
+    study.set_user_attr(REFERENCE, {"quality": 0.5, "params": 1000})
+    study.set_user_attr("baselines", {"ia3": {"quality": 0.6, "params": 50, "pct": 0.1, "plan": "ia3 key"}})
+    study.set_user_attr(FINAL, {"trial:0": {"1": {"quality": 0.72}, "2": {"quality": 0.5}},  # seed 2 at the floor
+                                "trial:1": {"1": {"quality": 0.81}, "2": {"quality": 0.79}},
+                                "baseline:ia3": {"1": {"quality": 0.49}, "2": {"quality": 0.3}, "3": {"error": "x"}}})
+    points, baselines = StudyRecord(study).final_points()
+    assert [(p.trial, p.seeds, p.floored) for p in points] == [(0, 2, 1), (1, 2, 0)]
+    assert (baselines["ia3"].seeds, baselines["ia3"].floored) == (2, 2)
+    told = ("seeds that learned nothing (at or under the quality floor): trial 0 (1 of 2), ia3 (2 of 2); the means "
+            "count them: a plan that collapses in some trainings does not train reliably at its learning rate")
+    search = StudyRecord(study).finished_points()
+    text = format_final_front(search, pareto_front(points, 0.5), points, Reference(0.5, 1000), "accuracy", baselines)
+    assert text.splitlines()[-1] == told
+    page = report_html(ReportData(name="s", metric="accuracy", status="finished", summary="", reference=Reference(0.5, 1000),
+                                  points=search, front=search, baselines={}, trials=[], final_front=pareto_front(points, 0.5),
+                                  final_points=points, final_baselines=baselines))
+    assert f"<p>{told}</p>" in page
+    steady = [p for p in points if p.trial == 1]
+    assert told not in format_final_front(search, steady, steady, Reference(0.5, 1000), "accuracy", {})

@@ -37,6 +37,7 @@ class Point:
     seeds: int = 0
     test: float | None = None  # the mean over its seeds of the task metric on the test examples
     test_std: float | None = None
+    floored: int = 0  # of its seeds, those that scored at or under the quality floor: they learned nothing
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,6 +90,18 @@ def off_the_front(front: Iterable[Point], final: Sequence[Point], floor: float) 
     left = [f"trial {p.trial} ({mean_std(p.quality, p.std)}, {p.params:,} trainable; {why(p)})"
             for p in sorted(final, key=lambda p: p.params) if p.trial in searched and p.trial not in on]
     return "off the front on re-evaluation: " + ", ".join(left) if left else ""
+
+
+def floored_text(final: Sequence[Point], baselines: dict[str, Point]) -> str:
+    """The re-evaluated trials (``final``) and baselines some of whose seeds learned nothing, each with how many of its
+    seeds; empty when none. Their means count those seeds: such a plan does not train reliably as it is."""
+    named = [(f"trial {p.trial}", p) for p in sorted(final, key=lambda p: (p.params, p.trial))]
+    named += sorted(baselines.items(), key=lambda item: item[1].params)
+    told = [f"{label} ({p.floored} of {p.seeds})" for label, p in named if p.floored]
+    if not told:
+        return ""
+    return (f"seeds that learned nothing (at or under the quality floor): {', '.join(told)}; the means count them: "
+            "a plan that collapses in some trainings does not train reliably at its learning rate")
 
 
 def pareto_front(points: Iterable[Point], floor: float | None = None) -> list[Point]:

@@ -288,6 +288,7 @@ class StudyRecord:
         final = self.final if final is None else final
         if not final:
             return [], {}
+        floor = self.reference.quality
 
         def averaged(point: Point, target: str) -> Point | None:
             qualities = list(self.final_seeds(target, final).values())
@@ -295,7 +296,8 @@ class StudyRecord:
                 return None
             tests = [r["test_quality"] for r in final[target].values() if r.get("test_quality") is not None]
             return replace(point, quality=float(np.mean(qualities)), std=_std(qualities), seeds=len(qualities),
-                           test=float(np.mean(tests)) if tests else None, test_std=_std(tests) if tests else None)
+                           test=float(np.mean(tests)) if tests else None, test_std=_std(tests) if tests else None,
+                           floored=sum(q <= floor for q in qualities))
 
         trials = [averaged(p, f"trial:{p.trial}") for p in (self.finished_points() if points is None else points)]
         baselines = {name: averaged(p, f"baseline:{name}") for name, p in self.baseline_points().items()}
