@@ -390,7 +390,7 @@ STACK = ("peft", "transformers", "torch", "optuna", "botorch", "ray", "mlflow")
 
 
 def version_text() -> str:
-    """``autopeft 0.1.0 (peft 0.18.0, transformers ...)``: what a bug report needs, read without importing any of them."""
+    """``autopeft 0.1.0 (peft 0.21.2, transformers ...)``: what a bug report needs, read without importing any of them."""
     from importlib.metadata import PackageNotFoundError, version
 
     from autopeft import __version__

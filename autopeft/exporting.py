@@ -137,7 +137,8 @@ def _export(job: JobSpec, record: StudyRecord, how: str, out: str | Path) -> Exp
         "trainable_pct": point.pct,
         "plan": plan.to_dict(),
         "plan_summary": plan.describe(),
-        "mlflow_run_id": origin.get("mlflow_run_id"),
+        "mlflow_run_id": origin.get("mlflow_run_id"),  # the search's trial (or baseline) run
+        "adapter_mlflow_run_id": run_id,  # the run that trained the exported adapter: a re-training's, where re-trained
         "mlflow_tracking_uri": mask_uri(job.mlflow_uri),
         "methods": list(plan.methods),
         "mergeable": {m: method(m).mergeable for m in plan.methods},

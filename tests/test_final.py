@@ -151,6 +151,7 @@ def test_the_front_and_baselines_are_retrained_with_new_seeds_once_and_export_ta
         seeds, retrained = stored.final_seeds(f"trial:{best.trial}"), stored.final[f"trial:{best.trial}"]
     assert info["adapter_seed"] == min(seeds, key=lambda s: (-seeds[s], s)) and info["adapter_quality"] == max(seeds.values())
     assert info["metrics"] == retrained[str(info["adapter_seed"])]["metrics"]
+    assert info["adapter_mlflow_run_id"] == retrained[str(info["adapter_seed"])]["mlflow_run_id"] != info["mlflow_run_id"]
     assert main(["export", "job.yaml", "--pick", "best", "--out", str(tmp_path / "again")]) == 0
     assert (f"\n  the adapter re-trained with seed {info['adapter_seed']}, the best of its seeds on validation "
             f"(accuracy {info['adapter_quality']:.4f})\n") in capsys.readouterr().out
