@@ -88,7 +88,7 @@ def _export(job: JobSpec, record: StudyRecord, how: str, out: str | Path) -> Exp
     configs = [] if plan.full else peft_configs(plan, shape, base_model_name_or_path=resolve_model(job.model))
     seed, run_id, metrics = None, origin.get("mlflow_run_id"), origin.get("metrics", {})
     adapter_quality, adapter_test = point.quality, None
-    if point.seeds:  # the re-trained adapter that scored best on validation: a seed that collapsed is never the one
+    if point.seeds:  # the re-trained adapter that scored best on validation: not one that collapsed
         seeds = record.final_seeds(target)
         seed = min(seeds, key=lambda s: (-seeds[s], s))
         trained = job.layout.final_adapter(target, seed)
