@@ -404,10 +404,17 @@ def version_text() -> str:
     return f"autopeft {__version__} ({', '.join(map(installed, STACK))})"
 
 
+class _ShowVersion(argparse.Action):
+    """``--version``: the versions are read when asked for, not on every start."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autopeft", description="Search PEFT configurations: quality vs trainable parameters.",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # the version on one line
-    parser.add_argument("--version", action="version", version=version_text(),
+    parser = argparse.ArgumentParser(prog="autopeft", description="Search PEFT configurations: quality vs trainable parameters.")
+    parser.add_argument("--version", action=_ShowVersion, nargs=0,
                         help="show autopeft's version and those of the libraries it runs on, and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     job_help = "job YAML file, or 'demo' / 'demo-decoder' for a built-in demo job"
