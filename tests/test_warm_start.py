@@ -6,30 +6,71 @@ import optuna
 import pytest
 
 from autopeft.api import submit
+from autopeft.cli import main
 from autopeft.errors import UserError
 from autopeft.job.load import load_job
 from autopeft.optimize.warm_start import map_params, warm_points
-from autopeft.record.pareto import pareto_front
+from autopeft.record.pareto import counted, pareto_front
 from autopeft.record.study import StudyRecord
 from autopeft.run.prepare import prepare
 from conftest import TINY_FIDELITY, write_job
 
 
+def dims(names, levels):
+    """Dimensions of these names, each with choices 0 to its level count - 1."""
+    return [(name, tuple(range(k))) for name, k in zip(names, levels, strict=True)]
+
+
 def test_layer_bits_map_by_relative_depth_from_deeper_and_shallower_models():
     six = {"lora.query.rank": 3, **{f"lora.layer.{i}": int(i >= 3) for i in range(6)}}  # the upper half adapted
     names = ["lora.query.rank", *[f"lora.layer.{j}" for j in range(12)]]
-    twelve = map_params(six, names, [5] + [2] * 12)
+    twelve = map_params(six, dims(names, [5] + [2] * 12))
     assert twelve["lora.query.rank"] == 3
     assert [twelve[f"lora.layer.{j}"] for j in range(12)] == [0] * 6 + [1] * 6
     names = ["lora.query.rank", "lora.layer.0", "lora.layer.1"]
-    assert map_params(six, names, [5, 2, 2]) == {"lora.query.rank": 3, "lora.layer.0": 0, "lora.layer.1": 1}
-    thirty = map_params({"layer.0": 1, "layer.1": 0, "layer.2": 1}, [f"layer.{j}" for j in range(30)], [2] * 30)
+    assert map_params(six, dims(names, [5, 2, 2])) == {"lora.query.rank": 3, "lora.layer.0": 0, "lora.layer.1": 1}
+    thirty = map_params({"layer.0": 1, "layer.1": 0, "layer.2": 1}, dims([f"layer.{j}" for j in range(30)], [2] * 30))
     assert [thirty[f"layer.{j}"] for j in range(30)] == [1] * 10 + [0] * 10 + [1] * 10
 
 
 def test_choices_are_kept_clipped_or_middle_where_the_earlier_space_lacks_a_dimension():
-    mapped = map_params({"lora.query.rank": 4, "ia3": 1}, ["lora.query.rank", "lora.value.rank", "learning_rate"], [3, 5, 4])
+    mapped = map_params({"lora.query.rank": 4, "ia3": 1}, dims(["lora.query.rank", "lora.value.rank", "learning_rate"], [3, 5, 4]))
     assert mapped == {"lora.query.rank": 2, "lora.value.rank": 2, "learning_rate": 1}
+
+
+def test_a_rank_keeps_its_value_when_the_ranks_offered_change_and_relative_choices_keep_their_position():
+    earlier = {"lora.query.rank": [0, 2, 4, 8, 16], "lora.value.rank": [0, 2, 4, 8, 16], "serial.size": [0, 8, 16, 32, 64],
+               "learning_rate": [0.000667, 0.002, 0.006], "pooler": [0, 8, "full"]}
+    now = [("lora.query.rank", (0, 8, 16, 32, 64)), ("lora.value.rank", (0, 8, 16, 32, 64)),
+           ("serial.size", (0, 12, 24, 48, 96)),  # the same fractions of a wider model: no size in common
+           ("learning_rate", (6.67e-05, 0.0002, 0.0006)),  # searched around another job's rate
+           ("pooler", (0, 4, 8, "full"))]
+    mapped = [map_params({"lora.query.rank": q, "lora.value.rank": v, "serial.size": 2, "learning_rate": 2, "pooler": p},
+                         now, earlier) for q, v, p in [(3, 4, 2), (1, 0, 1), (2, 3, 0)]]
+    # rank 8 stays 8 and 16 stays 16 (not the 4th and 5th choices, 32 and 64); 2 and 4 go to the nearest rank, 8; off stays off
+    assert [(m["lora.query.rank"], m["lora.value.rank"]) for m in mapped] == [(1, 2), (1, 0), (1, 1)]
+    assert {m["serial.size"] for m in mapped} == {2} and {m["learning_rate"] for m in mapped} == {2}  # by position
+    assert [m["pooler"] for m in mapped] == [3, 2, 0]  # "full" and 8 by value
+
+
+def test_a_search_whose_front_was_re_trained_warm_starts_from_its_re_evaluated_front():
+    from autopeft.optimize.warm_start import _front_points
+    from autopeft.record.study import FINAL, REFERENCE, SPACE
+
+    ranks = optuna.distributions.IntDistribution(0, 4)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for rank, quality, params in [(1, 0.70, 100), (2, 0.80, 200), (3, 0.79, 250), (4, 0.85, 400)]:
+        study.add_trial(optuna.trial.create_trial(params={"lora.query.rank": rank}, distributions={"lora.query.rank": ranks},
+                                                  values=[quality, params]))
+    study.set_user_attr(REFERENCE, {"quality": 0.5, "params": 1000})
+    study.set_user_attr(SPACE, {"dimensions": {"lora.query.rank": [0, 2, 4, 8, 16]}, "fixed": {}})
+    now = [("lora.query.rank", (0, 2, 4, 8, 16))]
+    record = StudyRecord(study)
+    assert [p["lora.query.rank"] for p in _front_points(record, "earlier", now, 5)] == [1, 2, 4]  # the search's front
+    # re-trained over seeds: trial 1 falls under trial 0, trial 2 (off the search's front) holds, trial 3 collapses
+    study.set_user_attr(FINAL, {"trial:0": {"1": {"quality": 0.72}}, "trial:1": {"1": {"quality": 0.70}},
+                                "trial:2": {"1": {"quality": 0.81}}, "trial:3": {"1": {"quality": 0.5}}})
+    assert [p["lora.query.rank"] for p in _front_points(record, "earlier", now, 5)] == [1, 3]
 
 
 def tiny_job(directory, model, reviews_csv, **overrides):
@@ -42,7 +83,7 @@ def tiny_job(directory, model, reviews_csv, **overrides):
 
 
 def test_a_search_on_a_deeper_model_starts_from_an_earlier_front_mapped_layer_by_layer(
-        tmp_path, tiny_bert, tiny_distilbert, reviews_csv, ray_local):
+        tmp_path, tiny_bert, tiny_distilbert, reviews_csv, ray_local, capsys, monkeypatch):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     earlier = tiny_job(tmp_path / "a", tiny_bert, reviews_csv, name="earlier")  # 2 layers
@@ -51,6 +92,12 @@ def test_a_search_on_a_deeper_model_starts_from_an_earlier_front_mapped_layer_by
     smallest = record.study.trials[pareto_front(record.finished_points())[0].trial].params
     job = tiny_job(tmp_path / "b", tiny_distilbert, reviews_csv, name="later", budget={"trials": 4, "parallel": 1},
                    optimizer={"sampler": "autopeft", "n_startup_trials": 3, "warm_start": "../a/run"})  # 3 layers
+    monkeypatch.chdir(tmp_path / "b")
+    assert main(["check", str(tmp_path / "b" / "job.yaml")]) == 0
+    told = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("warm start"))
+    count = len(prepare(job).warm_start)
+    assert told == (f"warm start {counted(count, 'point')} of the front of {tmp_path / 'a' / 'run'}, mapped onto this space, "
+                    f"open{'s' if count == 1 else ''} the initial design of 3 trials")
     summary = submit(job, progress=False)
     assert summary.finished == 4
 
@@ -67,8 +114,8 @@ def test_a_search_on_a_deeper_model_starts_from_an_earlier_front_mapped_layer_by
 
 def test_a_warm_start_without_a_search_behind_it_is_refused(tmp_path):
     with pytest.raises(UserError, match="is neither a job file, a run directory nor a study database"):
-        warm_points(tmp_path / "nothing", ["lora.query.rank"], [3], 5)
+        warm_points(tmp_path / "nothing", [("lora.query.rank", (0, 4, 8))], 5)
     storage = f"sqlite:///{tmp_path / 'empty.db'}"
     optuna.create_study(study_name="x", storage=storage, directions=["maximize", "minimize"])
     with pytest.raises(UserError, match="has not started"):
-        warm_points(tmp_path / "empty.db", ["lora.query.rank"], [3], 5)
+        warm_points(tmp_path / "empty.db", [("lora.query.rank", (0, 4, 8))], 5)

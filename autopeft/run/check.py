@@ -8,6 +8,7 @@ started, and no run directory or store is written.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from autopeft.job.spec import FLOORS
 from autopeft.optimize.domain import MemoryLimit, space_domain
+from autopeft.record.pareto import counted
 from autopeft.record.study import StudyRecord
 from autopeft.run.prepare import Prepared, check_resume
 from autopeft.workers.metrics import majority_score
@@ -99,6 +101,9 @@ class JobCheck:
     final_seeds: int = 0  # new seeds of each re-evaluated point and baseline after the search (0: none)
     final_fronts: int = 1  # the search's non-dominated fronts whose points are re-evaluated
     final_steps: int = 0  # optimizer steps of one re-training
+    warm_start: str | None = None  # the earlier search whose front opens the initial design
+    warm_points: int = 0  # the points of its front that do, mapped onto this space
+    startup_trials: int = 0  # the initial design's trials
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,6 +142,8 @@ def check_job(prepared: Prepared, draws: int = DRAWS) -> JobCheck:
         batch_size=job.fidelity.batch_size, base_dtype=job.fidelity.base_dtype, epochs=job.fidelity.epochs, lengths=lengths,
         cautions=cautions(prepared, lengths), final_seeds=job.final.seeds, final_fronts=job.final.fronts,
         final_steps=job.final_fidelity.steps(len(data.train_texts)),
+        warm_start=None if job.optimizer.warm_start is None else os.path.normpath(job.optimizer.warm_start),
+        warm_points=len(prepared.warm_start), startup_trials=job.optimizer.n_startup_trials,
     )
 
 
@@ -280,6 +287,10 @@ def format_check(check: JobCheck) -> str:
     lines += [f"caution    {text}" for text in check.cautions]
     lines.append(f"search     {check.trials} trials, {check.parallel} at a time, sampler {check.sampler}, "
                  f"schedule {check.schedule}, seed {check.seed}; memory estimated for {device}")
+    if check.warm_start is not None:
+        lines.append(f"warm start {counted(check.warm_points, 'point')} of the front of {check.warm_start}, mapped onto this "
+                     f"space, open{'s' if check.warm_points == 1 else ''} the initial design of {check.startup_trials} trials"
+                     + (" (of a new search: submit resumes the one in the run dir)" if check.run_dir_exists else ""))
     lines.append(_final_line(check))
     lines.append(f"run dir    {check.run_dir}" + (" (exists: submit resumes its search)" if check.run_dir_exists else ""))
     return "\n".join(lines)

@@ -109,8 +109,8 @@ def prepare(job: JobSpec) -> Prepared:
     if job.optimizer.warm_start is not None:
         from autopeft.optimize.warm_start import warm_points
 
-        warm = warm_points(job.optimizer.warm_start, [d.name for d in space.dimensions],
-                           [len(d.choices) for d in space.dimensions], job.optimizer.n_startup_trials)
+        warm = warm_points(job.optimizer.warm_start, [(d.name, d.choices) for d in space.dimensions],
+                           job.optimizer.n_startup_trials)
     return Prepared(job, shape, space, data, Reference(quality=floor, params=ceiling + 1), max_params, baselines, zero_shot,
                     warm)
 
