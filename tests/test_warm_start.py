@@ -33,9 +33,10 @@ def test_layer_bits_map_by_relative_depth_from_deeper_and_shallower_models():
     assert [thirty[f"layer.{j}"] for j in range(30)] == [1] * 10 + [0] * 10 + [1] * 10
 
 
-def test_choices_are_kept_clipped_or_middle_where_the_earlier_space_lacks_a_dimension():
-    mapped = map_params({"lora.query.rank": 4, "ia3": 1}, dims(["lora.query.rank", "lora.value.rank", "learning_rate"], [3, 5, 4]))
-    assert mapped == {"lora.query.rank": 2, "lora.value.rank": 2, "learning_rate": 1}
+def test_choices_are_kept_clipped_off_or_middle_where_the_earlier_space_lacks_a_dimension():
+    mapped = map_params({"lora.query.rank": 4, "ia3": 1}, [("lora.query.rank", (0, 4, 8)), ("lora.value.rank", (0, 2, 4, 8, 16)),
+                                                           ("learning_rate", (1e-4, 3e-4, 1e-3, 3e-3))])
+    assert mapped == {"lora.query.rank": 2, "lora.value.rank": 0, "learning_rate": 1}
 
 
 def test_a_rank_keeps_its_value_when_the_ranks_offered_change_and_relative_choices_keep_their_position():
@@ -51,6 +52,48 @@ def test_a_rank_keeps_its_value_when_the_ranks_offered_change_and_relative_choic
     assert [(m["lora.query.rank"], m["lora.value.rank"]) for m in mapped] == [(1, 2), (1, 0), (1, 1)]
     assert {m["serial.size"] for m in mapped} == {2} and {m["learning_rate"] for m in mapped} == {2}  # by position
     assert [m["pooler"] for m in mapped] == [3, 2, 0]  # "full" and 8 by value
+
+
+def test_a_point_maps_between_spaces_that_block_ranks_and_place_layers_differently():
+    ranks = (0, 2, 4, 8, 16)
+    # the mixed space: one rank per group for all layers, bits per module; LoRA and IA3 used, serial adapters off
+    mixed = {"lora.query.rank": 2, "lora.value.rank": 0, "ia3": 1, "serial.size": 0, "learning_rate": 2,
+             **{f"lora.layer.{i}": int(i in (0, 1)) for i in range(6)}, **{f"ia3.layer.{i}": int(i == 5) for i in range(6)},
+             **{f"serial.layer.{i}": 1 for i in range(6)}}
+    mixed_choices = {"lora.query.rank": [0, 4, 8, 16], "lora.value.rank": [0, 4, 8, 16], "ia3": [0, 1],
+                     "serial.size": [0, 8, 16, 32, 64], "learning_rate": [0.000667, 0.002, 0.006]}
+    # the lora space on a 12-layer model: ranks per half of the layers, one bit per layer for every module
+    lora = [*[(f"lora.{g}.rank.{k}", ranks) for g in ("query", "value", "ffn_out") for k in (0, 1)],
+            ("learning_rate", (0.000667, 0.002, 0.006)), *[(f"layer.{j}", (0, 1)) for j in range(12)]]
+    mapped = map_params(mixed, lora, mixed_choices)
+    assert [mapped[f"lora.query.rank.{k}"] for k in (0, 1)] == [3, 3]  # rank 8 in both halves
+    assert [mapped[f"lora.value.rank.{k}"] for k in (0, 1)] == [0, 0]
+    assert [mapped[f"lora.ffn_out.rank.{k}"] for k in (0, 1)] == [0, 0]  # not in the earlier space: off
+    assert mapped["learning_rate"] == 2
+    # a layer is on where LoRA or IA3 was (layers 0, 1 and 5 of 6); the serial adapters' bits, unused, count for nothing
+    assert [mapped[f"layer.{j}"] for j in range(12)] == [1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1]
+
+    # and back: the largest of the blocks' ranks for all layers, the shared bits for each module, absent modules off
+    back = map_params({**{f"lora.query.rank.{k}": r for k, r in ((0, 1), (1, 4))}, "lora.value.rank.0": 3, "lora.value.rank.1": 0,
+                       "learning_rate": 0, **{f"layer.{j}": int(j >= 3) for j in range(6)}},
+                      [("lora.query.rank", (0, 4, 8, 16)), ("lora.value.rank", (0, 4, 8, 16)), ("ia3", (0, 1)),
+                       ("serial.size", (0, 8, 16, 32, 64)), ("learning_rate", (0.000667, 0.002, 0.006)),
+                       *[(f"{m}.layer.{i}", (0, 1)) for m in ("lora", "ia3") for i in range(6)]],
+                      {f"lora.{g}.rank.{k}": list(ranks) for g in ("query", "value") for k in (0, 1)})
+    assert (back["lora.query.rank"], back["lora.value.rank"], back["ia3"], back["serial.size"]) == (3, 2, 0, 0)
+    assert [back[f"lora.layer.{i}"] for i in range(6)] == [back[f"ia3.layer.{i}"] for i in range(6)] == [0, 0, 0, 1, 1, 1]
+
+
+def test_a_warm_start_whose_plans_adapt_nothing_in_this_space_is_refused(tmp_path, tiny_bert, reviews_csv, monkeypatch):
+    import autopeft.optimize.warm_start as warm_start
+
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, optimizer={"sampler": "autopeft", "warm_start": "earlier"})
+    space = prepare(load_job(write_job(tmp_path, model=tiny_bert, task=job.task.model_dump(mode="json")))).space
+    nothing = {d.name: 0 for d in space.dimensions}  # every rank 0: what a front of IA3 plans maps onto in a LoRA space
+    monkeypatch.setattr(warm_start, "warm_points", lambda *args: [nothing])
+    with pytest.raises(UserError, match=r"no plan of the front of '.*earlier' \(1 plan\), mapped onto this space, trains "
+                                        r"something within the budget \(1 adapt nothing: their modules are not in this space\)"):
+        prepare(job)
 
 
 def test_a_search_whose_front_was_re_trained_warm_starts_from_its_re_evaluated_front():

@@ -12,7 +12,7 @@ from autopeft.errors import UserError, model_at
 from autopeft.job.data import load_task_data
 from autopeft.job.secrets import mask_uri, split_credentials
 from autopeft.job.spec import JobSpec
-from autopeft.record.pareto import Reference
+from autopeft.record.pareto import Reference, counted
 from autopeft.record.study import StudyRecord
 from autopeft.record.tracking import flatten
 from autopeft.run.pool import cluster_address, cluster_field
@@ -109,8 +109,19 @@ def prepare(job: JobSpec) -> Prepared:
     if job.optimizer.warm_start is not None:
         from autopeft.optimize.warm_start import warm_points
 
-        warm = warm_points(job.optimizer.warm_start, [(d.name, d.choices) for d in space.dimensions],
-                           job.optimizer.n_startup_trials)
+        mapped = warm_points(job.optimizer.warm_start, [(d.name, d.choices) for d in space.dimensions],
+                             job.optimizer.n_startup_trials)
+        plans = [space.decode(p) for p in mapped]
+        warm = [p for p, plan in zip(mapped, plans, strict=True)
+                if not plan.is_empty and (max_params is None or space.count(plan) <= max_params)]
+        if not warm:
+            empty = sum(p.is_empty for p in plans)
+            why = [f"{empty} adapt nothing: their modules are not in this space"] if empty else []
+            why += [f"{len(plans) - empty} are over the budget"] if len(plans) > empty else []
+            raise UserError("optimizer.warm_start", f"no plan of the front of '{job.optimizer.warm_start}' "
+                            f"({counted(len(plans), 'plan')}), mapped onto this space, trains something within the budget "
+                            f"({'; '.join(why)})",
+                            "start from a search over a space with the same modules, or leave optimizer.warm_start out")
     return Prepared(job, shape, space, data, Reference(quality=floor, params=ceiling + 1), max_params, baselines, zero_shot,
                     warm)
 
