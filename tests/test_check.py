@@ -158,3 +158,21 @@ def test_check_says_what_the_re_evaluation_after_the_search_trains(tmp_path, tin
         "final      3 new seeds of each point of the search's front and the baseline, 30 optimizer steps each"
     assert final_line(final={"seeds": 2, "epochs": 2, "fronts": 2}, baselines=["lora-r8", "ia3"]) == \
         "final      2 new seeds of each point of the search's first 2 fronts and each of the 2 baselines, 60 optimizer steps each"
+
+
+def test_check_cautions_when_the_machine_has_gpus_that_the_trials_do_not_ask_for(tmp_path, tiny_bert, reviews_csv, capsys,
+                                                                                   monkeypatch):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    job = write_job(tmp_path, model=tiny_bert, task={"train_file": str(reviews_csv), **TASK})
+    said = "caution    this machine has 2 GPUs and resources.gpus is 0: every trial trains on the CPU, many times slower"
+    code, text = _check(capsys, job)
+    assert code == 0 and "GPU" not in text.split("search ")[0]  # this machine has none: nothing said
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with two GPUs, as torch would see it
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    code, text = _check(capsys, job)
+    assert code == 0 and said in text
+    _, text = _check(capsys, write_job(tmp_path, model=tiny_bert, task={"train_file": str(reviews_csv), **TASK},
+                                       resources={"gpus": 1}))
+    assert "resources.gpus is 0" not in text

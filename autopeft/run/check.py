@@ -18,6 +18,7 @@ from autopeft.job.spec import FLOORS
 from autopeft.optimize.domain import MemoryLimit, space_domain
 from autopeft.record.pareto import counted
 from autopeft.record.study import StudyRecord
+from autopeft.run.pool import cluster_address
 from autopeft.run.prepare import Prepared, check_resume
 from autopeft.workers.metrics import majority_score
 
@@ -177,6 +178,7 @@ def cautions(prepared: Prepared, lengths: Lengths) -> list[str]:
     said.append(_lopsided(prepared))
     said.append(_few_scored(prepared))
     said.append(_blocks_capped(prepared))
+    said.append(_gpus_idle(prepared))
     return [text for text in said if text]
 
 
@@ -190,6 +192,18 @@ def _blocks_capped(prepared: Prepared) -> str | None:
         return None
     return (f"{' and '.join(capped)}, more than the {layers} layers of {prepared.job.model}: each layer is a block of "
             f"its own ({layers} blocks). Set it to {layers} or fewer to say what is searched")
+
+
+def _gpus_idle(prepared: Prepared) -> str | None:
+    """A caution when this machine has GPUs that the job's trials do not ask for (``resources.gpus: 0``, no cluster)."""
+    import torch
+
+    job = prepared.job
+    if job.resources.gpus or cluster_address(job) or not torch.cuda.is_available():
+        return None
+    count = torch.cuda.device_count()
+    return (f"this machine has {counted(count, 'GPU')} and resources.gpus is 0: every trial trains on the CPU, many times "
+            f"slower. Set resources.gpus: 1 (a GPU per trial; 0.5 trains two trials on each)")
 
 
 def _few_scored(prepared: Prepared) -> str | None:
