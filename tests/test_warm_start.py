@@ -52,6 +52,11 @@ def test_a_rank_keeps_its_value_when_the_ranks_offered_change_and_relative_choic
     assert [(m["lora.query.rank"], m["lora.value.rank"]) for m in mapped] == [(1, 2), (1, 0), (1, 1)]
     assert {m["serial.size"] for m in mapped} == {2} and {m["learning_rate"] for m in mapped} == {2}  # by position
     assert [m["pooler"] for m in mapped] == [3, 2, 0]  # "full" and 8 by value
+    # the mixed space's serial sizes and prefix lengths in the autopeft space's (lists of other lengths): the nearest
+    autopeft = [("serial.size", (0, 1, 2, 3, 6, 12, 24, 48, 96, 192, 384)), ("prefix.size", (0, 1, 2, 3, 6, 12, 24, 48, 96))]
+    sizes = {"serial.size": [0, 8, 16, 32, 64], "prefix.size": [0, 5, 10, 20]}
+    assert [tuple(map_params({"serial.size": s, "prefix.size": p}, autopeft, sizes).values()) for s, p in [(1, 2), (4, 0)]] == \
+        [(4, 5), (7, 0)]  # serial 8 -> 6, prefix 10 -> 12; serial 64 -> 48, prefix off
 
 
 def test_a_point_maps_between_spaces_that_block_ranks_and_place_layers_differently():

@@ -10,9 +10,10 @@ A point is a dict of choice indices by dimension name. Mapping one onto another 
 - a per-layer bit of one module reads the bits shared by every module, and a shared bit is on
   where any module the earlier plan used was on;
 - a dimension keeps its value where the two spaces' choices share one (a rank of 8 stays 8 when
-  the ranks offered change): the same value, else the nearest on a log scale, off (0) only from
-  off. Choices that share no value (sizes given as fractions of another width, rates searched
-  around another job's rate) keep their position: the choice index, clipped to the new choices;
+  the ranks offered change) or are lists of different lengths: the same value, else the nearest
+  on a log scale, off (0) only from off. Lists of as many choices that share no value (sizes
+  given as the same fractions of another width, rates searched around another job's rate) keep
+  their position: the choice index;
 - a dimension the earlier space lacks is off where it can be (a module the earlier plans did not
   have), else takes its middle choice (a learning rate: the job's own).
 
@@ -78,10 +79,11 @@ class _Earlier:
         return before[index] if before is not None and 0 <= index < len(before) else index
 
     def index_in(self, name: str, choices: Sequence) -> int:
-        """The earlier choice of ``name`` as an index of ``choices``: by value where the two share one, else by position."""
+        """The earlier choice of ``name`` as an index of ``choices``: by value where the two lists share one or differ
+        in length, else (lists of as many choices, none shared) by position."""
         index = int(min(max(int(self.params[name]), 0), len(choices) - 1))
         before = self.choices.get(name)
-        if before is not None and any(c in choices for c in before if c not in _OFF):
+        if before is not None and (len(before) != len(choices) or any(c in choices for c in before if c not in _OFF)):
             by_value = _by_value(self.value(name), choices)
             return index if by_value is None else by_value
         return index
