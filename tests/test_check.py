@@ -160,7 +160,7 @@ def test_check_says_what_the_re_evaluation_after_the_search_trains(tmp_path, tin
         "final      2 new seeds of each point of the search's first 2 fronts and each of the 2 baselines, 60 optimizer steps each"
 
 
-def test_check_cautions_when_the_machine_has_gpus_that_the_trials_do_not_ask_for(tmp_path, tiny_bert, reviews_csv, capsys,
+def test_check_cautions_when_the_machine_has_gpus_that_the_trials_leave_idle(tmp_path, tiny_bert, reviews_csv, capsys,
                                                                                    monkeypatch):
     import torch
 
@@ -174,5 +174,9 @@ def test_check_cautions_when_the_machine_has_gpus_that_the_trials_do_not_ask_for
     code, text = _check(capsys, job)
     assert code == 0 and said in text
     _, text = _check(capsys, write_job(tmp_path, model=tiny_bert, task={"train_file": str(reviews_csv), **TASK},
-                                       resources={"gpus": 1}))
-    assert "resources.gpus is 0" not in text
+                                       resources={"gpus": 1}, budget={"trials": 8, "parallel": 2}))
+    assert not [line for line in text.splitlines() if line.startswith("caution") and "GPU" in line]  # 2 trials, 2 GPUs
+    _, text = _check(capsys, write_job(tmp_path, model=tiny_bert, task={"train_file": str(reviews_csv), **TASK},
+                                       resources={"gpus": 0.5}, budget={"trials": 8, "parallel": 1}))
+    assert ("caution    budget.parallel is 1: 1 trial at a time, each asking for 0.5 GPU, leave 1.5 of this machine's 2 "
+            "GPUs idle. Set budget.parallel: 4 to use them all") in text

@@ -195,15 +195,22 @@ def _blocks_capped(prepared: Prepared) -> str | None:
 
 
 def _gpus_idle(prepared: Prepared) -> str | None:
-    """A caution when this machine has GPUs that the job's trials do not ask for (``resources.gpus: 0``, no cluster)."""
+    """A caution when this machine (no cluster) has GPUs that the job's trials leave idle: none asked for
+    (``resources.gpus: 0``), or fewer trials at a time than would use them all."""
     import torch
 
     job = prepared.job
-    if job.resources.gpus or cluster_address(job) or not torch.cuda.is_available():
+    if cluster_address(job) or not torch.cuda.is_available():
         return None
-    count = torch.cuda.device_count()
-    return (f"this machine has {counted(count, 'GPU')} and resources.gpus is 0: every trial trains on the CPU, many times "
-            f"slower. Set resources.gpus: 1 (a GPU per trial; 0.5 trains two trials on each)")
+    count, each, parallel = torch.cuda.device_count(), job.resources.gpus, job.budget.parallel
+    if not each:
+        return (f"this machine has {counted(count, 'GPU')} and resources.gpus is 0: every trial trains on the CPU, many "
+                f"times slower. Set resources.gpus: 1 (a GPU per trial; 0.5 trains two trials on each)")
+    fit = int(count / each + 1e-9)
+    if parallel >= fit or job.budget.trials <= parallel:
+        return None
+    return (f"budget.parallel is {parallel}: {counted(parallel, 'trial')} at a time, each asking for {each:g} GPU, leave "
+            f"{count - parallel * each:g} of this machine's {count} GPUs idle. Set budget.parallel: {fit} to use them all")
 
 
 def _few_scored(prepared: Prepared) -> str | None:
