@@ -167,3 +167,25 @@ def test_a_warm_start_without_a_search_behind_it_is_refused(tmp_path):
     optuna.create_study(study_name="x", storage=storage, directions=["maximize", "minimize"])
     with pytest.raises(UserError, match="has not started"):
         warm_points(tmp_path / "empty.db", [("lora.query.rank", (0, 4, 8))], 5)
+
+
+def test_a_warm_point_whose_plan_a_named_baseline_trains_is_not_counted_or_trained_again(tmp_path, tiny_bert, reviews_csv,
+                                                                                        monkeypatch, capsys):
+    import autopeft.optimize.warm_start as warm_start
+    from autopeft.optimize.domain import space_domain
+
+    path = write_job(tmp_path, model=tiny_bert, task={"train_file": str(reviews_csv), "text_columns": ["review"],
+                                                      "label_column": "sentiment", "validation_size": 100},
+                     baselines=["lora-r8"], optimizer={"warm_start": "earlier"})
+    (tmp_path / "cold").mkdir()
+    baseline = prepare(load_job(write_job(tmp_path / "cold", model=tiny_bert, task=load_job(path).task.model_dump(mode="json"),
+                                          baselines=["lora-r8"]))).baseline_points()["lora-r8"]
+    other = {**baseline, "lora.query.rank.0": 1}
+    monkeypatch.setattr(warm_start, "warm_points", lambda *args: [baseline, other])
+    prepared = prepare(load_job(path))
+    assert prepared.warm_start == [baseline, other]
+    domain = space_domain(prepared.space, prepared.max_params, baselines=prepared.baseline_points())
+    assert domain.not_baselines(prepared.warm_start) == [other]  # what the search enqueues
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", str(path)]) == 0
+    assert "warm start 1 point of the front of" in capsys.readouterr().out

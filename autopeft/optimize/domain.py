@@ -120,6 +120,10 @@ class Domain:
         """A trial's parameters as one row of choice indices."""
         return np.array([[int(params[n]) for n in self.names]])
 
+    def not_baselines(self, points: list[dict]) -> list[dict]:
+        """The ``points`` (parameters by name) whose plans no named baseline trains."""
+        return [p for p in points if self.plan_keys(self.point(p))[0] not in self.baseline_plans]
+
 
 def space_domain(space, max_params: int | None, reference=None, memory_gb: Callable | None = None,
                  memory_limit: MemoryLimit | None = None, rungs: tuple[float, ...] = (),

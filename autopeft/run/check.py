@@ -103,7 +103,7 @@ class JobCheck:
     final_fronts: int = 1  # the search's non-dominated fronts whose points are re-evaluated
     final_steps: int = 0  # optimizer steps of one re-training
     warm_start: str | None = None  # the earlier search whose front opens the initial design
-    warm_points: int = 0  # the points of its front that do, mapped onto this space
+    warm_points: int = 0  # the points of its front that do, mapped onto this space (but for a baseline's plan)
     startup_trials: int = 0  # the initial design's trials
 
     def to_dict(self) -> dict:
@@ -113,8 +113,9 @@ class JobCheck:
 def check_job(prepared: Prepared, draws: int = DRAWS) -> JobCheck:
     """The job as it would run: model, data, space and how much of it the budget allows, memory, baselines."""
     job, shape, space, data = prepared.job, prepared.shape, prepared.space, prepared.data
+    in_space = prepared.baseline_points()
     domain = space_domain(space, prepared.max_params, memory_gb=prepared.memory_gb,
-                          memory_limit=MemoryLimit(job.budget.max_memory_gb))
+                          memory_limit=MemoryLimit(job.budget.max_memory_gb), baselines=in_space)
     rng = np.random.default_rng(job.seed)
     points = np.column_stack([rng.integers(0, k, draws) for k in domain.levels])
     costs = domain.cost(points)
@@ -135,7 +136,7 @@ def check_job(prepared: Prepared, draws: int = DRAWS) -> JobCheck:
         smallest=_size(prepared, space.smallest_plan()), largest=_size(prepared, space.largest_plan()),
         max_trainable_params=prepared.max_params, max_memory_gb=job.budget.max_memory_gb, draws=int(trainable.sum()),
         within=within, baselines={name: _size(prepared, plan) for name, plan in prepared.baselines.items()},
-        baselines_in_space=list(prepared.baseline_points()),
+        baselines_in_space=list(in_space),
         trials=job.budget.trials, parallel=job.budget.parallel, sampler=job.optimizer.sampler,
         schedule=job.fidelity.schedule, seed=job.seed, gpus_per_trial=job.resources.gpus,
         run_dir=str(job.run_dir), run_dir_exists=Path(job.run_dir).exists(),
@@ -144,7 +145,7 @@ def check_job(prepared: Prepared, draws: int = DRAWS) -> JobCheck:
         cautions=cautions(prepared, lengths), final_seeds=job.final.seeds, final_fronts=job.final.fronts,
         final_steps=job.final_fidelity.steps(len(data.train_texts)),
         warm_start=None if job.optimizer.warm_start is None else os.path.normpath(job.optimizer.warm_start),
-        warm_points=len(prepared.warm_start), startup_trials=job.optimizer.n_startup_trials,
+        warm_points=len(domain.not_baselines(prepared.warm_start)), startup_trials=job.optimizer.n_startup_trials,
     )
 
 

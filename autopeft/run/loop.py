@@ -796,10 +796,8 @@ def _run_search(job: JobSpec, progress: bool, prepared: Prepared, record: StudyR
                         "trials %s were interrupted: their plans run again first", ", ".join(map(str, requeued)))
     else:
         record.start(job.public_dict(), reference, prepared.data.label_names, prepared.space.summary())
-        trained = domain.baseline_plans
-        for params in prepared.warm_start:
-            if domain.plan_keys(domain.point(params))[0] not in trained:  # a named baseline trains that plan already
-                record.study.enqueue_trial(params, skip_if_exists=True)
+        for params in domain.not_baselines(prepared.warm_start):  # a named baseline trains the others' plans already
+            record.study.enqueue_trial(params, skip_if_exists=True)
     embedded = job.stores.mlflow_uri is None  # a tracking server keeps artifacts in its own store
     tracker = Tracker(job.mlflow_uri, job.name, artifact_root=job.layout.artifacts if embedded else None)
     record.parent_run_id = tracker.start_search(
