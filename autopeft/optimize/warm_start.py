@@ -23,6 +23,7 @@ re-trained its front, as its user saw it; else the search's own.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -97,13 +98,17 @@ class _Earlier:
         own = [n for n in self.params if (n == module or n.startswith(f"{module}.")) and not n.startswith(f"{module}.layer.")]
         return any(self.value(n) not in _OFF for n in own)
 
+    @functools.cached_property
+    def used_modules_bits(self) -> list[str]:
+        """The per-layer bits of each module the earlier plan has (``lora.layer``, ...)."""
+        return [p for p in self.families if _is_layer_bits(p) and p != "layer" and self.used(p[: -len(".layer")])]
+
     def layer_bit(self, prefix: str, j: int, count: int) -> int | None:
         """The bit of layer ``j`` of ``count`` for the per-layer bits ``prefix``, from the earlier bits of another form."""
         if prefix != "layer" and "layer" in self.families:
             return int(self.params[self.at_depth("layer", j, count)])
-        others = [p for p in self.families if _is_layer_bits(p) and p != "layer" and self.used(p[: -len(".layer")])]
-        if prefix == "layer" and others:
-            return max(int(self.params[self.at_depth(p, j, count)]) for p in others)
+        if prefix == "layer" and self.used_modules_bits:
+            return max(int(self.params[self.at_depth(p, j, count)]) for p in self.used_modules_bits)
         return None
 
 
@@ -116,11 +121,11 @@ def map_params(params: dict[str, int], dimensions: Sequence[tuple[str, Sequence]
     mapped = {}
     for name, choices in dimensions:
         match = _NUMBERED.match(name)
-        if name in params and not (match and match["prefix"] in earlier.families):
-            mapped[name] = earlier.index_in(name, choices)
-        elif match and match["prefix"] in earlier.families:
+        if match and match["prefix"] in earlier.families:
             mapped[name] = earlier.index_in(earlier.at_depth(match["prefix"], int(match["index"]), now[match["prefix"]]),
                                             choices)
+        elif name in params:
+            mapped[name] = earlier.index_in(name, choices)
         elif match and match["prefix"] in params:  # ranks per block from a rank for all layers
             mapped[name] = earlier.index_in(match["prefix"], choices)
         elif name in earlier.families:  # a rank for all layers from ranks per block: the largest of them
