@@ -21,7 +21,7 @@ from autopeft.record.pareto import (
 @dataclass
 class TrialRow:
     trial: int
-    state: str  # finished, failed, skipped, running, interrupted
+    state: str  # finished, failed, skipped, running, interrupted, waiting (after a rung), pruned, queued
     quality: float | None
     params: int | None
     plan: str

@@ -189,3 +189,28 @@ def test_a_warm_point_whose_plan_a_named_baseline_trains_is_not_counted_or_train
     monkeypatch.chdir(tmp_path)
     assert main(["check", str(path)]) == 0
     assert "warm start 1 point of the front of" in capsys.readouterr().out
+
+
+def test_a_warm_start_with_more_points_than_trials_trains_as_many_as_the_budget_and_queues_none(
+        tmp_path, tiny_bert, reviews_csv, ray_local, monkeypatch, capsys):
+    import autopeft.optimize.warm_start as warm_start
+
+    (tmp_path / "cold").mkdir()
+    space = prepare(tiny_job(tmp_path / "cold", tiny_bert, reviews_csv)).space
+    front = [{d.name: 0 for d in space.dimensions} | {"lora.query.rank.0": r, "layer.0": 1} for r in (1, 2, 3, 4)]
+    limits = []
+    monkeypatch.setattr(warm_start, "warm_points", lambda source, dims, limit: limits.append(limit) or front[:limit])
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, budget={"trials": 2, "parallel": 1},
+                   optimizer={"sampler": "autopeft", "warm_start": "earlier"})  # an initial design of 10 by default
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", str(tmp_path / "job.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert (f"warm start 2 points of the front of {tmp_path / 'earlier'}, mapped onto this space, open the initial design "
+            "of 2 trials") in out
+    assert submit(job, progress=False).finished == 2
+    trials = StudyRecord.load(job).study.trials
+    assert [t.params for t in trials] == front[:2] and limits[-1] == 2  # the front spread over the 2 trials, none left queued
+    assert main(["report", str(tmp_path / "job.yaml")]) == 0
+    StudyRecord.load(job).study.enqueue_trial(front[3])  # a plan queued to run (an interrupted trial's, on a resume)
+    assert main(["report", str(tmp_path / "job.yaml")]) == 0
+    assert "<td class=l>queued</td>" in (tmp_path / "run" / "report.html").read_text()

@@ -190,7 +190,8 @@ def _trial_rows(record: StudyRecord) -> list:
         attrs = t.user_attrs
         state = ("skipped" if SKIPPED in attrs else "interrupted" if INTERRUPTED in attrs else
                  "waiting" if t.state == States.RUNNING and after_rung(attrs) else
-                 {States.COMPLETE: "finished", States.FAIL: "failed", States.RUNNING: "running"}.get(t.state, t.state.name.lower()))
+                 {States.COMPLETE: "finished", States.FAIL: "failed", States.RUNNING: "running",
+                 States.WAITING: "queued"}.get(t.state, t.state.name.lower()))
         values = t.values if state == "finished" else None
         note = attrs[SKIPPED] if state == "skipped" else _reason(attrs) if state == "failed" else ""
         if state in ("waiting", "pruned"):

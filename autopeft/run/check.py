@@ -145,7 +145,8 @@ def check_job(prepared: Prepared, draws: int = DRAWS) -> JobCheck:
         cautions=cautions(prepared, lengths), final_seeds=job.final.seeds, final_fronts=job.final.fronts,
         final_steps=job.final_fidelity.steps(len(data.train_texts)),
         warm_start=None if job.optimizer.warm_start is None else os.path.normpath(job.optimizer.warm_start),
-        warm_points=len(domain.not_baselines(prepared.warm_start)), startup_trials=job.optimizer.n_startup_trials,
+        warm_points=len(domain.not_baselines(prepared.warm_start)),
+        startup_trials=min(job.optimizer.n_startup_trials, job.budget.trials),
     )
 
 

@@ -106,11 +106,11 @@ def prepare(job: JobSpec) -> Prepared:
     baselines = baseline_plans(job.baselines, shape)
     _check_input_length(job, shape, [space.largest_plan(), *baselines.values()])
     warm = []
-    if job.optimizer.warm_start is not None:
+    opened = min(job.optimizer.n_startup_trials, job.budget.trials)  # the initial design the search trains
+    if job.optimizer.warm_start is not None and opened:
         from autopeft.optimize.warm_start import warm_points
 
-        mapped = warm_points(job.optimizer.warm_start, [(d.name, d.choices) for d in space.dimensions],
-                             job.optimizer.n_startup_trials)
+        mapped = warm_points(job.optimizer.warm_start, [(d.name, d.choices) for d in space.dimensions], opened)
         plans = [space.decode(p) for p in mapped]
         warm = [p for p, plan in zip(mapped, plans, strict=True)
                 if not plan.is_empty and (max_params is None or space.count(plan) <= max_params)]
