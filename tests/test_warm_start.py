@@ -9,7 +9,7 @@ from autopeft.api import submit
 from autopeft.cli import main
 from autopeft.errors import UserError
 from autopeft.job.load import load_job
-from autopeft.optimize.warm_start import map_params, warm_points
+from autopeft.optimize.warm_start import map_params, shares_a_dimension, warm_points
 from autopeft.record.pareto import counted, pareto_front
 from autopeft.record.study import StudyRecord
 from autopeft.run.prepare import prepare
@@ -78,15 +78,54 @@ def test_a_point_maps_between_spaces_that_block_ranks_and_place_layers_different
     # a layer is on where LoRA or IA3 was (layers 0, 1 and 5 of 6); the serial adapters' bits, unused, count for nothing
     assert [mapped[f"layer.{j}"] for j in range(12)] == [1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1]
 
-    # and back: the largest of the blocks' ranks for all layers, the shared bits for each module, absent modules off
+    # and back: the largest of the blocks' ranks for all layers (value's rank 8 is on layers 0-2, all left out: no LoRA
+    # there), the shared bits for each module, absent modules off
     back = map_params({**{f"lora.query.rank.{k}": r for k, r in ((0, 1), (1, 4))}, "lora.value.rank.0": 3, "lora.value.rank.1": 0,
                        "learning_rate": 0, **{f"layer.{j}": int(j >= 3) for j in range(6)}},
                       [("lora.query.rank", (0, 4, 8, 16)), ("lora.value.rank", (0, 4, 8, 16)), ("ia3", (0, 1)),
                        ("serial.size", (0, 8, 16, 32, 64)), ("learning_rate", (0.000667, 0.002, 0.006)),
                        *[(f"{m}.layer.{i}", (0, 1)) for m in ("lora", "ia3") for i in range(6)]],
                       {f"lora.{g}.rank.{k}": list(ranks) for g in ("query", "value") for k in (0, 1)})
-    assert (back["lora.query.rank"], back["lora.value.rank"], back["ia3"], back["serial.size"]) == (3, 2, 0, 0)
+    assert (back["lora.query.rank"], back["lora.value.rank"], back["ia3"], back["serial.size"]) == (3, 0, 0, 0)
     assert [back[f"lora.layer.{i}"] for i in range(6)] == [back[f"ia3.layer.{i}"] for i in range(6)] == [0, 0, 0, 1, 1, 1]
+
+
+def test_a_method_chosen_per_module_group_maps_to_and_from_that_methods_ranks():
+    ranks = [0, 2, 4, 8, 16]
+    options = ("off", "lokr:4", "vera:256", "oft:16", "lora:4", "loha:4", "lora:8", "loha:8", "lora:16")
+    # the lora space (ranks per half of the layers) on a 6-layer model ...
+    lora = {"lora.query.rank.0": 4, "lora.query.rank.1": 3, "lora.value.rank.0": 0, "lora.value.rank.1": 1,
+            "lora.ffn_in.rank.0": 0, "lora.ffn_in.rank.1": 0, "learning_rate": 2, **{f"layer.{j}": int(j >= 3) for j in range(6)}}
+    lora_choices = {name: ranks for name in lora if ".rank." in name} | {"learning_rate": [0.000667, 0.002, 0.006]}
+    # ... into the catalogue space on a 12-layer model: a method per group for all layers, the LoRA variant, shared bits
+    catalogue = [*[(f"per_group.{g}", options) for g in ("query", "value", "ffn_in", "ffn_out")],
+                 ("per_group.lora_variant", ("plain", "dora", "rslora", "pissa")),
+                 ("learning_rate", (0.000667, 0.002, 0.006)), *[(f"layer.{j}", (0, 1)) for j in range(12)]]
+    mapped = map_params(lora, catalogue, lora_choices)
+    chosen = {n: dict(catalogue)[n][mapped[n]] for n in mapped if n.startswith("per_group.")}
+    # query: rank 8 of the upper block (its rank 16 of the lower one, on layers all left out, trains nothing); value:
+    # rank 2 goes to LoRA's nearest size offered, 4; the others and ffn_out off
+    assert chosen == {"per_group.query": "lora:8", "per_group.value": "lora:4", "per_group.ffn_in": "off",
+                      "per_group.ffn_out": "off", "per_group.lora_variant": "plain"}
+    assert mapped["learning_rate"] == 2 and [mapped[f"layer.{j}"] for j in range(12)] == [0] * 6 + [1] * 6
+
+    # and back: LoRA's sizes as ranks of every block; a group given another method has no LoRA there
+    earlier = {"per_group.query": options.index("lora:16"), "per_group.value": options.index("loha:8"),
+               "per_group.ffn_in": options.index("lora:4"), "per_group.lora_variant": 0, "learning_rate": 1,
+               **{f"layer.{j}": int(j < 6) for j in range(12)}}
+    back = map_params(earlier, [(name, tuple(choices)) for name, choices in lora_choices.items()] +
+                      [(f"layer.{j}", (0, 1)) for j in range(6)], dict(catalogue))
+    assert {n: ranks[back[n]] for n in back if ".rank." in n} == {
+        "lora.query.rank.0": 16, "lora.query.rank.1": 16, "lora.value.rank.0": 0, "lora.value.rank.1": 0,
+        "lora.ffn_in.rank.0": 4, "lora.ffn_in.rank.1": 4}
+    assert [back[f"layer.{j}"] for j in range(6)] == [1, 1, 1, 0, 0, 0]
+    # onto the same space on another model, whose choices are ordered otherwise and lack OFT: by value, OFT off
+    other = ("off", "vera:256", "lokr:4", "lora:4", "loha:4", "lora:8", "loha:8", "lora:16")
+    moved = map_params({**earlier, "per_group.ffn_out": options.index("oft:16")}, [(f"per_group.{g}", other) for g in
+                       ("query", "value", "ffn_in", "ffn_out")], dict(catalogue))
+    assert [other[moved[f"per_group.{g}"]] for g in ("query", "value", "ffn_in", "ffn_out")] == ["lora:16", "loha:8", "lora:4", "off"]
+    assert shares_a_dimension(earlier, list(lora)) and shares_a_dimension(lora, [n for n, _ in catalogue])
+    assert not shares_a_dimension({"ia3": 1, "layer.0": 1, "learning_rate": 0}, [n for n, _ in catalogue])
 
 
 def test_a_warm_start_whose_plans_adapt_nothing_in_this_space_is_refused(tmp_path, tiny_bert, reviews_csv, monkeypatch):
