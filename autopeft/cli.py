@@ -62,7 +62,7 @@ def format_front(front: list[Point], reference: Reference, metric: str, baseline
     if baselines:
         lines.append("baselines:")
         lines += [row(name, p) for name, p in sorted(baselines.items(), key=lambda item: item[1].params)]
-        lines.append(beaten_text(front, baselines))
+        lines.append(beaten_text(front, baselines, reference.quality))
     lines.append(f"reference point: {metric} {reference.quality:.4f}, {reference.params:,} trainable parameters")
     return "\n".join(lines)
 

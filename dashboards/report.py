@@ -113,7 +113,7 @@ def report_html(data: ReportData) -> str:
             ordered = sorted(baselines.items(), key=lambda item: item[1].params)
             parts.append(f"<h2>{title}</h2>")
             parts.append(_points_table([p for _, p in ordered], data.metric, "baseline", [n for n, _ in ordered]))
-            parts.append(f"<p>{html.escape(beaten_text(front, baselines))}</p>")
+            parts.append(f"<p>{html.escape(beaten_text(front, baselines, data.reference.quality))}</p>")
     parts.append(f"<h2>Every trial ({len(data.trials)})</h2>")
     parts.append(_trials_table(data.trials, data.metric))
     parts.append("</body></html>")

@@ -94,6 +94,9 @@ def test_the_front_says_which_baselines_it_dominates_and_by_which_trial():
     everything = {"lora-r8": Point(-1, 0.70, 500, 0.5), "ia3": Point(-1, 0.75, 1000, 1.0)}
     assert format_front(front, Reference(0.5, 10_000), "accuracy", everything).splitlines()[-2] == \
         "dominated by the front: lora-r8 (by trial 3), ia3 (by trial 3)"
+    learned_nothing = {"ia3": Point(-1, 0.50, 50, 0.05), "prefix-10": Point(-1, 0.45, 60, 0.06), "lora-r8": Point(-1, 0.85, 90, 0.09)}
+    assert format_front(front, Reference(0.5, 10_000), "accuracy", learned_nothing).splitlines()[-2] == \
+        "not dominated: lora-r8; at or under the quality floor (learned nothing): ia3, prefix-10"
     from autopeft.dashboards.report import ReportData, report_html
 
     page = report_html(ReportData(name="s", metric="accuracy", status="finished", summary="", reference=Reference(0.5, 10_000),

@@ -65,13 +65,16 @@ def beaten_by(front: list[Point], baselines: dict[str, Point]) -> dict[str, Poin
     return {name: dominated_by(front, p) for name, p in sorted(baselines.items(), key=lambda item: item[1].params)}
 
 
-def beaten_text(front: list[Point], baselines: dict[str, Point]) -> str:
-    """Which baselines the front dominates (each with the cheapest trial that does) and which it does not."""
+def beaten_text(front: list[Point], baselines: dict[str, Point], floor: float) -> str:
+    """Which baselines the front dominates (each with the cheapest trial that does), which it does not, and which scored
+    at or under the quality ``floor``: they learned nothing, so they are no trade-off the front lacks."""
     by = beaten_by(front, baselines)
     beaten = [f"{name} (by trial {p.trial})" for name, p in by.items() if p is not None]
-    kept = [name for name, p in by.items() if p is None]
+    kept = [name for name, p in by.items() if p is None and baselines[name].quality > floor]
+    floored = [name for name, p in by.items() if p is None and baselines[name].quality <= floor]
     return "; ".join([*(["dominated by the front: " + ", ".join(beaten)] if beaten else []),
-                      *(["not dominated: " + ", ".join(kept)] if kept else [])])
+                      *(["not dominated: " + ", ".join(kept)] if kept else []),
+                      *(["at or under the quality floor (learned nothing): " + ", ".join(floored)] if floored else [])])
 
 
 def off_the_front(front: Iterable[Point], final: Sequence[Point], floor: float) -> str:
