@@ -253,3 +253,11 @@ def test_a_warm_start_with_more_points_than_trials_trains_as_many_as_the_budget_
     StudyRecord.load(job).study.enqueue_trial(front[3])  # a plan queued to run (an interrupted trial's, on a resume)
     assert main(["report", str(tmp_path / "job.yaml")]) == 0
     assert "<td class=l>queued</td>" in (tmp_path / "run" / "report.html").read_text()
+
+    (tmp_path / "none").mkdir()  # a job of baselines only: no trial starts from the front
+    tiny_job(tmp_path / "none", tiny_bert, reviews_csv, budget={"trials": 0, "parallel": 1}, baselines=["lora-r8"],
+             optimizer={"sampler": "autopeft", "warm_start": "earlier"})
+    capsys.readouterr()
+    assert main(["check", str(tmp_path / "none" / "job.yaml")]) == 0
+    assert f"warm start none: budget.trials is 0, so no trial starts from the front of {tmp_path / 'none' / 'earlier'}" \
+        in capsys.readouterr().out

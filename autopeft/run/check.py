@@ -310,7 +310,9 @@ def format_check(check: JobCheck) -> str:
     lines += [f"caution    {text}" for text in check.cautions]
     lines.append(f"search     {check.trials} trials, {check.parallel} at a time, sampler {check.sampler}, "
                  f"schedule {check.schedule}, seed {check.seed}; memory estimated for {device}")
-    if check.warm_start is not None:
+    if check.warm_start is not None and not check.startup_trials:
+        lines.append(f"warm start none: budget.trials is 0, so no trial starts from the front of {check.warm_start}")
+    elif check.warm_start is not None:
         lines.append(f"warm start {counted(check.warm_points, 'point')} of the front of {check.warm_start}, mapped onto this "
                      f"space, open{'s' if check.warm_points == 1 else ''} the initial design of {check.startup_trials} trials"
                      + (" (of a new search: submit resumes the one in the run dir)" if check.run_dir_exists else ""))
