@@ -129,7 +129,7 @@ def test_a_method_chosen_per_module_group_maps_to_and_from_that_methods_ranks():
 
 
 def test_a_warm_start_whose_plans_adapt_nothing_in_this_space_is_refused(tmp_path, tiny_bert, reviews_csv, monkeypatch):
-    import autopeft.optimize.warm_start as warm_start
+    from autopeft.optimize import warm_start
 
     job = tiny_job(tmp_path, tiny_bert, reviews_csv, optimizer={"sampler": "autopeft", "warm_start": "earlier"})
     space = prepare(load_job(write_job(tmp_path, model=tiny_bert, task=job.task.model_dump(mode="json")))).space
@@ -210,7 +210,7 @@ def test_a_warm_start_without_a_search_behind_it_is_refused(tmp_path):
 
 def test_a_warm_point_whose_plan_a_named_baseline_trains_is_not_counted_or_trained_again(tmp_path, tiny_bert, reviews_csv,
                                                                                         monkeypatch, capsys):
-    import autopeft.optimize.warm_start as warm_start
+    from autopeft.optimize import warm_start
     from autopeft.optimize.domain import space_domain
 
     path = write_job(tmp_path, model=tiny_bert, task={"train_file": str(reviews_csv), "text_columns": ["review"],
@@ -232,7 +232,7 @@ def test_a_warm_point_whose_plan_a_named_baseline_trains_is_not_counted_or_train
 
 def test_a_warm_start_with_more_points_than_trials_trains_as_many_as_the_budget_and_queues_none(
         tmp_path, tiny_bert, reviews_csv, ray_local, monkeypatch, capsys):
-    import autopeft.optimize.warm_start as warm_start
+    from autopeft.optimize import warm_start
 
     (tmp_path / "cold").mkdir()
     space = prepare(tiny_job(tmp_path / "cold", tiny_bert, reviews_csv)).space
