@@ -16,7 +16,7 @@ overhead. The last column compares the estimate with the measured peak less that
 The column "autograd keeps" is the peak of the activations autograd saved for the backward pass
 (each storage counted once, weights left out), whatever the allocator does with them: on CPU,
 glibc's heap keeps much of what is freed, and the measured peak can be up to twice what it is
-with ``MALLOC_TRIM_THRESHOLD_=0`` in the environment, which hands freed memory back (see the README).
+with ``MALLOC_TRIM_THRESHOLD_=0`` in the environment, which hands freed memory back (see docs/memory.md).
 
     .venv/bin/python benchmarks/memory.py [--steps 3] [--only minilm-l6|smollm2-135m] [--base-dtype bfloat16]
 """

@@ -137,7 +137,7 @@ def read_space_file(name_or_path: str, family=None) -> tuple[SpaceFile, str]:
         text, source, built_in = shipped.read_text(), f"search space '{name_or_path}'", True
     data = read_yaml(text, source)
     if not isinstance(data, dict):
-        raise UserError(source, "the space file is empty or not a mapping", "see 'Search space files' in the README")
+        raise UserError(source, "the space file is empty or not a mapping", "see docs/search-spaces.md for the format, or a shipped space such as search_spaces/lora.yaml")
     if family is not None and built_in:
         data = fused_groups(data, family)
     try:
