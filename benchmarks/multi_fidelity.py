@@ -34,12 +34,14 @@ import math
 import statistics
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from scipy.stats import spearmanr
 
 from autopeft import api
-from autopeft.record.pareto import Point, hypervolume
+from autopeft.job.spec import JobSpec
+from autopeft.record.pareto import Point, Reference, hypervolume
 from autopeft.record.study import RUNG_FINISHED, RUNG_LOSS, RUNG_QUALITY, RUNG_SECONDS, TRAIN_SECONDS, States, StudyRecord
 from autopeft.workers.types import Fidelity
 from collect_trials import write_derived
@@ -164,21 +166,38 @@ HEADER = ("| task | full fidelity, 30 trials: hypervolume, compute | with rungs:
           "trials stopped at the first rung | rank correlation of each rung with the final quality |")
 
 
-def compare(job_path: Path, trials: int, brackets: int | None, seed: int | None, rungs: list[float] | None):
+@dataclass(frozen=True)
+class FullFidelity:
+    """A task's full-fidelity search, run (or resumed) once and compared with each of its searches with rungs."""
+
+    job: JobSpec
+    trials: list
+    reference: Reference
+    hv: float
+    seconds: float
+
+
+def full_fidelity(job_path: Path) -> FullFidelity:
+    write_derived(api.load_job(job_path))
+    full_path = search_only(job_path, FULL_TRIALS, "full")
+    run(full_path)
+    job = api.load_job(full_path)
+    record, full = trials_of(job)
+    full = sorted([t for t in full if t.number < FULL_TRIALS], key=lambda t: t.datetime_complete)
+    points = [Point(t.number, t.values[0], int(t.values[1]), 0.0) for t in full if t.state == States.COMPLETE]
+    return FullFidelity(job, full, record.reference, hypervolume(points, record.reference),
+                        sum(t.user_attrs.get(TRAIN_SECONDS, 0.0) for t in full))
+
+
+def compare(job_path: Path, baseline: FullFidelity, trials: int, brackets: int | None, seed: int | None,
+            rungs: list[float] | None):
     """One table row: the full-fidelity search against the search with rungs of ``seed``; and the compute ratios
     (seconds, steps) on first reaching the full-fidelity hypervolume, or None where it never did."""
     source = api.load_job(job_path)
-    write_derived(source)
-    full_path, asha_path = search_only(job_path, FULL_TRIALS, "full"), search_only(job_path, trials, "asha", brackets, seed, rungs)
-    run(full_path)
+    asha_path = search_only(job_path, trials, "asha", brackets, seed, rungs)
     run(asha_path)
-    job = api.load_job(full_path)
-    record, full = trials_of(job)
-    reference = record.reference
-    full = sorted([t for t in full if t.number < FULL_TRIALS], key=lambda t: t.datetime_complete)
-    full_points = [Point(t.number, t.values[0], int(t.values[1]), 0.0) for t in full if t.state == States.COMPLETE]
-    full_hv = hypervolume(full_points, reference)
-    full_seconds = sum(t.user_attrs.get(TRAIN_SECONDS, 0.0) for t in full)
+    job, full, reference = baseline.job, baseline.trials, baseline.reference
+    full_hv, full_seconds = baseline.hv, baseline.seconds
     asha_job = api.load_job(asha_path)
     _, asha = trials_of(asha_job)
     complete = [Point(t.number, t.values[0], int(t.values[1]), 0.0) for t in asha if t.state == States.COMPLETE]
@@ -242,9 +261,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     lines, medians = [HEADER, "|---|---|---|---|---|---|---|---|---|---|"], []
     for job_path in args.jobs:
-        ratios = []
+        ratios, baseline = [], full_fidelity(job_path)
         for seed in args.seed or [None]:
-            line, reached = compare(job_path, args.trials, args.brackets, seed, args.rungs)
+            line, reached = compare(job_path, baseline, args.trials, args.brackets, seed, args.rungs)
             lines.append(line)
             ratios.append(reached)
         if len(ratios) > 1:
