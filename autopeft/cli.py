@@ -230,16 +230,14 @@ def cmd_export(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from mlflow.tracking import MlflowClient
-
-    from autopeft.record.tracking import credentials_to_environment, view_path
+    from autopeft.record.tracking import mlflow_client, view_path
 
     job = api.load_job(args.job)
     if job.stores.mlflow_uri is not None and job.stores.mlflow_uri.startswith(("http://", "https://")):
         server = mask_uri(job.stores.mlflow_uri).rstrip("/")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         try:
-            experiment = MlflowClient(tracking_uri=credentials_to_environment(job.mlflow_uri)).get_experiment_by_name(job.name)
+            experiment = mlflow_client(job.mlflow_uri).get_experiment_by_name(job.name)
         except Exception:  # the server is down or refuses: still say where to look
             experiment = None
         where = f"{server}{view_path(experiment.experiment_id)}" if experiment else f"{server} (experiment '{job.name}')"
@@ -247,7 +245,7 @@ def cmd_ui(args) -> int:
         return 0
     if job.stores.mlflow_uri is None and not job.layout.mlflow_db.is_file():
         raise UserError("run", f"no MLflow store for job '{job.name}' yet ({job.layout.mlflow_db})", "run 'autopeft submit' first")
-    experiment = MlflowClient(tracking_uri=job.mlflow_uri).get_experiment_by_name(job.name)
+    experiment = mlflow_client(job.mlflow_uri).get_experiment_by_name(job.name)
     url = f"http://127.0.0.1:{args.port}" + (view_path(experiment.experiment_id) if experiment else "")
     print(f"MLflow UI for '{job.name}' at {url}  (experiment '{job.name}'; Ctrl-C stops it)", flush=True)
     # one web worker and no job runner: a local dashboard for one user, not a shared tracking server

@@ -156,10 +156,10 @@ def _adapter_folder(job: JobSpec, trained: Path, run_id: str | None, staging: Pa
     machine, and only the shared stores are here)."""
     if (trained / WEIGHTS_FILE).is_file() or run_id is None:
         return trained
-    from mlflow.tracking import MlflowClient
+    from autopeft.record.tracking import mlflow_client
 
     try:
-        return Path(MlflowClient(tracking_uri=job.mlflow_uri).download_artifacts(run_id, "adapter", str(staging)))
+        return Path(mlflow_client(job.mlflow_uri).download_artifacts(run_id, "adapter", str(staging)))
     except Exception:  # no such run or artifact: the config alone is exported, as for a trial that saved no weights
         return trained
 

@@ -84,3 +84,31 @@ def test_a_run_whose_creation_mlflow_failed_part_way_is_not_created_twice(tmp_pa
     runs = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name == "trial-000"]
     assert len(runs) == 1 and runs[0].info.run_id == tracker.run_id(trial) == calls[0]
     assert runs[0].info.status == "FINISHED" and runs[0].data.params["rank"] == "4" and runs[0].data.metrics["quality"] == 0.7
+
+
+def test_a_store_deleted_and_made_again_in_one_python_session_gets_every_record(tmp_path, caplog):
+    """A run directory removed between two searches of one Python session (a notebook): MLflow keeps its connections
+    to the SQLite file of the first for the life of the process; the second search must write to the new file."""
+    import shutil
+
+    store = tmp_path / "run"
+    store.mkdir()
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    first = Tracker(uri, "again", store / "artifacts")
+    first.start_search("again", {}, {}, None)
+    first.finish_search()
+    shutil.rmtree(store)
+    store.mkdir()
+    started = time.monotonic()
+    second = Tracker(uri, "again", store / "artifacts")
+    parent = second.start_search("again", {"model": "m"}, {}, None)
+    trial = second.start_trial(0, {"rank": 4})
+    second.finish_trial(trial, {"quality": 0.6}, None)
+    second.finish_search()
+    assert time.monotonic() - started < 30 and second.backlog == 0, caplog.text[-2000:]
+    assert "MLflow failed" not in caplog.text
+
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_run(second.run_id(trial)).data.metrics["quality"] == 0.6
+    assert client.get_run(second.run_id(parent)).info.status == "FINISHED"
+    assert [r.info.run_id for r in client.search_runs([client.get_experiment_by_name("again").experiment_id])] != []

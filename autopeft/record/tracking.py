@@ -64,6 +64,54 @@ def credentials_to_environment(tracking_uri: str) -> str:
     return uri
 
 
+_SQLITE_FILES: dict[str, tuple[int, int]] = {}  # SQLite tracking URIs this process opened: (device, inode) of the file
+
+
+def mlflow_client(tracking_uri: str):
+    """An ``MlflowClient`` of ``tracking_uri`` (its credentials moved to MLflow's variables) that reads and writes the
+    SQLite file now at the URI's path.
+
+    MLflow keeps one store, and one database engine, per URI for the life of the process. Where that file was
+    deleted or replaced since this process opened it (a run directory removed between two searches of one Python
+    session), they would go on with the old file: SQLite refuses writes to a deleted one ("attempt to write a
+    readonly database"), and every record of the new search would be lost. They are forgotten then, so that MLflow
+    opens the file at the path anew.
+    """
+    from mlflow.tracking import MlflowClient
+
+    uri = credentials_to_environment(tracking_uri)
+    path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if path is not None and _file_identity(path) != _SQLITE_FILES.get(uri, _file_identity(path)):
+        _forget_mlflow_store(uri)
+    client = MlflowClient(tracking_uri=uri)
+    if path is not None:
+        client.get_experiment_by_name("Default")  # opens the store: the file exists from here on
+        if (identity := _file_identity(path)) is not None:
+            _SQLITE_FILES[uri] = identity
+    return client
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _forget_mlflow_store(uri: str) -> None:
+    """Drop MLflow's cached stores and its database engine of ``uri`` (where this MLflow keeps them)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from mlflow.tracking._tracking_service import utils
+
+    engine = getattr(SqlAlchemyStore, "_engine_map", {}).pop(uri, None)
+    if engine is not None:
+        engine.dispose()
+    cached = getattr(type(getattr(utils, "_tracking_store_registry", None)), "_get_store_with_resolved_uri", None)
+    if hasattr(cached, "cache_clear"):
+        cached.cache_clear()
+
+
 class Tracker:
     """Writes a search to MLflow from a background thread, and outlives MLflow outages: MLflow only
     tracks, so neither its latency nor its failure ever holds up a search.
@@ -247,10 +295,8 @@ class MlflowWriter:
     """Writes a search to MLflow; the tracking URI is a SQLite file by default."""
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None = None):
-        from mlflow.tracking import MlflowClient
-
         _quiet_mlflow()
-        self.client = MlflowClient(tracking_uri=credentials_to_environment(tracking_uri))
+        self.client = mlflow_client(tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
             self.experiment_id = found.experiment_id
