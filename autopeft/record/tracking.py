@@ -101,8 +101,11 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
 
 def _forget_mlflow_store(uri: str) -> None:
     """Drop MLflow's cached stores and its database engine of ``uri`` (where this MLflow keeps them)."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-    from mlflow.tracking._tracking_service import utils
+    try:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+        from mlflow.tracking._tracking_service import utils
+    except ImportError:  # an MLflow that keeps them elsewhere
+        return
 
     engine = getattr(SqlAlchemyStore, "_engine_map", {}).pop(uri, None)
     if engine is not None:
