@@ -40,7 +40,6 @@ from pathlib import Path
 from scipy.stats import spearmanr
 
 from autopeft import api
-from autopeft.job.spec import JobSpec
 from autopeft.record.pareto import Point, Reference, hypervolume
 from autopeft.record.study import RUNG_FINISHED, RUNG_LOSS, RUNG_QUALITY, RUNG_SECONDS, TRAIN_SECONDS, States, StudyRecord
 from autopeft.workers.types import Fidelity
@@ -73,6 +72,11 @@ def search_only(job_path: Path, trials: int, schedule: str, brackets: int | None
     data["budget"]["trials"] = trials
     data["fidelity"]["schedule"] = schedule
     return write_job(data)
+
+
+def point(trial) -> Point:
+    """A finished trial as a point of the (quality, trainable parameters) plane."""
+    return Point(trial.number, trial.values[0], int(trial.values[1]), 0.0)
 
 
 def trials_of(job) -> tuple[StudyRecord, list]:
@@ -113,7 +117,7 @@ def compute_to_reach(asha: list, target: float, reference, fidelity) -> tuple[fl
     finished = sorted((t for t in asha if t.state == States.COMPLETE), key=lambda t: t.datetime_complete)
     points = []
     for trial in finished:
-        points.append(Point(trial.number, trial.values[0], int(trial.values[1]), 0.0))
+        points.append(point(trial))
         if hypervolume(points, reference) >= target:
             now = trial.datetime_complete.timestamp()
             spent = [(piece, min(1.0, max(0.0, (now - piece[1] + piece[0]) / piece[0])) if piece[0] > 0 else 0.0)
@@ -128,7 +132,7 @@ def full_compute_to_reach(full: list, target: float, reference) -> float | None:
     for trial in full:
         spent += trial.user_attrs.get(TRAIN_SECONDS, 0.0)
         if trial.state == States.COMPLETE:
-            points.append(Point(trial.number, trial.values[0], int(trial.values[1]), 0.0))
+            points.append(point(trial))
             if hypervolume(points, reference) >= target:
                 return spent
     return None
@@ -170,37 +174,38 @@ HEADER = ("| task | full fidelity, 30 trials: hypervolume, compute | with rungs:
 class FullFidelity:
     """A task's full-fidelity search, run (or resumed) once and compared with each of its searches with rungs."""
 
-    job: JobSpec
-    trials: list
+    task: str  # the job's own name
+    trials: list  # in the order they finished
     reference: Reference
     hv: float
     seconds: float
+    steps: int
 
 
 def full_fidelity(job_path: Path) -> FullFidelity:
-    write_derived(api.load_job(job_path))
+    source = api.load_job(job_path)
+    write_derived(source)
     full_path = search_only(job_path, FULL_TRIALS, "full")
     run(full_path)
     job = api.load_job(full_path)
     record, full = trials_of(job)
     full = sorted([t for t in full if t.number < FULL_TRIALS], key=lambda t: t.datetime_complete)
-    points = [Point(t.number, t.values[0], int(t.values[1]), 0.0) for t in full if t.state == States.COMPLETE]
-    return FullFidelity(job, full, record.reference, hypervolume(points, record.reference),
-                        sum(t.user_attrs.get(TRAIN_SECONDS, 0.0) for t in full))
+    points = [point(t) for t in full if t.state == States.COMPLETE]
+    return FullFidelity(source.name, full, record.reference, hypervolume(points, record.reference),
+                        sum(t.user_attrs.get(TRAIN_SECONDS, 0.0) for t in full), steps(job.fidelity, 1.0) * len(full))
 
 
 def compare(job_path: Path, baseline: FullFidelity, trials: int, brackets: int | None, seed: int | None,
             rungs: list[float] | None):
     """One table row: the full-fidelity search against the search with rungs of ``seed``; and the compute ratios
     (seconds, steps) on first reaching the full-fidelity hypervolume, or None where it never did."""
-    source = api.load_job(job_path)
     asha_path = search_only(job_path, trials, "asha", brackets, seed, rungs)
     run(asha_path)
-    job, full, reference = baseline.job, baseline.trials, baseline.reference
-    full_hv, full_seconds = baseline.hv, baseline.seconds
+    full, reference = baseline.trials, baseline.reference
+    full_hv, full_seconds, full_steps = baseline.hv, baseline.seconds, baseline.steps
     asha_job = api.load_job(asha_path)
     _, asha = trials_of(asha_job)
-    complete = [Point(t.number, t.values[0], int(t.values[1]), 0.0) for t in asha if t.state == States.COMPLETE]
+    complete = [point(t) for t in asha if t.state == States.COMPLETE]
     asha_hv = hypervolume(complete, reference)
     asha_seconds = sum(t.user_attrs.get(TRAIN_SECONDS, 0.0) for t in asha)
     spent, prefix = 0.0, []
@@ -209,8 +214,7 @@ def compare(job_path: Path, baseline: FullFidelity, trials: int, brackets: int |
         if spent > asha_seconds:
             break
         if t.state == States.COMPLETE:
-            prefix.append(Point(t.number, t.values[0], int(t.values[1]), 0.0))
-    full_steps = steps(job.fidelity, 1.0) * len(full)
+            prefix.append(point(t))
     ratio = asha_seconds / full_seconds
     step_ratio = sum(trained_steps(t, asha_job.fidelity) for t in asha) / full_steps
     reached = compute_to_reach(asha, full_hv, reference, asha_job.fidelity)
@@ -221,7 +225,7 @@ def compare(job_path: Path, baseline: FullFidelity, trials: int, brackets: int |
     early = [with_rungs and with_rungs[0], full_compute_to_reach(full, EARLY * full_hv, reference)]
     early_text = ", ".join("never" if e is None else f"{e / full_seconds:.2f}" for e in early)
     first_only = sum(1 for t in asha if t.state != States.COMPLETE and len(t.user_attrs.get(RUNG_QUALITY, [])) <= 1)
-    name = source.name + ("" if seed is None else f", seed {seed}")
+    name = baseline.task + ("" if seed is None else f", seed {seed}")
     line = (f"| {name} | {full_hv:.4f}, {full_seconds:,.0f} s | {len(asha)} ({len(complete)}), {asha_hv:.4f}, "
             f"{asha_seconds:,.0f} s | {ratio:.2f}, {step_ratio:.2f} | {reached_text} | "
             f"{hypervolume(prefix, reference):.4f} | {verdict} | {early_text} | {first_only} | "
@@ -267,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
             lines.append(line)
             ratios.append(reached)
         if len(ratios) > 1:
-            medians.append(median_row(api.load_job(job_path).name, ratios))
+            medians.append(median_row(baseline.task, ratios))
     publish(lines + medians, "multi_fidelity")
 
 

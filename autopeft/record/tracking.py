@@ -81,7 +81,7 @@ def mlflow_client(tracking_uri: str):
 
     uri = credentials_to_environment(tracking_uri)
     path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-    if path is not None and _file_identity(path) != _SQLITE_FILES.get(uri, _file_identity(path)):
+    if path is not None and uri in _SQLITE_FILES and _file_identity(path) != _SQLITE_FILES[uri]:
         _forget_mlflow_store(uri)
     client = MlflowClient(tracking_uri=uri)
     if path is not None:
