@@ -234,6 +234,29 @@ def test_an_unsupported_structure_names_the_supported_families(tmp_path_factory)
             model_shape(path, num_labels=2)
 
 
+def test_an_encoder_decoder_is_refused_before_anything_runs_not_taken_for_a_decoder(tmp_path, tmp_path_factory,
+                                                                                    reviews_csv, capsys):
+    """BART's decoder stack (``model.decoder.layers``, q/k/v/out_proj, fc1, fc2) is built like OPT's; taken for OPT,
+    its trials adapted the decoder alone and every one failed as BART's classifier asks for an end-of-sequence token."""
+    from transformers import BartConfig
+
+    from autopeft.cli import main
+    from conftest import write_job
+
+    bart = tiny_model(tmp_path_factory, "tiny-bart", BartConfig(
+        vocab_size=30522, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128))
+    for num_labels in (2, 0):  # a classifier, and the causal LM of a generation task
+        with pytest.raises(ModelNotFound, match="'bart' is an encoder-decoder .*supported families: bert .*opt "):
+            model_shape(bart, num_labels=num_labels)
+    job = write_job(tmp_path, model=bart, task={"train_file": str(reviews_csv), "text_columns": ["review"],
+                                                "label_column": "sentiment"})
+    assert main(["submit", str(job)]) == 2
+    error = capsys.readouterr().err
+    assert "model: model type 'bart' is an encoder-decoder" in error and "Fix: choose a model of one of these types" in error
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.fixture(scope="module")
 def tiny_llama_without_pad(tmp_path_factory, reviews_csv) -> str:
     """A 2-layer Llama classifier with a decoder's tokenizer: an end-of-sequence token and no padding token."""

@@ -234,6 +234,10 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
 
     path, extra = pretrained(resolved)
     config = AutoConfig.from_pretrained(path, **({"num_labels": num_labels} if num_labels else {}), **extra)
+    supported = "supported families: " + "; ".join(f"{f.name} ({', '.join(f.model_types)})" for f in BY_NAME.values())
+    if config.is_encoder_decoder:  # its decoder stack would pass for a decoder-only model's (BART's for OPT's)
+        raise ModelNotFound(f"model type '{config.model_type}' is an encoder-decoder (sequence-to-sequence) model: autopeft "
+                            f"searches encoders and decoder-only models; {supported}")
     try:
         with torch.device("meta"):
             model = auto_class(num_labels).from_config(config)
@@ -242,10 +246,7 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
     modules = dict(model.named_modules()) if model is not None else {}
     family = recognise(config.model_type, set(modules))
     if family is None:
-        raise ModelNotFound(
-            f"model type '{config.model_type}' is not supported yet; supported families: "
-            + "; ".join(f"{f.name} ({', '.join(f.model_types)})" for f in BY_NAME.values())
-        )
+        raise ModelNotFound(f"model type '{config.model_type}' is not supported yet; {supported}")
     layers_key = next(k for k in modules if k.endswith(family.layers_path))
     group_dims = {group: _in_out(modules[f"{layers_key}.0.{sub}"]) for group, sub in family.groups.items()}
     first = f"{layers_key}.0."
