@@ -102,6 +102,14 @@ def nothing_learned_text(metric: str, reference: Reference, floor: str, baseline
             f"(fidelity.learning_rate), under a new job name (a search resumes only as it started).")
 
 
+def nothing_finished_text(summary, job_arg: str, trials: int) -> str:
+    """What a search none of whose trials finished should tell: the last error, and how to run the search again."""
+    return (f"No trial finished: {summary.failed_text()}. The last one: {summary.last_failure}. Every trial's reason: "
+            f"autopeft watch {job_arg} --once. Fix: mend what the error says, then run the search again under a new job "
+            f"name, or with more trials (autopeft submit {job_arg} --trials {trials + summary.failed}): failed trials "
+            f"count against budget.trials.")
+
+
 def _learned_nothing(front: list[Point], scored: int) -> bool:
     """Trials were scored and none is on the front: every one scored at or under the quality floor."""
     return scored > 0 and not front
@@ -164,6 +172,9 @@ def cmd_submit(args) -> int:
         print(format_final_front(summary.front, summary.final_front, summary.final_points, summary.reference,
                                  job.task.metric, summary.final_baselines))
     name = args.job
+    if not summary.scored and summary.failed:
+        print("\n" + nothing_finished_text(summary, name, job.budget.trials))
+        return 1
     print(f"\nWatch it:   autopeft ui {name}")
     if not learned_nothing:
         print(f"Export it:  autopeft export {name} --pick knee --out {job.name}-adapter")

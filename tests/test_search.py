@@ -104,6 +104,18 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path, tiny_bert, 
     assert len(StudyRecord(study).finished_points()) == 4 - len(failed) >= 1
 
 
+def test_a_search_whose_every_trial_fails_ends_with_the_last_error_the_fix_and_exit_status_1(tmp_path, tiny_bert, reviews_csv,
+                                                                                             ray_local, capsys):
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, trainer="trainers:always_fails", budget={"trials": 2, "parallel": 1})
+    job_file = str(tmp_path / "job.yaml")
+    assert main(["submit", job_file, "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert ("No trial finished: 2 failed (2 error). The last one: ValueError: no plan trains in trial 1. Every trial's "
+            f"reason: autopeft watch {job_file} --once.") in out
+    assert f"autopeft submit {job_file} --trials 4" in out and "Export it" not in out
+    assert StudyRecord(optuna.load_study(study_name=job.name, storage=job.optuna_storage)).done() == (2, 2)
+
+
 def test_a_worker_that_dies_is_replaced(tmp_path, tiny_bert, reviews_csv, ray_local):
     job = tiny_job(tmp_path, tiny_bert, reviews_csv, trainer="trainers:dies_in_first_trial",
                    budget={"trials": 3, "parallel": 1})

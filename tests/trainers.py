@@ -12,6 +12,10 @@ def fails_on_odd_trials(context):
     return train_and_evaluate(context)
 
 
+def always_fails(context):
+    raise ValueError(f"no plan trains in trial {context.trial_number}")
+
+
 def dies_in_first_trial(context):
     if context.trial_number == 0:
         os._exit(3)

@@ -11,8 +11,6 @@ from autopeft.record.lease import live_driver
 from autopeft.record.pareto import Point, Reference, counted, hypervolume, pareto_front
 from autopeft.record.study import (
     DEVICE,
-    ERROR,
-    FAILURE,
     INTERRUPTED,
     NODE,
     PLAN_SUMMARY,
@@ -22,6 +20,7 @@ from autopeft.record.study import (
     States,
     StudyRecord,
     after_rung,
+    failure_reason,
 )
 
 
@@ -109,13 +108,6 @@ class Reevaluation:
         return self.done + self.failed >= self.total
 
 
-def _reason(attrs: dict) -> str:
-    if FAILURE in attrs:
-        return attrs[FAILURE]
-    lines = [line for line in str(attrs.get(ERROR, "")).strip().splitlines() if line.strip()]
-    return lines[-1][:200] if lines else "error"
-
-
 def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
     """The search in ``record`` now; a ``UserError`` when the study holds no search this version reads."""
     if not record.started or not record.job:
@@ -129,7 +121,7 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
     waiting = [t for t in running if after_rung(t.user_attrs)]
     running = [t for t in running if not after_rung(t.user_attrs)]
     now = now or datetime.now()
-    failures = [Failure(t.number, _reason(t.user_attrs)) for t in trials
+    failures = [Failure(t.number, failure_reason(t.user_attrs)) for t in trials
                 if t.state == States.FAIL and not ({SKIPPED, INTERRUPTED} & set(t.user_attrs))]
     done, failed = record.done()
     budget = int(job.get("budget", {}).get("trials", done))
@@ -193,7 +185,7 @@ def _trial_rows(record: StudyRecord) -> list:
                  {States.COMPLETE: "finished", States.FAIL: "failed", States.RUNNING: "running",
                  States.WAITING: "queued"}.get(t.state, t.state.name.lower()))
         values = t.values if state == "finished" else None
-        note = attrs[SKIPPED] if state == "skipped" else _reason(attrs) if state == "failed" else ""
+        note = attrs[SKIPPED] if state == "skipped" else failure_reason(attrs) if state == "failed" else ""
         if state in ("waiting", "pruned"):
             note = f"after rung {len(attrs[RUNG_QUALITY])}: {attrs[RUNG_QUALITY][-1]:.4f}"
         rows.append(TrialRow(t.number, state, values[0] if values else None, int(values[1]) if values else None,

@@ -85,6 +85,14 @@ def ranked_where_it_waits(attrs: dict) -> bool:
     return ranked_at(len(attrs.get(RUNG_QUALITY, [])) - 1, attrs.get(BRACKET, 0))
 
 
+def failure_reason(attrs: dict) -> str:
+    """A failed trial's reason in one line: autopeft's (``out of memory``, ``timeout``...), else its error's last line."""
+    if FAILURE in attrs:
+        return attrs[FAILURE]
+    lines = [line for line in str(attrs.get(ERROR, "")).strip().splitlines() if line.strip()]
+    return lines[-1][:200] if lines else "error"
+
+
 def _std(values: list[float]) -> float | None:
     """The sample standard deviation; None for one value, which has none (a table shows its mean alone)."""
     return float(np.std(values, ddof=1)) if len(values) > 1 else None
@@ -435,6 +443,12 @@ class StudyRecord:
                 reason = t.user_attrs.get(FAILURE, "error")
                 counts[reason] = counts.get(reason, 0) + 1
         return counts
+
+    def last_failure(self) -> str | None:
+        """What made the last trial that counts against the budget fail (``failure_reason``); None if none failed."""
+        failed = [t for t in self.study.get_trials(deepcopy=False, states=(States.FAIL,))
+                  if not ({SKIPPED, INTERRUPTED} & set(t.user_attrs))]
+        return failure_reason(failed[-1].user_attrs) if failed else None
 
     def trained(self) -> list[optuna.trial.FrozenTrial]:
         """Every trial that was proposed for training (skipped ones left out)."""

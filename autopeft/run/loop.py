@@ -75,6 +75,7 @@ class SearchSummary:
     pruned: int = 0  # a search with rungs: trials stopped after a rung before the last
     silent_rungs: list[tuple[int, int, float]] = field(default_factory=list)  # rungs that told no plan apart (study.silent_rungs)
     scored: int = 0  # trials trained to the end with a quality, above the floor or not
+    last_failure: str | None = None  # what made the last failed trial fail (StudyRecord.last_failure)
 
     def failed_text(self) -> str:
         """``2 failed (1 timeout, 1 out of memory)``, and ``, 40 pruned`` in a search with rungs."""
@@ -821,7 +822,7 @@ def _run_search(job: JobSpec, progress: bool, prepared: Prepared, record: StudyR
     return SearchSummary(run_dir=job.run_dir, parent_run_id=record.parent_run_id, finished=loop.finished,
                          failed=loop.failed, reference=reference, front=pareto_front(points, reference.quality), scored=len(points),
                          hypervolume=hypervolume(points, reference), baselines=record.baseline_points(),
-                         failures=record.failures(), final_front=pareto_front(final, reference.quality), final_points=final,
+                         failures=record.failures(), last_failure=record.last_failure(), final_front=pareto_front(final, reference.quality), final_points=final,
                          final_hypervolume=hypervolume(final, reference), final_baselines=final_baselines,
                          pruned=len(record.study.get_trials(deepcopy=False, states=(States.PRUNED,))),
                          silent_rungs=record.rungs_told_nothing(job.fidelity.reduction_factor) if job.fidelity.asha else [])
