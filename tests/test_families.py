@@ -257,6 +257,29 @@ def test_an_encoder_decoder_is_refused_before_anything_runs_not_taken_for_a_deco
     assert not (tmp_path / "run").exists()
 
 
+def test_prefix_tuning_is_refused_for_a_model_built_like_bert_whose_attention_takes_no_key_value_cache(tmp_path_factory,
+                                                                                                       tiny_bert):
+    """RoFormer (as Longformer, LayoutLM, Megatron-BERT...) is recognised as a BERT by its layers, but its
+    self-attention computes keys and values without a cache: every plan with a prefix failed in training."""
+    from transformers import RoFormerConfig
+
+    from autopeft.run.prepare import baseline_plans
+
+    roformer = tiny_model(tmp_path_factory, "tiny-roformer", RoFormerConfig(
+        vocab_size=30522, hidden_size=32, embedding_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64))
+    shape = model_shape(roformer, num_labels=2)
+    assert shape.family.name == "bert" and "self_attention" not in shape.family.blocks
+    assert "self_attention" in model_shape(tiny_bert, num_labels=2).family.blocks
+    with pytest.raises(UserError, match=r"prefix modules do not fit bert models \('roformer'\): prefix: it needs the "
+                                        r"self-attention module"):
+        load_space("mixed", shape)
+    with pytest.raises(UserError, match="'prefix-10' does not fit bert models"):
+        baseline_plans(["prefix-10"], shape)
+    assert set(baseline_plans(["lora-r8", "houlsby", "prompt-20"], shape)) == {"lora-r8", "houlsby", "prompt-20"}
+    check_counts(roformer, "catalogue", 6)
+
+
 @pytest.fixture(scope="module")
 def tiny_llama_without_pad(tmp_path_factory, reviews_csv) -> str:
     """A 2-layer Llama classifier with a decoder's tokenizer: an end-of-sequence token and no padding token."""

@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .families import BY_NAME, Family, recognise
@@ -186,6 +186,7 @@ class ModelShape:
     relative_width: int = 0  # relative attention's position rows per head and token (DeBERTa: twice its span)
     max_tokens: int = 0  # the longest input its position embeddings take; 0 where none bound it (ALiBi, DeBERTa-v3)
     matmul_params: int = 0  # the parameters of its linear layers (``matmul_modules``): what a bf16 base keeps in bf16
+    lacks_blocks: tuple[str, ...] = ()  # its family's blocks that its layers have in no form a method can wrap
 
     @property
     def pooler_default(self) -> dict:
@@ -196,7 +197,11 @@ class ModelShape:
 
     @property
     def family(self) -> Family:
-        return BY_NAME[self.family_name]
+        """Its family, less the blocks this model lacks (``lacks_blocks``)."""
+        family = BY_NAME[self.family_name]
+        if not self.lacks_blocks:
+            return family
+        return replace(family, blocks={k: v for k, v in family.blocks.items() if k not in self.lacks_blocks})
 
     @property
     def pooler_rank_limit(self) -> int:
@@ -277,7 +282,15 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
         relative_width=relative_width(config),
         max_tokens=max_tokens(config),
         matmul_params=sum(p.numel() for m in matmul_modules(model) for p in m.parameters(recurse=False)),
+        lacks_blocks=tuple(b for b in ("self_attention",) if b in family.blocks
+                           and not takes_kv_cache(modules[first + family.blocks[b]])),
     )
+
+
+def takes_kv_cache(attention) -> bool:
+    """Whether a self-attention module computes its keys and values through a key/value cache, which a prefix
+    extends: BERT's and the decoders' do, Longformer's, BigBird's and MobileBERT's (built like BERT) do not."""
+    return hasattr(attention, "config") and hasattr(attention, "layer_idx")
 
 
 def matmul_modules(model) -> list:

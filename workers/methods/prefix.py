@@ -25,7 +25,7 @@ from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from peft.utils import PeftType
 from torch import nn
 
-from ..models import kv_heads
+from ..models import kv_heads, takes_kv_cache
 from ..types import LayerSizes, sizes_text
 from .base import every_layer, register_method
 from .peft_registry import add_peft_type, create_or_update, register
@@ -116,7 +116,7 @@ class KVPrefixLayer(nn.Module, BaseTunerLayer):
     def __init__(self, base_layer: nn.Module, adapter_name: str, length: int, config: KVPrefixConfig):
         super().__init__()
         attention = base_layer.get_base_layer() if isinstance(base_layer, BaseTunerLayer) else base_layer
-        if not hasattr(attention, "config") or not hasattr(attention, "layer_idx"):
+        if not takes_kv_cache(attention):
             raise ValueError(f"prefix tuning needs a self-attention module with a key/value cache; "
                              f"{type(attention).__name__} has none")
         self.base_layer = base_layer
