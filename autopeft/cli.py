@@ -110,6 +110,12 @@ def nothing_finished_text(summary, job_arg: str, trials: int) -> str:
             f"count against budget.trials.")
 
 
+def failed_baselines_text(failed: dict[str, str]) -> str:
+    """The baselines that failed, each with what made it fail, and how to retry them."""
+    return ("Baselines that failed: " + "; ".join(f"{name} ({reason})" for name, reason in sorted(failed.items()))
+            + f". Submit the same job again to retry {'them' if len(failed) > 1 else 'it'}.")
+
+
 def _learned_nothing(front: list[Point], scored: int) -> bool:
     """Trials were scored and none is on the front: every one scored at or under the quality floor."""
     return scored > 0 and not front
@@ -160,6 +166,8 @@ def cmd_submit(args) -> int:
     print(f"\nPareto front ({counted(len(summary.front), 'point')}, {counted(summary.finished, 'trial')}, {summary.failed_text()}, "
           f"hypervolume {summary.hypervolume:.4f}):")
     print(format_front(summary.front, summary.reference, job.task.metric, summary.baselines))
+    if summary.failed_baselines:
+        print("\n" + failed_baselines_text(summary.failed_baselines))
     if summary.silent_rungs:
         print("\n" + silent_rungs_text(summary.silent_rungs, job.fidelity.rungs))
     learned_nothing = _learned_nothing(summary.front, summary.scored)
@@ -298,6 +306,7 @@ def render_snapshot(snap) -> str:
     lines = [f"search '{snap.name}': {snap.status}",
              f"trials [{'#' * filled}{'.' * (width - filled)}] {snap.done}/{snap.trials}, {snap.failed} failed"
              + (f"; baselines {snap.baselines_done}/{snap.baselines}" if snap.baselines else "")
+             + (f", {len(snap.failed_baselines)} failed" if snap.failed_baselines else "")
              + f"; {best}; front {counted(len(snap.front), 'point')}; hypervolume {snap.hypervolume:.4f}"]
     final = snap.final
     if final is not None and final.total:
@@ -314,9 +323,10 @@ def render_snapshot(snap) -> str:
         lines += ["", "running now:", f"{'trial':>9}  {'elapsed':>8}  plan" + ("  (node)" if any(r.node for r in snap.running) else "")]
         lines += [f"{'' if r.trial is None else r.trial:>9}  {r.seconds:>7.0f}s  {r.plan}" + (f"  ({r.node})" if r.node else "")
                   for r in snap.running]
-    if snap.failures:
+    if snap.failures or snap.failed_baselines:
         lines += ["", "failed:", f"{'trial':>9}  reason"]
         lines += [f"{f.trial:>9}  {f.reason}" for f in snap.failures[-10:]]
+        lines += [f"{'baseline':>9}  {name}: {reason}" for name, reason in sorted(snap.failed_baselines.items())]
     if snap.front:
         lines += ["", "Pareto front:", format_front(snap.front, snap.reference, snap.metric, snap.baseline_points)]
     else:

@@ -116,6 +116,38 @@ def test_a_search_whose_every_trial_fails_ends_with_the_last_error_the_fix_and_e
     assert StudyRecord(optuna.load_study(study_name=job.name, storage=job.optuna_storage)).done() == (2, 2)
 
 
+def test_a_baseline_that_failed_is_shown_with_its_reason_and_trains_again_when_the_job_is_submitted_again(
+        tmp_path, tiny_bert, reviews_csv, ray_local, capsys):
+    import random
+    import tempfile
+    from pathlib import Path
+
+    from autopeft.cli import render_snapshot
+    from autopeft.record.snapshot import snapshot
+
+    seed = random.randrange(10**6)
+    job = tiny_job(tmp_path, tiny_bert, reviews_csv, trainer="trainers:baselines_fail_once", baselines=["lora-r8"],
+                   budget={"trials": 1, "parallel": 1}, seed=seed)
+    job_file = str(tmp_path / "job.yaml")
+    try:
+        assert main(["submit", job_file, "--no-progress"]) == 0
+        out = capsys.readouterr().out
+        assert ("Baselines that failed: lora-r8 (RuntimeError: lora-r8 could not train this time). Submit the same job "
+                "again to retry it.") in out
+        record = StudyRecord(optuna.load_study(study_name=job.name, storage=job.optuna_storage))
+        watched = render_snapshot(snapshot(record))
+        assert "finished; 1 baseline failed: submit the same job again to retry it" in watched
+        assert "baselines 1/1, 1 failed" in watched
+        assert " baseline  lora-r8: RuntimeError: lora-r8 could not train this time" in watched
+        summary = submit(job, progress=False)
+        assert summary.failed_baselines == {} and set(summary.baselines) == {"lora-r8"}
+        assert summary.finished == 1  # the trial is not trained again
+        watched = render_snapshot(snapshot(StudyRecord(optuna.load_study(study_name=job.name, storage=job.optuna_storage))))
+        assert watched.startswith(f"search '{job.name}': finished\n") and "failed:" not in watched
+    finally:
+        (Path(tempfile.gettempdir()) / f"autopeft-test-baseline-failed-{seed}-lora-r8").unlink(missing_ok=True)
+
+
 def test_a_worker_that_dies_is_replaced(tmp_path, tiny_bert, reviews_csv, ray_local):
     job = tiny_job(tmp_path, tiny_bert, reviews_csv, trainer="trainers:dies_in_first_trial",
                    budget={"trials": 3, "parallel": 1})

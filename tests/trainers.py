@@ -34,6 +34,18 @@ def dies_once_in_each_trial(context):
     return train_and_evaluate(context)
 
 
+def baselines_fail_once(context):
+    """Each named baseline fails the first time it trains (say, out of memory beside another job), then trains."""
+    import tempfile
+    from pathlib import Path
+
+    marker = Path(tempfile.gettempdir()) / f"autopeft-test-baseline-failed-{context.seed}-{context.baseline}"
+    if context.baseline is not None and not marker.exists():
+        marker.touch()
+        raise RuntimeError(f"{context.baseline} could not train this time")
+    return train_and_evaluate(context)
+
+
 def hangs_in_first_trial(context):
     if context.trial_number == 0:
         import time

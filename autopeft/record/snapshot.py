@@ -63,6 +63,7 @@ class Snapshot:
     rungs: tuple[float, ...] = ()  # a search with rungs: its fractions of the training
     silent_rungs: list[tuple[int, int, float]] = field(default_factory=list)  # rungs so far that told no plan apart
     baseline_points: dict[str, Point] = field(default_factory=dict)  # the finished baselines, by name
+    failed_baselines: dict[str, str] = field(default_factory=dict)  # the job's baselines that failed: why, by name
     final: Reevaluation | None = None  # the job re-evaluates its front with new seeds once the search is done
     points: list[Point] = field(default_factory=list)  # the finished trials
 
@@ -80,9 +81,11 @@ class Snapshot:
         if self.driver is not None:
             return f"running: driver process {self.driver.get('pid')} on {self.driver.get('host')} since {self.driver.get('since')}"
         if self.finished:
-            failed = self.final.failed if self.final else 0
-            return (f"finished; {counted(failed, 're-evaluation')} failed: submit the same job again to retry "
-                    f"{'them' if failed > 1 else 'it'}") if failed else "finished"
+            failed = [counted(n, what) for n, what in ((len(self.failed_baselines), "baseline"),
+                                                      (self.final.failed if self.final else 0, "re-evaluation")) if n]
+            together = len(self.failed_baselines) + (self.final.failed if self.final else 0)
+            return (f"finished; {' and '.join(failed)} failed: submit the same job again to retry "
+                    f"{'them' if together > 1 else 'it'}") if failed else "finished"
         if self.searched:
             return "stopped before its re-evaluation finished: submit the same job again to resume it"
         return "stopped before its budget: submit the same job again to resume it"
@@ -147,7 +150,8 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
         best=max((p.quality for p in points), default=None), devices=devices, driver=driver,
         waiting=len(waiting), pruned=sum(1 for t in trials if t.state == States.PRUNED), rungs=rungs,
         silent_rungs=record.rungs_told_nothing(fidelity["reduction_factor"]) if rungs else [],
-        baseline_points=record.baseline_points(), points=points)
+        baseline_points=record.baseline_points(), points=points,
+        failed_baselines={n: r for n, r in record.failed_baselines().items() if n in named})
     return replace(snap, final=_reevaluation(record, snap.searched, named, points))
 
 

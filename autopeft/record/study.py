@@ -251,6 +251,10 @@ class StudyRecord:
     def record_baseline(self, name: str, record: dict) -> None:
         self.study.set_user_attr(BASELINES, {**self.baselines, name: record})
 
+    def failed_baselines(self) -> dict[str, str]:
+        """Baselines whose last training failed, by name: what made it fail, in one line."""
+        return {name: r.get("reason") or failure_reason(r) for name, r in self.baselines.items() if "quality" not in r}
+
     def baseline_points(self) -> dict[str, Point]:
         """Finished baselines as points (failed ones left out), keyed by name."""
         return {name: Point(trial=-1, quality=r["quality"], params=int(r["params"]), pct=r["pct"], plan=r["plan"])

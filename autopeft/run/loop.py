@@ -76,6 +76,7 @@ class SearchSummary:
     silent_rungs: list[tuple[int, int, float]] = field(default_factory=list)  # rungs that told no plan apart (study.silent_rungs)
     scored: int = 0  # trials trained to the end with a quality, above the floor or not
     last_failure: str | None = None  # what made the last failed trial fail (StudyRecord.last_failure)
+    failed_baselines: dict[str, str] = field(default_factory=dict)  # the job's baselines that failed: why, by name
 
     def failed_text(self) -> str:
         """``2 failed (1 timeout, 1 out of memory)``, and ``, 40 pruned`` in a search with rungs."""
@@ -220,12 +221,14 @@ class SearchLoop:
         self.reference = Reference(quality=domain.reference[0], params=int(domain.reference[1]))
         self.running: dict = {}
         self.finished, self.failed = record.done()
-        self.baselines_left = [name for name in prepared.baselines if name not in record.baselines]
+        trained = record.baseline_points()  # a baseline that failed trains again
+        self.baselines_left = [name for name in prepared.baselines if name not in trained]
         self.durations: list[float] = []  # seconds of every trial and baseline that finished
         trials = self.job.budget.trials
         self.proposer = Proposer(record.study, domain, self.job.seed, 50 * max(1, trials), on_skip=self._skipped,
                                  trained_as=record.trained_as, batched=record.batched)
-        self.bar = _progress(trials + len(prepared.baselines), self.finished + len(record.baselines), progress)
+        self.bar = _progress(trials + len(prepared.baselines), self.finished + len(prepared.baselines) - len(self.baselines_left),
+                             progress)
         self.finals: list[tuple[str, int, Plan]] | None = None  # re-evaluations left, once the search is done
         fidelity = self.job.fidelity
         self.rungs = fidelity.rungs if fidelity.asha else None  # trials train in rungs (MO-ASHA)
@@ -822,7 +825,9 @@ def _run_search(job: JobSpec, progress: bool, prepared: Prepared, record: StudyR
     return SearchSummary(run_dir=job.run_dir, parent_run_id=record.parent_run_id, finished=loop.finished,
                          failed=loop.failed, reference=reference, front=pareto_front(points, reference.quality), scored=len(points),
                          hypervolume=hypervolume(points, reference), baselines=record.baseline_points(),
-                         failures=record.failures(), last_failure=record.last_failure(), final_front=pareto_front(final, reference.quality), final_points=final,
+                         failures=record.failures(), last_failure=record.last_failure(),
+                         failed_baselines={n: r for n, r in record.failed_baselines().items() if n in prepared.baselines},
+                         final_front=pareto_front(final, reference.quality), final_points=final,
                          final_hypervolume=hypervolume(final, reference), final_baselines=final_baselines,
                          pruned=len(record.study.get_trials(deepcopy=False, states=(States.PRUNED,))),
                          silent_rungs=record.rungs_told_nothing(job.fidelity.reduction_factor) if job.fidelity.asha else [])
