@@ -133,3 +133,23 @@ def test_test_size_beside_a_validation_file_holds_out_of_the_training_file_alone
     assert (len(data.train_texts), len(data.validation_texts), len(data.test_texts)) == (250, 100, 50)
     assert {t for (t,) in data.validation_texts} == set(frame.iloc[300:]["review"])
     assert {t for (t,) in data.test_texts} < set(frame.iloc[:300]["review"])
+
+
+@pytest.mark.parametrize("separator", [";", "\t", "|"])
+def test_a_csv_a_spreadsheet_wrote_with_semicolons_tabs_or_bars_reads_as_its_columns(tmp_path, separator):
+    """Spreadsheets write CSV with semicolons where the comma is the decimal mark; the texts keep their commas."""
+    path = tmp_path / "reviews.csv"
+    rows = [f"this film, number {i}, was {'great' if i % 2 else 'dull'}{separator}{'pos' if i % 2 else 'neg'}" for i in range(20)]
+    path.write_text("\n".join([f"review{separator}stars", *rows]) + "\n")
+    data = load_task_data(TaskSpec(train_file=path, text_columns=["review"], label_column="stars", validation_size=4))
+    assert data.label_names == ("neg", "pos") and len(data.train_labels) == 16
+    assert all(text.startswith("this film, number ") for (text,) in data.train_texts)
+
+
+def test_a_file_that_is_not_utf8_is_refused_with_how_to_save_it(tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_bytes("review,stars\ncaf\u00e9 scene,pos\nslow,neg\n".encode("cp1252"))
+    with pytest.raises(UserError) as info:
+        load_task_data(TaskSpec(train_file=path, text_columns=["review"], label_column="stars"))
+    assert info.value.field == "task.train_file" and "is not UTF-8 text" in info.value.problem
+    assert info.value.fix.startswith("save it as UTF-8")

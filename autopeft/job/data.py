@@ -37,7 +37,7 @@ def read_table(path: Path, field: str) -> pd.DataFrame:
     suffix = suffix.lower()
     try:
         if suffix.startswith(".csv"):
-            return pd.read_csv(path)
+            return _read_csv(path)
         if suffix.startswith(".tsv"):
             return pd.read_csv(path, sep="\t")
         if suffix.startswith(".jsonl"):
@@ -46,9 +46,20 @@ def read_table(path: Path, field: str) -> pd.DataFrame:
             return pd.read_json(path)
         if suffix == ".parquet":
             return pd.read_parquet(path)
+    except UnicodeDecodeError as exc:
+        raise UserError(field, f"cannot read '{path}': it is not UTF-8 text ({exc})",
+                        "save it as UTF-8 (a spreadsheet's 'CSV UTF-8', or iconv -f cp1252 -t utf-8)") from exc
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise UserError(field, f"cannot read '{path}': {exc}", "check the file's format") from exc
     raise UserError(field, f"unknown file type '{path.suffix}'", "use .csv, .tsv, .jsonl, .json or .parquet")
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A CSV file, separated by commas, or by semicolons (as spreadsheets write CSV where the comma is the decimal
+    mark), tabs or bars where its header holds no comma but one of those."""
+    header = pd.read_csv(path, nrows=0).columns  # the header line alone: rows may hold commas in their texts
+    one = str(header[0]) if len(header) == 1 else ""
+    return pd.read_csv(path, sep=next((s for s in (";", "\t", "|") if s in one), ","))
 
 
 def _check_columns(frame: pd.DataFrame, columns: list[str], field: str | dict[str, str], path: str) -> None:
