@@ -153,3 +153,21 @@ def test_a_file_that_is_not_utf8_is_refused_with_how_to_save_it(tmp_path):
         load_task_data(TaskSpec(train_file=path, text_columns=["review"], label_column="stars"))
     assert info.value.field == "task.train_file" and "is not UTF-8 text" in info.value.problem
     assert info.value.fix.startswith("save it as UTF-8")
+
+
+def test_alpaca_data_makes_each_prompt_of_its_instruction_and_its_input_when_there_is_one(tmp_path):
+    rows = [{"instruction": f"Translate number {i} into words.", "input": f"{i}" if i % 2 else "", "output": f"word {i}"}
+            for i in range(20)]
+    path = tmp_path / "alpaca.json"
+    pd.DataFrame(rows).to_json(path, orient="records")
+    task = TaskSpec(type="generation", train_file=path, prompt_column=["instruction", "input"], completion_column="output",
+                    validation_size=4, test_size=4)
+    data = load_task_data(task)
+    examples = dict(data.train_texts + data.validation_texts + data.test_texts)
+    assert len(examples) == 20 and len(data.validation_texts) == 4 and len(data.test_texts) == 4
+    assert examples["Translate number 3 into words.\n\n3"] == "word 3"  # an input, a blank line after the instruction
+    assert examples["Translate number 4 into words."] == "word 4"  # no input: the instruction alone
+    with pytest.raises(UserError) as info:
+        load_task_data(TaskSpec(type="generation", train_file=path))
+    assert "has neither 'messages' nor 'prompt' and 'completion'" in info.value.problem
+    assert "Alpaca's: prompt_column: [instruction, input], completion_column: output" in info.value.fix

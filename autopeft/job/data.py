@@ -79,6 +79,18 @@ def _texts(frame: pd.DataFrame, columns: list[str]) -> tuple[tuple[str, ...], ..
     return tuple(zip(*values))
 
 
+def prompt_columns(task) -> list[str]:
+    """The columns whose texts make an instruction example's prompt (``task.prompt_column``: one or several)."""
+    return [task.prompt_column] if isinstance(task.prompt_column, str) else list(task.prompt_column)
+
+
+def _instructions(frame: pd.DataFrame, task) -> tuple[tuple[str, str], ...]:
+    """(prompt, completion) of each row: the prompt columns' non-empty texts a blank line apart."""
+    prompts = _texts(frame, prompt_columns(task))
+    completions = frame[task.completion_column].fillna("").astype(str).tolist()
+    return tuple(("\n\n".join(p for p in parts if p.strip()), c) for parts, c in zip(prompts, completions, strict=True))
+
+
 REVIEW_QUESTION = "Is this movie review fresh or rotten? Answer with one word: fresh or rotten.\n\nReview: {text}"
 
 
@@ -196,17 +208,20 @@ def _generation_data(task) -> tuple[TaskData, pd.DataFrame | None]:
         frame, validation, held_out = _split(task, *_frames(task, [task.messages_column], "task.messages_column", frame),
                                              [task.messages_column])
         return _chat_data(frame, validation, task.messages_column, str(task.train_file)), held_out
-    columns = [task.prompt_column, task.completion_column]
+    columns = [*prompt_columns(task), task.completion_column]
+    required = [columns[0], columns[-1]]  # the first prompt column and the completion: further prompt columns may be empty
     if not set(columns) <= set(frame.columns):
+        named = " and ".join(f"'{c}'" for c in columns)
         raise UserError("task.prompt_column/completion_column",
-                        f"{task.train_file} has neither '{task.messages_column}' nor both '{columns[0]}' and '{columns[1]}'",
-                        f"name the columns in the job (task.prompt_column, task.completion_column or task.messages_column); "
+                        f"{task.train_file} has neither '{task.messages_column}' nor {named}",
+                        f"name the columns in the job (task.prompt_column, task.completion_column or task.messages_column; "
+                        f"Alpaca's: prompt_column: [instruction, input], completion_column: output); "
                         f"its columns: {', '.join(map(str, frame.columns))}")
     frame, validation, held_out = _split(task, *_frames(task, columns, "task.prompt_column/completion_column", frame),
-                                         columns)
+                                         required)
     for part, source in ((frame, str(task.train_file)), (validation, str(task.validation_file or task.train_file))):
         _check_completions(part[task.completion_column].astype(str).tolist(), "task.completion_column", source)
-    return TaskData(train_texts=_texts(frame, columns), train_labels=(), validation_texts=_texts(validation, columns),
+    return TaskData(train_texts=_instructions(frame, task), train_labels=(), validation_texts=_instructions(validation, task),
                     validation_labels=(), label_names=(), kind="generation"), held_out
 
 
@@ -238,16 +253,16 @@ def _with_test(task, data: TaskData, frame: pd.DataFrame, field: str, source: st
     if data.kind == "classification":
         columns = [*task.text_columns, task.label_column]
     else:
-        columns = [chat_column] if data.chat else [task.prompt_column, task.completion_column]
+        columns = [chat_column] if data.chat else [*prompt_columns(task), task.completion_column]
     _check_columns(frame, columns, field, source)
-    frame = _complete(frame, columns[-1:] if data.kind == "classification" else columns, field)
+    frame = _complete(frame, columns[-1:] if data.kind == "classification" else [columns[0], columns[-1]], field)
     if frame.empty:
         raise UserError(field, f"{source} has no examples", f"give held-out examples, or remove {field}")
     if data.chat:
         return replace(data, test_texts=_chat_examples(frame, chat_column, source))
     if data.kind == "generation":
         _check_completions(frame[task.completion_column].astype(str).tolist(), field, source)
-        return replace(data, test_texts=_texts(frame, columns))
+        return replace(data, test_texts=_instructions(frame, task))
     labels = [str(v) for v in frame[task.label_column]]
     unknown = sorted(set(labels) - set(data.label_names))
     if unknown:

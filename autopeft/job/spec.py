@@ -29,7 +29,9 @@ class TaskSpec(Strict):
                                    "point is scored on all of them (needs final.seeds)")
     text_columns: list[str] = Field(default_factory=lambda: ["text"], min_length=1, max_length=2)
     label_column: str = "label"
-    prompt_column: str = Field("prompt", description="generation: the instruction; its completion follows it")
+    prompt_column: str | list[str] = Field("prompt", min_length=1, description="generation: the instruction; its "
+                                           "completion follows it. Several columns (Alpaca's [instruction, input]) make "
+                                           "one prompt, their texts a blank line apart, empty ones left out")
     completion_column: str = "completion"
     messages_column: str = Field("messages", description="generation: chat messages, rendered with the chat template")
     metric: Metric | None = Field(None, description="default: accuracy for classification, exact_match for generation")
