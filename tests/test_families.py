@@ -25,6 +25,7 @@ DECODERS = {
     "phi3": lambda t: t.Phi3Config(vocab_size=30522, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
                                    pad_token_id=0, **ATTENTION),
     "gpt2": lambda t: t.GPT2Config(vocab_size=30522, n_embd=64, n_layer=3, n_head=4),
+    "gpt_bigcode": lambda t: t.GPTBigCodeConfig(vocab_size=30522, n_embd=64, n_layer=3, n_head=4),  # GPT-2's layers as Linear
     "gpt_neox": lambda t: t.GPTNeoXConfig(vocab_size=30522, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
                                           num_attention_heads=4, rotary_pct=0.25, bos_token_id=0, eos_token_id=0),
     "phi": lambda t: t.PhiConfig(vocab_size=30522, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
@@ -41,7 +42,7 @@ DECODERS = {
                                  word_embed_proj_dim=64),
 }
 FAMILY = {"llama": "llama", "mistral": "llama", "qwen2": "llama", "qwen3": "llama", "gemma": "llama", "gemma2": "llama",
-          "phi3": "phi3", "gpt2": "gpt2", "gpt_neox": "gpt_neox", "phi": "phi", "starcoder2": "starcoder2", "opt": "opt",
+          "phi3": "phi3", "gpt2": "gpt2", "gpt_bigcode": "gpt2", "gpt_neox": "gpt_neox", "phi": "phi", "starcoder2": "starcoder2", "opt": "opt",
           "falcon": "falcon", "falcon-gqa": "falcon", "bloom": "bloom"}
 
 
@@ -74,8 +75,8 @@ def test_every_method_counts_exactly_what_peft_trains_on_every_decoder(decoder, 
     model_type, path = decoder
     shape = model_shape(path, num_labels=3)
     assert shape.family.name == FAMILY[model_type] and shape.num_layers == 3
-    # 2 of 4 heads under grouped-query attention, 1 under Falcon's multi-query attention, else all 4
-    assert shape.kv_width == {"gpt2": 64, "gpt_neox": 64, "opt": 64, "bloom": 64, "falcon": 16}.get(model_type, 32)
+    # 2 of 4 heads under grouped-query attention, 1 under multi-query attention (Falcon, GPT-BigCode), else all 4
+    assert shape.kv_width == {"gpt2": 64, "gpt_neox": 64, "opt": 64, "bloom": 64, "falcon": 16, "gpt_bigcode": 16}.get(model_type, 32)
     if "key" in shape.family.groups:
         assert shape.group_dims["key"] == (64, shape.kv_width)
     check_counts(path, _space(tmp_path, shape), 10)
@@ -126,6 +127,30 @@ def test_the_ia3_and_lora_baselines_fit_every_decoder_adapting_a_fused_projectio
     assert tuple(t.group for t in plans["lora-mlp-r8"]["lora"].targets) == mlp
     for name, plan in plans.items():
         reloads_identically(path, plan, shape, tmp_path / name)
+
+
+@pytest.mark.parametrize("decoder", ["gpt2", "gpt_bigcode"], indirect=True)
+def test_every_baseline_that_fits_a_model_built_like_gpt2_trains_in_its_own_weight_layout(decoder, tmp_path):
+    """GPT-2 stores its weights (in, out) in Conv1D layers; GPT-BigCode (StarCoder), built like it, in torch's Linear:
+    BitFit, taking GPT-BigCode's layers for GPT-2's, multiplied by the transposed weight and failed in training."""
+    from autopeft.run.prepare import baseline_plans
+    from autopeft.workers.methods.base import every_baseline
+    from conftest import reloads_identically
+
+    model_type, path = decoder
+    shape = model_shape(path, num_labels=3)
+    assert shape.family.fan_in_fan_out == (model_type == "gpt2")
+    plans = {}
+    for name in every_baseline():
+        try:
+            plans.update(baseline_plans([name], shape))
+        except UserError:
+            continue  # a baseline that does not fit this layout is refused, with those that fit
+    assert {"bitfit", "ia3", "lora-r8", "houlsby"} <= set(plans)
+    assert ({"loha-r8", "lokr-r8", "oft"} <= set(plans)) == (model_type == "gpt_bigcode")  # peft's wrap Linear alone
+    for name, plan in plans.items():
+        if name != "full":
+            reloads_identically(path, plan, shape, tmp_path / name)
 
 
 @pytest.mark.parametrize("decoder", sorted(set(DECODERS) - {"bloom"}), indirect=True)

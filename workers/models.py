@@ -187,6 +187,7 @@ class ModelShape:
     max_tokens: int = 0  # the longest input its position embeddings take; 0 where none bound it (ALiBi, DeBERTa-v3)
     matmul_params: int = 0  # the parameters of its linear layers (``matmul_modules``): what a bf16 base keeps in bf16
     lacks_blocks: tuple[str, ...] = ()  # its family's blocks that its layers have in no form a method can wrap
+    fan_in_fan_out: bool = False  # its layers store weights (in, out), as GPT-2's Conv1D, not as torch's Linear
 
     @property
     def pooler_default(self) -> dict:
@@ -197,11 +198,13 @@ class ModelShape:
 
     @property
     def family(self) -> Family:
-        """Its family, less the blocks this model lacks (``lacks_blocks``)."""
+        """Its family as this model has it: less the blocks it lacks (``lacks_blocks``), its layers' own weight layout
+        (StarCoder's GPT-BigCode is built like GPT-2 with torch's Linear layers)."""
         family = BY_NAME[self.family_name]
-        if not self.lacks_blocks:
+        blocks = {k: v for k, v in family.blocks.items() if k not in self.lacks_blocks}
+        if blocks == family.blocks and self.fan_in_fan_out == family.fan_in_fan_out:
             return family
-        return replace(family, blocks={k: v for k, v in family.blocks.items() if k not in self.lacks_blocks})
+        return replace(family, blocks=blocks, fan_in_fan_out=self.fan_in_fan_out)
 
     @property
     def pooler_rank_limit(self) -> int:
@@ -284,6 +287,7 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
         matmul_params=sum(p.numel() for m in matmul_modules(model) for p in m.parameters(recurse=False)),
         lacks_blocks=tuple(b for b in ("self_attention",) if b in family.blocks
                            and not takes_kv_cache(modules[first + family.blocks[b]])),
+        fan_in_fan_out=type(modules[first + family.groups["attention_output"]]).__name__ == "Conv1D",
     )
 
 
