@@ -6,9 +6,9 @@ peft method once ``autopeft`` is imported. The search space has two methods on t
 ``serial`` and ``parallel``; a plan with both builds one ``BottleneckConfig``.
 
 An adapter wraps the FFN block, and for Houlsby placement also the attention block. In a
-BERT-style encoder that is the block's output (``dense``, ``dropout``, ``LayerNorm`` and a
-residual input): serial ``h = h + up(act(down(h)))`` after the block's projection, before its
-residual and LayerNorm; parallel (FFN only) ``h = h + s * up(act(down(x)))`` where ``x`` is the
+BERT-style encoder that is the block's output (``dense``, ``dropout``, a residual input and
+``LayerNorm``; pre-norm BERTs such as ESM and XLM-R XL have no norm there): serial
+``h = h + up(act(down(h)))`` after the block's projection, before its residual and LayerNorm; parallel (FFN only) ``h = h + s * up(act(down(x)))`` where ``x`` is the
 FFN's input. In a decoder it is the whole MLP or attention module, inside the layer's residual:
 serial on the module's output, parallel on its input. Up-projections start at zero, so a new
 adapter is the identity. Sizes are per layer.
@@ -16,6 +16,7 @@ adapter is the identity. Sizes are per layer.
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -87,7 +88,10 @@ class BottleneckConfig(PeftConfig):
         return self.serial_ffn.get(layer, 0), self.parallel_ffn.get(layer, 0)
 
 
-OUTPUT_BLOCK = ("dense", "dropout", "LayerNorm")  # a BERT-style output block
+def is_output_block(layer: nn.Module) -> bool:
+    """Whether ``layer`` is a BERT-style output block: ``forward(hidden_states, input_tensor)`` is ``dense``, its
+    ``dropout`` where it has one, the residual ``input_tensor`` added, then its ``LayerNorm`` where it has one."""
+    return hasattr(layer, "dense") and len(inspect.signature(layer.forward).parameters) == 2
 
 
 class BottleneckLayer(nn.Module, BaseTunerLayer):
@@ -98,7 +102,7 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
 
     def __init__(self, base_layer: nn.Module, adapter_name: str, serial: int, parallel: int, config: BottleneckConfig):
         super().__init__()
-        self.output_block = all(hasattr(base_layer, a) for a in OUTPUT_BLOCK)
+        self.output_block = is_output_block(base_layer)
         if not self.output_block and config.hidden_size is None:
             raise ValueError(f"bottleneck adapters around {type(base_layer).__name__} need the config's hidden_size")
         self.base_layer = base_layer
@@ -147,9 +151,10 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
         if self.disable_adapters:
             return base(hidden_states, *args, **kwargs)
         if self.output_block:  # (hidden_states, input_tensor): the residual input is the FFN's input
-            input_tensor = args[0] if args else kwargs["input_tensor"]
-            h = self._adapt(base.dropout(base.dense(hidden_states)), input_tensor)
-            return base.LayerNorm(h + input_tensor)
+            input_tensor = args[0] if args else next(iter(kwargs.values()))  # input_tensor, or Megatron-BERT's residual
+            h = base.dense(hidden_states)
+            h = self._adapt(base.dropout(h) if hasattr(base, "dropout") else h, input_tensor) + input_tensor
+            return base.LayerNorm(h) if hasattr(base, "LayerNorm") else h
         out = base(hidden_states, *args, **kwargs)
         if isinstance(out, tuple):  # an attention module: (output, weights, ...)
             return (self._adapt(out[0], hidden_states), *out[1:])
