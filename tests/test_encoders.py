@@ -175,3 +175,23 @@ def test_every_baseline_that_fits_a_pre_norm_bert_trains_and_reloads_with_identi
     for name, plan in plans.items():
         if name != "full":
             reloads_identically(path, plan, shape, tmp_path / name)
+
+
+@pytest.mark.parametrize("config", ["ElectraConfig", "OPTConfig"])
+def test_prompt_tuning_learns_tokens_as_wide_as_the_input_embeddings_where_they_are_narrower_than_the_layers(
+        config, tmp_path_factory, tmp_path):
+    """ELECTRA-small embeds tokens in 128 dimensions and projects them to its 256-wide layers, OPT-350m in 512 for
+    1,024: virtual tokens as wide as the layers failed in the first forward pass."""
+    import transformers
+
+    from autopeft.run.prepare import baseline_plans
+    from conftest import tiny_model
+
+    narrow = {"ElectraConfig": dict(embedding_size=16, hidden_size=32, intermediate_size=64, num_attention_heads=2),
+              "OPTConfig": dict(word_embed_proj_dim=16, hidden_size=32, ffn_dim=64, num_attention_heads=2)}[config]
+    path = tiny_model(tmp_path_factory, f"tiny-narrow-{config}", getattr(transformers, config)(
+        vocab_size=30522, num_hidden_layers=2, **narrow))
+    shape = model_shape(path, num_labels=3)
+    assert (shape.embedding_width, shape.hidden_size) == (16, 32)
+    plan = baseline_plans(["prompt-20"], shape)["prompt-20"]
+    reloads_identically(path, plan, shape, tmp_path / "prompt")  # counts 20 x 16 as peft does, and trains

@@ -188,6 +188,7 @@ class ModelShape:
     matmul_params: int = 0  # the parameters of its linear layers (``matmul_modules``): what a bf16 base keeps in bf16
     lacks_blocks: tuple[str, ...] = ()  # its family's blocks that its layers have in no form a method can wrap
     fan_in_fan_out: bool = False  # its layers store weights (in, out), as GPT-2's Conv1D, not as torch's Linear
+    embedding_width: int = 0  # its input embeddings' width: narrower than hidden_size in ELECTRA-small and OPT-350m
 
     @property
     def pooler_default(self) -> dict:
@@ -288,6 +289,7 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
         lacks_blocks=tuple(b for b in ("self_attention",) if b in family.blocks
                            and not takes_kv_cache(modules[first + family.blocks[b]])),
         fan_in_fan_out=type(modules[first + family.groups["attention_output"]]).__name__ == "Conv1D",
+        embedding_width=model.get_input_embeddings().embedding_dim,
     )
 
 

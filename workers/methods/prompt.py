@@ -1,7 +1,8 @@
 """Prompt tuning (Lester et al., 2021; peft's ``PROMPT_TUNING``): learned embeddings of virtual tokens
 put before every input. peft's prompt learning wraps the whole model, so a plan with a prompt has
 no other method (a space that names ``prompt`` names nothing else); it works on encoders and
-decoders alike, and trains the number of tokens times the embedding width."""
+decoders alike, and trains the number of tokens times the input embeddings' width (which ELECTRA-small
+and OPT-350m project up to a wider hidden size)."""
 
 from __future__ import annotations
 
@@ -46,10 +47,10 @@ class PromptMethod(SizedMethod):
         return Prompt(min(positive)) if positive else None
 
     def count(self, part: Prompt, shape) -> int:
-        return part.tokens * shape.hidden_size
+        return part.tokens * shape.embedding_width
 
     def peft_kwargs(self, part: Prompt, shape) -> dict:
-        return {"num_virtual_tokens": part.tokens, "token_dim": shape.hidden_size, "num_transformer_submodules": 1,
+        return {"num_virtual_tokens": part.tokens, "token_dim": shape.embedding_width, "num_transformer_submodules": 1,
                 "num_layers": shape.num_layers, "num_attention_heads": shape.num_heads}
 
     def describe(self, part: Prompt) -> str:
