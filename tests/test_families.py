@@ -305,6 +305,25 @@ def test_prefix_tuning_is_refused_for_a_model_built_like_bert_whose_attention_ta
     check_counts(roformer, "catalogue", 6)
 
 
+def test_ln_tuning_is_refused_for_a_model_whose_norms_have_no_weights(tmp_path_factory, tmp_path):
+    """OLMo is built like Llama, but its LayerNorms have no scale or bias: LN tuning would train nothing."""
+    from transformers import OlmoConfig
+
+    from autopeft.run.prepare import baseline_plans
+
+    olmo = tiny_model(tmp_path_factory, "tiny-olmo", OlmoConfig(vocab_size=30522, hidden_size=64, intermediate_size=96,
+                                                                 num_hidden_layers=2, pad_token_id=0, **ATTENTION))
+    shape = model_shape(olmo, num_labels=2)
+    assert shape.family.name == "llama" and shape.norms == {}
+    with pytest.raises(UserError, match="'ln-tuning' does not fit llama models"):
+        baseline_plans(["ln-tuning"], shape)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"name": "norms", "modules": {"ln_tuning": {}, "lora": {"groups": {"query": [0, 4]}}}}))
+    with pytest.raises(UserError, match="modules.ln_tuning: the normalisation modules of olmo models have no weights"):
+        load_space(str(space), shape)
+    assert baseline_plans(["lora-r8", "ia3"], shape)  # the rest fits
+
+
 @pytest.fixture(scope="module")
 def tiny_llama_without_pad(tmp_path_factory, reviews_csv) -> str:
     """A 2-layer Llama classifier with a decoder's tokenizer: an end-of-sequence token and no padding token."""

@@ -156,8 +156,8 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
             h = self._adapt(base.dropout(h) if hasattr(base, "dropout") else h, input_tensor) + input_tensor
             return base.LayerNorm(h) if hasattr(base, "LayerNorm") else h
         out = base(hidden_states, *args, **kwargs)
-        if isinstance(out, tuple):  # an attention module: (output, weights, ...)
-            return (self._adapt(out[0], hidden_states), *out[1:])
+        if isinstance(out, (tuple, list)):  # an attention module: (output, weights, ...); OpenAI GPT's is a list
+            return type(out)([self._adapt(out[0], hidden_states), *out[1:]])
         return self._adapt(out, hidden_states)
 
 
