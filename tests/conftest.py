@@ -271,6 +271,21 @@ def as_if_trained(model) -> None:
                 parameter.add_(torch.randn_like(parameter) * 0.05)
 
 
+def fitting_baselines(shape) -> dict:
+    """The plan of every named baseline that fits the model, by name (those that do not are refused)."""
+    from autopeft.errors import UserError
+    from autopeft.run.prepare import baseline_plans
+    from autopeft.workers.methods.base import every_baseline
+
+    plans = {}
+    for name in every_baseline():
+        try:
+            plans.update(baseline_plans([name], shape))
+        except UserError:
+            continue
+    return plans
+
+
 def reloads_identically(model_dir: str, plan, shape, directory) -> None:
     """The plan counts what peft trains, changes the output once trained, and reloads with identical logits."""
     import torch

@@ -156,21 +156,14 @@ def test_every_baseline_that_fits_a_pre_norm_bert_trains_and_reloads_with_identi
     output blocks add the residual with no norm: parallel adapters took the FFN's inner activations for its input."""
     import transformers
 
-    from autopeft.run.prepare import baseline_plans
-    from autopeft.workers.methods.base import every_baseline
-    from conftest import tiny_model
+    from conftest import fitting_baselines, tiny_model
 
     path = tiny_model(tmp_path_factory, f"tiny-{config}", getattr(transformers, config)(
         vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
         pad_token_id=1, max_position_embeddings=128))
     shape = model_shape(path, num_labels=3)
     assert shape.family.name == "bert"
-    plans = {}
-    for name in every_baseline():
-        try:
-            plans.update(baseline_plans([name], shape))
-        except UserError:
-            continue  # one that does not fit the model is refused, with those that fit
+    plans = fitting_baselines(shape)
     assert {"houlsby", "pfeiffer", "parallel", "mam", "lora-r8", "ia3", "bitfit"} <= set(plans)
     for name, plan in plans.items():
         if name != "full":

@@ -133,19 +133,12 @@ def test_the_ia3_and_lora_baselines_fit_every_decoder_adapting_a_fused_projectio
 def test_every_baseline_that_fits_a_model_built_like_gpt2_trains_in_its_own_weight_layout(decoder, tmp_path):
     """GPT-2 stores its weights (in, out) in Conv1D layers; GPT-BigCode (StarCoder), built like it, in torch's Linear:
     BitFit, taking GPT-BigCode's layers for GPT-2's, multiplied by the transposed weight and failed in training."""
-    from autopeft.run.prepare import baseline_plans
-    from autopeft.workers.methods.base import every_baseline
-    from conftest import reloads_identically
+    from conftest import fitting_baselines, reloads_identically
 
     model_type, path = decoder
     shape = model_shape(path, num_labels=3)
     assert shape.family.fan_in_fan_out == (model_type == "gpt2")
-    plans = {}
-    for name in every_baseline():
-        try:
-            plans.update(baseline_plans([name], shape))
-        except UserError:
-            continue  # a baseline that does not fit this layout is refused, with those that fit
+    plans = fitting_baselines(shape)
     assert {"bitfit", "ia3", "lora-r8", "houlsby"} <= set(plans)
     assert ({"loha-r8", "lokr-r8", "oft"} <= set(plans)) == (model_type == "gpt_bigcode")  # peft's wrap Linear alone
     for name, plan in plans.items():
