@@ -81,11 +81,10 @@ class Snapshot:
         if self.driver is not None:
             return f"running: driver process {self.driver.get('pid')} on {self.driver.get('host')} since {self.driver.get('since')}"
         if self.finished:
-            failed = [counted(n, what) for n, what in ((len(self.failed_baselines), "baseline"),
-                                                      (self.final.failed if self.final else 0, "re-evaluation")) if n]
-            together = len(self.failed_baselines) + (self.final.failed if self.final else 0)
-            return (f"finished; {' and '.join(failed)} failed: submit the same job again to retry "
-                    f"{'them' if together > 1 else 'it'}") if failed else "finished"
+            baselines, finals = len(self.failed_baselines), self.final.failed if self.final else 0
+            failed = " and ".join(counted(n, what) for n, what in ((baselines, "baseline"), (finals, "re-evaluation")) if n)
+            return (f"finished; {failed} failed: submit the same job again to retry "
+                    f"{'them' if baselines + finals > 1 else 'it'}") if failed else "finished"
         if self.searched:
             return "stopped before its re-evaluation finished: submit the same job again to resume it"
         return "stopped before its budget: submit the same job again to resume it"
