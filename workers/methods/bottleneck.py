@@ -8,10 +8,11 @@ peft method once ``autopeft`` is imported. The search space has two methods on t
 An adapter wraps the FFN block, and for Houlsby placement also the attention block. In a
 BERT-style encoder that is the block's output (``dense``, ``dropout``, a residual input and
 ``LayerNorm``; pre-norm BERTs such as ESM and XLM-R XL have no norm there): serial
-``h = h + up(act(down(h)))`` after the block's projection, before its residual and LayerNorm; parallel (FFN only) ``h = h + s * up(act(down(x)))`` where ``x`` is the
-FFN's input. In a decoder it is the whole MLP or attention module, inside the layer's residual:
-serial on the module's output, parallel on its input. Up-projections start at zero, so a new
-adapter is the identity. Sizes are per layer.
+``h = h + up(act(down(h)))`` after the block's projection, before its residual and LayerNorm;
+parallel (FFN only) ``h = h + s * up(act(down(x)))`` where ``x`` is the FFN's input. In a
+decoder it is the whole MLP or attention module, inside the layer's residual: serial on the
+module's output, parallel on its input. Up-projections start at zero, so a new adapter is the
+identity. Sizes are per layer.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ class BottleneckConfig(PeftConfig):
 def is_output_block(layer: nn.Module) -> bool:
     """Whether ``layer`` is a BERT-style output block: ``forward(hidden_states, input_tensor)`` is ``dense``, its
     ``dropout`` where it has one, the residual ``input_tensor`` added, then its ``LayerNorm`` where it has one."""
-    return hasattr(layer, "dense") and len(inspect.signature(layer.forward).parameters) == 2
+    named = [p for p in inspect.signature(layer.forward).parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return hasattr(layer, "dense") and len(named) == 2
 
 
 class BottleneckLayer(nn.Module, BaseTunerLayer):
