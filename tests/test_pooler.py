@@ -158,3 +158,19 @@ def test_a_pooler_rank_wider_than_the_pooler_is_refused_in_a_space_and_in_a_base
     assert "baselines" in str(error.value) and f"at most {shape.hidden_size}" in str(error.value)
     plans = baseline_plans(["ia3+pooler-r4"], shape)
     assert count_trainable(plans["ia3+pooler-r4"], shape) - count_trainable(baseline_plan("ia3", shape), shape) == 4 * 2 * shape.hidden_size
+
+
+def test_a_lora_goes_on_a_pooler_that_is_itself_a_linear_layer(tmp_path_factory, tmp_path):
+    """BigBird's pooler is one Linear, not a module holding a ``dense`` one as BERT's: a LoRA on it was counted and
+    never put there."""
+    from transformers import BigBirdConfig
+
+    from conftest import tiny_model
+
+    path = tiny_model(tmp_path_factory, "tiny-big-bird", BigBirdConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=128))
+    shape = model_shape(path, num_labels=3)
+    assert shape.pooler_linears == {"pooler": (32, 32)}
+    plan = baseline_plans(["lora-r8+pooler-r8"], shape)["lora-r8+pooler-r8"]
+    reloads_identically(path, plan, shape, tmp_path / "pooler-lora")  # counts the pooler's LoRA as peft trains it

@@ -420,7 +420,7 @@ def pooler_linears(model, name: str = POOLER) -> dict[str, tuple[int, int]]:
     for module_name in pooler_modules(model, name):
         for sub, module in model.get_submodule(module_name).named_modules():
             if type(module).__name__ == "Linear":
-                found[f"{name}.{sub}"] = _in_out(module)
+                found[f"{name}.{sub}" if sub else name] = _in_out(module)  # BigBird's pooler is itself a Linear
     return found
 
 
