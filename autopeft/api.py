@@ -78,6 +78,15 @@ def read_baselines(job: JobSpec | str | Path) -> dict[str, Point]:
         return record.baseline_points()
 
 
+def read_failed_baselines(job: JobSpec | str | Path) -> dict[str, str]:
+    """The job's named baselines whose last training failed, by name: what made it fail, in one line."""
+    from autopeft.record.study import StudyRecord
+
+    job = _job(job)
+    with StudyRecord.load(job) as record:
+        return {name: reason for name, reason in record.failed_baselines().items() if name in job.baselines}
+
+
 def export(job: JobSpec | str | Path, pick: str = "knee", out: str | Path = "adapter"):
     """Write the picked Pareto point as a peft adapter folder; returns an ``Exported``."""
     from autopeft.exporting import export_point

@@ -203,6 +203,7 @@ def cmd_pareto(args) -> int:
     step(f"reading the study of '{job.name}'")
     front, reference = api.read_front(job)
     baselines = api.read_baselines(job)
+    failed_baselines = api.read_failed_baselines(job)
     final_points, final_baselines = api.read_final(job, every_point=True)
     final = pareto_front(final_points, reference.quality)
     if args.json:
@@ -211,13 +212,15 @@ def cmd_pareto(args) -> int:
 
         print(json.dumps({"reference": reference.__dict__, "front": [p.to_dict() for p in front],
                           "baselines": {n: p.to_dict() for n, p in baselines.items()},
-                          "baselines_dominated_by": trials(front, baselines),
+                          "baselines_dominated_by": trials(front, baselines), "failed_baselines": failed_baselines,
                           "final_front": [p.to_dict() for p in final],
                           "final_points": [p.to_dict() for p in final_points],
                           "final_baselines": {n: p.to_dict() for n, p in final_baselines.items()},
                           "final_baselines_dominated_by": trials(final, final_baselines)}, indent=2))
     else:
         print(format_front(front, reference, job.task.metric, baselines))
+        if failed_baselines:
+            print("\n" + failed_baselines_text(failed_baselines))
         if _learned_nothing(front, api.count_scored(job)):
             print("\n" + nothing_learned_text(job.task.metric, reference, job.floor_kind, baselines))
         if final_points or final_baselines:

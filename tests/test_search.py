@@ -139,6 +139,11 @@ def test_a_baseline_that_failed_is_shown_with_its_reason_and_trains_again_when_t
         assert "finished; 1 baseline failed: submit the same job again to retry it" in watched
         assert "baselines 1/1, 1 failed" in watched
         assert " baseline  lora-r8: RuntimeError: lora-r8 could not train this time" in watched
+        capsys.readouterr()
+        assert main(["pareto", job_file]) == 0 and "Baselines that failed: lora-r8 (RuntimeError: " in capsys.readouterr().out
+        assert main(["pareto", job_file, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["failed_baselines"] == {
+            "lora-r8": "RuntimeError: lora-r8 could not train this time"}
         summary = submit(job, progress=False)
         assert summary.failed_baselines == {} and set(summary.baselines) == {"lora-r8"}
         assert summary.finished == 1  # the trial is not trained again
