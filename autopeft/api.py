@@ -84,7 +84,7 @@ def read_failed_baselines(job: JobSpec | str | Path) -> dict[str, str]:
 
     job = _job(job)
     with StudyRecord.load(job) as record:
-        return {name: reason for name, reason in record.failed_baselines().items() if name in job.baselines}
+        return record.failed_baselines(job.baselines)
 
 
 def export(job: JobSpec | str | Path, pick: str = "knee", out: str | Path = "adapter"):

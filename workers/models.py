@@ -197,7 +197,7 @@ class ModelShape:
         and the classifier), else frozen."""
         return {"pooler": True} if self.pooler_fresh else {}
 
-    @property
+    @functools.cached_property
     def family(self) -> Family:
         """Its family as this model has it: less the blocks it lacks (``lacks_blocks``), its layers' own weight layout
         (StarCoder's GPT-BigCode is built like GPT-2 with torch's Linear layers)."""

@@ -150,7 +150,7 @@ def snapshot(record: StudyRecord, now: datetime | None = None) -> Snapshot:
         waiting=len(waiting), pruned=sum(1 for t in trials if t.state == States.PRUNED), rungs=rungs,
         silent_rungs=record.rungs_told_nothing(fidelity["reduction_factor"]) if rungs else [],
         baseline_points=record.baseline_points(), points=points,
-        failed_baselines={n: r for n, r in record.failed_baselines().items() if n in named})
+        failed_baselines=record.failed_baselines(named))
     return replace(snap, final=_reevaluation(record, snap.searched, named, points))
 
 

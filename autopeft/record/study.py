@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
@@ -251,9 +251,12 @@ class StudyRecord:
     def record_baseline(self, name: str, record: dict) -> None:
         self.study.set_user_attr(BASELINES, {**self.baselines, name: record})
 
-    def failed_baselines(self) -> dict[str, str]:
-        """Baselines whose last training failed, by name: what made it fail, in one line."""
-        return {name: r.get("reason") or failure_reason(r) for name, r in self.baselines.items() if "quality" not in r}
+    def failed_baselines(self, named: Iterable[str]) -> dict[str, str]:
+        """The named baselines whose last training failed, by name: what made it fail, in one line. Baselines of an
+        earlier version of the job that it no longer names are left out."""
+        named = set(named)
+        return {name: r.get("reason") or failure_reason(r) for name, r in self.baselines.items()
+                if name in named and "quality" not in r}
 
     def baseline_points(self) -> dict[str, Point]:
         """Finished baselines as points (failed ones left out), keyed by name."""

@@ -826,7 +826,7 @@ def _run_search(job: JobSpec, progress: bool, prepared: Prepared, record: StudyR
                          failed=loop.failed, reference=reference, front=pareto_front(points, reference.quality), scored=len(points),
                          hypervolume=hypervolume(points, reference), baselines=record.baseline_points(),
                          failures=record.failures(), last_failure=record.last_failure(),
-                         failed_baselines={n: r for n, r in record.failed_baselines().items() if n in prepared.baselines},
+                         failed_baselines=record.failed_baselines(prepared.baselines),
                          final_front=pareto_front(final, reference.quality), final_points=final,
                          final_hypervolume=hypervolume(final, reference), final_baselines=final_baselines,
                          pruned=len(record.study.get_trials(deepcopy=False, states=(States.PRUNED,))),
