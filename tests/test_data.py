@@ -72,6 +72,21 @@ def test_rows_without_a_label_are_left_out_and_the_user_is_told_how_many(tmp_pat
     assert "task.train_file: 10 of 30 rows have no stars and are left out" in caplog.text
 
 
+def test_numeric_labels_are_the_same_classes_in_a_file_with_a_missing_label_and_in_one_without(tmp_path):
+    # a missing label makes pandas read the train file's labels as 0.0 and 1.0, the other files' as 0 and 1
+    rows = {"text": [f"review {i}" for i in range(40)], "label": [0, 1] * 20}
+    train = pd.DataFrame(rows).astype({"label": object})
+    train.loc[3, "label"] = None
+    train.to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame(rows).iloc[:10].to_csv(tmp_path / "validation.csv", index=False)
+    pd.DataFrame(rows).iloc[10:14].to_json(tmp_path / "test.jsonl", orient="records", lines=True)
+    data = load_task_data(TaskSpec(train_file=tmp_path / "train.csv", validation_file=tmp_path / "validation.csv",
+                                   test_file=tmp_path / "test.jsonl", text_columns=["text"], label_column="label"))
+    assert data.label_names == ("0", "1")
+    assert set(data.train_labels) == set(data.validation_labels) == set(data.test_labels) == {0, 1}
+    assert data.validation_labels[:2] == (0, 1)
+
+
 def test_a_test_file_is_read_as_the_training_data_is_and_held_apart_from_both_splits(tmp_path, caplog):
     frame = pd.DataFrame({"premise": [f"premise {i}" for i in range(24)], "hypothesis": [f"hypothesis {i}" for i in range(24)],
                           "gold": ["entail", "contradict", "neutral"] * 8})

@@ -113,18 +113,25 @@ def _classification_data(task) -> tuple[TaskData, pd.DataFrame | None]:
     columns = list(task.text_columns) + [task.label_column]
     fields = {**dict.fromkeys(task.text_columns, "task.text_columns"), task.label_column: "task.label_column"}
     frame, validation, held_out = _split(task, *_frames(task, columns, fields), [task.label_column])
-    label_names = sorted({str(v) for v in frame[task.label_column]} | {str(v) for v in validation[task.label_column]})
+    train_labels, validation_labels = _label_texts(frame[task.label_column]), _label_texts(validation[task.label_column])
+    label_names = sorted(set(train_labels) | set(validation_labels))
     if len(label_names) < 2:
         raise UserError("task.label_column", f"'{task.label_column}' has fewer than two distinct labels", "choose the column that holds the class labels")
     _check_classes(pd.concat([frame[task.label_column], validation[task.label_column]]), task.label_column, len(label_names))
     index = {name: i for i, name in enumerate(label_names)}
     return TaskData(
         train_texts=_texts(frame, task.text_columns),
-        train_labels=tuple(index[str(v)] for v in frame[task.label_column]),
+        train_labels=tuple(index[v] for v in train_labels),
         validation_texts=_texts(validation, task.text_columns),
-        validation_labels=tuple(index[str(v)] for v in validation[task.label_column]),
+        validation_labels=tuple(index[v] for v in validation_labels),
         label_names=tuple(label_names),
     ), held_out
+
+
+def _label_texts(labels: pd.Series) -> list[str]:
+    """Each class label as text; a whole number reads the same whether its file holds it as 1 or as 1.0 (a column of
+    numbers with a label missing is read as fractions)."""
+    return [str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in labels]
 
 
 def _check_classes(labels: pd.Series, column: str, distinct: int) -> None:
@@ -263,7 +270,7 @@ def _with_test(task, data: TaskData, frame: pd.DataFrame, field: str, source: st
     if data.kind == "generation":
         _check_completions(frame[task.completion_column].astype(str).tolist(), field, source)
         return replace(data, test_texts=_instructions(frame, task))
-    labels = [str(v) for v in frame[task.label_column]]
+    labels = _label_texts(frame[task.label_column])
     unknown = sorted(set(labels) - set(data.label_names))
     if unknown:
         fix = (f"keep only the classes the search trains on ({', '.join(data.label_names)}) in the test file"
