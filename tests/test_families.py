@@ -22,6 +22,11 @@ DECODERS = {
                                      head_dim=16, **ATTENTION),
     "gemma2": lambda t: t.Gemma2Config(vocab_size=30522, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
                                        head_dim=16, **ATTENTION),
+    "gemma3": lambda t: t.Gemma3Config(  # an image-text model: a vision tower beside the language model's layers
+        text_config=dict(vocab_size=30522, hidden_size=64, intermediate_size=96, num_hidden_layers=3, head_dim=16,
+                         layer_types=["sliding_attention", "sliding_attention", "full_attention"], **ATTENTION),
+        vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2, image_size=28,
+                           patch_size=14), mm_tokens_per_image=4),
     "phi3": lambda t: t.Phi3Config(vocab_size=30522, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
                                    pad_token_id=0, **ATTENTION),
     "gpt2": lambda t: t.GPT2Config(vocab_size=30522, n_embd=64, n_layer=3, n_head=4),
@@ -42,7 +47,7 @@ DECODERS = {
                                  word_embed_proj_dim=64),
 }
 FAMILY = {"llama": "llama", "mistral": "llama", "qwen2": "llama", "qwen3": "llama", "gemma": "llama", "gemma2": "llama",
-          "phi3": "phi3", "gpt2": "gpt2", "gpt_bigcode": "gpt2", "gpt_neox": "gpt_neox", "phi": "phi", "starcoder2": "starcoder2", "opt": "opt",
+          "gemma3": "gemma3", "phi3": "phi3", "gpt2": "gpt2", "gpt_bigcode": "gpt2", "gpt_neox": "gpt_neox", "phi": "phi", "starcoder2": "starcoder2", "opt": "opt",
           "falcon": "falcon", "falcon-gqa": "falcon", "bloom": "bloom"}
 
 
@@ -120,8 +125,8 @@ def test_the_ia3_and_lora_baselines_fit_every_decoder_adapting_a_fused_projectio
     shape = model_shape(path, num_labels=3)
     plans = baseline_plans(["ia3", "lora-r8", "lora-mlp-r8"], shape)  # each fits: none is refused
     fused = "query_key_value" in shape.family.groups
-    mlp = {"llama": ("ffn_gate", "ffn_in", "ffn_out"), "phi3": ("ffn_gate_in", "ffn_out")}.get(FAMILY[model_type],
-                                                                                            ("ffn_in", "ffn_out"))
+    gated = ("ffn_gate", "ffn_in", "ffn_out")
+    mlp = {"llama": gated, "gemma3": gated, "phi3": ("ffn_gate_in", "ffn_out")}.get(FAMILY[model_type], ("ffn_in", "ffn_out"))
     assert plans["ia3"]["ia3"].groups == _ia3_groups(shape)
     assert [t.group for t in plans["lora-r8"]["lora"].targets] == (["query_key_value"] if fused else ["query", "value"])
     assert tuple(t.group for t in plans["lora-mlp-r8"]["lora"].targets) == mlp
@@ -186,6 +191,7 @@ def test_a_prefix_is_seen_by_every_query_with_padding_and_through_cached_generat
 
 FITTING = {  # the built-in spaces that fit each family
     "llama": "autopeft, catalogue, decoder, lora, mixed",
+    "gemma3": "autopeft, catalogue, decoder, lora, mixed",
     "phi": "autopeft, catalogue, lora, mixed",
     "starcoder2": "autopeft, catalogue, lora, mixed",
     "phi3": "autopeft, catalogue, lora",
@@ -415,7 +421,8 @@ def test_a_gguf_model_is_dequantised_once_into_a_cache_folder_that_loads_the_sam
     assert extra == {} and Path(folder).parent == Path(os.environ["AUTOPEFT_CACHE"]) / "dequantised"
     written = (Path(folder) / "model.safetensors").stat().st_mtime_ns
     assert pretrained("smollm2-135m") == (folder, {}) and (Path(folder) / "model.safetensors").stat().st_mtime_ns == written
-    assert not [p for p in Path(folder).parent.iterdir() if p.name.startswith(".partial-")]
+    # nothing half-written left behind by this process (another test process may be writing its own now)
+    assert not [p for p in Path(folder).parent.iterdir() if p.name.startswith(f".partial-{os.getpid()}-")]
     source = {"pretrained_model_name_or_path": os.path.dirname(gguf), "gguf_file": os.path.basename(gguf)}
     direct, cached = AutoModelForCausalLM.from_pretrained(**source).state_dict(), AutoModelForCausalLM.from_pretrained(folder).state_dict()
     assert direct.keys() == cached.keys() and all(torch.equal(direct[k], cached[k]) for k in direct)

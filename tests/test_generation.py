@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -214,3 +215,43 @@ def test_gradient_checkpointing_trains_the_same_steps(plain_llama, instructions)
     assert checkpointed["train_steps"] == plain["train_steps"] == 4
     assert checkpointed["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-4)
     assert checkpointed["token_accuracy"] == pytest.approx(plain["token_accuracy"], abs=1e-6)
+
+
+def test_gemma3_as_an_image_text_model_trains_on_instructions_exactly_as_its_language_model_alone(
+        tmp_path_factory, reviews_csv, instructions):
+    """Gemma 3 of 4B and more is published as an image-text model, a vision tower beside the language model's
+    layers: every plan goes in the language model, and a text task trains as on the text-only model."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig
+
+    from autopeft.job.data import load_task_data
+    from autopeft.job.spec import TaskSpec
+    from autopeft.workers.methods import baseline_plan
+    from autopeft.workers.models import model_shape
+    from autopeft.workers.trial import run_trial
+    from autopeft.workers.types import Fidelity, TrialRequest
+
+    text = tiny_decoder(tmp_path_factory, "tiny-gemma3-text", reviews_csv, lambda **sizes: Gemma3TextConfig(**sizes, head_dim=8))
+    language = AutoModelForCausalLM.from_pretrained(text)
+    torch.manual_seed(0)
+    both = Gemma3ForConditionalGeneration(Gemma3Config(
+        text_config=language.config.to_dict(), mm_tokens_per_image=4, vision_config=dict(
+            hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14)))
+    both.model.language_model.load_state_dict(language.model.state_dict())
+    both.lm_head.load_state_dict(language.lm_head.state_dict())
+    image_text = tmp_path_factory.mktemp("tiny-gemma3")
+    both.save_pretrained(image_text)
+    for file in Path(text).glob("*token*"):
+        shutil.copy(file, image_text)
+
+    data = load_task_data(TaskSpec(type="generation", train_file=instructions[0], validation_size=20))
+    fidelity = Fidelity(train_examples=32, eval_examples=20, batch_size=8, max_seq_length=48, learning_rate=0.02)
+    shapes = {path: model_shape(path, 0) for path in (text, str(image_text))}
+    assert [s.family.name for s in shapes.values()] == ["llama", "gemma3"]
+    for name in ("lora-r8", "prefix-10"):
+        results = [run_trial(TrialRequest(0, baseline_plan(name, shape), path, 0, "token_accuracy", fidelity, 0,
+                                          save_adapter=False), data).metrics for path, shape in shapes.items()]
+        assert results[0]["train_loss"] == pytest.approx(results[1]["train_loss"], rel=1e-5)
+        assert results[0]["token_accuracy"] == results[1]["token_accuracy"]

@@ -137,7 +137,7 @@ def dequantised(gguf: str) -> str | None:
         return str(folder)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        partial = tempfile.mkdtemp(prefix=".partial-", dir=folder.parent)
+        partial = tempfile.mkdtemp(prefix=f".partial-{os.getpid()}-", dir=folder.parent)  # the process writing it
         os.chmod(partial, 0o755)
     except OSError:
         return None
@@ -243,7 +243,8 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
 
     path, extra = pretrained(resolved)
     config = AutoConfig.from_pretrained(path, **({"num_labels": num_labels} if num_labels else {}), **extra)
-    supported = "supported families: " + "; ".join(f"{f.name} ({', '.join(f.model_types)})" for f in BY_NAME.values())
+    supported = "supported families: " + "; ".join(f"{f.name} ({', '.join(f.model_types)})"
+                                                   for f in sorted(BY_NAME.values(), key=lambda f: f.name))
     if config.is_encoder_decoder:  # its decoder stack would pass for a decoder-only model's (BART's for OPT's)
         raise ModelNotFound(f"model type '{config.model_type}' is an encoder-decoder (sequence-to-sequence) model: autopeft "
                             f"searches encoders and decoder-only models; {supported}")
@@ -256,6 +257,7 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
     family = recognise(config.model_type, set(modules))
     if family is None:
         raise ModelNotFound(f"model type '{config.model_type}' is not supported yet; {supported}")
+    text = config.get_text_config()  # the language model's own (an image-text model's config holds it apart)
     layers_key = next(k for k in modules if k.endswith(family.layers_path))
     group_dims = {group: _in_out(modules[f"{layers_key}.0.{sub}"]) for group, sub in family.groups.items()}
     first = f"{layers_key}.0."
@@ -269,11 +271,11 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
         num_layers=len(modules[layers_key]),
         num_labels=num_labels,
         hidden_size=group_dims["attention_output"][1],
-        kv_width=kv_heads(config)[0] * kv_heads(config)[1],
-        num_heads=config.num_attention_heads,
+        kv_width=kv_heads(text)[0] * kv_heads(text)[1],
+        num_heads=text.num_attention_heads,
         ffn_size=group_dims["ffn_out"][0],
-        vocab_size=config.vocab_size,
-        attention_dropout=any(float(getattr(config, key, 0) or 0) > 0
+        vocab_size=text.vocab_size,
+        attention_dropout=any(float(getattr(text, key, 0) or 0) > 0
                               for key in ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")),
         group_dims=group_dims,
         head_params=sum(p.numel() for name in head_modules(model) for p in modules[name].parameters()) if num_labels else 0,
@@ -283,8 +285,8 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
         norms=norms,
         group_biases=tuple(g for g, sub in family.groups.items() if getattr(modules[first + sub], "bias", None) is not None),
         pooler_fresh=pooler_params > 0 and _holds_no_pooler(path, extra, family.pooler),
-        relative_width=relative_width(config),
-        max_tokens=max_tokens(config),
+        relative_width=relative_width(text),
+        max_tokens=max_tokens(text),
         matmul_params=sum(p.numel() for m in matmul_modules(model) for p in m.parameters(recurse=False)),
         lacks_blocks=tuple(b for b in ("self_attention",) if b in family.blocks
                            and not takes_kv_cache(modules[first + family.blocks[b]])),
@@ -474,8 +476,8 @@ def load_base(model: str, num_labels: int, dtype: str = "float32"):
             for module in base.modules():
                 for parameter in module.parameters(recurse=False):
                     parameter.data = parameter.data.to(torch.bfloat16 if id(module) in low else torch.float32)
-        if base.config.pad_token_id is None:
-            base.config.pad_token_id = tokenizer.pad_token_id
+        if base.config.get_text_config().pad_token_id is None:
+            base.config.get_text_config().pad_token_id = tokenizer.pad_token_id
         _MODEL_CACHE[key] = (tokenizer, base)
     tokenizer, base = _MODEL_CACHE[key]
     return tokenizer, copy.deepcopy(base)
