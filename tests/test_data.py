@@ -87,6 +87,26 @@ def test_numeric_labels_are_the_same_classes_in_a_file_with_a_missing_label_and_
     assert data.validation_labels[:2] == (0, 1)
 
 
+def test_several_labels_per_example_are_refused_and_so_is_a_validation_class_the_training_data_lacks(tmp_path, caplog):
+    rows = pd.DataFrame({"text": [f"review {i}" for i in range(40)], "label": ["pos", "neg"] * 20})
+    rows.to_csv(tmp_path / "train.csv", index=False)
+    rows.assign(label=[["pos", "funny"], ["neg"]] * 20).to_json(tmp_path / "tags.jsonl", orient="records", lines=True)
+    with pytest.raises(UserError, match=r"'label' holds several labels per example \(one is \['pos', 'funny'\]\).*one class"):
+        load_task_data(TaskSpec(train_file=tmp_path / "tags.jsonl", text_columns=["text"], label_column="label"))
+    rows.iloc[:10].assign(label=["Pos", "neg"] * 5).to_csv(tmp_path / "validation.csv", index=False)
+    with pytest.raises(UserError, match=r"validation.csv has labels the training data does not: 'Pos'. Fix: spell each "
+                                        r"class as the training data does \('neg', 'pos'\)"):
+        load_task_data(TaskSpec(train_file=tmp_path / "train.csv", validation_file=tmp_path / "validation.csv",
+                                text_columns=["text"], label_column="label"))
+    rows.assign(label=["pos", "neg"] * 19 + ["rare", "neg"]).to_csv(tmp_path / "rare.csv", index=False)
+    seed = next(s for s in range(100) if 38 in rows.sample(frac=1.0, random_state=s).index[:10])  # 'rare' held out
+    with caplog.at_level("WARNING", logger="autopeft"):
+        data = load_task_data(TaskSpec(train_file=tmp_path / "rare.csv", text_columns=["text"], label_column="label",
+                                       validation_size=10, split_seed=seed))
+    assert "rare" in data.label_names and data.label_names.index("rare") not in data.train_labels
+    assert "1 validation examples are of classes no training example has ('rare')" in caplog.text
+
+
 def test_a_test_file_is_read_as_the_training_data_is_and_held_apart_from_both_splits(tmp_path, caplog):
     frame = pd.DataFrame({"premise": [f"premise {i}" for i in range(24)], "hypothesis": [f"hypothesis {i}" for i in range(24)],
                           "gold": ["entail", "contradict", "neutral"] * 8})

@@ -8,6 +8,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from autopeft.errors import UserError
@@ -115,6 +116,7 @@ def _classification_data(task) -> tuple[TaskData, pd.DataFrame | None]:
     frame, validation, held_out = _split(task, *_frames(task, columns, fields), [task.label_column])
     train_labels, validation_labels = _label_texts(frame[task.label_column]), _label_texts(validation[task.label_column])
     label_names = sorted(set(train_labels) | set(validation_labels))
+    _check_validation_classes(task, set(train_labels), validation_labels)
     if len(label_names) < 2:
         raise UserError("task.label_column", f"'{task.label_column}' has fewer than two distinct labels", "choose the column that holds the class labels")
     _check_classes(pd.concat([frame[task.label_column], validation[task.label_column]]), task.label_column, len(label_names))
@@ -130,8 +132,31 @@ def _classification_data(task) -> tuple[TaskData, pd.DataFrame | None]:
 
 def _label_texts(labels: pd.Series) -> list[str]:
     """Each class label as text; a whole number reads the same whether its file holds it as 1 or as 1.0 (a column of
-    numbers with a label missing is read as fractions)."""
+    numbers with a label missing is read as fractions). A column of label lists (several labels per example) is
+    refused."""
+    several = next((v for v in labels if isinstance(v, list | tuple | set | dict | np.ndarray)), None)
+    if several is not None:
+        raise UserError("task.label_column", f"'{labels.name}' holds several labels per example (one is "
+                        f"{several.tolist() if isinstance(several, np.ndarray) else several!r}): "
+                        "autopeft searches single-label classification", "give each example one class label, in a "
+                        "column of its own, and name it in task.label_column")
     return [str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in labels]
+
+
+def _check_validation_classes(task, trained: set[str], validation_labels: list[str]) -> None:
+    """Validation examples of a class no training example has: a validation file's are refused (most often a class
+    spelled otherwise there), a split's are told of (a class too rare to fall on both sides)."""
+    unseen = sorted(set(validation_labels) - trained)
+    if not unseen:
+        return
+    named = ", ".join(map(repr, unseen[:5])) + (" ..." if len(unseen) > 5 else "")
+    if task.validation_file is not None:
+        raise UserError("task.validation_file", f"{task.validation_file} has labels the training data does not: {named}",
+                        f"spell each class as the training data does ({', '.join(map(repr, sorted(trained)[:10]))}"
+                        f"{' ...' if len(trained) > 10 else ''}), or leave those examples out")
+    count = sum(1 for v in validation_labels if v in unseen)
+    log.warning("task.validation_size: %d validation examples are of classes no training example has (%s): no plan "
+                "can learn them", count, named)
 
 
 def _check_classes(labels: pd.Series, column: str, distinct: int) -> None:
