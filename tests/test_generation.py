@@ -179,6 +179,29 @@ def test_bad_generation_input_gets_one_message(tmp_path, capsys, plain_llama, in
     assert json.loads(chats.read_text().splitlines()[0])["messages"][-1]["role"] == "assistant"
 
 
+def test_conversations_the_chat_template_refuses_are_named_before_the_search(tmp_path, tmp_path_factory, capsys,
+                                                                            reviews_csv, instructions, monkeypatch):
+    """Gemma's and Mistral's templates, among others, raise on a system message: every trial failed with it."""
+    from transformers import LlamaConfig
+
+    no_system = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+                 + CHAT_TEMPLATE)
+    model = tiny_decoder(tmp_path_factory, "tiny-llama-no-system", reviews_csv, LlamaConfig, chat_template=no_system)
+    monkeypatch.chdir(tmp_path)
+    chats = [json.loads(line)["messages"] for line in instructions[1].read_text().splitlines()]
+    system = [{"role": "system", "content": "answer fresh or rotten"}]
+    for name, conversations in (("plain", chats), ("system", chats[:-5] + [system + c for c in chats[-5:]])):
+        pd.DataFrame({"messages": conversations}).to_json(tmp_path / f"{name}.jsonl", orient="records", lines=True)
+    job_file = write_job(tmp_path, model=model, task={"type": "generation", "train_file": "system.jsonl"})
+    capsys.readouterr()  # the tiny model's own output as it was saved
+    code, err = _cli(capsys, job_file)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert ("task.messages_column: the chat template of" in err and "refuses a conversation of system, user messages "
+            "before the answer: System role not supported" in err and "put it at the start of the first user" in err), err
+    assert not (tmp_path / "run").exists()
+    assert main(["check", str(write_job(tmp_path, model=model, task={"type": "generation", "train_file": "plain.jsonl"}))]) == 0
+
+
 @pytest.mark.integration
 def test_the_decoder_demo_in_short_beats_the_zero_shot_model(tmp_path, ray_local):
     """``demo-decoder`` on SmolLM2-135M with one searched trial, a baseline and a small fidelity."""

@@ -6,6 +6,7 @@ directory, a study or an MLflow run exists.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from autopeft.errors import UserError, model_at
@@ -78,7 +79,7 @@ def prepare(job: JobSpec) -> Prepared:
     except ModelNotFound as exc:
         raise UserError("model", str(exc), f"choose a model of one of these types: {', '.join(sorted(FAMILIES))}") from None
     if data.chat:
-        _check_chat_template(job)
+        _check_chat_template(job, data)
     space = load_space(job.search_space, shape, job.fidelity.learning_rate)
     if job.trainer is not None:
         try:
@@ -368,10 +369,25 @@ def _check_input_length(job: JobSpec, shape: ModelShape, plans: list[Plan]) -> N
                         f"use {shape.max_tokens - virtual} or fewer")
 
 
-def _check_chat_template(job: JobSpec) -> None:
-    if not getattr(load_tokenizer(job.model), "chat_template", None):
+def _check_chat_template(job: JobSpec, data: TaskData) -> None:
+    """The model's chat template renders a conversation of each sequence of roles in the data (many templates refuse
+    a system message, or roles that do not alternate between user and assistant)."""
+    tokenizer = load_tokenizer(job.model)
+    if not getattr(tokenizer, "chat_template", None):
         raise UserError("task.messages_column", f"'{job.model}' has no chat template to render the chat messages",
                         "give prompt and completion columns instead, or use a model with a chat template")
+    conversations = {}
+    for prompt, _ in data.train_texts + data.validation_texts + data.test_texts:
+        messages = json.loads(prompt)
+        conversations.setdefault(tuple(m.get("role") for m in messages), messages)
+    for roles, messages in conversations.items():
+        try:
+            tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except Exception as exc:  # the template's own refusal (raise_exception), or whatever rendering raises
+            raise UserError("task.messages_column", f"the chat template of '{job.model}' refuses a conversation of "
+                            f"{', '.join(map(str, roles))} messages before the answer: {str(exc).splitlines()[0]}",
+                            "give the messages in the roles the template takes (many take no system message: put it "
+                            "at the start of the first user message; many take user and assistant in turn)") from None
 
 
 def budget_params(job: JobSpec, shape: ModelShape) -> int | None:
