@@ -27,6 +27,10 @@ DECODERS = {
                          layer_types=["sliding_attention", "sliding_attention", "full_attention"], **ATTENTION),
         vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2, image_size=28,
                            patch_size=14), mm_tokens_per_image=4),
+    "nemotron": lambda t: t.NemotronConfig(vocab_size=30522, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                                           head_dim=16, bos_token_id=0, eos_token_id=0, **ATTENTION),  # ungated MLP
+    "glm4": lambda t: t.Glm4Config(vocab_size=30522, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                                   head_dim=16, pad_token_id=0, eos_token_id=0, **ATTENTION),  # gate and input fused
     "phi3": lambda t: t.Phi3Config(vocab_size=30522, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
                                    pad_token_id=0, **ATTENTION),
     "gpt2": lambda t: t.GPT2Config(vocab_size=30522, n_embd=64, n_layer=3, n_head=4),
@@ -47,7 +51,7 @@ DECODERS = {
                                  word_embed_proj_dim=64),
 }
 FAMILY = {"llama": "llama", "mistral": "llama", "qwen2": "llama", "qwen3": "llama", "gemma": "llama", "gemma2": "llama",
-          "gemma3": "gemma3", "phi3": "phi3", "gpt2": "gpt2", "gpt_bigcode": "gpt2", "gpt_neox": "gpt_neox", "phi": "phi", "starcoder2": "starcoder2", "opt": "opt",
+          "gemma3": "gemma3", "nemotron": "nemotron", "glm4": "glm", "phi3": "phi3", "gpt2": "gpt2", "gpt_bigcode": "gpt2", "gpt_neox": "gpt_neox", "phi": "phi", "starcoder2": "starcoder2", "opt": "opt",
           "falcon": "falcon", "falcon-gqa": "falcon", "bloom": "bloom"}
 
 
@@ -126,7 +130,8 @@ def test_the_ia3_and_lora_baselines_fit_every_decoder_adapting_a_fused_projectio
     plans = baseline_plans(["ia3", "lora-r8", "lora-mlp-r8"], shape)  # each fits: none is refused
     fused = "query_key_value" in shape.family.groups
     gated = ("ffn_gate", "ffn_in", "ffn_out")
-    mlp = {"llama": gated, "gemma3": gated, "phi3": ("ffn_gate_in", "ffn_out")}.get(FAMILY[model_type], ("ffn_in", "ffn_out"))
+    gate_in = ("ffn_gate_in", "ffn_out")
+    mlp = {"llama": gated, "gemma3": gated, "phi3": gate_in, "glm": gate_in}.get(FAMILY[model_type], ("ffn_in", "ffn_out"))
     assert plans["ia3"]["ia3"].groups == _ia3_groups(shape)
     assert [t.group for t in plans["lora-r8"]["lora"].targets] == (["query_key_value"] if fused else ["query", "value"])
     assert tuple(t.group for t in plans["lora-mlp-r8"]["lora"].targets) == mlp
@@ -192,6 +197,8 @@ def test_a_prefix_is_seen_by_every_query_with_padding_and_through_cached_generat
 FITTING = {  # the built-in spaces that fit each family
     "llama": "autopeft, catalogue, decoder, lora, mixed",
     "gemma3": "autopeft, catalogue, decoder, lora, mixed",
+    "nemotron": "autopeft, catalogue, lora, mixed",
+    "glm": "autopeft, catalogue, decoder, lora, mixed",
     "phi": "autopeft, catalogue, lora, mixed",
     "starcoder2": "autopeft, catalogue, lora, mixed",
     "phi3": "autopeft, catalogue, lora",
@@ -256,6 +263,20 @@ def test_an_unsupported_structure_names_the_supported_families(tmp_path_factory)
     for path in (funnel, experts):
         with pytest.raises(ModelNotFound, match="supported families: bert .*gpt2 .*llama .*phi3"):
             model_shape(path, num_labels=2)
+
+
+def test_a_decoder_transformers_builds_no_classifier_for_is_searched_on_generation_and_told_so_on_classification(tmp_path):
+    """Granite, built like Llama, has a causal LM and no sequence-classification head in transformers."""
+    import torch
+    from transformers import AutoModelForCausalLM, GraniteConfig
+
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(GraniteConfig(vocab_size=1000, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                                                   **ATTENTION)).save_pretrained(tmp_path)
+    assert model_shape(str(tmp_path), num_labels=0).family.name == "llama"
+    with pytest.raises(ModelNotFound, match="^transformers builds no classifier of model type 'granite': search it on a "
+                                            r"generation task \(task.type\), or choose another model$"):
+        model_shape(str(tmp_path), num_labels=2)
 
 
 def test_an_encoder_decoder_is_refused_before_anything_runs_not_taken_for_a_decoder(tmp_path, tmp_path_factory,

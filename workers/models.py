@@ -238,7 +238,6 @@ def model_shape(model: str, num_labels: int) -> ModelShape:
 
 @functools.lru_cache(maxsize=16)
 def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
-    import torch
     from transformers import AutoConfig
 
     path, extra = pretrained(resolved)
@@ -248,21 +247,22 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
     if config.is_encoder_decoder:  # its decoder stack would pass for a decoder-only model's (BART's for OPT's)
         raise ModelNotFound(f"model type '{config.model_type}' is an encoder-decoder (sequence-to-sequence) model: autopeft "
                             f"searches encoders and decoder-only models; {supported}")
-    try:
-        with torch.device("meta"):
-            model = auto_class(num_labels).from_config(config)
-    except ValueError:
-        model = None
+    model = _on_meta(config, num_labels)
     modules = dict(model.named_modules()) if model is not None else {}
     family = recognise(config.model_type, set(modules))
     if family is None:
+        other = _on_meta(config, 0 if num_labels else 2) if model is None else None
+        if other is not None and recognise(config.model_type, {n for n, _ in other.named_modules()}):
+            kind, task = ("classifier", "generation") if num_labels else ("causal language model", "classification")
+            raise ModelNotFound(f"transformers builds no {kind} of model type '{config.model_type}': search it on a "
+                                f"{task} task (task.type), or choose another model")
         raise ModelNotFound(f"model type '{config.model_type}' is not supported yet; {supported}")
     text = config.get_text_config()  # the language model's own (an image-text model's config holds it apart)
     layers_key = next(k for k in modules if k.endswith(family.layers_path))
     group_dims = {group: _in_out(modules[f"{layers_key}.0.{sub}"]) for group, sub in family.groups.items()}
     first = f"{layers_key}.0."
     norms = {name[len(first):]: sum(p.numel() for p in module.parameters()) for name, module in modules.items()
-             if name.startswith(first) and type(module).__name__.endswith("Norm") and any(True for _ in module.parameters())}
+             if name.startswith(first) and is_norm(module) and any(True for _ in module.parameters())}
     poolers = pooler_modules(model, family.pooler) if num_labels else set()
     pooler_params = sum(p.numel() for name in poolers for p in modules[name].parameters())
     return ModelShape(
@@ -293,6 +293,26 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
         fan_in_fan_out=type(modules[first + family.groups["attention_output"]]).__name__ == "Conv1D",
         embedding_width=model.get_input_embeddings().embedding_dim,
     )
+
+
+def is_norm(module) -> bool:
+    """Whether ``module`` is a normalisation layer: torch's LayerNorm and its subclasses (Nemotron's LayerNorm1P), and
+    the models' own (LlamaRMSNorm, T5LayerNorm...)."""
+    import torch
+
+    return isinstance(module, torch.nn.LayerNorm) or type(module).__name__.endswith("Norm")
+
+
+def _on_meta(config, num_labels: int):
+    """``config``'s model with a ``num_labels`` head (0: a causal LM) on the meta device; None where transformers
+    builds none of that kind for its type."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return auto_class(num_labels).from_config(config)
+    except ValueError:
+        return None
 
 
 def takes_kv_cache(attention) -> bool:

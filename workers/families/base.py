@@ -94,7 +94,8 @@ def register_family(family: Family) -> Family:
 
 
 def recognise(model_type: str, module_names: set[str]) -> Family | None:
-    """The family of a model: by its type, else by its structure; None when no family fits."""
+    """The family of a model: by its type, else by its structure, the family that finds the most module groups in
+    it (Llama's gated MLP holds the ungated MLP's groups, and a gate besides); None when no family fits."""
     if model_type in FAMILIES and FAMILIES[model_type].matches(module_names):
         return FAMILIES[model_type]
-    return next((f for f in BY_NAME.values() if f.matches(module_names)), None)
+    return max((f for f in BY_NAME.values() if f.matches(module_names)), key=lambda f: len(f.groups), default=None)
