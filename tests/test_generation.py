@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -169,8 +170,15 @@ def test_bad_generation_input_gets_one_message(tmp_path, capsys, plain_llama, in
         ({"train_file": str(pairs), "metric": "accuracy"}, ["task", "metric 'accuracy' does not fit a generation task",
                                                             "exact_match, token_accuracy"]),
     ]
-    for task, words in cases:
-        job_file = write_job(tmp_path, model=plain_llama, task={"type": "generation", **task})
+    no_eos = tmp_path / "no-eos"  # the same decoder, its tokenizer without an end-of-sequence token
+    shutil.copytree(plain_llama, no_eos)
+    config = json.loads((no_eos / "tokenizer_config.json").read_text())
+    (no_eos / "tokenizer_config.json").write_text(json.dumps({k: v for k, v in config.items() if k != "eos_token"}))
+    models = {"minilm-l6": ["model: 'minilm-l6' is an encoder (bert)", "does not generate", "task.type: classification"],
+              str(no_eos): ["has no end-of-sequence token", "eos_token"]}
+    cases += [({"train_file": str(pairs)}, words) for words in models.values()]
+    for (task, words), model in zip(cases, [plain_llama] * (len(cases) - len(models)) + list(models), strict=True):
+        job_file = write_job(tmp_path, model=model, task={"type": "generation", **task})
         code, err = _cli(capsys, job_file)
         assert code == 2 and err.startswith("autopeft: error: ") and len(err.splitlines()) == 1, err
         for word in words:
@@ -244,8 +252,6 @@ def test_gemma3_as_an_image_text_model_trains_on_instructions_exactly_as_its_lan
         tmp_path_factory, reviews_csv, instructions):
     """Gemma 3 of 4B and more is published as an image-text model, a vision tower beside the language model's
     layers: every plan goes in the language model, and a text task trains as on the text-only model."""
-    import shutil
-
     import torch
     from transformers import AutoModelForCausalLM, Gemma3Config, Gemma3ForConditionalGeneration, Gemma3TextConfig
 

@@ -78,6 +78,8 @@ def prepare(job: JobSpec) -> Prepared:
         shape = model_shape(job.model, data.num_labels)
     except ModelNotFound as exc:
         raise UserError("model", str(exc), f"choose a model of one of these types: {', '.join(sorted(FAMILIES))}") from None
+    if data.kind == "generation":
+        _check_generation(job, shape)
     if data.chat:
         _check_chat_template(job, data)
     space = load_space(job.search_space, shape, job.fidelity.learning_rate)
@@ -367,6 +369,17 @@ def _check_input_length(job: JobSpec, shape: ModelShape, plans: list[Plan]) -> N
         raise UserError("fidelity.max_seq_length", f"{job.fidelity.max_seq_length} tokens{prompt} are more than "
                         f"{job.model} takes: its position embeddings hold {shape.max_tokens}",
                         f"use {shape.max_tokens - virtual} or fewer")
+
+
+def _check_generation(job: JobSpec, shape: ModelShape) -> None:
+    """A generation task takes a decoder whose tokenizer has an end-of-sequence token to end each completion with."""
+    if not shape.family.decoder:
+        raise UserError("model", f"'{job.model}' is an encoder ({shape.model_type}): its attention sees the whole text "
+                        "at once, and it does not generate", "search it on a classification task (task.type: "
+                        "classification), or give a generation task a decoder (a built-in: smollm2-135m)")
+    if load_tokenizer(job.model).eos_token_id is None:
+        raise UserError("model", f"the tokenizer of '{job.model}' has no end-of-sequence token to end each "
+                        "completion with", "give the model's tokenizer its eos_token (tokenizer_config.json)")
 
 
 def _check_chat_template(job: JobSpec, data: TaskData) -> None:

@@ -4,6 +4,7 @@ from .base import Family, register_family
 
 BERT = register_family(Family(
     name="bert",
+    decoder=False,
     model_types=("bert", "roberta", "xlm-roberta", "electra"),
     layers_path="encoder.layer",
     groups={

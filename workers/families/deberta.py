@@ -11,6 +11,7 @@ from .base import Family, register_family
 
 DEBERTA = register_family(Family(
     name="deberta",
+    decoder=False,
     model_types=("deberta-v2",),
     layers_path="encoder.layer",
     groups={

@@ -4,6 +4,7 @@ from .base import Family, register_family
 
 DISTILBERT = register_family(Family(
     name="distilbert",
+    decoder=False,
     model_types=("distilbert",),
     layers_path="transformer.layer",
     groups={

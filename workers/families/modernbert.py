@@ -12,6 +12,7 @@ from .base import Family, register_family
 
 MODERNBERT = register_family(Family(
     name="modernbert",
+    decoder=False,
     model_types=("modernbert",),
     layers_path="model.layers",
     groups={

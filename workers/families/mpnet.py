@@ -9,6 +9,7 @@ from .base import Family, register_family
 
 MPNET = register_family(Family(
     name="mpnet",
+    decoder=False,
     model_types=("mpnet",),
     layers_path="encoder.layer",
     groups={
