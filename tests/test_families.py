@@ -263,6 +263,9 @@ def test_an_unsupported_structure_names_the_supported_families(tmp_path_factory)
     for path in (funnel, experts):
         with pytest.raises(ModelNotFound, match="supported families: bert .*gpt2 .*llama .*phi3"):
             model_shape(path, num_labels=2)
+    with pytest.raises(ModelNotFound, match="^model type 'qwen3_moe' has 1 of its 2 layers built like llama's, and the "
+                                            "others otherwise .*mixture of experts.*all alike"):
+        model_shape(experts, num_labels=2)
 
 
 def test_a_decoder_transformers_builds_no_classifier_for_is_searched_on_generation_and_told_so_on_classification(tmp_path):

@@ -256,6 +256,12 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
             kind, task = ("classifier", "generation") if num_labels else ("causal language model", "classification")
             raise ModelNotFound(f"transformers builds no {kind} of model type '{config.model_type}': search it on a "
                                 f"{task} task (task.type), or choose another model")
+        partly = [(f, *f.layers_alike(set(modules))) for f in BY_NAME.values()]
+        family, alike, layers = max(partly, key=lambda p: p[1] / p[2] if p[2] else 0)
+        if alike:
+            raise ModelNotFound(f"model type '{config.model_type}' has {alike} of its {layers} layers built like "
+                                f"{family.name}'s, and the others otherwise (a hybrid of two kinds of layer, or a mixture "
+                                "of experts): autopeft searches models whose layers are all alike; " + supported)
         raise ModelNotFound(f"model type '{config.model_type}' is not supported yet; {supported}")
     text = config.get_text_config()  # the language model's own (an image-text model's config holds it apart)
     layers_key = next(k for k in modules if k.endswith(family.layers_path))

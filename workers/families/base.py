@@ -60,9 +60,15 @@ class Family:
     def matches(self, module_names: set[str]) -> bool:
         """Whether a model with these module names is built like this family: every one of its layers
         has every module group (a mixture of experts whose first layers are dense does not)."""
+        alike, layers = self.layers_alike(module_names)
+        return bool(layers) and alike == layers
+
+    def layers_alike(self, module_names: set[str]) -> tuple[int, int]:
+        """(layers built like this family's, layers) of a model with these module names: a hybrid model, or a
+        mixture of experts with dense layers, has some of one and not all."""
         layer = re.compile(rf"(?:.*\.)?{re.escape(self.layers_path)}\.\d+")
         layers = [n for n in module_names if layer.fullmatch(n)]
-        return bool(layers) and all(f"{n}.{path}" in module_names for n in layers for path in self.groups.values())
+        return sum(all(f"{n}.{path}" in module_names for path in self.groups.values()) for n in layers), len(layers)
 
     def holder(self, group: str) -> str:
         """The group of this family that holds ``group``: itself, or the fused projection it is part of
