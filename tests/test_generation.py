@@ -184,6 +184,10 @@ def test_bad_generation_input_gets_one_message(tmp_path, capsys, plain_llama, in
         for word in words:
             assert word in err, err
         assert not (tmp_path / "run").exists()
+    job_file = write_job(tmp_path, model=str(no_eos), task={"train_file": str(pairs), "text_columns": ["prompt"],
+                                                            "label_column": "completion"})  # a classifier pads too
+    code, err = _cli(capsys, job_file)
+    assert code == 2 and "has neither a padding token nor an end-of-sequence token to pad batches with" in err, err
     assert json.loads(chats.read_text().splitlines()[0])["messages"][-1]["role"] == "assistant"
 
 

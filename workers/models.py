@@ -268,7 +268,7 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
     group_dims = {group: _in_out(modules[f"{layers_key}.0.{sub}"]) for group, sub in family.groups.items()}
     first = f"{layers_key}.0."
     norms = {name[len(first):]: sum(p.numel() for p in module.parameters()) for name, module in modules.items()
-             if name.startswith(first) and is_norm(module) and any(True for _ in module.parameters())}
+             if name.startswith(first) and _is_norm(module) and any(True for _ in module.parameters())}
     poolers = pooler_modules(model, family.pooler) if num_labels else set()
     pooler_params = sum(p.numel() for name in poolers for p in modules[name].parameters())
     return ModelShape(
@@ -301,7 +301,7 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
     )
 
 
-def is_norm(module) -> bool:
+def _is_norm(module) -> bool:
     """Whether ``module`` is a normalisation layer: torch's LayerNorm and its subclasses (Nemotron's LayerNorm1P), and
     the models' own (LlamaRMSNorm, T5LayerNorm...)."""
     import torch

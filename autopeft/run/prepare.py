@@ -78,8 +78,7 @@ def prepare(job: JobSpec) -> Prepared:
         shape = model_shape(job.model, data.num_labels)
     except ModelNotFound as exc:
         raise UserError("model", str(exc), f"choose a model of one of these types: {', '.join(sorted(FAMILIES))}") from None
-    if data.kind == "generation":
-        _check_generation(job, shape)
+    _check_tokenizer(job, data, shape)
     if data.chat:
         _check_chat_template(job, data)
     space = load_space(job.search_space, shape, job.fidelity.learning_rate)
@@ -371,15 +370,21 @@ def _check_input_length(job: JobSpec, shape: ModelShape, plans: list[Plan]) -> N
                         f"use {shape.max_tokens - virtual} or fewer")
 
 
-def _check_generation(job: JobSpec, shape: ModelShape) -> None:
-    """A generation task takes a decoder whose tokenizer has an end-of-sequence token to end each completion with."""
-    if not shape.family.decoder:
+def _check_tokenizer(job: JobSpec, data: TaskData, shape: ModelShape) -> None:
+    """The tokenizer pads batches (with its padding token, else its end-of-sequence token); a generation task takes a
+    decoder whose tokenizer has an end-of-sequence token to end each completion with."""
+    if data.kind == "generation" and not shape.family.decoder:
         raise UserError("model", f"'{job.model}' is an encoder ({shape.model_type}): its attention sees the whole text "
                         "at once, and it does not generate", "search it on a classification task (task.type: "
                         "classification), or give a generation task a decoder (a built-in: smollm2-135m)")
-    if load_tokenizer(job.model).eos_token_id is None:
+    tokenizer = load_tokenizer(job.model)
+    if data.kind == "generation" and tokenizer.eos_token_id is None:
         raise UserError("model", f"the tokenizer of '{job.model}' has no end-of-sequence token to end each "
                         "completion with", "give the model's tokenizer its eos_token (tokenizer_config.json)")
+    if tokenizer.pad_token_id is None:
+        raise UserError("model", f"the tokenizer of '{job.model}' has neither a padding token nor an end-of-sequence "
+                        "token to pad batches with", "give the model's tokenizer its pad_token or eos_token "
+                        "(tokenizer_config.json)")
 
 
 def _check_chat_template(job: JobSpec, data: TaskData) -> None:
