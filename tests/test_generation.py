@@ -261,10 +261,12 @@ def test_gemma3_as_an_image_text_model_trains_on_instructions_exactly_as_its_lan
 
     from autopeft.job.data import load_task_data
     from autopeft.job.spec import TaskSpec
+    from autopeft.workers.build import apply_plan, count_trainable
     from autopeft.workers.methods import baseline_plan
     from autopeft.workers.models import model_shape
     from autopeft.workers.trial import run_trial
     from autopeft.workers.types import Fidelity, TrialRequest
+    from conftest import base_model
 
     text = tiny_decoder(tmp_path_factory, "tiny-gemma3-text", reviews_csv, lambda **sizes: Gemma3TextConfig(**sizes, head_dim=8))
     language = AutoModelForCausalLM.from_pretrained(text)
@@ -283,8 +285,11 @@ def test_gemma3_as_an_image_text_model_trains_on_instructions_exactly_as_its_lan
     fidelity = Fidelity(train_examples=32, eval_examples=20, batch_size=8, max_seq_length=48, learning_rate=0.02)
     shapes = {path: model_shape(path, 0) for path in (text, str(image_text))}
     assert [s.family.name for s in shapes.values()] == ["llama", "gemma3"]
-    for name in ("lora-r8", "prefix-10"):
+    for name in ("lora-r8", "prefix-10", "full"):  # full fine-tuning trains the language model alone too
+        assert len({count_trainable(baseline_plan(name, shape), shape) for shape in shapes.values()}) == 1
         results = [run_trial(TrialRequest(0, baseline_plan(name, shape), path, 0, "token_accuracy", fidelity, 0,
                                           save_adapter=False), data).metrics for path, shape in shapes.items()]
         assert results[0]["train_loss"] == pytest.approx(results[1]["train_loss"], rel=1e-5)
         assert results[0]["token_accuracy"] == results[1]["token_accuracy"]
+    model = apply_plan(base_model(str(image_text), 0), baseline_plan("full", shapes[str(image_text)]), shapes[str(image_text)])
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == shapes[text].base_params

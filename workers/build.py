@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from .methods import METHODS, method
-from .models import ModelShape, head_modules, no_pooler, pooler_modules
+from .models import ModelShape, frozen, head_modules, no_pooler, pooler_modules
 from .plan import Plan
 
 COMPOSITE_FILE = "autopeft_adapter.json"
@@ -28,7 +28,7 @@ def count_trainable(plan: Plan, shape: ModelShape) -> int:
     """Exact number of parameters the plan trains: its modules plus the classification head (and the
     pooler, or a LoRA on it, where the plan trains one)."""
     if plan.full:
-        return shape.base_params
+        return shape.base_params - shape.frozen_params
     head = shape.head_params + (shape.pooler_params if plan.pooler else 0)
     pooler_lora = sum(_pooler_lora_module(plan, shape, fan_in, fan_out) for fan_in, fan_out in shape.pooler_linears.values())
     return head + pooler_lora + sum(method(name).count(plan[name], shape) for name in plan.methods)
@@ -166,8 +166,8 @@ def _autocast_outputs(model):
 def apply_plan(model, plan: Plan, shape: ModelShape):
     """Wrap ``model`` with peft according to ``plan``; only the plan's modules and the head stay trainable, in fp32."""
     if plan.full:
-        for parameter in model.parameters():
-            parameter.requires_grad = True
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad = not frozen(name, shape.family)
         return _trained_in_fp32(model)
     from peft import get_peft_model
 

@@ -189,6 +189,7 @@ class ModelShape:
     lacks_blocks: tuple[str, ...] = ()  # its family's blocks that its layers have in no form a method can wrap
     fan_in_fan_out: bool = False  # its layers store weights (in, out), as GPT-2's Conv1D, not as torch's Linear
     embedding_width: int = 0  # its input embeddings' width: narrower than hidden_size in ELECTRA-small and OPT-350m
+    frozen_params: int = 0  # the parameters of its family's ``frozen`` modules (an image-text model's vision tower)
 
     @property
     def pooler_default(self) -> dict:
@@ -298,7 +299,13 @@ def _model_shape_cached(resolved: str, num_labels: int) -> ModelShape:
                            and not takes_kv_cache(modules[first + family.blocks[b]])),
         fan_in_fan_out=type(modules[first + family.groups["attention_output"]]).__name__ == "Conv1D",
         embedding_width=model.get_input_embeddings().embedding_dim,
+        frozen_params=sum(p.numel() for name, p in model.named_parameters() if frozen(name, family)),
     )
+
+
+def frozen(name: str, family: Family) -> bool:
+    """Whether the parameter ``name`` is in one of ``family``'s frozen modules, which no plan trains."""
+    return not set(name.split(".")).isdisjoint(family.frozen)
 
 
 def _is_norm(module) -> bool:

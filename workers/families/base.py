@@ -50,6 +50,7 @@ class Family:
     pooler: str = "pooler"  # the module between the encoder and the classifier that peft leaves frozen
     fused_attention: bool = True  # on CUDA its attention runs in a fused kernel, which keeps no score rows
     decoder: bool = True  # its attention is causal, and it generates; an encoder's sees the whole text at once
+    frozen: tuple[str, ...] = ()  # modules a text task never reaches, which no plan trains, full fine-tuning included
 
     def __post_init__(self):
         if not set(self.groups) <= set(MODULE_GROUPS) or not {"attention_output", "ffn_out"} <= set(self.groups):
