@@ -87,7 +87,7 @@ def test_numeric_labels_are_the_same_classes_in_a_file_with_a_missing_label_and_
     assert data.validation_labels[:2] == (0, 1)
 
 
-def test_several_labels_per_example_are_refused_and_so_is_a_validation_class_the_training_data_lacks(tmp_path, caplog):
+def test_several_labels_per_example_an_empty_text_column_and_a_validation_class_the_training_data_lacks_are_refused(tmp_path, caplog):
     rows = pd.DataFrame({"text": [f"review {i}" for i in range(40)], "label": ["pos", "neg"] * 20})
     rows.to_csv(tmp_path / "train.csv", index=False)
     rows.assign(label=[["pos", "funny"], ["neg"]] * 20).to_json(tmp_path / "tags.jsonl", orient="records", lines=True)
@@ -98,6 +98,10 @@ def test_several_labels_per_example_are_refused_and_so_is_a_validation_class_the
                                         r"class as the training data does \('neg', 'pos'\)"):
         load_task_data(TaskSpec(train_file=tmp_path / "train.csv", validation_file=tmp_path / "validation.csv",
                                 text_columns=["text"], label_column="label"))
+    rows.assign(title=None).to_csv(tmp_path / "titled.csv", index=False)  # a column named, but empty throughout
+    with pytest.raises(UserError, match=r"task.text_columns: column 'title' has no text in any training example. Fix: "
+                                        "name the columns that hold the texts: text, label, title"):
+        load_task_data(TaskSpec(train_file=tmp_path / "titled.csv", text_columns=["title"], label_column="label"))
     rows.assign(label=["pos", "neg"] * 19 + ["rare", "neg"]).to_csv(tmp_path / "rare.csv", index=False)
     seed = next(s for s in range(100) if 38 in rows.sample(frac=1.0, random_state=s).index[:10])  # 'rare' held out
     with caplog.at_level("WARNING", logger="autopeft"):

@@ -121,8 +121,13 @@ def _classification_data(task) -> tuple[TaskData, pd.DataFrame | None]:
         raise UserError("task.label_column", f"'{task.label_column}' has fewer than two distinct labels", "choose the column that holds the class labels")
     _check_classes(pd.concat([frame[task.label_column], validation[task.label_column]]), task.label_column, len(label_names))
     index = {name: i for i, name in enumerate(label_names)}
+    train_texts = _texts(frame, task.text_columns)
+    empty = next((c for i, c in enumerate(task.text_columns) if not any(t[i].strip() for t in train_texts)), None)
+    if empty is not None:
+        raise UserError("task.text_columns", f"column '{empty}' has no text in any training example",
+                        f"name the columns that hold the texts: {', '.join(map(str, frame.columns))}")
     return TaskData(
-        train_texts=_texts(frame, task.text_columns),
+        train_texts=train_texts,
         train_labels=tuple(index[v] for v in train_labels),
         validation_texts=_texts(validation, task.text_columns),
         validation_labels=tuple(index[v] for v in validation_labels),
