@@ -78,9 +78,10 @@ def prepare(job: JobSpec) -> Prepared:
         shape = model_shape(job.model, data.num_labels)
     except ModelNotFound as exc:
         raise UserError("model", str(exc), f"choose a model of one of these types: {', '.join(sorted(FAMILIES))}") from None
-    _check_tokenizer(job, data, shape)
+    tokenizer = load_tokenizer(job.model)
+    _check_tokenizer(job, data, shape, tokenizer)
     if data.chat:
-        _check_chat_template(job, data)
+        _check_chat_template(job, data, tokenizer)
     space = load_space(job.search_space, shape, job.fidelity.learning_rate)
     if job.trainer is not None:
         try:
@@ -370,14 +371,13 @@ def _check_input_length(job: JobSpec, shape: ModelShape, plans: list[Plan]) -> N
                         f"use {shape.max_tokens - virtual} or fewer")
 
 
-def _check_tokenizer(job: JobSpec, data: TaskData, shape: ModelShape) -> None:
+def _check_tokenizer(job: JobSpec, data: TaskData, shape: ModelShape, tokenizer) -> None:
     """The tokenizer pads batches (with its padding token, else its end-of-sequence token); a generation task takes a
     decoder whose tokenizer has an end-of-sequence token to end each completion with."""
     if data.kind == "generation" and not shape.family.decoder:
         raise UserError("model", f"'{job.model}' is an encoder ({shape.model_type}): its attention sees the whole text "
                         "at once, and it does not generate", "search it on a classification task (task.type: "
                         "classification), or give a generation task a decoder (a built-in: smollm2-135m)")
-    tokenizer = load_tokenizer(job.model)
     if data.kind == "generation" and tokenizer.eos_token_id is None:
         raise UserError("model", f"the tokenizer of '{job.model}' has no end-of-sequence token to end each "
                         "completion with", "give the model's tokenizer its eos_token (tokenizer_config.json)")
@@ -387,10 +387,9 @@ def _check_tokenizer(job: JobSpec, data: TaskData, shape: ModelShape) -> None:
                         "(tokenizer_config.json)")
 
 
-def _check_chat_template(job: JobSpec, data: TaskData) -> None:
+def _check_chat_template(job: JobSpec, data: TaskData, tokenizer) -> None:
     """The model's chat template renders a conversation of each sequence of roles in the data (many templates refuse
     a system message, or roles that do not alternate between user and assistant)."""
-    tokenizer = load_tokenizer(job.model)
     if not getattr(tokenizer, "chat_template", None):
         raise UserError("task.messages_column", f"'{job.model}' has no chat template to render the chat messages",
                         "give prompt and completion columns instead, or use a model with a chat template")
